@@ -1,0 +1,144 @@
+#include "tenancy.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+
+#include "driver.hpp"
+#include "log.hpp"
+
+namespace gpushare::interpose {
+namespace {
+
+std::atomic<Tenancy*> g_tenancy{nullptr};
+std::mutex g_tenancy_mutex;  // constant-initialised: no constructor runs at load time
+
+std::string per_process_tenant_name() {
+  const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+  std::uint64_t mix = static_cast<std::uint64_t>(now) ^ (static_cast<std::uint64_t>(::getpid()) << 32);
+  mix ^= mix >> 33;
+  mix *= 0xff51afd7ed558ccdull;
+  mix ^= mix >> 33;
+  return fmt::format("pid{}-{:08x}", ::getpid(), static_cast<std::uint32_t>(mix));
+}
+
+}  // namespace
+
+const LoadedSettings& process_settings() {
+  // Never destroyed, like the tenancy: a driver call may still arrive while the process exits.
+  static const LoadedSettings* settings =
+      new LoadedSettings(load_settings([](const char* name) { return std::getenv(name); }));
+  return *settings;
+}
+
+bool log_enabled(LogLevel level) { return level <= process_settings().settings.log_level; }
+
+void log_line(std::string_view line) {
+  std::string text = fmt::format("gpushare: {}\n", line);
+  [[maybe_unused]] auto written = ::write(STDERR_FILENO, text.data(), text.size());
+}
+
+Tenancy& Tenancy::get() {
+  if (Tenancy* tenancy = g_tenancy.load(std::memory_order_acquire)) return *tenancy;
+  std::lock_guard lock(g_tenancy_mutex);
+  if (Tenancy* tenancy = g_tenancy.load(std::memory_order_acquire)) return *tenancy;
+  // Never destroyed: driver calls can arrive from other threads while the process exits, and the
+  // kernel drops the slot's liveness lock at exit anyway.
+  auto* tenancy = new Tenancy();
+  tenancy->start();
+  static std::once_flag atfork_registered;
+  std::call_once(atfork_registered, [] { ::pthread_atfork(nullptr, nullptr, &Tenancy::forget_after_fork); });
+  g_tenancy.store(tenancy, std::memory_order_release);
+  return *tenancy;
+}
+
+void Tenancy::forget_after_fork() {
+  // The child must not spend its parent's slot: drop it (closing only the child's copy of the
+  // descriptor, so the parent keeps its lock) and join afresh on the child's first driver call.
+  if (Tenancy* tenancy = g_tenancy.load(std::memory_order_acquire)) {
+    if (tenancy->membership_) tenancy->membership_->abandon();
+    g_tenancy.store(nullptr, std::memory_order_release);
+  }
+}
+
+void Tenancy::start() {
+  const LoadedSettings& loaded = process_settings();
+  const Settings& settings = loaded.settings;
+  auto fail = [&](const std::string& why) {
+    mode_ = settings.on_error == FailPolicy::kOpen ? Mode::kPassThrough : Mode::kDenyAll;
+    log(LogLevel::kError, "{}; {}", why,
+        mode_ == Mode::kDenyAll ? "device allocations will fail (GPUSHARE_ON_ERROR=closed)"
+                                : "running without quotas (GPUSHARE_ON_ERROR=open)");
+  };
+  if (!loaded.errors.empty()) {
+    std::string all;
+    for (const auto& error : loaded.errors) all += (all.empty() ? "" : "; ") + error;
+    return fail(all);
+  }
+  const std::string path = settings.state_path.empty() ? default_state_path() : settings.state_path;
+  auto state = SharedState::open(path, SharedState::Mode::kCreateIfMissing);
+  if (!state) return fail(state.error().message);
+  state_ = std::move(state).value();
+  const std::string tenant = settings.tenant.empty() ? per_process_tenant_name() : settings.tenant;
+  auto membership = TenantMembership::join(*state_, tenant);
+  if (!membership) return fail(membership.error().message);
+  membership_ = std::move(membership).value();
+  log(LogLevel::kInfo, "joined tenant '{}' in {} (slot {})", tenant, path, membership_->slot_index());
+}
+
+std::optional<std::uint32_t> Tenancy::gpu_for(CUdevice ordinal) {
+  if (ordinal < 0 || ordinal >= kMaxDeviceOrdinals) return std::nullopt;
+  DeviceBinding& binding = devices_[static_cast<std::size_t>(ordinal)];
+  if (const int gpu = binding.gpu.load(std::memory_order_acquire); gpu >= 0) return static_cast<std::uint32_t>(gpu);
+
+  std::lock_guard lock(bind_mutex_);
+  if (const int gpu = binding.gpu.load(std::memory_order_acquire); gpu >= 0) return static_cast<std::uint32_t>(gpu);
+  const RealDriver* driver = real_driver();
+  if (driver == nullptr || driver->cuDeviceTotalMem_v2 == nullptr) return std::nullopt;
+  CUuuid uuid{};
+  auto get_uuid = driver->cuDeviceGetUuid_v2 != nullptr ? driver->cuDeviceGetUuid_v2 : driver->cuDeviceGetUuid;
+  if (get_uuid == nullptr || get_uuid(&uuid, ordinal) != CUDA_SUCCESS) return std::nullopt;
+  std::size_t physical = 0;
+  if (driver->cuDeviceTotalMem_v2(&physical, ordinal) != CUDA_SUCCESS) return std::nullopt;
+  GpuUuid key{};
+  for (std::size_t i = 0; i < key.size(); ++i) key[i] = static_cast<std::uint8_t>(uuid.bytes[i]);
+  const std::uint64_t wanted = process_settings().settings.memory_limit_for(ordinal);
+  auto attached = membership_->attach_gpu(key, physical, wanted);
+  if (!attached) {
+    log(LogLevel::kError, "cannot track device {}: {}", ordinal, attached.error().message);
+    return std::nullopt;
+  }
+  if (attached->limit_differs) {
+    log(LogLevel::kWarn,
+        "device {} ({}): this tenant's limit is {}, this process asked for {}; keeping {} (change it with "
+        "`gpushare quota set`)",
+        ordinal, format_gpu_uuid(key), format_size(attached->effective_limit_bytes), format_size(wanted),
+        format_size(attached->effective_limit_bytes));
+  }
+  binding.physical_bytes = physical;
+  binding.gpu.store(static_cast<int>(attached->gpu), std::memory_order_release);
+  return attached->gpu;
+}
+
+bool Tenancy::context_charge_paid(CUdevice ordinal) {
+  const std::uint64_t charge = process_settings().settings.context_memory_bytes;
+  if (charge == 0) return true;
+  DeviceBinding& binding = devices_[static_cast<std::size_t>(ordinal)];
+  if (binding.context_paid.load(std::memory_order_acquire)) return true;
+  std::lock_guard lock(bind_mutex_);
+  if (binding.context_paid.load(std::memory_order_acquire)) return true;
+  const auto gpu = static_cast<std::uint32_t>(binding.gpu.load(std::memory_order_acquire));
+  auto reserved = membership_->try_reserve(gpu, charge);
+  if (!reserved || reserved.value() != Reservation::kGranted) return false;
+  binding.context_paid.store(true, std::memory_order_release);
+  return true;
+}
+
+std::uint64_t Tenancy::physical_bytes(CUdevice ordinal) const {
+  if (ordinal < 0 || ordinal >= kMaxDeviceOrdinals) return 0;
+  return devices_[static_cast<std::size_t>(ordinal)].physical_bytes;
+}
+
+}  // namespace gpushare::interpose

@@ -1,0 +1,66 @@
+// This process's membership in its tenant: created on the first driver call that needs it (never
+// in a constructor: the library may be preloaded into processes that never use CUDA).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "allocation_map.hpp"
+#include "cuda_api.hpp"
+#include "gpushare/ledger.hpp"
+#include "gpushare/settings.hpp"
+
+namespace gpushare::interpose {
+
+// Settings from the environment, read once.
+const LoadedSettings& process_settings();
+
+class Tenancy {
+ public:
+  enum class Mode {
+    kEnforce,      // quotas apply
+    kPassThrough,  // GPUSHARE_ON_ERROR=open after a configuration or state problem
+    kDenyAll,      // GPUSHARE_ON_ERROR=closed (the default) after such a problem
+  };
+
+  static Tenancy& get();
+
+  Mode mode() const { return mode_; }
+
+  // The shared-state GPU index for a device ordinal, attached (and its context charge taken) on
+  // first use. nullopt when the device cannot be identified: the caller passes the call through
+  // to the driver, which reports the problem itself.
+  std::optional<std::uint32_t> gpu_for(CUdevice ordinal);
+  // Takes the context charge if GPUSHARE_CONTEXT_MEMORY asks for one and it is still owed.
+  bool context_charge_paid(CUdevice ordinal);
+
+  TenantMembership& membership() { return *membership_; }
+  std::uint64_t physical_bytes(CUdevice ordinal) const;
+
+  AllocationMap device_pointers;
+  AllocationMap vmm_handles;
+  AllocationMap arrays;
+  AllocationMap mipmapped_arrays;
+
+ private:
+  Tenancy() = default;
+  void start();
+  static void forget_after_fork();
+
+  struct DeviceBinding {
+    std::atomic<int> gpu{-1};
+    std::atomic<bool> context_paid{false};
+    std::uint64_t physical_bytes = 0;
+  };
+
+  Mode mode_ = Mode::kEnforce;
+  std::unique_ptr<SharedState> state_;
+  std::unique_ptr<TenantMembership> membership_;
+  std::mutex bind_mutex_;
+  std::array<DeviceBinding, kMaxDeviceOrdinals> devices_;
+};
+
+}  // namespace gpushare::interpose

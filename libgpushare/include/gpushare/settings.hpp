@@ -1,0 +1,57 @@
+// Every setting gpushare reads, in one table: the environment variable, its HAMi alias, its
+// default and what it means. The preload library, `gpushare run` and docs/configuration.md all
+// come from this table (a test checks that the document lists every entry).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gpushare/size.hpp"
+
+namespace gpushare {
+
+enum class LogLevel { kError, kWarn, kInfo, kDebug };
+enum class FailPolicy { kClosed, kOpen };
+
+struct OptionSpec {
+  std::string_view env;            // "GPUSHARE_MEMORY_LIMIT"; "<i>" stands for a device index
+  std::string_view hami_alias;     // "" when none
+  std::string_view run_flag;       // the `gpushare run` flag that sets it, "" when none
+  std::string_view default_value;  // as written in the docs
+  std::string_view description;
+};
+std::span<const OptionSpec> option_specs();
+
+inline constexpr int kMaxDeviceOrdinals = 64;
+
+struct Settings {
+  std::uint64_t memory_limit_bytes = kUnlimited;
+  std::map<int, std::uint64_t> device_memory_limit_bytes;  // by device ordinal as this process sees it
+  std::string tenant;      // empty: this process is a tenant of its own
+  std::string state_path;  // empty: default_state_path()
+  std::string real_libcuda = "libcuda.so.1";
+  LogLevel log_level = LogLevel::kWarn;
+  FailPolicy on_error = FailPolicy::kClosed;
+  std::uint64_t context_memory_bytes = 0;
+
+  std::uint64_t memory_limit_for(int ordinal) const;
+};
+
+struct LoadedSettings {
+  Settings settings;
+  // One line per bad value, naming the variable: the preload prints them and applies on_error.
+  std::vector<std::string> errors;
+};
+
+using EnvLookup = std::function<const char*(const char* name)>;
+LoadedSettings load_settings(const EnvLookup& env);
+
+Result<LogLevel> parse_log_level(std::string_view text);
+Result<FailPolicy> parse_fail_policy(std::string_view text);
+
+}  // namespace gpushare

@@ -1,0 +1,71 @@
+// Opening, creating and validating the mapped state file.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "gpushare/result.hpp"
+#include "gpushare/state_layout.hpp"
+
+namespace gpushare {
+
+class SharedState {
+ public:
+  enum class Mode {
+    kCreateIfMissing,  // processes of tenants: the first one creates the file
+    kExistingOnly,     // tools that only look (status) must not create a state nobody uses
+  };
+
+  // Maps the state at `path`. Refuses, with a message that says what to do, a file that is not
+  // a gpushare state, has another ABI version or size, or has a damaged header. Never crashes on
+  // a bad file.
+  static Result<std::unique_ptr<SharedState>> open(const std::string& path, Mode mode);
+
+  ~SharedState();
+  SharedState(const SharedState&) = delete;
+  SharedState& operator=(const SharedState&) = delete;
+
+  layout::StateLayout& state() { return *layout_; }
+  const std::string& path() const { return path_; }
+
+  // Liveness probes, on this object's own open file description (so a process probing its own
+  // slot, which it holds through another description, sees it as alive).
+  // Returns true when the lock on that byte was free and is now held by this object.
+  bool try_lock_slot(std::uint32_t slot_index);
+  void unlock_slot(std::uint32_t slot_index);
+
+ private:
+  SharedState() = default;
+  std::string path_;
+  int fd_ = -1;
+  struct Mapping;
+  std::unique_ptr<Mapping> mapping_;
+  layout::StateLayout* layout_ = nullptr;
+};
+
+// Robust, process-shared mutexes in the mapping. lock() reports whether the previous holder died
+// while holding it; the caller must then repair what the mutex guards before unlocking.
+namespace shared_mutex {
+void init(pthread_mutex_t* mutex);
+enum class Acquired { kClean, kOwnerDied };
+Result<Acquired> lock(pthread_mutex_t* mutex);
+void mark_consistent(pthread_mutex_t* mutex);
+void unlock(pthread_mutex_t* mutex);
+}  // namespace shared_mutex
+
+// Open-file-description locks on one byte. They belong to the open file description, not to the
+// process, are released by the kernel when the last descriptor closes (so also on kill -9) and
+// work across PID namespaces.
+namespace ofd_lock {
+bool try_lock(int fd, std::int64_t offset);  // non-blocking, exclusive
+Status lock_wait(int fd, std::int64_t offset);
+void unlock(int fd, std::int64_t offset);
+}  // namespace ofd_lock
+
+// The state path used when GPUSHARE_STATE is not set.
+std::string default_state_path();
+
+std::uint64_t unix_now_ns();
+
+}  // namespace gpushare

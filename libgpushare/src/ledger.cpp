@@ -1,0 +1,415 @@
+#include "gpushare/ledger.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "gpushare/size.hpp"
+
+namespace gpushare {
+using layout::kFree;
+using layout::kInUse;
+using layout::kMaxGpus;
+using layout::kMaxSlots;
+using layout::kMaxTenants;
+using layout::kReclaiming;
+using layout::StateLayout;
+
+namespace {
+
+constexpr auto kAcquire = std::memory_order_acquire;
+constexpr auto kRelease = std::memory_order_release;
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+// Rebuilds every tenant's used_bytes on one GPU from the slots' held_bytes. Called by whoever
+// inherits a ledger mutex from a holder that died inside the critical section: the dead process
+// may have updated one side of the invariant and not the other.
+void rebuild_gpu_ledger(StateLayout& state, std::uint32_t gpu) {
+  std::array<std::uint64_t, kMaxTenants> sums{};
+  for (const auto& slot : state.slots) {
+    if (slot.tenant_index < kMaxTenants) sums[slot.tenant_index] += slot.held_bytes[gpu].load(kRelaxed);
+  }
+  for (std::uint32_t t = 0; t < kMaxTenants; ++t) state.tenants[t].ledger[gpu].used_bytes.store(sums[t], kRelaxed);
+}
+
+// Repairs what the registry mutex guards after its holder died: a tenant record claimed but not
+// yet named is freed (no slot can refer to it: the claim of a slot comes after).
+void repair_registry(StateLayout& state) {
+  for (auto& tenant : state.tenants) {
+    if (tenant.state.load(kRelaxed) == kInUse && ::memchr(tenant.name, '\0', sizeof tenant.name) == nullptr) {
+      tenant.state.store(kFree, kRelaxed);
+    }
+  }
+}
+
+class [[nodiscard]] RegistryLock {
+ public:
+  static Result<RegistryLock> acquire(StateLayout& state) {
+    auto acquired = shared_mutex::lock(&state.registry_mutex);
+    if (!acquired) return acquired.error();
+    if (acquired.value() == shared_mutex::Acquired::kOwnerDied) {
+      repair_registry(state);
+      shared_mutex::mark_consistent(&state.registry_mutex);
+    }
+    return RegistryLock(state);
+  }
+  RegistryLock(RegistryLock&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+  RegistryLock& operator=(RegistryLock&&) = delete;
+  ~RegistryLock() {
+    if (state_ != nullptr) shared_mutex::unlock(&state_->registry_mutex);
+  }
+
+ private:
+  explicit RegistryLock(StateLayout& state) : state_(&state) {}
+  StateLayout* state_;
+};
+
+class [[nodiscard]] LedgerLock {
+ public:
+  static Result<LedgerLock> acquire(StateLayout& state, std::uint32_t gpu) {
+    pthread_mutex_t* mutex = &state.gpus[gpu].ledger_mutex;
+    auto acquired = shared_mutex::lock(mutex);
+    if (!acquired) return acquired.error();
+    if (acquired.value() == shared_mutex::Acquired::kOwnerDied) {
+      rebuild_gpu_ledger(state, gpu);
+      shared_mutex::mark_consistent(mutex);
+    }
+    return LedgerLock(mutex);
+  }
+  LedgerLock(LedgerLock&& other) noexcept : mutex_(std::exchange(other.mutex_, nullptr)) {}
+  LedgerLock& operator=(LedgerLock&&) = delete;
+  ~LedgerLock() {
+    if (mutex_ != nullptr) shared_mutex::unlock(mutex_);
+  }
+
+ private:
+  explicit LedgerLock(pthread_mutex_t* mutex) : mutex_(mutex) {}
+  pthread_mutex_t* mutex_;
+};
+
+std::uint64_t saturating_sub(std::uint64_t a, std::uint64_t b) { return a > b ? a - b : 0; }
+
+// Moves every byte a slot holds back out of its tenant's ledger. REQUIRES: the caller owns the
+// slot (its own, or a dead one it has locked and marked kReclaiming).
+std::uint64_t return_slot_bytes(StateLayout& state, layout::ProcessSlot& slot) {
+  std::uint64_t total = 0;
+  const std::uint32_t tenant = slot.tenant_index;
+  for (std::uint32_t gpu = 0; gpu < kMaxGpus; ++gpu) {
+    if (slot.held_bytes[gpu].load(kRelaxed) == 0) continue;
+    auto lock = LedgerLock::acquire(state, gpu);
+    if (!lock) continue;  // cannot happen with a valid robust mutex; leave the bytes rather than guess
+    const std::uint64_t bytes = slot.held_bytes[gpu].exchange(0, kRelaxed);
+    if (tenant < kMaxTenants) {
+      auto& used = state.tenants[tenant].ledger[gpu].used_bytes;
+      used.store(saturating_sub(used.load(kRelaxed), bytes), kRelaxed);
+    }
+    total += bytes;
+  }
+  return total;
+}
+
+bool tenant_name_equals(const layout::TenantRecord& tenant, std::string_view name) {
+  const char* end = static_cast<const char*>(::memchr(tenant.name, '\0', sizeof tenant.name));
+  return end != nullptr && std::string_view(tenant.name, static_cast<std::size_t>(end - tenant.name)) == name;
+}
+
+std::string tenant_name(const layout::TenantRecord& tenant) {
+  const char* end = static_cast<const char*>(::memchr(tenant.name, '\0', sizeof tenant.name));
+  return end == nullptr ? std::string() : std::string(tenant.name, static_cast<std::size_t>(end - tenant.name));
+}
+
+std::optional<std::uint32_t> find_tenant(StateLayout& state, std::string_view name) {
+  for (std::uint32_t t = 0; t < kMaxTenants; ++t) {
+    if (state.tenants[t].state.load(kAcquire) == kInUse && tenant_name_equals(state.tenants[t], name)) return t;
+  }
+  return std::nullopt;
+}
+
+// REQUIRES: registry lock held. A tenant is unused when no slot belongs to it and it holds nothing.
+bool tenant_unused(const StateLayout& state, std::uint32_t t) {
+  for (const auto& slot : state.slots) {
+    if (slot.state.load(kAcquire) != kFree && slot.tenant_index == t) return false;
+  }
+  for (const auto& entry : state.tenants[t].ledger) {
+    if (entry.used_bytes.load(kRelaxed) != 0) return false;
+  }
+  return true;
+}
+
+// REQUIRES: registry lock held.
+Result<std::uint32_t> create_tenant(StateLayout& state, std::string_view name) {
+  auto take = [&](std::uint32_t t) {
+    auto& tenant = state.tenants[t];
+    std::memset(tenant.name, 0, sizeof tenant.name);
+    std::memcpy(tenant.name, name.data(), name.size());
+    tenant.override_limit_bytes.store(layout::kNoOverride, kRelaxed);
+    tenant.created_unix_ns = unix_now_ns();
+    for (auto& entry : tenant.ledger) {
+      entry.limit_bytes.store(kUnlimited, kRelaxed);
+      entry.used_bytes.store(0, kRelaxed);
+      entry.peak_bytes.store(0, kRelaxed);
+      entry.oom_refusals.store(0, kRelaxed);
+      entry.configured.store(0, kRelaxed);
+    }
+    tenant.state.store(kInUse, kRelease);
+    return t;
+  };
+  for (std::uint32_t t = 0; t < kMaxTenants; ++t) {
+    if (state.tenants[t].state.load(kAcquire) == kFree) return take(t);
+  }
+  // The table is full: recycle a tenant nobody uses any more (no process, no bytes).
+  for (std::uint32_t t = 0; t < kMaxTenants; ++t) {
+    if (tenant_unused(state, t)) return take(t);
+  }
+  return Error{fmt::format("all {} tenant records of the shared state are in use by live processes", kMaxTenants)};
+}
+
+}  // namespace
+
+std::string format_gpu_uuid(const GpuUuid& u) {
+  return fmt::format("GPU-{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+                     u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+                     u[15]);
+}
+
+Status validate_tenant_name(std::string_view name) {
+  if (name.empty()) return Error{"tenant name is empty"};
+  if (name.size() >= layout::kTenantNameBytes) {
+    return Error{fmt::format("tenant name '{}' is longer than {} bytes", name, layout::kTenantNameBytes - 1)};
+  }
+  for (char c : name) {
+    if (c <= ' ' || c >= 127) {
+      return Error{fmt::format("tenant name '{}' contains a space or a non-printable character", name)};
+    }
+  }
+  return Ok{};
+}
+
+std::string normalize_tenant_name(std::string_view name) {
+  std::string out;
+  for (char c : name) out += (c <= ' ' || c >= 127) ? '_' : c;
+  constexpr std::size_t kMax = layout::kTenantNameBytes - 1;
+  if (out.size() <= kMax) return out;
+  // Keep the tail (the distinctive part of a path) and make it unique with a hash of the whole.
+  std::uint64_t hash = 0xcbf29ce484222325ull;
+  for (char c : name) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  const std::string tag = fmt::format("~{:016x}", hash);
+  return out.substr(out.size() - (kMax - tag.size())) + tag;
+}
+
+Result<std::unique_ptr<TenantMembership>> TenantMembership::join(SharedState& shared, std::string_view name) {
+  if (auto valid = validate_tenant_name(name); !valid) return valid.error();
+  reclaim_dead_processes(shared);
+  StateLayout& state = shared.state();
+  // A description of our own for the slot's liveness lock: the SharedState's descriptor is used
+  // for probing, and a probe through the same description would see our own lock as free.
+  const int fd = ::open(shared.path().c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Error{fmt::format("cannot open state file {}: {}", shared.path(), std::strerror(errno))};
+
+  auto registry = RegistryLock::acquire(state);
+  if (!registry) {
+    ::close(fd);
+    return registry.error();
+  }
+  std::uint32_t tenant = 0;
+  if (auto found = find_tenant(state, name)) {
+    tenant = *found;
+  } else {
+    auto created = create_tenant(state, name);
+    if (!created) {
+      ::close(fd);
+      return created.error();
+    }
+    tenant = created.value();
+  }
+  for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
+    auto& slot = state.slots[s];
+    if (slot.state.load(kAcquire) == kReclaiming) continue;
+    if (!ofd_lock::try_lock(fd, layout::kSlotLockBase + s)) continue;  // a live owner or a reclaimer
+    if (slot.state.load(kAcquire) == kInUse) return_slot_bytes(state, slot);  // its owner died
+    slot.tenant_index = tenant;
+    slot.pid = static_cast<std::uint64_t>(::getpid());
+    slot.started_unix_ns = unix_now_ns();
+    for (auto& held : slot.held_bytes) held.store(0, kRelaxed);
+    slot.state.store(kInUse, kRelease);
+    return std::unique_ptr<TenantMembership>(new TenantMembership(shared, fd, tenant, s));
+  }
+  ::close(fd);
+  return Error{fmt::format("all {} process slots of the shared state are in use", kMaxSlots)};
+}
+
+TenantMembership::~TenantMembership() {
+  if (!abandoned_) {
+    StateLayout& state = state_.state();
+    auto& slot = state.slots[slot_];
+    return_slot_bytes(state, slot);
+    slot.state.store(kFree, kRelease);
+    ofd_lock::unlock(fd_, layout::kSlotLockBase + slot_);
+  }
+  ::close(fd_);
+}
+
+void TenantMembership::abandon() { abandoned_ = true; }
+
+Result<TenantMembership::Attached> TenantMembership::attach_gpu(const GpuUuid& uuid, std::uint64_t physical_bytes,
+                                                                std::uint64_t limit_bytes) {
+  StateLayout& state = state_.state();
+  auto registry = RegistryLock::acquire(state);
+  if (!registry) return registry.error();
+  std::optional<std::uint32_t> gpu;
+  for (std::uint32_t g = 0; g < kMaxGpus && !gpu; ++g) {
+    if (state.gpus[g].state.load(kAcquire) == kInUse && std::equal(uuid.begin(), uuid.end(), state.gpus[g].uuid)) {
+      gpu = g;
+    }
+  }
+  for (std::uint32_t g = 0; g < kMaxGpus && !gpu; ++g) {
+    if (state.gpus[g].state.load(kAcquire) == kFree) {
+      std::copy(uuid.begin(), uuid.end(), state.gpus[g].uuid);
+      state.gpus[g].physical_bytes.store(physical_bytes, kRelaxed);
+      state.gpus[g].state.store(kInUse, kRelease);
+      gpu = g;
+    }
+  }
+  if (!gpu) return Error{fmt::format("the shared state already tracks {} GPUs, its maximum", kMaxGpus)};
+  auto& tenant = state.tenants[tenant_];
+  auto& entry = tenant.ledger[*gpu];
+  Attached attached{*gpu, 0, false};
+  if (entry.configured.load(kAcquire) == 0) {
+    const std::uint64_t override_limit = tenant.override_limit_bytes.load(kRelaxed);
+    entry.limit_bytes.store(override_limit != layout::kNoOverride ? override_limit : limit_bytes, kRelaxed);
+    entry.configured.store(1, kRelease);
+  }
+  attached.effective_limit_bytes = entry.limit_bytes.load(kRelaxed);
+  attached.limit_differs = attached.effective_limit_bytes != limit_bytes;
+  return attached;
+}
+
+Result<Reservation> TenantMembership::reserve_once(std::uint32_t gpu, std::uint64_t bytes) {
+  StateLayout& state = state_.state();
+  auto lock = LedgerLock::acquire(state, gpu);
+  if (!lock) return lock.error();
+  auto& entry = state.tenants[tenant_].ledger[gpu];
+  const std::uint64_t used = entry.used_bytes.load(kRelaxed);
+  const std::uint64_t limit = entry.limit_bytes.load(kRelaxed);
+  if (bytes > limit || used > limit - bytes) return Reservation::kOverQuota;
+  entry.used_bytes.store(used + bytes, kRelaxed);
+  state.slots[slot_].held_bytes[gpu].fetch_add(bytes, kRelaxed);
+  if (used + bytes > entry.peak_bytes.load(kRelaxed)) entry.peak_bytes.store(used + bytes, kRelaxed);
+  return Reservation::kGranted;
+}
+
+Result<Reservation> TenantMembership::try_reserve(std::uint32_t gpu, std::uint64_t bytes) {
+  if (gpu >= kMaxGpus) return Error{"GPU index out of range"};
+  auto first = reserve_once(gpu, bytes);
+  if (!first || first.value() == Reservation::kGranted) return first;
+  // Before refusing, give back what dead processes of any tenant still hold; the refusal path
+  // may make system calls, the granted path never does.
+  if (reclaim_dead_processes(state_).processes > 0) {
+    auto second = reserve_once(gpu, bytes);
+    if (!second || second.value() == Reservation::kGranted) return second;
+  }
+  state_.state().tenants[tenant_].ledger[gpu].oom_refusals.fetch_add(1, kRelaxed);
+  return Reservation::kOverQuota;
+}
+
+Status TenantMembership::release(std::uint32_t gpu, std::uint64_t bytes) {
+  if (gpu >= kMaxGpus) return Error{"GPU index out of range"};
+  StateLayout& state = state_.state();
+  auto lock = LedgerLock::acquire(state, gpu);
+  if (!lock) return lock.error();
+  auto& held = state.slots[slot_].held_bytes[gpu];
+  const std::uint64_t returned = std::min(bytes, held.load(kRelaxed));
+  held.store(held.load(kRelaxed) - returned, kRelaxed);
+  auto& used = state.tenants[tenant_].ledger[gpu].used_bytes;
+  used.store(saturating_sub(used.load(kRelaxed), returned), kRelaxed);
+  if (returned != bytes) return Error{"released more bytes than this process holds"};
+  return Ok{};
+}
+
+MemoryView TenantMembership::view(std::uint32_t gpu) const {
+  if (gpu >= kMaxGpus) return {};
+  const auto& entry = state_.state().tenants[tenant_].ledger[gpu];
+  return {entry.limit_bytes.load(kRelaxed), entry.used_bytes.load(kRelaxed)};
+}
+
+ReclaimReport reclaim_dead_processes(SharedState& shared) {
+  StateLayout& state = shared.state();
+  ReclaimReport report;
+  for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
+    auto& slot = state.slots[s];
+    if (slot.state.load(kAcquire) != kInUse) continue;
+    if (!shared.try_lock_slot(s)) continue;  // its owner is alive (or another sweeper has it)
+    // Two threads of one process share this description and could both get here: the state
+    // transition decides which one reclaims.
+    std::uint32_t expected = kInUse;
+    if (slot.state.compare_exchange_strong(expected, kReclaiming, kAcquire)) {
+      report.bytes += return_slot_bytes(state, slot);
+      report.processes += 1;
+      slot.state.store(kFree, kRelease);
+    }
+    shared.unlock_slot(s);
+  }
+  return report;
+}
+
+Status set_tenant_memory_limit(SharedState& shared, std::string_view name, std::uint64_t limit_bytes) {
+  StateLayout& state = shared.state();
+  auto registry = RegistryLock::acquire(state);
+  if (!registry) return registry.error();
+  auto tenant = find_tenant(state, name);
+  if (!tenant) return Error{fmt::format("no tenant named '{}' in {}", name, shared.path())};
+  auto& record = state.tenants[*tenant];
+  record.override_limit_bytes.store(limit_bytes, kRelaxed);
+  for (auto& entry : record.ledger) {
+    if (entry.configured.load(kAcquire) != 0) entry.limit_bytes.store(limit_bytes, kRelaxed);
+  }
+  return Ok{};
+}
+
+std::vector<TenantSnapshot> snapshot_tenants(SharedState& shared) {
+  StateLayout& state = shared.state();
+  std::vector<TenantSnapshot> tenants;
+  for (std::uint32_t t = 0; t < kMaxTenants; ++t) {
+    const auto& record = state.tenants[t];
+    if (record.state.load(kAcquire) != kInUse) continue;
+    TenantSnapshot snap;
+    snap.index = t;
+    snap.name = tenant_name(record);
+    const std::uint64_t override_limit = record.override_limit_bytes.load(kRelaxed);
+    if (override_limit != layout::kNoOverride) snap.override_limit_bytes = override_limit;
+    for (std::uint32_t g = 0; g < kMaxGpus; ++g) {
+      const auto& entry = record.ledger[g];
+      if (entry.configured.load(kAcquire) == 0) continue;
+      LedgerSnapshot ledger;
+      ledger.gpu = g;
+      std::copy(std::begin(state.gpus[g].uuid), std::end(state.gpus[g].uuid), ledger.uuid.begin());
+      ledger.physical_bytes = state.gpus[g].physical_bytes.load(kRelaxed);
+      ledger.limit_bytes = entry.limit_bytes.load(kRelaxed);
+      ledger.used_bytes = entry.used_bytes.load(kRelaxed);
+      ledger.peak_bytes = entry.peak_bytes.load(kRelaxed);
+      ledger.oom_refusals = entry.oom_refusals.load(kRelaxed);
+      snap.gpus.push_back(ledger);
+    }
+    for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
+      auto& slot = state.slots[s];
+      if (slot.state.load(kAcquire) == kFree || slot.tenant_index != t) continue;
+      ProcessSnapshot process;
+      process.slot = s;
+      process.pid = slot.pid;
+      // A free liveness lock means the owner is gone; take it only for the look.
+      process.alive = !shared.try_lock_slot(s);
+      if (!process.alive) shared.unlock_slot(s);
+      for (std::uint32_t g = 0; g < kMaxGpus; ++g) process.held_bytes[g] = slot.held_bytes[g].load(kRelaxed);
+      snap.processes.push_back(process);
+    }
+    tenants.push_back(std::move(snap));
+  }
+  return tenants;
+}
+
+}  // namespace gpushare

@@ -1,0 +1,111 @@
+#include "gpushare/settings.hpp"
+
+#include <array>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "gpushare/ledger.hpp"
+
+namespace gpushare {
+namespace {
+
+constexpr std::array kOptions{
+    OptionSpec{"GPUSHARE_MEMORY_LIMIT", "CUDA_DEVICE_MEMORY_LIMIT", "--memory", "unlimited",
+               "Memory quota of the tenant on each GPU it uses (SIZE)."},
+    OptionSpec{"GPUSHARE_MEMORY_LIMIT_<i>", "CUDA_DEVICE_MEMORY_LIMIT_<i>", "--device-memory i=SIZE",
+               "GPUSHARE_MEMORY_LIMIT",
+               "Memory quota on the device this process sees as index i (after CUDA_VISIBLE_DEVICES); "
+               "overrides GPUSHARE_MEMORY_LIMIT for that device. Stored by GPU UUID."},
+    OptionSpec{"GPUSHARE_TENANT", "CUDA_DEVICE_MEMORY_SHARED_CACHE", "--tenant",
+               "one tenant per process (gpushare run: one per run)",
+               "Name of the tenant whose quota this process shares. HAMi's variable, a per-container file "
+               "path, is taken as the tenant's name: one container, one tenant."},
+    OptionSpec{"GPUSHARE_STATE", "", "--state", "/tmp/vgpulock/gpushare.state if /tmp/vgpulock exists, else "
+               "/dev/shm/gpushare.state",
+               "Path of the shared state file where all tenants of a GPU meet. Every tenant of a GPU must use "
+               "the same file (in containers: a host folder mounted into each)."},
+    OptionSpec{"GPUSHARE_REAL_LIBCUDA", "", "", "libcuda.so.1",
+               "The real CUDA driver library, opened at run time."},
+    OptionSpec{"GPUSHARE_LOG", "", "", "warn", "Messages printed to stderr: error, warn, info or debug."},
+    OptionSpec{"GPUSHARE_ON_ERROR", "", "", "closed",
+               "What the preload library does when its configuration or state is unusable: closed = every "
+               "device allocation fails with CUDA_ERROR_OUT_OF_MEMORY; open = run without quotas."},
+    OptionSpec{"GPUSHARE_CONTEXT_MEMORY", "", "--context-memory", "0",
+               "Bytes charged to the tenant's quota for each process's CUDA context on a GPU (an H100 "
+               "context takes about 0.5 GiB outside any allocation). 0 = quotas count allocations only."},
+};
+
+// Reads gpushare's variable, else HAMi's alias.
+const char* lookup(const EnvLookup& env, const std::string& name, const std::string& alias, std::string* used) {
+  if (const char* value = env(name.c_str())) {
+    *used = name;
+    return value;
+  }
+  if (!alias.empty()) {
+    if (const char* value = env(alias.c_str())) {
+      *used = alias;
+      return value;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::span<const OptionSpec> option_specs() { return kOptions; }
+
+std::uint64_t Settings::memory_limit_for(int ordinal) const {
+  auto it = device_memory_limit_bytes.find(ordinal);
+  return it != device_memory_limit_bytes.end() ? it->second : memory_limit_bytes;
+}
+
+Result<LogLevel> parse_log_level(std::string_view text) {
+  if (text == "error") return LogLevel::kError;
+  if (text == "warn") return LogLevel::kWarn;
+  if (text == "info") return LogLevel::kInfo;
+  if (text == "debug") return LogLevel::kDebug;
+  return Error{fmt::format("invalid log level '{}' (expected error, warn, info or debug)", text)};
+}
+
+Result<FailPolicy> parse_fail_policy(std::string_view text) {
+  if (text == "closed") return FailPolicy::kClosed;
+  if (text == "open") return FailPolicy::kOpen;
+  return Error{fmt::format("invalid policy '{}' (expected closed or open)", text)};
+}
+
+LoadedSettings load_settings(const EnvLookup& env) {
+  LoadedSettings loaded;
+  Settings& s = loaded.settings;
+  std::string used;
+  auto complain = [&](const Error& error) { loaded.errors.push_back(fmt::format("{}: {}", used, error.message)); };
+
+  if (const char* v = lookup(env, "GPUSHARE_LOG", "", &used)) {
+    if (auto level = parse_log_level(v)) s.log_level = level.value(); else complain(level.error());
+  }
+  if (const char* v = lookup(env, "GPUSHARE_ON_ERROR", "", &used)) {
+    if (auto policy = parse_fail_policy(v)) s.on_error = policy.value(); else complain(policy.error());
+  }
+  if (const char* v = lookup(env, "GPUSHARE_MEMORY_LIMIT", "CUDA_DEVICE_MEMORY_LIMIT", &used)) {
+    if (auto limit = parse_limit(v)) s.memory_limit_bytes = limit.value(); else complain(limit.error());
+  }
+  for (int i = 0; i < kMaxDeviceOrdinals; ++i) {
+    if (const char* v = lookup(env, fmt::format("GPUSHARE_MEMORY_LIMIT_{}", i),
+                               fmt::format("CUDA_DEVICE_MEMORY_LIMIT_{}", i), &used)) {
+      if (auto limit = parse_limit(v)) s.device_memory_limit_bytes[i] = limit.value(); else complain(limit.error());
+    }
+  }
+  if (const char* v = lookup(env, "GPUSHARE_CONTEXT_MEMORY", "", &used)) {
+    if (auto bytes = parse_size(v)) s.context_memory_bytes = bytes.value(); else complain(bytes.error());
+  }
+  if (const char* v = lookup(env, "GPUSHARE_TENANT", "", &used)) {
+    if (auto valid = validate_tenant_name(v)) s.tenant = v; else complain(valid.error());
+  } else if (const char* path = lookup(env, "", "CUDA_DEVICE_MEMORY_SHARED_CACHE", &used); path && *path) {
+    s.tenant = normalize_tenant_name(path);
+  }
+  if (const char* v = lookup(env, "GPUSHARE_STATE", "", &used); v && *v) s.state_path = v;
+  if (const char* v = lookup(env, "GPUSHARE_REAL_LIBCUDA", "", &used); v && *v) s.real_libcuda = v;
+  return loaded;
+}
+
+}  // namespace gpushare

@@ -1,0 +1,227 @@
+#include "gpushare/shared_state.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <new>
+
+#include <boost/interprocess/file_mapping.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <fmt/format.h>
+
+#include "gpushare/size.hpp"
+
+namespace gpushare {
+namespace bip = boost::interprocess;
+using layout::StateLayout;
+
+struct SharedState::Mapping {
+  bip::file_mapping file;
+  bip::mapped_region region;
+};
+
+std::uint64_t unix_now_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+std::string default_state_path() {
+  // HAMi's device plugin mounts one host folder, /tmp/vgpulock, into every container it manages:
+  // when it is there, it is the place where all tenants of a GPU can meet.
+  struct stat info {};
+  if (::stat("/tmp/vgpulock", &info) == 0 && S_ISDIR(info.st_mode)) {
+    return "/tmp/vgpulock/gpushare.state";
+  }
+  return "/dev/shm/gpushare.state";
+}
+
+namespace ofd_lock {
+namespace {
+struct flock one_byte(short type, std::int64_t offset) {
+  struct flock request {};
+  request.l_type = type;
+  request.l_whence = SEEK_SET;
+  request.l_start = offset;
+  request.l_len = 1;
+  request.l_pid = 0;  // required to be 0 for OFD locks
+  return request;
+}
+}  // namespace
+
+bool try_lock(int fd, std::int64_t offset) {
+  struct flock request = one_byte(F_WRLCK, offset);
+  return ::fcntl(fd, F_OFD_SETLK, &request) == 0;
+}
+
+Status lock_wait(int fd, std::int64_t offset) {
+  struct flock request = one_byte(F_WRLCK, offset);
+  while (::fcntl(fd, F_OFD_SETLKW, &request) != 0) {
+    if (errno != EINTR) return Error{fmt::format("cannot lock the state file: {}", std::strerror(errno))};
+  }
+  return Ok{};
+}
+
+void unlock(int fd, std::int64_t offset) {
+  struct flock request = one_byte(F_UNLCK, offset);
+  ::fcntl(fd, F_OFD_SETLK, &request);
+}
+}  // namespace ofd_lock
+
+namespace shared_mutex {
+void init(pthread_mutex_t* mutex) {
+  pthread_mutexattr_t attributes;
+  pthread_mutexattr_init(&attributes);
+  pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(mutex, &attributes);
+  pthread_mutexattr_destroy(&attributes);
+}
+
+Result<Acquired> lock(pthread_mutex_t* mutex) {
+  const int rc = pthread_mutex_lock(mutex);
+  if (rc == 0) return Acquired::kClean;
+  if (rc == EOWNERDEAD) return Acquired::kOwnerDied;
+  return Error{fmt::format("shared state lock unusable: {}", std::strerror(rc))};
+}
+
+void mark_consistent(pthread_mutex_t* mutex) { pthread_mutex_consistent(mutex); }
+void unlock(pthread_mutex_t* mutex) { pthread_mutex_unlock(mutex); }
+}  // namespace shared_mutex
+
+namespace {
+
+std::uint64_t header_checksum(const layout::StateHeader& header) {
+  // FNV-1a over the header bytes before the checksum field.
+  const auto* bytes = reinterpret_cast<const unsigned char*>(&header);
+  std::uint64_t hash = 0xcbf29ce484222325ull;
+  for (std::size_t i = 0; i < offsetof(layout::StateHeader, checksum); ++i) {
+    hash = (hash ^ bytes[i]) * 0x100000001b3ull;
+  }
+  return hash;
+}
+
+void initialise(StateLayout* state) {
+  // The file was just truncated from 0, so it reads as zeros: every counter, state and flag below
+  // starts at 0 (= free). Only non-zero starting values and the mutexes need writing.
+  shared_mutex::init(&state->registry_mutex);
+  for (auto& gpu : state->gpus) shared_mutex::init(&gpu.ledger_mutex);
+  for (auto& tenant : state->tenants) tenant.override_limit_bytes.store(layout::kNoOverride);
+  auto& header = state->header;
+  header.abi_version = layout::kStateAbiVersion;
+  header.header_bytes = sizeof(layout::StateHeader);
+  header.total_bytes = sizeof(StateLayout);
+  header.max_gpus = layout::kMaxGpus;
+  header.max_tenants = layout::kMaxTenants;
+  header.max_slots = layout::kMaxSlots;
+  header.tenant_name_bytes = layout::kTenantNameBytes;
+  header.created_unix_ns = unix_now_ns();
+  header.magic = layout::kStateMagic;
+  header.checksum = header_checksum(header);
+}
+
+Status validate(const StateLayout& state, const std::string& path) {
+  const auto& header = state.header;
+  if (header.magic != layout::kStateMagic) {
+    return Error{fmt::format("{} is not a gpushare state file (bad magic number); point GPUSHARE_STATE "
+                             "elsewhere or remove the file once no gpushare process uses it",
+                             path)};
+  }
+  if (header.abi_version != layout::kStateAbiVersion) {
+    return Error{fmt::format("{} was made by a gpushare with state ABI version {}, this one uses {}; stop "
+                             "every process using it and remove the file, or set GPUSHARE_STATE to a new "
+                             "path (see docs/configuration.md)",
+                             path, header.abi_version, layout::kStateAbiVersion)};
+  }
+  if (header.checksum != header_checksum(header) || header.header_bytes != sizeof(layout::StateHeader) ||
+      header.total_bytes != sizeof(StateLayout) || header.max_gpus != layout::kMaxGpus ||
+      header.max_tenants != layout::kMaxTenants || header.max_slots != layout::kMaxSlots ||
+      header.tenant_name_bytes != layout::kTenantNameBytes) {
+    return Error{fmt::format("{} has a damaged or foreign header; remove it once no gpushare process uses it",
+                             path)};
+  }
+  return Ok{};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, Mode mode) {
+  std::unique_ptr<SharedState> self(new SharedState());
+  self->path_ = path;
+  const int flags = O_RDWR | O_CLOEXEC | (mode == Mode::kCreateIfMissing ? O_CREAT : 0);
+  // 0666 (less the umask): tenants of one GPU may run as different users; access to the state is
+  // controlled by the permissions of the folder it lives in (docs/configuration.md).
+  self->fd_ = ::open(path.c_str(), flags, 0666);
+  if (self->fd_ < 0) {
+    return Error{fmt::format("cannot open state file {}: {}", path, std::strerror(errno))};
+  }
+  // Creation and validation happen under an exclusive lock, so a second process never maps a file
+  // that the first is still initialising.
+  if (auto locked = ofd_lock::lock_wait(self->fd_, layout::kInitLockOffset); !locked) return locked.error();
+  struct Unlock {
+    int fd;
+    ~Unlock() { ofd_lock::unlock(fd, layout::kInitLockOffset); }
+  } unlock_on_exit{self->fd_};
+
+  struct stat info {};
+  if (::fstat(self->fd_, &info) != 0) {
+    return Error{fmt::format("cannot stat state file {}: {}", path, std::strerror(errno))};
+  }
+  bool fresh = info.st_size == 0;
+  if (fresh) {
+    if (::ftruncate(self->fd_, static_cast<off_t>(sizeof(StateLayout))) != 0) {
+      return Error{fmt::format("cannot size state file {}: {}", path, std::strerror(errno))};
+    }
+  } else if (static_cast<std::uint64_t>(info.st_size) < sizeof(layout::StateHeader)) {
+    return Error{fmt::format("{} is too short to be a gpushare state file ({} bytes); remove it once no "
+                             "gpushare process uses it",
+                             path, info.st_size)};
+  }
+  try {
+    auto mapping = std::make_unique<Mapping>();
+    mapping->file = bip::file_mapping(path.c_str(), bip::read_write);
+    mapping->region = bip::mapped_region(mapping->file, bip::read_write);
+    if (mapping->region.get_size() < sizeof(layout::StateHeader)) {
+      return Error{fmt::format("{} is too short to be a gpushare state file", path)};
+    }
+    self->mapping_ = std::move(mapping);
+  } catch (const std::exception& e) {
+    return Error{fmt::format("cannot map state file {}: {}", path, e.what())};
+  }
+  auto* state = static_cast<StateLayout*>(self->mapping_->region.get_address());
+  // A creator killed between sizing the file and writing the magic number leaves zeros behind;
+  // nobody can have validated such a file, so it is safe to initialise it now.
+  if (!fresh && state->header.magic == 0 && state->header.abi_version == 0 &&
+      self->mapping_->region.get_size() == sizeof(StateLayout)) {
+    fresh = true;
+  }
+  if (fresh) {
+    initialise(state);
+  } else {
+    // Validate the header first: only then are the sizes known to be ours and the rest safe to touch.
+    if (auto valid = validate(*state, path); !valid) return valid.error();
+    if (self->mapping_->region.get_size() < sizeof(StateLayout)) {
+      return Error{fmt::format("{} is shorter than its header says; remove it once no gpushare process uses it",
+                               path)};
+    }
+  }
+  self->layout_ = state;
+  return self;
+}
+
+SharedState::~SharedState() {
+  mapping_.reset();
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool SharedState::try_lock_slot(std::uint32_t slot_index) {
+  return ofd_lock::try_lock(fd_, layout::kSlotLockBase + slot_index);
+}
+
+void SharedState::unlock_slot(std::uint32_t slot_index) { ofd_lock::unlock(fd_, layout::kSlotLockBase + slot_index); }
+
+}  // namespace gpushare
