@@ -72,12 +72,12 @@ std::optional<std::uint64_t> size_option(const std::string& flag, const std::str
 }
 
 struct RunOptions {
-  std::string memory;
+  std::optional<std::string> memory;
   std::vector<std::string> device_memory;
-  std::string tenant;
+  std::optional<std::string> tenant;
   std::string state;
-  std::string context_memory;
-  std::string log;
+  std::optional<std::string> context_memory;
+  std::optional<std::string> log;
   std::vector<std::string> command;
 };
 
@@ -87,8 +87,8 @@ int run_command(RunOptions& options) {
     return kExitBadInput;
   }
   // Everything is validated before anything is exported, so a bad value never reaches CMD.
-  if (!options.memory.empty()) {
-    auto bytes = size_option("--memory", options.memory, true);
+  if (options.memory) {
+    auto bytes = size_option("--memory", *options.memory, true);
     if (!bytes) return kExitBadInput;
     set_env("GPUSHARE_MEMORY_LIMIT", limit_text(*bytes));
   }
@@ -110,26 +110,26 @@ int run_command(RunOptions& options) {
     if (!bytes) return kExitBadInput;
     set_env(fmt::format("GPUSHARE_MEMORY_LIMIT_{}", index), limit_text(*bytes));
   }
-  if (!options.context_memory.empty()) {
-    auto bytes = size_option("--context-memory", options.context_memory, false);
+  if (options.context_memory) {
+    auto bytes = size_option("--context-memory", *options.context_memory, false);
     if (!bytes) return kExitBadInput;
     set_env("GPUSHARE_CONTEXT_MEMORY", std::to_string(*bytes));
   }
-  if (!options.log.empty()) {
-    if (auto level = parse_log_level(options.log); !level) {
+  if (options.log) {
+    if (auto level = parse_log_level(*options.log); !level) {
       fmt::print(stderr, "gpushare run: --log: {}\n", level.error().message);
       return kExitBadInput;
     }
-    set_env("GPUSHARE_LOG", options.log);
+    set_env("GPUSHARE_LOG", *options.log);
   }
-  if (!options.tenant.empty()) {
-    if (auto valid = validate_tenant_name(options.tenant); !valid) {
+  if (options.tenant) {
+    if (auto valid = validate_tenant_name(*options.tenant); !valid) {
       fmt::print(stderr, "gpushare run: --tenant: {}\n", valid.error().message);
       return kExitBadInput;
     }
   }
   // One run is one tenant, shared by every process CMD starts (torchrun workers included).
-  set_env("GPUSHARE_TENANT", options.tenant.empty() ? generated_tenant_name(options.command.front()) : options.tenant);
+  set_env("GPUSHARE_TENANT", options.tenant ? *options.tenant : generated_tenant_name(options.command.front()));
   if (!options.state.empty()) set_env("GPUSHARE_STATE", fs::absolute(options.state).string());
 
   const auto preload = find_preload_library();

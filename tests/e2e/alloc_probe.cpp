@@ -1,0 +1,247 @@
+// A small CUDA driver program for the end-to-end tests: it reaches the driver through one of the
+// three paths real programs use, then allocates and reports what it saw as key=value lines.
+//
+//   alloc_probe LOOKUP COMMAND [ARGS]   LOOKUP = linked | procaddress | dlsym
+//   COMMANDS
+//     fill CHUNK [HOLD_UNTIL_FILE]   allocate CHUNK bytes until refused; report; optionally wait for
+//                                    a file to exist before freeing (keeps memory for races)
+//     hold BYTES READY_FILE          allocate, create READY_FILE, then sleep until killed
+//     threads N CHUNK                N threads fill at once
+//     vmm CHUNK                      cuMemCreate until refused (after a fabric-handle probe)
+//     async CHUNK                    cuMemAllocAsync until refused
+//     pitch WIDTH HEIGHT             one cuMemAllocPitch_v2; reports the pitch and the tenant's view
+//     info                           report the device view only
+//   Environment: PROBE_DEVICE (ordinal, default 0).
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <cuda.h>
+
+namespace {
+
+struct Api {
+  decltype(&::cuInit) init;
+  decltype(&::cuDeviceGet) device_get;
+  decltype(&::cuDevicePrimaryCtxRetain) primary_ctx_retain;
+  decltype(&::cuCtxSetCurrent) ctx_set_current;
+  decltype(&::cuMemAlloc_v2) mem_alloc;
+  decltype(&::cuMemFree_v2) mem_free;
+  decltype(&::cuMemAllocPitch_v2) mem_alloc_pitch;
+  decltype(&::cuMemGetInfo_v2) mem_get_info;
+  decltype(&::cuDeviceTotalMem_v2) device_total_mem;
+  decltype(&::cuMemCreate) mem_create;
+  decltype(&::cuMemRelease) mem_release;
+  decltype(&::cuMemAddressReserve) mem_address_reserve;
+  decltype(&::cuMemAllocAsync) mem_alloc_async;
+  decltype(&::cuMemFreeAsync) mem_free_async;
+};
+
+[[noreturn]] void die(const char* what) {
+  std::fprintf(stderr, "alloc_probe: %s\n", what);
+  std::exit(3);
+}
+
+Api linked_api() {
+  return Api{&::cuInit,        &::cuDeviceGet,         &::cuDevicePrimaryCtxRetain, &::cuCtxSetCurrent,
+             &::cuMemAlloc_v2, &::cuMemFree_v2,        &::cuMemAllocPitch_v2,       &::cuMemGetInfo_v2,
+             &::cuDeviceTotalMem_v2, &::cuMemCreate,   &::cuMemRelease,             &::cuMemAddressReserve,
+             &::cuMemAllocAsync, &::cuMemFreeAsync};
+}
+
+template <typename Fn>
+void resolve(Fn& slot, void* address, const char* name) {
+  if (address == nullptr) {
+    std::fprintf(stderr, "alloc_probe: cannot resolve %s\n", name);
+    std::exit(3);
+  }
+  slot = reinterpret_cast<Fn>(address);
+}
+
+// As cuBLASLt, cuDNN and JAX do: dlsym on a handle of libcuda.
+Api dlsym_api() {
+  void* handle = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) die("cannot dlopen libcuda.so.1");
+  Api api{};
+  resolve(api.init, dlsym(handle, "cuInit"), "cuInit");
+  resolve(api.device_get, dlsym(handle, "cuDeviceGet"), "cuDeviceGet");
+  resolve(api.primary_ctx_retain, dlsym(handle, "cuDevicePrimaryCtxRetain"), "cuDevicePrimaryCtxRetain");
+  resolve(api.ctx_set_current, dlsym(handle, "cuCtxSetCurrent"), "cuCtxSetCurrent");
+  resolve(api.mem_alloc, dlsym(handle, "cuMemAlloc_v2"), "cuMemAlloc_v2");
+  resolve(api.mem_free, dlsym(handle, "cuMemFree_v2"), "cuMemFree_v2");
+  resolve(api.mem_alloc_pitch, dlsym(handle, "cuMemAllocPitch_v2"), "cuMemAllocPitch_v2");
+  resolve(api.mem_get_info, dlsym(handle, "cuMemGetInfo_v2"), "cuMemGetInfo_v2");
+  resolve(api.device_total_mem, dlsym(handle, "cuDeviceTotalMem_v2"), "cuDeviceTotalMem_v2");
+  resolve(api.mem_create, dlsym(handle, "cuMemCreate"), "cuMemCreate");
+  resolve(api.mem_release, dlsym(handle, "cuMemRelease"), "cuMemRelease");
+  resolve(api.mem_address_reserve, dlsym(handle, "cuMemAddressReserve"), "cuMemAddressReserve");
+  resolve(api.mem_alloc_async, dlsym(handle, "cuMemAllocAsync"), "cuMemAllocAsync");
+  resolve(api.mem_free_async, dlsym(handle, "cuMemFreeAsync"), "cuMemFreeAsync");
+  return api;
+}
+
+// As libcudart does: dlopen, dlsym("cuGetProcAddress_v2"), then everything by base name and the
+// version that introduced the ABI it expects.
+Api procaddress_api() {
+  void* handle = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) die("cannot dlopen libcuda.so.1");
+  using GetProc = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
+  auto get_proc = reinterpret_cast<GetProc>(dlsym(handle, "cuGetProcAddress_v2"));
+  if (get_proc == nullptr) die("no cuGetProcAddress_v2");
+  auto get = [&](const char* name, int version, cuuint64_t flags = CU_GET_PROC_ADDRESS_DEFAULT) {
+    void* address = nullptr;
+    CUdriverProcAddressQueryResult status{};
+    if (get_proc(name, &address, version, flags, &status) != CUDA_SUCCESS) return static_cast<void*>(nullptr);
+    return address;
+  };
+  Api api{};
+  resolve(api.init, get("cuInit", 2000), "cuInit");
+  resolve(api.device_get, get("cuDeviceGet", 2000), "cuDeviceGet");
+  resolve(api.primary_ctx_retain, get("cuDevicePrimaryCtxRetain", 7000), "cuDevicePrimaryCtxRetain");
+  resolve(api.ctx_set_current, get("cuCtxSetCurrent", 4000), "cuCtxSetCurrent");
+  resolve(api.mem_alloc, get("cuMemAlloc", 3020), "cuMemAlloc");
+  resolve(api.mem_free, get("cuMemFree", 3020), "cuMemFree");
+  resolve(api.mem_alloc_pitch, get("cuMemAllocPitch", 3020), "cuMemAllocPitch");
+  resolve(api.mem_get_info, get("cuMemGetInfo", 3020), "cuMemGetInfo");
+  resolve(api.device_total_mem, get("cuDeviceTotalMem", 3020), "cuDeviceTotalMem");
+  resolve(api.mem_create, get("cuMemCreate", 10020), "cuMemCreate");
+  resolve(api.mem_release, get("cuMemRelease", 10020), "cuMemRelease");
+  resolve(api.mem_address_reserve, get("cuMemAddressReserve", 10020), "cuMemAddressReserve");
+  // PyTorch's per-thread default stream build asks with flags = 2 and gets the _ptsz variant.
+  resolve(api.mem_alloc_async, get("cuMemAllocAsync", 11020, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM),
+          "cuMemAllocAsync");
+  resolve(api.mem_free_async, get("cuMemFreeAsync", 11020, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM),
+          "cuMemFreeAsync");
+  return api;
+}
+
+std::size_t number(const char* text) { return static_cast<std::size_t>(std::strtoull(text, nullptr, 0)); }
+
+void report_view(const Api& api, CUdevice device) {
+  size_t free = 0, total = 0, device_total = 0;
+  const CUresult info = api.mem_get_info(&free, &total);
+  api.device_total_mem(&device_total, device);
+  std::printf("meminfo_rc=%d free=%zu total=%zu device_total=%zu\n", info, free, total, device_total);
+}
+
+void wait_for_file(const std::string& path) {
+  while (access(path.c_str(), F_OK) != 0) usleep(2000);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) die("usage: alloc_probe linked|procaddress|dlsym COMMAND [ARGS]");
+  const std::string lookup = argv[1];
+  const std::string command = argv[2];
+  const Api api = lookup == "linked" ? linked_api() : lookup == "dlsym" ? dlsym_api() : lookup == "procaddress" ? procaddress_api() : (die("unknown lookup"), Api{});
+  const int ordinal = std::getenv("PROBE_DEVICE") ? std::atoi(std::getenv("PROBE_DEVICE")) : 0;
+  CUdevice device = 0;
+  CUcontext context = nullptr;
+  if (api.init(0) != CUDA_SUCCESS || api.device_get(&device, ordinal) != CUDA_SUCCESS ||
+      api.primary_ctx_retain(&context, device) != CUDA_SUCCESS || api.ctx_set_current(context) != CUDA_SUCCESS) {
+    die("cannot set up a context");
+  }
+  std::setvbuf(stdout, nullptr, _IONBF, 0);
+
+  if (command == "info") {
+    report_view(api, device);
+  } else if (command == "fill" && argc >= 4) {
+    const std::size_t chunk = number(argv[3]);
+    std::vector<CUdeviceptr> pointers;
+    CUresult last = CUDA_SUCCESS;
+    while (true) {
+      CUdeviceptr pointer = 0;
+      last = api.mem_alloc(&pointer, chunk);
+      if (last != CUDA_SUCCESS) break;
+      pointers.push_back(pointer);
+    }
+    std::printf("allocated=%zu error=%d\n", pointers.size() * chunk, last);
+    report_view(api, device);
+    if (argc >= 5) wait_for_file(argv[4]);
+    for (CUdeviceptr pointer : pointers) {
+      if (api.mem_free(pointer) != CUDA_SUCCESS) die("free failed");
+    }
+    size_t free = 0, total = 0;
+    api.mem_get_info(&free, &total);
+    std::printf("after_free free=%zu total=%zu\n", free, total);
+  } else if (command == "hold" && argc >= 5) {
+    CUdeviceptr pointer = 0;
+    const CUresult result = api.mem_alloc(&pointer, number(argv[3]));
+    std::printf("hold_rc=%d\n", result);
+    std::ofstream(argv[4]) << "ready\n";
+    while (true) pause();
+  } else if (command == "threads" && argc >= 5) {
+    const int threads = std::atoi(argv[3]);
+    const std::size_t chunk = number(argv[4]);
+    std::atomic<std::size_t> granted{0};
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t) {
+      workers.emplace_back([&] {
+        // The driver's current context is per thread.
+        api.ctx_set_current(context);
+        CUdeviceptr pointer = 0;
+        while (api.mem_alloc(&pointer, chunk) == CUDA_SUCCESS) granted += chunk;
+      });
+    }
+    for (auto& worker : workers) worker.join();
+    std::printf("allocated=%zu\n", granted.load());
+    report_view(api, device);
+  } else if (command == "vmm" && argc >= 4) {
+    const std::size_t chunk = number(argv[3]);
+    CUdeviceptr base = 0;
+    // PyTorch's expandable segments reserve 1.125 x the device: address space is not memory.
+    const CUresult reserve = api.mem_address_reserve(&base, std::size_t{90} << 30, 0, 0, 0);
+    CUmemAllocationProp prop{};
+    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    prop.location.id = device;
+    prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_FABRIC;
+    CUmemGenericAllocationHandle handle = 0;
+    const CUresult fabric = api.mem_create(&handle, chunk, &prop, 0);
+    prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+    std::size_t created = 0;
+    CUresult last = CUDA_SUCCESS;
+    std::vector<CUmemGenericAllocationHandle> handles;
+    while ((last = api.mem_create(&handle, chunk, &prop, 0)) == CUDA_SUCCESS) {
+      handles.push_back(handle);
+      created += chunk;
+    }
+    std::printf("reserve_rc=%d fabric_rc=%d allocated=%zu error=%d\n", reserve, fabric, created, last);
+    report_view(api, device);
+    for (auto h : handles) api.mem_release(h);
+    size_t free = 0, total = 0;
+    api.mem_get_info(&free, &total);
+    std::printf("after_free free=%zu total=%zu\n", free, total);
+  } else if (command == "async" && argc >= 4) {
+    const std::size_t chunk = number(argv[3]);
+    std::vector<CUdeviceptr> pointers;
+    CUresult last = CUDA_SUCCESS;
+    CUdeviceptr pointer = 0;
+    while ((last = api.mem_alloc_async(&pointer, chunk, nullptr)) == CUDA_SUCCESS) pointers.push_back(pointer);
+    std::printf("allocated=%zu error=%d\n", pointers.size() * chunk, last);
+    for (auto p : pointers) api.mem_free_async(p, nullptr);
+    size_t free = 0, total = 0;
+    api.mem_get_info(&free, &total);
+    std::printf("after_free free=%zu total=%zu\n", free, total);
+  } else if (command == "pitch" && argc >= 5) {
+    CUdeviceptr pointer = 0;
+    size_t pitch = 0;
+    const CUresult result = api.mem_alloc_pitch(&pointer, &pitch, number(argv[3]), number(argv[4]), 4);
+    std::printf("pitch_rc=%d pitch=%zu\n", result, pitch);
+    report_view(api, device);
+    api.mem_free(pointer);
+    report_view(api, device);
+  } else {
+    die("unknown command or missing arguments");
+  }
+  return 0;
+}

@@ -1,0 +1,309 @@
+// End-to-end: real processes, the real preload library, the fake driver as "libcuda.so.1", one
+// real shared state file per test.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "process.hpp"
+
+namespace fs = std::filesystem;
+using gpushare::testing::Env;
+using gpushare::testing::Process;
+using gpushare::testing::ProcessResult;
+using gpushare::testing::run;
+
+namespace {
+
+constexpr std::uint64_t kMiB = 1ull << 20;
+constexpr std::uint64_t kGiB = 1ull << 30;
+
+// The value of `key` on the first output line that starts with `line_start` ("" = any line).
+std::optional<std::uint64_t> field(const std::string& output, const std::string& key,
+                                   const std::string& line_start = "") {
+  std::istringstream lines(output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(line_start, 0) != 0) continue;
+    std::istringstream words(line);
+    std::string word;
+    while (words >> word) {
+      if (word.rfind(key + "=", 0) == 0) return std::stoull(word.substr(key.size() + 1));
+    }
+  }
+  return std::nullopt;
+}
+
+class EndToEnd : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           ("gpushare-e2e-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    state_ = (dir_ / "state").string();
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // The environment of a tenant process: preloaded, real driver = the fake one.
+  Env tenant_env(Env extra = {}) const {
+    Env env{{"LD_PRELOAD", GPUSHARE_TEST_PRELOAD},
+            {"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_DIR},
+            {"GPUSHARE_REAL_LIBCUDA", std::string(GPUSHARE_TEST_FAKE_DIR) + "/libcuda.so.1"},
+            {"GPUSHARE_STATE", state_},
+            {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)}};
+    for (auto& [name, value] : extra) env[name] = value;
+    return env;
+  }
+  static std::vector<std::string> probe(const std::string& lookup, std::vector<std::string> args) {
+    args.insert(args.begin(), {GPUSHARE_TEST_PROBE, lookup});
+    return args;
+  }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  static void wait_for_file(const std::string& file) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!fs::exists(file) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_TRUE(fs::exists(file)) << file;
+  }
+
+  fs::path dir_;
+  std::string state_;
+};
+
+// --- The quota through each of the three ways programs reach the driver. ---
+
+class LookupPath : public EndToEnd, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(LookupPath, QuotaIsExactAndTheDeviceLooksAsBigAsTheQuota) {
+  const ProcessResult r =
+      run(probe(GetParam(), {"fill", std::to_string(kMiB)}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(field(r.out, "allocated"), 64 * kMiB);
+  EXPECT_EQ(field(r.out, "error"), 2u) << "CUDA_ERROR_OUT_OF_MEMORY";
+  EXPECT_EQ(field(r.out, "total", "meminfo"), 64 * kMiB);
+  EXPECT_EQ(field(r.out, "free", "meminfo"), 0u);
+  EXPECT_EQ(field(r.out, "device_total", "meminfo"), 64 * kMiB);
+  EXPECT_EQ(field(r.out, "free", "after_free"), 64 * kMiB);
+  EXPECT_EQ(r.err, "");
+}
+
+TEST_P(LookupPath, ThreadsOfOneProcessNeverOvershoot) {
+  const ProcessResult r =
+      run(probe(GetParam(), {"threads", "6", std::to_string(kMiB)}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "100MiB"}}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(field(r.out, "allocated"), 100 * kMiB);
+}
+
+TEST_P(LookupPath, VirtualMemoryCreatesCountButReservationsAndFailedProbesDoNot) {
+  const ProcessResult r =
+      run(probe(GetParam(), {"vmm", std::to_string(2 * kMiB)}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(field(r.out, "reserve_rc"), 0u);
+  EXPECT_EQ(field(r.out, "fabric_rc"), 800u) << "the fabric probe fails in the driver and is not counted";
+  EXPECT_EQ(field(r.out, "allocated"), 64 * kMiB);
+  EXPECT_EQ(field(r.out, "error"), 2u);
+  EXPECT_EQ(field(r.out, "free", "after_free"), 64 * kMiB);
+}
+
+TEST_P(LookupPath, StreamOrderedAllocationsCount) {
+  const ProcessResult r =
+      run(probe(GetParam(), {"async", std::to_string(kMiB)}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "32MiB"}}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(field(r.out, "allocated"), 32 * kMiB);
+  EXPECT_EQ(field(r.out, "error"), 2u);
+  EXPECT_EQ(field(r.out, "free", "after_free"), 32 * kMiB);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPaths, LookupPath, ::testing::Values("linked", "procaddress", "dlsym"));
+
+// --- Quotas shared across processes. ---
+
+TEST_F(EndToEnd, ProcessesOfOneTenantShareOneQuota) {
+  Env env = tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}, {"GPUSHARE_TENANT", "train"}});
+  Process holder(probe("linked", {"hold", std::to_string(40 * kMiB), path("ready")}), env);
+  wait_for_file(path("ready"));
+  const ProcessResult r = run(probe("procaddress", {"fill", std::to_string(kMiB)}), env);
+  EXPECT_EQ(field(r.out, "allocated"), 24 * kMiB);
+  // Another tenant has a quota of its own.
+  env["GPUSHARE_TENANT"] = "serve";
+  EXPECT_EQ(field(run(probe("dlsym", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 64 * kMiB);
+}
+
+TEST_F(EndToEnd, RacingProcessesNeverExceedTheQuotaByOneByte) {
+  const Env env = tenant_env({{"GPUSHARE_MEMORY_LIMIT", "100MiB"}, {"GPUSHARE_TENANT", "race"}});
+  std::vector<std::unique_ptr<Process>> racers;
+  for (int i = 0; i < 4; ++i) {
+    racers.push_back(std::make_unique<Process>(probe("linked", {"fill", std::to_string(kMiB), path("go")}), env));
+  }
+  // Each racer keeps what it got until all have finished, so the sum is what was granted at once.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::ofstream(path("go")) << "go\n";
+  std::uint64_t total = 0;
+  for (auto& racer : racers) {
+    const ProcessResult r = racer->wait();
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    total += field(r.out, "allocated").value_or(0);
+  }
+  EXPECT_EQ(total, 100 * kMiB);
+}
+
+TEST_F(EndToEnd, KillingAProcessReturnsItsBytes) {
+  const Env env = tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}, {"GPUSHARE_TENANT", "crashy"}});
+  {
+    Process holder(probe("linked", {"hold", std::to_string(40 * kMiB), path("ready")}), env);
+    wait_for_file(path("ready"));
+    holder.kill(SIGKILL);
+    EXPECT_EQ(holder.wait().exit_code, 128 + SIGKILL);
+  }
+  const auto started = std::chrono::steady_clock::now();
+  const ProcessResult r = run(probe("linked", {"fill", std::to_string(kMiB)}), env);
+  EXPECT_EQ(field(r.out, "allocated"), 64 * kMiB);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1));
+}
+
+TEST_F(EndToEnd, QuotaSetChangesALiveTenant) {
+  const Env env = tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}, {"GPUSHARE_TENANT", "live"}});
+  Process holder(probe("linked", {"hold", std::to_string(40 * kMiB), path("ready")}), env);
+  wait_for_file(path("ready"));
+  // Lowered below current use: further allocations fail until use drops.
+  ProcessResult set = run({GPUSHARE_TEST_TOOL, "quota", "set", "live", "--memory", "32MiB", "--state", state_}, {});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  ProcessResult r = run(probe("linked", {"fill", std::to_string(kMiB)}), env);
+  EXPECT_EQ(field(r.out, "allocated"), 0u);
+  EXPECT_EQ(field(r.out, "total", "meminfo"), 32 * kMiB);
+  set = run({GPUSHARE_TEST_TOOL, "quota", "set", "live", "--memory", "128MiB", "--state", state_}, {});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  r = run(probe("linked", {"fill", std::to_string(kMiB)}), env);
+  EXPECT_EQ(field(r.out, "allocated"), 88 * kMiB);
+  // Unknown tenant: a clear error, exit 1.
+  set = run({GPUSHARE_TEST_TOOL, "quota", "set", "nobody", "--memory", "1GiB", "--state", state_}, {});
+  EXPECT_EQ(set.exit_code, 1);
+  EXPECT_NE(set.err.find("nobody"), std::string::npos) << set.err;
+}
+
+TEST_F(EndToEnd, QuotasFollowTheGpuNotTheIndex) {
+  // Physical GPU 1 is ordinal 0 for the first process and ordinal 1 for the second.
+  Env first = tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}, {"GPUSHARE_TENANT", "t"}, {"FAKE_CUDA_DEVICE_ORDER", "1,0"}});
+  Process holder(probe("linked", {"hold", std::to_string(40 * kMiB), path("ready")}), first);
+  wait_for_file(path("ready"));
+  Env second = tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}, {"GPUSHARE_TENANT", "t"}, {"FAKE_CUDA_DEVICE_ORDER", "0,1"}});
+  second["PROBE_DEVICE"] = "1";
+  EXPECT_EQ(field(run(probe("linked", {"fill", std::to_string(kMiB)}), second).out, "allocated"), 24 * kMiB);
+  second["PROBE_DEVICE"] = "0";
+  EXPECT_EQ(field(run(probe("linked", {"fill", std::to_string(kMiB)}), second).out, "allocated"), 64 * kMiB);
+}
+
+TEST_F(EndToEnd, PerDeviceLimitsAndHamiAliases) {
+  Env env = tenant_env({{"FAKE_CUDA_DEVICE_COUNT", "2"},
+                        {"CUDA_DEVICE_MEMORY_LIMIT", "64m"},
+                        {"CUDA_DEVICE_MEMORY_LIMIT_1", "16m"},
+                        {"CUDA_DEVICE_MEMORY_SHARED_CACHE", "/tmp/vgpu/3f2a.cache"}});
+  EXPECT_EQ(field(run(probe("linked", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 64 * kMiB);
+  env["PROBE_DEVICE"] = "1";
+  EXPECT_EQ(field(run(probe("linked", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 16 * kMiB);
+  // gpushare's own variable wins over HAMi's.
+  env["GPUSHARE_MEMORY_LIMIT_1"] = "8MiB";
+  env["GPUSHARE_TENANT"] = "other";
+  EXPECT_EQ(field(run(probe("linked", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 8 * kMiB);
+}
+
+TEST_F(EndToEnd, WithoutALimitTheCardIsTheLimit) {
+  const ProcessResult r = run(probe("linked", {"fill", std::to_string(kGiB)}), tenant_env());
+  EXPECT_EQ(field(r.out, "allocated"), 8 * kGiB);
+  EXPECT_EQ(field(r.out, "error"), 2u);
+  EXPECT_EQ(field(r.out, "total", "meminfo"), 8 * kGiB);
+}
+
+TEST_F(EndToEnd, PitchedAllocationsAreChargedWhatTheDriverGave) {
+  const ProcessResult r = run(probe("linked", {"pitch", "1000", "100"}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "1MiB"}}));
+  ASSERT_EQ(field(r.out, "pitch_rc"), 0u) << r.err;
+  const auto pitch = field(r.out, "pitch").value();
+  EXPECT_EQ(field(r.out, "free", "meminfo"), kMiB - pitch * 100);
+}
+
+TEST_F(EndToEnd, ContextChargeIsTakenOncePerProcess) {
+  const ProcessResult r = run(probe("linked", {"fill", std::to_string(kMiB)}),
+                              tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}, {"GPUSHARE_CONTEXT_MEMORY", "10MiB"}}));
+  EXPECT_EQ(field(r.out, "allocated"), 54 * kMiB);
+  EXPECT_EQ(field(r.out, "free", "after_free"), 54 * kMiB);
+}
+
+// --- Bad input and bad state. ---
+
+TEST_F(EndToEnd, BadLimitFailsClosedWithOneClearLine) {
+  ProcessResult r = run(probe("linked", {"fill", std::to_string(kMiB)}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "8XB"}}));
+  EXPECT_EQ(field(r.out, "allocated"), 0u);
+  EXPECT_NE(r.err.find("GPUSHARE_MEMORY_LIMIT"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("8XB"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  r = run(probe("linked", {"fill", std::to_string(kGiB)}),
+          tenant_env({{"GPUSHARE_MEMORY_LIMIT", "8XB"}, {"GPUSHARE_ON_ERROR", "open"}}));
+  EXPECT_EQ(field(r.out, "allocated"), 8 * kGiB);
+}
+
+TEST_F(EndToEnd, CorruptStateFileIsRefusedNotCrashedOn) {
+  std::ofstream(state_) << std::string(4096, 'x');
+  const ProcessResult r =
+      run(probe("linked", {"fill", std::to_string(kMiB)}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}}));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(field(r.out, "allocated"), 0u);
+  EXPECT_NE(r.err.find(state_), std::string::npos) << r.err;
+  const ProcessResult status = run({GPUSHARE_TEST_TOOL, "status", "--state", state_}, {});
+  EXPECT_EQ(status.exit_code, 1);
+  EXPECT_NE(status.err.find("not a gpushare state file"), std::string::npos) << status.err;
+}
+
+TEST_F(EndToEnd, InertInProcessesThatNeverUseCuda) {
+  Env env = tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}});
+  const ProcessResult r = run({"/bin/sh", "-c", "echo hello; ls / >/dev/null"}, env);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.out, "hello\n");
+  EXPECT_EQ(r.err, "");
+  EXPECT_FALSE(fs::exists(state_)) << "no state is created by a process that never calls the driver";
+}
+
+// --- gpushare run. ---
+
+TEST_F(EndToEnd, RunMakesOneTenantOfEveryChildProcess) {
+  const std::string probe_path = GPUSHARE_TEST_PROBE;
+  const std::string script = probe_path + " linked hold " + std::to_string(40 * kMiB) + " " + path("ready") +
+                             " & until [ -e " + path("ready") + " ]; do sleep 0.01; done; " + probe_path +
+                             " dlsym fill " + std::to_string(kMiB) + "; kill $!";
+  Env env{{"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_DIR},
+          {"GPUSHARE_REAL_LIBCUDA", std::string(GPUSHARE_TEST_FAKE_DIR) + "/libcuda.so.1"},
+          {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)}};
+  const ProcessResult r =
+      run({GPUSHARE_TEST_TOOL, "run", "--memory", "64MiB", "--state", state_, "--", "/bin/sh", "-c", script}, env);
+  EXPECT_EQ(field(r.out, "allocated"), 24 * kMiB) << r.out << r.err;
+  const ProcessResult status = run({GPUSHARE_TEST_TOOL, "status", "--state", state_}, {});
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("tenant sh-"), std::string::npos) << status.out;
+}
+
+TEST_F(EndToEnd, RunRefusesBadInputWithoutRunningTheCommand) {
+  for (const std::vector<std::string>& options :
+       {std::vector<std::string>{"--memory", "8XB"}, {"--memory", "-1"}, {"--memory", ""},
+        {"--memory", "99999999999TiB"}, {"--device-memory", "x=1GiB"}, {"--tenant", "has space"}, {"--tenant", ""},
+        {"--log", "loud"}}) {
+    std::vector<std::string> argv{GPUSHARE_TEST_TOOL, "run"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.insert(argv.end(), {"--", "/usr/bin/touch", path("ran")});
+    const ProcessResult r = run(argv, {});
+    EXPECT_EQ(r.exit_code, 2) << options[0] << " " << options[1];
+    EXPECT_FALSE(r.err.empty());
+    EXPECT_FALSE(fs::exists(path("ran"))) << options[0] << " " << options[1];
+    fs::remove(path("ran"));
+  }
+}
+
+}  // namespace

@@ -1,0 +1,293 @@
+#include "gpushare/settings.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <string>
+
+#include "gpushare/ledger.hpp"
+#include "gpushare/state_layout.hpp"
+#include "test_support.hpp"
+
+namespace gpushare {
+namespace {
+
+using testing::Contains;
+
+// A fake environment: load_settings sees only what the test puts in the map.
+class FakeEnv {
+ public:
+  FakeEnv(std::initializer_list<std::pair<const std::string, std::string>> values) : values_(values) {}
+  EnvLookup lookup() const {
+    return [this](const char* name) -> const char* {
+      auto it = values_.find(name);
+      return it == values_.end() ? nullptr : it->second.c_str();
+    };
+  }
+  LoadedSettings load() const { return load_settings(lookup()); }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+bool any_error_contains(const LoadedSettings& loaded, const std::string& needle) {
+  for (const auto& line : loaded.errors) {
+    if (line.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string all_errors(const LoadedSettings& loaded) {
+  std::string out;
+  for (const auto& line : loaded.errors) out += line + "\n";
+  return out;
+}
+
+TEST(LoadSettings, DefaultsWhenNothingIsSet) {
+  const LoadedSettings loaded = FakeEnv{}.load();
+  EXPECT_TRUE(loaded.errors.empty()) << all_errors(loaded);
+  const Settings& s = loaded.settings;
+  EXPECT_EQ(s.memory_limit_bytes, kUnlimited);
+  EXPECT_TRUE(s.device_memory_limit_bytes.empty());
+  EXPECT_EQ(s.memory_limit_for(0), kUnlimited);
+  EXPECT_EQ(s.tenant, "");
+  EXPECT_EQ(s.state_path, "");
+  EXPECT_EQ(s.real_libcuda, "libcuda.so.1");
+  EXPECT_EQ(s.log_level, LogLevel::kWarn);
+  EXPECT_EQ(s.on_error, FailPolicy::kClosed);
+  EXPECT_EQ(s.context_memory_bytes, 0u);
+}
+
+TEST(LoadSettings, GlobalLimit) {
+  const LoadedSettings loaded = FakeEnv{{"GPUSHARE_MEMORY_LIMIT", "8GiB"}}.load();
+  EXPECT_TRUE(loaded.errors.empty()) << all_errors(loaded);
+  EXPECT_EQ(loaded.settings.memory_limit_bytes, 8_GiB);
+  EXPECT_EQ(loaded.settings.memory_limit_for(0), 8_GiB);
+  EXPECT_EQ(loaded.settings.memory_limit_for(5), 8_GiB);
+}
+
+TEST(LoadSettings, PerDeviceLimitOverridesTheGlobalOneForThatDeviceOnly) {
+  const LoadedSettings loaded =
+      FakeEnv{{"GPUSHARE_MEMORY_LIMIT", "8GiB"}, {"GPUSHARE_MEMORY_LIMIT_3", "2GiB"}}.load();
+  EXPECT_TRUE(loaded.errors.empty()) << all_errors(loaded);
+  EXPECT_EQ(loaded.settings.memory_limit_for(3), 2_GiB);
+  EXPECT_EQ(loaded.settings.memory_limit_for(0), 8_GiB);
+  EXPECT_EQ(loaded.settings.memory_limit_for(4), 8_GiB);
+  EXPECT_EQ(loaded.settings.device_memory_limit_bytes.size(), 1u);
+}
+
+TEST(LoadSettings, PerDeviceLimitMayBeUnlimited) {
+  const LoadedSettings loaded =
+      FakeEnv{{"GPUSHARE_MEMORY_LIMIT", "8GiB"}, {"GPUSHARE_MEMORY_LIMIT_1", "unlimited"}}.load();
+  EXPECT_TRUE(loaded.errors.empty()) << all_errors(loaded);
+  EXPECT_EQ(loaded.settings.memory_limit_for(1), kUnlimited);
+  EXPECT_EQ(loaded.settings.memory_limit_for(0), 8_GiB);
+}
+
+TEST(LoadSettings, HighestDeviceOrdinalIsRead) {
+  const std::string last = "GPUSHARE_MEMORY_LIMIT_" + std::to_string(kMaxDeviceOrdinals - 1);
+  const std::string beyond = "GPUSHARE_MEMORY_LIMIT_" + std::to_string(kMaxDeviceOrdinals);
+  const LoadedSettings loaded = FakeEnv{{last, "1GiB"}, {beyond, "2GiB"}}.load();
+  EXPECT_EQ(loaded.settings.memory_limit_for(kMaxDeviceOrdinals - 1), 1_GiB);
+  EXPECT_EQ(loaded.settings.memory_limit_for(kMaxDeviceOrdinals), kUnlimited);
+}
+
+TEST(LoadSettings, HamiAliasesAreUsedWhenGpushareVariablesAreAbsent) {
+  const LoadedSettings loaded =
+      FakeEnv{{"CUDA_DEVICE_MEMORY_LIMIT", "4g"}, {"CUDA_DEVICE_MEMORY_LIMIT_1", "8g"}}.load();
+  EXPECT_TRUE(loaded.errors.empty()) << all_errors(loaded);
+  EXPECT_EQ(loaded.settings.memory_limit_bytes, 4_GiB);
+  EXPECT_EQ(loaded.settings.memory_limit_for(1), 8_GiB);
+  EXPECT_EQ(loaded.settings.memory_limit_for(0), 4_GiB);
+}
+
+TEST(LoadSettings, GpushareVariablesWinOverHamiAliases) {
+  const LoadedSettings loaded = FakeEnv{{"CUDA_DEVICE_MEMORY_LIMIT", "4g"},
+                                        {"GPUSHARE_MEMORY_LIMIT", "3GiB"},
+                                        {"CUDA_DEVICE_MEMORY_LIMIT_1", "8g"},
+                                        {"GPUSHARE_MEMORY_LIMIT_1", "512MiB"}}
+                                    .load();
+  EXPECT_TRUE(loaded.errors.empty()) << all_errors(loaded);
+  EXPECT_EQ(loaded.settings.memory_limit_bytes, 3_GiB);
+  EXPECT_EQ(loaded.settings.memory_limit_for(1), 512_MiB);
+}
+
+TEST(LoadSettings, HamiSharedCacheIsTheTenantName) {
+  const LoadedSettings loaded = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", "/tmp/vgpu/abc.cache"}}.load();
+  EXPECT_TRUE(loaded.errors.empty()) << all_errors(loaded);
+  EXPECT_EQ(loaded.settings.tenant, "/tmp/vgpu/abc.cache");
+}
+
+TEST(LoadSettings, GpushareTenantWinsOverHamiSharedCache) {
+  const LoadedSettings loaded =
+      FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", "/tmp/vgpu/abc.cache"}, {"GPUSHARE_TENANT", "team-a"}}.load();
+  EXPECT_TRUE(loaded.errors.empty()) << all_errors(loaded);
+  EXPECT_EQ(loaded.settings.tenant, "team-a");
+}
+
+TEST(LoadSettings, EmptyHamiSharedCacheLeavesTheTenantUnset) {
+  const LoadedSettings loaded = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", ""}}.load();
+  EXPECT_TRUE(loaded.errors.empty()) << all_errors(loaded);
+  EXPECT_EQ(loaded.settings.tenant, "");
+}
+
+TEST(LoadSettings, LongHamiPathIsShortenedDeterministicallyAndStaysDistinct) {
+  const std::string head_a = "/var/lib/kubelet/pods/" + std::string(150, 'a');
+  const std::string head_b = "/var/lib/kubelet/pods/" + std::string(150, 'b');
+  const std::string tail = "/volumes/vgpu/" + std::string(100, 'x') + "/cache";
+  const std::string path_a = head_a + tail;
+  const std::string path_b = head_b + tail;  // same tail: only the hash can tell them apart
+
+  const LoadedSettings a1 = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", path_a}}.load();
+  const LoadedSettings a2 = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", path_a}}.load();
+  const LoadedSettings b = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", path_b}}.load();
+  EXPECT_TRUE(a1.errors.empty()) << all_errors(a1);
+  EXPECT_LT(a1.settings.tenant.size(), layout::kTenantNameBytes);
+  EXPECT_FALSE(a1.settings.tenant.empty());
+  EXPECT_EQ(a1.settings.tenant, a2.settings.tenant);
+  EXPECT_NE(a1.settings.tenant, b.settings.tenant);
+  EXPECT_TRUE(validate_tenant_name(a1.settings.tenant).ok());
+  EXPECT_TRUE(validate_tenant_name(b.settings.tenant).ok());
+  // The distinctive tail of the path is kept.
+  EXPECT_TRUE(Contains(a1.settings.tenant, "/cache"));
+}
+
+TEST(NormalizeTenantName, ShortNamesKeptAndUnprintablesReplaced) {
+  EXPECT_EQ(normalize_tenant_name("team-a"), "team-a");
+  EXPECT_EQ(normalize_tenant_name("a b\tc"), "a_b_c");
+  EXPECT_EQ(normalize_tenant_name(std::string("x\xc3\xa9y")), "x__y");
+  const std::string exactly_max(layout::kTenantNameBytes - 1, 'n');
+  EXPECT_EQ(normalize_tenant_name(exactly_max), exactly_max);
+  const std::string one_more(layout::kTenantNameBytes, 'n');
+  EXPECT_EQ(normalize_tenant_name(one_more).size(), layout::kTenantNameBytes - 1);
+  EXPECT_NE(normalize_tenant_name(one_more), exactly_max);
+}
+
+TEST(NormalizeTenantName, ManyLongPathsStayDistinct) {
+  std::set<std::string> names;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string path = "/pods/" + std::to_string(i) + std::string(200, '/') + "vgpu.cache";
+    const std::string name = normalize_tenant_name(path);
+    EXPECT_TRUE(validate_tenant_name(name).ok()) << name;
+    names.insert(name);
+  }
+  EXPECT_EQ(names.size(), 1000u);
+}
+
+TEST(ValidateTenantName, Rules) {
+  EXPECT_TRUE(validate_tenant_name("a").ok());
+  EXPECT_TRUE(validate_tenant_name(std::string(layout::kTenantNameBytes - 1, 'n')).ok());
+  EXPECT_FALSE(validate_tenant_name("").ok());
+  EXPECT_FALSE(validate_tenant_name(std::string(layout::kTenantNameBytes, 'n')).ok());
+  EXPECT_FALSE(validate_tenant_name("a b").ok());
+  EXPECT_FALSE(validate_tenant_name(std::string("a\0b", 3)).ok());
+  EXPECT_FALSE(validate_tenant_name("a\x7f").ok());
+  EXPECT_FALSE(validate_tenant_name("caf\xc3\xa9").ok());
+}
+
+TEST(LoadSettings, BadValuesProduceOneLineEachNamingTheVariableAndDoNotAbort) {
+  const LoadedSettings loaded = FakeEnv{{"GPUSHARE_MEMORY_LIMIT", "8XB"},
+                                        {"GPUSHARE_MEMORY_LIMIT_2", "lots"},
+                                        {"CUDA_DEVICE_MEMORY_LIMIT_5", "-3"},
+                                        {"GPUSHARE_CONTEXT_MEMORY", "unlimited"},
+                                        {"GPUSHARE_LOG", "verbose"},
+                                        {"GPUSHARE_ON_ERROR", "maybe"},
+                                        {"GPUSHARE_TENANT", "has space"},
+                                        // Good values next to the bad ones are still applied.
+                                        {"GPUSHARE_MEMORY_LIMIT_1", "1GiB"},
+                                        {"GPUSHARE_STATE", "/tmp/x.state"}}
+                                    .load();
+  EXPECT_EQ(loaded.errors.size(), 7u) << all_errors(loaded);
+  EXPECT_TRUE(any_error_contains(loaded, "GPUSHARE_MEMORY_LIMIT: ")) << all_errors(loaded);
+  EXPECT_TRUE(any_error_contains(loaded, "'8XB'")) << all_errors(loaded);
+  EXPECT_TRUE(any_error_contains(loaded, "GPUSHARE_MEMORY_LIMIT_2: ")) << all_errors(loaded);
+  EXPECT_TRUE(any_error_contains(loaded, "CUDA_DEVICE_MEMORY_LIMIT_5: ")) << all_errors(loaded);
+  EXPECT_TRUE(any_error_contains(loaded, "GPUSHARE_CONTEXT_MEMORY: ")) << all_errors(loaded);
+  EXPECT_TRUE(any_error_contains(loaded, "GPUSHARE_LOG: ")) << all_errors(loaded);
+  EXPECT_TRUE(any_error_contains(loaded, "'verbose'")) << all_errors(loaded);
+  EXPECT_TRUE(any_error_contains(loaded, "GPUSHARE_ON_ERROR: ")) << all_errors(loaded);
+  EXPECT_TRUE(any_error_contains(loaded, "GPUSHARE_TENANT: ")) << all_errors(loaded);
+
+  const Settings& s = loaded.settings;
+  // Bad values leave the defaults.
+  EXPECT_EQ(s.memory_limit_bytes, kUnlimited);
+  EXPECT_EQ(s.device_memory_limit_bytes.count(2), 0u);
+  EXPECT_EQ(s.device_memory_limit_bytes.count(5), 0u);
+  EXPECT_EQ(s.context_memory_bytes, 0u);
+  EXPECT_EQ(s.log_level, LogLevel::kWarn);
+  EXPECT_EQ(s.on_error, FailPolicy::kClosed);
+  EXPECT_EQ(s.tenant, "");
+  EXPECT_EQ(s.memory_limit_for(1), 1_GiB);
+  EXPECT_EQ(s.state_path, "/tmp/x.state");
+}
+
+TEST(LoadSettings, BadHamiAliasIsReportedUnderItsOwnName) {
+  const LoadedSettings loaded = FakeEnv{{"CUDA_DEVICE_MEMORY_LIMIT", "8 gigs"}}.load();
+  ASSERT_EQ(loaded.errors.size(), 1u) << all_errors(loaded);
+  EXPECT_TRUE(Contains(loaded.errors[0], "CUDA_DEVICE_MEMORY_LIMIT: "));
+  EXPECT_EQ(loaded.settings.memory_limit_bytes, kUnlimited);
+}
+
+TEST(LoadSettings, LogAndFailPolicy) {
+  const std::pair<const char*, LogLevel> levels[] = {
+      {"error", LogLevel::kError}, {"warn", LogLevel::kWarn}, {"info", LogLevel::kInfo}, {"debug", LogLevel::kDebug}};
+  for (const auto& [text, level] : levels) {
+    const LoadedSettings loaded = FakeEnv{{"GPUSHARE_LOG", text}}.load();
+    EXPECT_TRUE(loaded.errors.empty()) << text;
+    EXPECT_EQ(loaded.settings.log_level, level) << text;
+  }
+  const LoadedSettings open = FakeEnv{{"GPUSHARE_ON_ERROR", "open"}}.load();
+  EXPECT_TRUE(open.errors.empty());
+  EXPECT_EQ(open.settings.on_error, FailPolicy::kOpen);
+  const LoadedSettings closed = FakeEnv{{"GPUSHARE_ON_ERROR", "closed"}}.load();
+  EXPECT_EQ(closed.settings.on_error, FailPolicy::kClosed);
+
+  EXPECT_FALSE(parse_log_level("WARN").ok());
+  EXPECT_FALSE(parse_log_level("").ok());
+  EXPECT_FALSE(parse_fail_policy("Open").ok());
+  EXPECT_TRUE(Contains(parse_fail_policy("sideways").error().message, "'sideways'"));
+}
+
+TEST(LoadSettings, OtherVariables) {
+  const LoadedSettings loaded = FakeEnv{{"GPUSHARE_CONTEXT_MEMORY", "512MiB"},
+                                        {"GPUSHARE_STATE", "/dev/shm/mine.state"},
+                                        {"GPUSHARE_REAL_LIBCUDA", "/opt/cuda/libcuda.so.1"},
+                                        {"GPUSHARE_TENANT", "team-b"}}
+                                    .load();
+  EXPECT_TRUE(loaded.errors.empty()) << all_errors(loaded);
+  EXPECT_EQ(loaded.settings.context_memory_bytes, 512_MiB);
+  EXPECT_EQ(loaded.settings.state_path, "/dev/shm/mine.state");
+  EXPECT_EQ(loaded.settings.real_libcuda, "/opt/cuda/libcuda.so.1");
+  EXPECT_EQ(loaded.settings.tenant, "team-b");
+}
+
+TEST(OptionSpecs, EveryVariableReadIsDocumentedInTheTable) {
+  std::set<std::string> documented;
+  for (const auto& spec : option_specs()) {
+    EXPECT_FALSE(spec.env.empty());
+    EXPECT_FALSE(spec.description.empty()) << spec.env;
+    EXPECT_FALSE(spec.default_value.empty()) << spec.env;
+    documented.insert(std::string(spec.env));
+    if (!spec.hami_alias.empty()) documented.insert(std::string(spec.hami_alias));
+  }
+  // Record every name load_settings asks for; each must appear in the table (with <i> for ordinals).
+  std::set<std::string> asked;
+  const EnvLookup recorder = [&](const char* name) -> const char* {
+    asked.insert(name);
+    return nullptr;
+  };
+  (void)load_settings(recorder);
+  for (std::string name : asked) {
+    if (name.empty()) continue;
+    const auto digits = name.find_last_not_of("0123456789");
+    if (digits != std::string::npos && digits + 1 < name.size() && name[digits] == '_') {
+      name = name.substr(0, digits + 1) + "<i>";
+    }
+    EXPECT_EQ(documented.count(name), 1u) << name << " is read but not in option_specs()";
+  }
+  EXPECT_GE(asked.size(), 2u * kMaxDeviceOrdinals);
+}
+
+}  // namespace
+}  // namespace gpushare
