@@ -251,10 +251,16 @@ TenantMembership::~TenantMembership() {
     slot.state.store(kFree, kRelease);
     ofd_lock::unlock(fd_, layout::kSlotLockBase + slot_);
   }
-  ::close(fd_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
-void TenantMembership::abandon() { abandoned_ = true; }
+void TenantMembership::abandon() {
+  // Closing our copy of the descriptor drops nothing while the parent keeps its own; keeping it
+  // open would keep the parent's slot "alive" for as long as this child lives.
+  abandoned_ = true;
+  ::close(fd_);
+  fd_ = -1;
+}
 
 Result<TenantMembership::Attached> TenantMembership::attach_gpu(const GpuUuid& uuid, std::uint64_t physical_bytes,
                                                                 std::uint64_t limit_bytes) {

@@ -6,6 +6,8 @@
 //     fill CHUNK [HOLD_UNTIL_FILE]   allocate CHUNK bytes until refused; report; optionally wait for
 //                                    a file to exist before freeing (keeps memory for races)
 //     hold BYTES READY_FILE          allocate, create READY_FILE, then sleep until killed
+//     hold-with-child BYTES READY_FILE   the same, after forking a child that lives on for 5 s
+//                                    (a DataLoader worker outliving its killed parent)
 //     threads N CHUNK                N threads fill at once
 //     vmm CHUNK                      cuMemCreate until refused (after a fabric-handle probe)
 //     async CHUNK                    cuMemAllocAsync until refused
@@ -177,6 +179,19 @@ int main(int argc, char** argv) {
     CUdeviceptr pointer = 0;
     const CUresult result = api.mem_alloc(&pointer, number(argv[3]));
     std::printf("hold_rc=%d\n", result);
+    std::ofstream(argv[4]) << "ready\n";
+    while (true) pause();
+  } else if (command == "hold-with-child" && argc >= 5) {
+    CUdeviceptr pointer = 0;
+    const CUresult result = api.mem_alloc(&pointer, number(argv[3]));
+    const pid_t child = fork();
+    if (child == 0) {
+      close(STDOUT_FILENO);  // so the test sees the parent's output end when the parent dies
+      close(STDERR_FILENO);
+      sleep(5);
+      _exit(0);
+    }
+    std::printf("hold_rc=%d child=%d\n", result, static_cast<int>(child));
     std::ofstream(argv[4]) << "ready\n";
     while (true) pause();
   } else if (command == "threads" && argc >= 5) {

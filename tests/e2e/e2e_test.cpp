@@ -1,6 +1,7 @@
 // End-to-end: real processes, the real preload library, the fake driver as "libcuda.so.1", one
 // real shared state file per test.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -169,6 +170,22 @@ TEST_F(EndToEnd, KillingAProcessReturnsItsBytes) {
   const ProcessResult r = run(probe("linked", {"fill", std::to_string(kMiB)}), env);
   EXPECT_EQ(field(r.out, "allocated"), 64 * kMiB);
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1));
+}
+
+TEST_F(EndToEnd, AForkedChildDoesNotKeepItsKilledParentsBytes) {
+  const Env env = tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}, {"GPUSHARE_TENANT", "forky"}});
+  pid_t child = 0;
+  {
+    Process parent(probe("linked", {"hold-with-child", std::to_string(40 * kMiB), path("ready")}), env);
+    wait_for_file(path("ready"));
+    parent.kill(SIGKILL);
+    const ProcessResult r = parent.wait();
+    child = static_cast<pid_t>(field(r.out, "child").value_or(0));
+  }
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(::kill(child, 0), 0) << "the child must still be alive for this test to mean anything";
+  EXPECT_EQ(field(run(probe("linked", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 64 * kMiB);
+  ::kill(child, SIGKILL);
 }
 
 TEST_F(EndToEnd, QuotaSetChangesALiveTenant) {

@@ -75,7 +75,7 @@ class TenantMembership {
   std::uint32_t tenant_index() const { return tenant_; }
 
   // For a child after fork(): the slot and its bytes belong to the parent. Drops this object's
-  // claim without touching the shared state.
+  // claim (and its copy of the slot's lock descriptor) without touching the shared state.
   void abandon();
 
  private:

@@ -1,0 +1,147 @@
+// Cost the preload library adds to the allocation path: cuMemAlloc_v2 + cuMemFree_v2 of 1 MiB
+// called directly on a driver, and through libgpushare-preload.so's wrappers onto the same driver,
+// in one run. Prints the difference and the ratio at the end.
+//
+// Environment:
+//   GPUSHARE_BENCH_DRIVER   driver to call (default: the fake driver of this build tree;
+//                           on a GPU machine: libcuda.so.1)
+//   GPUSHARE_BENCH_PRELOAD  the preload library (default: the one of this build tree)
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <benchmark/benchmark.h>
+#include <cuda.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+
+namespace {
+
+struct Calls {
+  decltype(&::cuMemAlloc_v2) alloc = nullptr;
+  decltype(&::cuMemFree_v2) free = nullptr;
+  decltype(&::cuMemGetInfo_v2) get_info = nullptr;
+};
+
+std::string env_or(const char* name, const char* fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? value : fallback;
+}
+
+void* open_or_die(const std::string& path) {
+  void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    std::fprintf(stderr, "alloc_bench: cannot open %s: %s\n", path.c_str(), dlerror());
+    std::exit(2);
+  }
+  return handle;
+}
+
+template <typename Fn>
+Fn symbol(void* handle, const char* name) {
+  auto fn = reinterpret_cast<Fn>(dlsym(handle, name));
+  if (fn == nullptr) {
+    std::fprintf(stderr, "alloc_bench: no %s\n", name);
+    std::exit(2);
+  }
+  return fn;
+}
+
+Calls calls_from(void* handle) {
+  return Calls{symbol<decltype(Calls::alloc)>(handle, "cuMemAlloc_v2"), symbol<decltype(Calls::free)>(handle, "cuMemFree_v2"),
+               symbol<decltype(Calls::get_info)>(handle, "cuMemGetInfo_v2")};
+}
+
+Calls g_direct;
+Calls g_hooked;
+
+void alloc_free_pair(benchmark::State& state, const Calls& calls) {
+  const auto bytes = static_cast<size_t>(state.range(0));
+  for (auto _ : state) {
+    CUdeviceptr pointer = 0;
+    if (calls.alloc(&pointer, bytes) != CUDA_SUCCESS) {
+      state.SkipWithError("allocation failed");
+      break;
+    }
+    calls.free(pointer);
+  }
+}
+void get_info(benchmark::State& state, const Calls& calls) {
+  for (auto _ : state) {
+    size_t free = 0, total = 0;
+    calls.get_info(&free, &total);
+    benchmark::DoNotOptimize(free);
+  }
+}
+
+void BM_AllocFree_Direct(benchmark::State& state) { alloc_free_pair(state, g_direct); }
+void BM_AllocFree_Hooked(benchmark::State& state) { alloc_free_pair(state, g_hooked); }
+void BM_MemGetInfo_Direct(benchmark::State& state) { get_info(state, g_direct); }
+void BM_MemGetInfo_Hooked(benchmark::State& state) { get_info(state, g_hooked); }
+BENCHMARK(BM_AllocFree_Direct)->Arg(1 << 20);
+BENCHMARK(BM_AllocFree_Hooked)->Arg(1 << 20);
+BENCHMARK(BM_MemGetInfo_Direct);
+BENCHMARK(BM_MemGetInfo_Hooked);
+
+// Collects each run's time per iteration to print the comparison after the table.
+class ComparingReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      if (run.run_type == Run::RT_Iteration && !run.error_occurred) {
+        ns_[run.run_name.function_name] = run.GetAdjustedRealTime();
+      }
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    compare("BM_AllocFree_Direct", "BM_AllocFree_Hooked", "cuMemAlloc_v2+cuMemFree_v2 (1 MiB)");
+    compare("BM_MemGetInfo_Direct", "BM_MemGetInfo_Hooked", "cuMemGetInfo_v2");
+  }
+
+ private:
+  void compare(const std::string& direct, const std::string& hooked, const char* what) {
+    if (!ns_.count(direct) || !ns_.count(hooked)) return;
+    std::printf("%-36s direct %10.1f ns  hooked %10.1f ns  added %8.1f ns  ratio %.3f\n", what, ns_[direct],
+                ns_[hooked], ns_[hooked] - ns_[direct], ns_[hooked] / ns_[direct]);
+  }
+  std::map<std::string, double> ns_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string driver_path = env_or("GPUSHARE_BENCH_DRIVER", GPUSHARE_BENCH_FAKE_DRIVER);
+  const std::string preload_path = env_or("GPUSHARE_BENCH_PRELOAD", GPUSHARE_BENCH_PRELOAD_LIBRARY);
+  // The wrappers reach the same driver object (same path, so dlopen returns the same handle).
+  setenv("GPUSHARE_REAL_LIBCUDA", driver_path.c_str(), 1);
+  const std::string state = "/tmp/gpushare-bench-" + std::to_string(getpid()) + ".state";
+  setenv("GPUSHARE_STATE", state.c_str(), 1);
+  setenv("GPUSHARE_MEMORY_LIMIT", "64GiB", 0);
+
+  void* driver = open_or_die(driver_path);
+  void* preload = open_or_die(preload_path);
+  auto init = symbol<decltype(&::cuInit)>(driver, "cuInit");
+  auto device_get = symbol<decltype(&::cuDeviceGet)>(driver, "cuDeviceGet");
+  auto retain = symbol<decltype(&::cuDevicePrimaryCtxRetain)>(driver, "cuDevicePrimaryCtxRetain");
+  auto set_current = symbol<decltype(&::cuCtxSetCurrent)>(driver, "cuCtxSetCurrent");
+  CUdevice device = 0;
+  CUcontext context = nullptr;
+  if (init(0) != CUDA_SUCCESS || device_get(&device, 0) != CUDA_SUCCESS || retain(&context, device) != CUDA_SUCCESS ||
+      set_current(context) != CUDA_SUCCESS) {
+    std::fprintf(stderr, "alloc_bench: cannot create a context on %s\n", driver_path.c_str());
+    return 2;
+  }
+  g_direct = calls_from(driver);
+  g_hooked = calls_from(preload);
+
+  benchmark::Initialize(&argc, argv);
+  ComparingReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  unlink(state.c_str());
+  return 0;
+}
