@@ -89,9 +89,15 @@ BENCHMARK(BM_MemGetInfo_Hooked);
 class ComparingReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
+    // With --benchmark_repetitions the median is compared, else the single run.
     for (const Run& run : runs) {
-      if (run.run_type == Run::RT_Iteration && !run.error_occurred) {
-        ns_[run.run_name.function_name] = run.GetAdjustedRealTime();
+      if (run.error_occurred) continue;
+      const std::string name = run.run_name.function_name;
+      if (run.run_type == Run::RT_Aggregate && run.aggregate_name == "median") {
+        ns_[name] = run.GetAdjustedRealTime();
+        has_median_[name] = true;
+      } else if (run.run_type == Run::RT_Iteration && !has_median_[name]) {
+        ns_[name] = run.GetAdjustedRealTime();
       }
     }
     ConsoleReporter::ReportRuns(runs);
@@ -109,6 +115,7 @@ class ComparingReporter : public benchmark::ConsoleReporter {
                 ns_[hooked], ns_[hooked] - ns_[direct], ns_[hooked] / ns_[direct]);
   }
   std::map<std::string, double> ns_;
+  std::map<std::string, bool> has_median_;
 };
 
 }  // namespace

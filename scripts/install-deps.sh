@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks to build gpushare and its tests. Idempotent: asks
+# apt only for packages that are missing.
+set -euo pipefail
+packages=(cmake ninja-build g++ libboost-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev
+          libbenchmark-dev libcpp-httplib-dev binutils)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+sudo=""
+[[ $(id -u) -eq 0 ]] || sudo="sudo"
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# cuda.h (build time only): from a CUDA toolkit in /usr/local/cuda, else Debian's non-free package.
+have_cuda_h=no
+for header in /usr/local/cuda/include/cuda.h /usr/local/cuda-*/include/cuda.h /usr/include/cuda.h; do
+  [[ -f "$header" ]] && have_cuda_h=yes
+done
+if [[ $have_cuda_h == no ]]; then
+  echo "cuda.h not found: installing nvidia-cuda-dev (needs the non-free component in apt sources)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nvidia-cuda-dev >/dev/null || {
+    echo "error: no cuda.h; install the CUDA toolkit (headers are enough) or enable Debian non-free" >&2
+    exit 1
+  }
+fi

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds gpushare with warnings as errors and runs every test (unit, end-to-end on the fake
+# driver) and a short benchmark. No GPU needed.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+"$root/scripts/install-deps.sh"
+build="$root/build"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGPUSHARE_WERROR=ON >/dev/null
+cmake --build "$build" -j "$(nproc)"
+ctest --test-dir "$build" --output-on-failure -j 2 --timeout 300
+echo "== benchmark: added cost of the hooked allocation path (fake driver)"
+"$build/bench/alloc_bench" --benchmark_min_time=0.2 2>&1 | tail -n 2
