@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -229,9 +230,10 @@ Result<std::unique_ptr<TenantMembership>> TenantMembership::join(SharedState& sh
   }
   for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
     auto& slot = state.slots[s];
-    if (slot.state.load(kAcquire) == kReclaiming) continue;
     if (!ofd_lock::try_lock(fd, layout::kSlotLockBase + s)) continue;  // a live owner or a reclaimer
-    if (slot.state.load(kAcquire) == kInUse) return_slot_bytes(state, slot);  // its owner died
+    // With the lock ours, a slot still marked busy belongs to a dead owner (or to a reclaimer that
+    // died half-way): finish returning its bytes, then take it.
+    if (slot.state.load(kAcquire) != kFree) return_slot_bytes(state, slot);
     slot.tenant_index = tenant;
     slot.pid = static_cast<std::uint64_t>(::getpid());
     slot.started_unix_ns = unix_now_ns();
@@ -346,14 +348,14 @@ MemoryView TenantMembership::view(std::uint32_t gpu) const {
 ReclaimReport reclaim_dead_processes(SharedState& shared) {
   StateLayout& state = shared.state();
   ReclaimReport report;
+  std::lock_guard probing(shared.probe_mutex());
   for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
     auto& slot = state.slots[s];
-    if (slot.state.load(kAcquire) != kInUse) continue;
-    if (!shared.try_lock_slot(s)) continue;  // its owner is alive (or another sweeper has it)
-    // Two threads of one process share this description and could both get here: the state
-    // transition decides which one reclaims.
-    std::uint32_t expected = kInUse;
-    if (slot.state.compare_exchange_strong(expected, kReclaiming, kAcquire)) {
+    if (slot.state.load(kAcquire) == kFree) continue;
+    if (!shared.try_lock_slot(s)) continue;  // its owner is alive (or another process is reclaiming it)
+    // kReclaiming with the lock free: a reclaimer died half-way; returning bytes is idempotent.
+    if (slot.state.load(kAcquire) != kFree) {
+      slot.state.store(kReclaiming, kRelease);
       report.bytes += return_slot_bytes(state, slot);
       report.processes += 1;
       slot.state.store(kFree, kRelease);
@@ -408,8 +410,11 @@ std::vector<TenantSnapshot> snapshot_tenants(SharedState& shared) {
       process.slot = s;
       process.pid = slot.pid;
       // A free liveness lock means the owner is gone; take it only for the look.
-      process.alive = !shared.try_lock_slot(s);
-      if (!process.alive) shared.unlock_slot(s);
+      {
+        std::lock_guard probing(shared.probe_mutex());
+        process.alive = !shared.try_lock_slot(s);
+        if (!process.alive) shared.unlock_slot(s);
+      }
       for (std::uint32_t g = 0; g < kMaxGpus; ++g) process.held_bytes[g] = slot.held_bytes[g].load(kRelaxed);
       snap.processes.push_back(process);
     }

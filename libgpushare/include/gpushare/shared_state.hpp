@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "gpushare/result.hpp"
@@ -32,8 +33,11 @@ class SharedState {
   // Liveness probes, on this object's own open file description (so a process probing its own
   // slot, which it holds through another description, sees it as alive).
   // Returns true when the lock on that byte was free and is now held by this object.
+  // REQUIRES: probe_mutex() held. Threads of one process share the description, so without it one
+  // thread's unlock could release a slot another thread is still reclaiming.
   bool try_lock_slot(std::uint32_t slot_index);
   void unlock_slot(std::uint32_t slot_index);
+  std::mutex& probe_mutex() { return probe_mutex_; }
 
  private:
   SharedState() = default;
@@ -42,6 +46,7 @@ class SharedState {
   struct Mapping;
   std::unique_ptr<Mapping> mapping_;
   layout::StateLayout* layout_ = nullptr;
+  std::mutex probe_mutex_;
 };
 
 // Robust, process-shared mutexes in the mapping. lock() reports whether the previous holder died
