@@ -142,30 +142,32 @@ bool tenant_unused(const StateLayout& state, std::uint32_t t) {
   return true;
 }
 
+// REQUIRES: registry lock held, and no slot refers to tenant t.
+std::uint32_t reset_tenant(StateLayout& state, std::uint32_t t, std::string_view name) {
+  auto& tenant = state.tenants[t];
+  std::memset(tenant.name, 0, sizeof tenant.name);
+  std::memcpy(tenant.name, name.data(), name.size());
+  tenant.override_limit_bytes.store(layout::kNoOverride, kRelaxed);
+  tenant.created_unix_ns = unix_now_ns();
+  for (auto& entry : tenant.ledger) {
+    entry.limit_bytes.store(kUnlimited, kRelaxed);
+    entry.used_bytes.store(0, kRelaxed);
+    entry.peak_bytes.store(0, kRelaxed);
+    entry.oom_refusals.store(0, kRelaxed);
+    entry.configured.store(0, kRelaxed);
+  }
+  tenant.state.store(kInUse, kRelease);
+  return t;
+}
+
 // REQUIRES: registry lock held.
 Result<std::uint32_t> create_tenant(StateLayout& state, std::string_view name) {
-  auto take = [&](std::uint32_t t) {
-    auto& tenant = state.tenants[t];
-    std::memset(tenant.name, 0, sizeof tenant.name);
-    std::memcpy(tenant.name, name.data(), name.size());
-    tenant.override_limit_bytes.store(layout::kNoOverride, kRelaxed);
-    tenant.created_unix_ns = unix_now_ns();
-    for (auto& entry : tenant.ledger) {
-      entry.limit_bytes.store(kUnlimited, kRelaxed);
-      entry.used_bytes.store(0, kRelaxed);
-      entry.peak_bytes.store(0, kRelaxed);
-      entry.oom_refusals.store(0, kRelaxed);
-      entry.configured.store(0, kRelaxed);
-    }
-    tenant.state.store(kInUse, kRelease);
-    return t;
-  };
   for (std::uint32_t t = 0; t < kMaxTenants; ++t) {
-    if (state.tenants[t].state.load(kAcquire) == kFree) return take(t);
+    if (state.tenants[t].state.load(kAcquire) == kFree) return reset_tenant(state, t, name);
   }
   // The table is full: recycle a tenant nobody uses any more (no process, no bytes).
   for (std::uint32_t t = 0; t < kMaxTenants; ++t) {
-    if (tenant_unused(state, t)) return take(t);
+    if (tenant_unused(state, t)) return reset_tenant(state, t, name);
   }
   return Error{fmt::format("all {} tenant records of the shared state are in use by live processes", kMaxTenants)};
 }
@@ -209,7 +211,7 @@ Result<std::unique_ptr<TenantMembership>> TenantMembership::join(SharedState& sh
   StateLayout& state = shared.state();
   // A description of our own for the slot's liveness lock: the SharedState's descriptor is used
   // for probing, and a probe through the same description would see our own lock as free.
-  const int fd = ::open(shared.path().c_str(), O_RDWR | O_CLOEXEC);
+  const int fd = ::open(shared.descriptor_path().c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return Error{fmt::format("cannot open state file {}: {}", shared.path(), std::strerror(errno))};
 
   auto registry = RegistryLock::acquire(state);
@@ -218,8 +220,12 @@ Result<std::unique_ptr<TenantMembership>> TenantMembership::join(SharedState& sh
     return registry.error();
   }
   std::uint32_t tenant = 0;
-  if (auto found = find_tenant(state, name)) {
+  if (auto found = find_tenant(state, name); found && !tenant_unused(state, *found)) {
     tenant = *found;
+  } else if (found) {
+    // Nobody runs as this tenant any more and it holds nothing: a new start takes the new
+    // process's limits rather than those of a run that has ended.
+    tenant = reset_tenant(state, *found, name);
   } else {
     auto created = create_tenant(state, name);
     if (!created) {

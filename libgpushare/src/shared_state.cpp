@@ -183,7 +183,9 @@ Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, 
   }
   try {
     auto mapping = std::make_unique<Mapping>();
-    mapping->file = bip::file_mapping(path.c_str(), bip::read_write);
+    // Map the file this descriptor has open, not whatever the path names by now: someone may have
+    // replaced the file, and the liveness locks are taken on this descriptor's file.
+    mapping->file = bip::file_mapping(self->descriptor_path().c_str(), bip::read_write);
     mapping->region = bip::mapped_region(mapping->file, bip::read_write);
     if (mapping->region.get_size() < sizeof(layout::StateHeader)) {
       return Error{fmt::format("{} is too short to be a gpushare state file", path)};
@@ -217,6 +219,8 @@ SharedState::~SharedState() {
   mapping_.reset();
   if (fd_ >= 0) ::close(fd_);
 }
+
+std::string SharedState::descriptor_path() const { return fmt::format("/proc/self/fd/{}", fd_); }
 
 bool SharedState::try_lock_slot(std::uint32_t slot_index) {
   return ofd_lock::try_lock(fd_, layout::kSlotLockBase + slot_index);

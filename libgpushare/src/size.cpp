@@ -84,7 +84,8 @@ Result<std::uint64_t> parse_size(std::string_view text) {
     const auto extra = static_cast<std::uint64_t>(scaled / fraction_scale);
     if (__builtin_add_overflow(bytes, extra, &bytes)) return size_error(text, "too large");
   }
-  if (bytes == kUnlimited) return size_error(text, "too large");
+  // The two largest values are reserved (unlimited, and "no override" in the shared state).
+  if (bytes >= kUnlimited - 1) return size_error(text, "too large");
   return bytes;
 }
 
@@ -101,7 +102,10 @@ std::string format_size(std::uint64_t bytes) {
   if (index == 0) return fmt::format("{} B", bytes);
   const std::uint64_t unit = 1ull << (10 * index);
   if (bytes % unit == 0) return fmt::format("{} {}", bytes / unit, kNames[index]);
-  return fmt::format("{:.2f} {}", static_cast<double>(bytes) / static_cast<double>(unit), kNames[index]);
+  const double value = static_cast<double>(bytes) / static_cast<double>(unit);
+  // Just under the next unit rounds up to it ("1.00 MiB", not "1024.00 KiB").
+  if (value >= 1023.995 && index + 1 < kNames.size()) return fmt::format("{:.2f} {}", value / 1024.0, kNames[index + 1]);
+  return fmt::format("{:.2f} {}", value, kNames[index]);
 }
 
 }  // namespace gpushare

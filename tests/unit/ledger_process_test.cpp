@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <ostream>
 #include <random>
@@ -28,12 +29,10 @@ namespace gpushare {
 namespace {
 
 using testing::Deadline;
-using testing::fork_child;
-using testing::kill_and_wait;
+using testing::ChildProcess;
 using testing::make_uuid;
 using testing::Pipe;
 using testing::used_of;
-using testing::wait_child;
 
 // Exit codes of the children, so that a failure says where it happened.
 enum ChildExit : int {
@@ -143,9 +142,9 @@ TEST_F(LedgerProcessTest, ProcessesShareOneQuotaAndLeaveNothingBehind) {
   const std::uint32_t g = attach(kLimit);
   SharedCounter in_flight;  // bytes granted and not yet released, over all children
   Pipe go;
-  std::vector<pid_t> children;
+  std::vector<ChildProcess> children;
   for (int c = 0; c < kChildren; ++c) {
-    children.push_back(fork_child([&, c]() -> int {
+    children.emplace_back(ChildProcess([&, c]() -> int {
       go.close_write();
       ChildSession s = child_session(path_.str(), "team-a", kLimit);
       if (s.failure != kChildOk) return s.failure;
@@ -199,7 +198,7 @@ TEST_F(LedgerProcessTest, ProcessesShareOneQuotaAndLeaveNothingBehind) {
   const auto watch_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(400);
   while (std::chrono::steady_clock::now() < watch_end) max_seen = std::max(max_seen, used(g));
   EXPECT_LE(max_seen, kLimit);
-  for (pid_t pid : children) EXPECT_EQ(wait_child(pid), kChildOk) << "child " << pid;
+  for (auto& child : children) EXPECT_EQ(child.wait(), kChildOk);
   EXPECT_GT(max_seen, 0u);
   EXPECT_EQ(used(g), 0u);
   EXPECT_EQ((*in_flight).load(), 0u);
@@ -228,9 +227,9 @@ TEST_F(LedgerProcessTest, RacingProcessesGetExactlyTheQuota) {
   Pipe go;       // closed by the parent: start
   Pipe results;  // each child writes how many 1 MiB chunks it got
   Pipe done;     // closed by the parent: everyone has reported, leave
-  std::vector<pid_t> children;
+  std::vector<ChildProcess> children;
   for (int c = 0; c < kChildren; ++c) {
-    children.push_back(fork_child([&]() -> int {
+    children.emplace_back(ChildProcess([&]() -> int {
       go.close_write();
       done.close_write();
       ready.close_read();
@@ -271,7 +270,7 @@ TEST_F(LedgerProcessTest, RacingProcessesGetExactlyTheQuota) {
   EXPECT_EQ(snaps[0].gpus[0].oom_refusals, static_cast<std::uint64_t>(kChildren));
   EXPECT_EQ(snaps[0].processes.size(), static_cast<std::size_t>(kChildren + 1));
   done.close_write();
-  for (pid_t pid : children) EXPECT_EQ(wait_child(pid), kChildOk);
+  for (auto& child : children) EXPECT_EQ(child.wait(), kChildOk);
   EXPECT_EQ(used(g), 0u);
 }
 
@@ -280,7 +279,7 @@ TEST_F(LedgerProcessTest, RacingProcessesGetExactlyTheQuota) {
 TEST_F(LedgerProcessTest, KilledProcessIsReclaimedOnceAndLiveOnesAreNot) {
   const std::uint32_t g = attach(1_GiB);
   Pipe reserved;
-  const pid_t child = fork_child([&]() -> int {
+  ChildProcess child([&]() -> int {
     reserved.close_read();
     ChildSession s = child_session(path_.str(), "team-a", 1_GiB);
     if (s.failure != kChildOk) return s.failure;
@@ -293,7 +292,7 @@ TEST_F(LedgerProcessTest, KilledProcessIsReclaimedOnceAndLiveOnesAreNot) {
   std::uint32_t child_slot = 0;
   {
     Deadline deadline(20);
-    ASSERT_TRUE(reserved.read_value(child_slot)) << "child exit " << wait_child(child);
+    ASSERT_TRUE(reserved.read_value(child_slot)) << "child exit " << child.wait();
   }
   EXPECT_EQ(used(g), 300_MiB);
 
@@ -312,12 +311,12 @@ TEST_F(LedgerProcessTest, KilledProcessIsReclaimedOnceAndLiveOnesAreNot) {
   for (const auto& p : snaps[0].processes) {
     EXPECT_TRUE(p.alive) << "slot " << p.slot;
     if (p.slot == child_slot) {
-      EXPECT_EQ(p.pid, static_cast<std::uint64_t>(child));
+      EXPECT_EQ(p.pid, static_cast<std::uint64_t>(child.pid()));
       EXPECT_EQ(p.held_bytes[g], 300_MiB);
     }
   }
 
-  EXPECT_EQ(kill_and_wait(child), 128 + SIGKILL);
+  EXPECT_EQ(child.kill_and_wait(), 128 + SIGKILL);
   snaps = snapshot_tenants(*state_);
   ASSERT_EQ(snaps[0].processes.size(), 2u);
   for (const auto& p : snaps[0].processes) EXPECT_EQ(p.alive, p.slot != child_slot) << "slot " << p.slot;
@@ -340,7 +339,7 @@ TEST_F(LedgerProcessTest, KilledProcessIsReclaimedOnceAndLiveOnesAreNot) {
 TEST_F(LedgerProcessTest, ReserveSweepsDeadProcessesBeforeRefusing) {
   const std::uint32_t g = attach(1_GiB);
   Pipe reserved;
-  const pid_t child = fork_child([&]() -> int {
+  ChildProcess child([&]() -> int {
     reserved.close_read();
     ChildSession s = child_session(path_.str(), "team-a", 1_GiB);
     if (s.failure != kChildOk) return s.failure;
@@ -353,9 +352,9 @@ TEST_F(LedgerProcessTest, ReserveSweepsDeadProcessesBeforeRefusing) {
   char byte = 0;
   {
     Deadline deadline(20);
-    ASSERT_TRUE(reserved.read_value(byte)) << "child exit " << wait_child(child);
+    ASSERT_TRUE(reserved.read_value(byte)) << "child exit " << child.wait();
   }
-  EXPECT_EQ(kill_and_wait(child), 128 + SIGKILL);
+  EXPECT_EQ(child.kill_and_wait(), 128 + SIGKILL);
   auto r = parent_->try_reserve(g, 500_MiB);
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r.value(), Reservation::kGranted);
@@ -370,7 +369,7 @@ TEST_F(LedgerProcessTest, ReserveSweepsDeadProcessesBeforeRefusing) {
 TEST_F(LedgerProcessTest, JoinReclaimsDeadProcesses) {
   const std::uint32_t g = attach(1_GiB);
   Pipe reserved;
-  const pid_t child = fork_child([&]() -> int {
+  ChildProcess child([&]() -> int {
     reserved.close_read();
     ChildSession s = child_session(path_.str(), "team-a", 1_GiB);
     if (s.failure != kChildOk) return s.failure;
@@ -383,9 +382,9 @@ TEST_F(LedgerProcessTest, JoinReclaimsDeadProcesses) {
   char byte = 0;
   {
     Deadline deadline(20);
-    ASSERT_TRUE(reserved.read_value(byte)) << "child exit " << wait_child(child);
+    ASSERT_TRUE(reserved.read_value(byte)) << "child exit " << child.wait();
   }
-  EXPECT_EQ(kill_and_wait(child), 128 + SIGKILL);
+  EXPECT_EQ(child.kill_and_wait(), 128 + SIGKILL);
   EXPECT_EQ(used(g), 64_MiB);
   auto other = TenantMembership::join(*state_, "team-b");
   ASSERT_TRUE(other.ok()) << other.error().message;
@@ -420,7 +419,7 @@ TEST_P(LedgerOwnerDiedTest, NextReserveDoesNotBlockAndRebuildsFromTheSlots) {
   const HalfDoneUpdate update = GetParam();
   const std::uint32_t g = attach(1_GiB);
   Pipe locked;
-  const pid_t child = fork_child([&]() -> int {
+  ChildProcess child([&]() -> int {
     locked.close_read();
     ChildSession s = child_session(path_.str(), "team-a", 1_GiB);
     if (s.failure != kChildOk) return s.failure;
@@ -440,9 +439,9 @@ TEST_P(LedgerOwnerDiedTest, NextReserveDoesNotBlockAndRebuildsFromTheSlots) {
   char byte = 0;
   {
     Deadline deadline(20);
-    ASSERT_TRUE(locked.read_value(byte)) << "child exit " << wait_child(child);
+    ASSERT_TRUE(locked.read_value(byte)) << "child exit " << child.wait();
   }
-  EXPECT_EQ(kill_and_wait(child), 128 + SIGKILL);
+  EXPECT_EQ(child.kill_and_wait(), 128 + SIGKILL);
   const std::uint64_t child_held = update.reserved + static_cast<std::uint64_t>(update.held_delta);
   {
     Deadline deadline(10);  // blocking here would end the test binary with SIGALRM
@@ -479,7 +478,7 @@ TEST_F(LedgerProcessTest, KilledWhileHoldingTheRegistryMutex) {
   constexpr std::uint32_t kHalfMade = 77;
   ASSERT_EQ(state_->state().tenants[kHalfMade].state.load(), layout::kFree);
   Pipe locked;
-  const pid_t child = fork_child([&]() -> int {
+  ChildProcess child([&]() -> int {
     locked.close_read();
     auto opened = SharedState::open(path_.str(), SharedState::Mode::kExistingOnly);
     if (!opened.ok()) return kOpenFailed;
@@ -496,9 +495,9 @@ TEST_F(LedgerProcessTest, KilledWhileHoldingTheRegistryMutex) {
   char byte = 0;
   {
     Deadline deadline(20);
-    ASSERT_TRUE(locked.read_value(byte)) << "child exit " << wait_child(child);
+    ASSERT_TRUE(locked.read_value(byte)) << "child exit " << child.wait();
   }
-  EXPECT_EQ(kill_and_wait(child), 128 + SIGKILL);
+  EXPECT_EQ(child.kill_and_wait(), 128 + SIGKILL);
   {
     Deadline deadline(10);
     auto joined = TenantMembership::join(*state_, "team-b");
@@ -510,18 +509,74 @@ TEST_F(LedgerProcessTest, KilledWhileHoldingTheRegistryMutex) {
   for (const auto& snap : snapshot_tenants(*state_)) EXPECT_TRUE(snap.name == "team-a" || snap.name == "team-b");
 }
 
+// A process killed in the middle of reclaiming a dead slot: it held the slot's liveness lock, had
+// marked it kReclaiming and, under the GPU's ledger mutex, had taken the slot's bytes without yet
+// taking them off the tenant's total. While it lives nobody else touches the slot; once it is
+// gone the slot is freed by the next sweep and the next locker of the GPU's mutex rebuilds the
+// tenant's total exactly.
+TEST_F(LedgerProcessTest, ReclaimerKilledHalfWay) {
+  const std::uint32_t g = attach(1_GiB);
+  ASSERT_EQ(parent_->try_reserve(g, 1_MiB).value(), Reservation::kGranted);
+  std::uint32_t dead_slot = 0;
+  {
+    auto dead = TenantMembership::join(*state_, "team-a");
+    ASSERT_TRUE(dead.ok());
+    ASSERT_EQ(dead.value()->try_reserve(g, 200_MiB).value(), Reservation::kGranted);
+    dead_slot = dead.value()->slot_index();
+    dead.value()->abandon();  // as if killed: slot in use, bytes charged, no liveness lock
+  }
+  EXPECT_EQ(used(g), 201_MiB);
+  Pipe locked;
+  ChildProcess reclaimer([&]() -> int {
+    locked.close_read();
+    auto opened = SharedState::open(path_.str(), SharedState::Mode::kExistingOnly);
+    if (!opened.ok()) return kOpenFailed;
+    SharedState& shared = *opened.value();
+    auto& state = shared.state();
+    std::lock_guard probing(shared.probe_mutex());
+    if (!shared.try_lock_slot(dead_slot)) return kPipeFailed;
+    auto& slot = state.slots[dead_slot];
+    slot.state.store(layout::kReclaiming);
+    if (!shared_mutex::lock(&state.gpus[g].ledger_mutex).ok()) return kReserveFailed;
+    slot.held_bytes[g].exchange(0);  // ...and dies before lowering used_bytes
+    if (!locked.write_value(char{1})) return kPipeFailed;
+    sleep_forever();
+  });
+  locked.close_write();
+  char byte = 0;
+  {
+    Deadline deadline(20);
+    ASSERT_TRUE(locked.read_value(byte)) << "child exit " << reclaimer.wait();
+  }
+  // The reclaimer is alive and holds the slot: sweeps leave it alone.
+  EXPECT_EQ(reclaim_dead_processes(*state_).processes, 0u);
+  EXPECT_EQ(state_->state().slots[dead_slot].state.load(), layout::kReclaiming);
+  EXPECT_EQ(reclaimer.kill_and_wait(), 128 + SIGKILL);
+  {
+    Deadline deadline(10);
+    const ReclaimReport report = reclaim_dead_processes(*state_);
+    EXPECT_EQ(report.processes, 1u);
+    EXPECT_EQ(report.bytes, 0u);  // the dead reclaimer had already taken them off the slot
+    EXPECT_EQ(state_->state().slots[dead_slot].state.load(), layout::kFree);
+    auto r = parent_->try_reserve(g, 10_MiB);  // inherits the ledger mutex and rebuilds
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r.value(), Reservation::kGranted);
+  }
+  EXPECT_EQ(used(g), 11_MiB);
+}
+
 // A forked child that abandons its copy of the parent's membership leaves the parent's slot and
 // bytes alone, and the parent stays alive to the sweeps after the child is gone.
 TEST_F(LedgerProcessTest, ForkedChildAbandoningTheParentsMembershipLeavesItIntact) {
   const std::uint32_t g = attach(1_GiB);
   ASSERT_EQ(parent_->try_reserve(g, 5_MiB).value(), Reservation::kGranted);
   TenantMembership* inherited = parent_.get();
-  const pid_t child = fork_child([&]() -> int {
+  ChildProcess child([&]() -> int {
     inherited->abandon();
     delete inherited;  // the child's copy: closes only the child's descriptor
     return kChildOk;
   });
-  EXPECT_EQ(wait_child(child), kChildOk);
+  EXPECT_EQ(child.wait(), kChildOk);
   EXPECT_EQ(used(g), 5_MiB);
   EXPECT_EQ(reclaim_dead_processes(*state_).processes, 0u);
   EXPECT_EQ(state_->state().slots[parent_->slot_index()].state.load(), layout::kInUse);

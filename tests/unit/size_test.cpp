@@ -40,7 +40,7 @@ TEST(ParseSize, AcceptsIntegersIecUnitsAndHamiLetters) {
       {"0.5KiB", 512},
       {"1.25MiB", 1310720},
       {"8 GiB", 8ull << 30},
-      {"18446744073709551614", UINT64_MAX - 1},  // the largest size that is not kUnlimited
+      {"18446744073709551613", UINT64_MAX - 2},  // the largest size: the two above are reserved
   };
   for (const auto& c : cases) {
     auto parsed = parse_size(c.text);
@@ -83,6 +83,7 @@ TEST(ParseSize, RefusesBadInputsNamingThem) {
       {"99999999999999999999", "too large"},
       {"16777216TiB", "too large"},
       {"18446744073709551615", "too large"},  // UINT64_MAX is reserved for kUnlimited
+      {"18446744073709551614", "too large"},  // and UINT64_MAX - 1 for "no override" in the state
       {"GiB", "does not start with a number"},
       {"1..5GiB", "unknown unit"},
       {"8 g b", "unknown unit"},
@@ -124,6 +125,7 @@ TEST(FormatSize, ReadableForms) {
   EXPECT_EQ(format_size(123), "123 B");
   EXPECT_EQ(format_size(1023), "1023 B");
   EXPECT_EQ(format_size(1024), "1 KiB");
+  EXPECT_EQ(format_size((1ull << 20) - 1), "1.00 MiB");  // rounds up to the next unit, not "1024.00 KiB"
   EXPECT_EQ(format_size(512ull << 20), "512 MiB");
   EXPECT_EQ(format_size(8ull << 30), "8 GiB");
   EXPECT_EQ(format_size(1ull << 40), "1 TiB");

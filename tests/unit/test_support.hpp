@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "gpushare/ledger.hpp"
 #include "gpushare/shared_state.hpp"
@@ -139,39 +141,62 @@ class Pipe {
   int fds_[2];
 };
 
-// Runs `body` in a forked child and exits with its return value; the child never returns into
-// the test framework (no destructors of the parent's objects run there).
-inline pid_t fork_child(const std::function<int()>& body) {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    int code = 99;
-    try {
-      code = body();
-    } catch (...) {
-      code = 98;
+// A forked child running `body`, which exits with its return value; the child never returns into
+// the test framework (no destructors of the parent's objects run there). A child still running
+// when this object goes (a failed ASSERT in the parent) is killed and reaped, and a child whose
+// parent dies is killed by the kernel, so no test leaves a process behind.
+class ChildProcess {
+ public:
+  explicit ChildProcess(const std::function<int()>& body) {
+    const pid_t parent = ::getpid();
+    std::fflush(nullptr);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(97);  // the parent died before prctl
+      int code = 99;
+      try {
+        code = body();
+      } catch (...) {
+        code = 98;
+      }
+      ::_exit(code);
     }
-    ::_exit(code);
+    if (pid_ < 0) ADD_FAILURE() << "fork() failed";
   }
-  if (pid < 0) ADD_FAILURE() << "fork() failed";
-  return pid;
-}
-
-// Waits for a child; returns its exit status, or 128 + signal number.
-inline int wait_child(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return -1;
+  ~ChildProcess() {
+    if (pid_ > 0) kill_and_wait();
   }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -1;
-}
+  ChildProcess(ChildProcess&& other) noexcept : pid_(std::exchange(other.pid_, -1)) {}
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  ChildProcess& operator=(ChildProcess&&) = delete;
 
-inline int kill_and_wait(pid_t pid) {
-  ::kill(pid, SIGKILL);
-  return wait_child(pid);
-}
+  pid_t pid() const { return pid_; }
+
+  // Waits for the child; returns its exit status, or 128 + the signal that ended it.
+  int wait() {
+    if (pid_ <= 0) return -1;
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0) {
+      if (errno != EINTR) {
+        pid_ = -1;
+        return -1;
+      }
+    }
+    pid_ = -1;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return -1;
+  }
+  int kill_and_wait() {
+    if (pid_ > 0) ::kill(pid_, SIGKILL);
+    return wait();
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
 
 // If a call that must not block does block, the alarm ends the whole test binary (SIGALRM's
 // default action) instead of letting it hang until the ctest timeout.

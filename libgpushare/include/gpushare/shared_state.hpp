@@ -29,6 +29,9 @@ class SharedState {
 
   layout::StateLayout& state() { return *layout_; }
   const std::string& path() const { return path_; }
+  // A path that reopens exactly the mapped file (a new open file description of the same inode),
+  // even if `path()` has been replaced since.
+  std::string descriptor_path() const;
 
   // Liveness probes, on this object's own open file description (so a process probing its own
   // slot, which it holds through another description, sees it as alive).
