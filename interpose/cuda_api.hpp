@@ -13,3 +13,8 @@
 #undef cuMemAllocFromPoolAsync
 #undef cuMemFreeAsync
 #undef cuStreamGetCtx
+#undef cuLaunchKernel
+#undef cuLaunchKernelEx
+#undef cuLaunchCooperativeKernel
+#undef cuGraphLaunch
+#undef cuEventRecord

@@ -85,6 +85,17 @@ void Tenancy::start() {
   auto membership = TenantMembership::join(*state_, tenant);
   if (!membership) return fail(membership.error().message);
   membership_ = std::move(membership).value();
+  auto policy = membership_->adopt_compute_policy(settings.compute);
+  if (!policy) return fail(policy.error().message);
+  const ComputePolicyValues& in_force = policy.value();
+  if (in_force.share_pct != settings.compute.share_pct || in_force.limit_pct != settings.compute.limit_pct ||
+      in_force.priority != settings.compute.priority) {
+    log(LogLevel::kWarn,
+        "tenant '{}' already runs with share {}%, limit {}%, priority {}; keeping them (change them with "
+        "`gpushare quota set`)",
+        tenant, in_force.share_pct, in_force.limit_pct, priority_name(in_force.priority));
+  }
+  gate_ = std::make_unique<ComputeGate>(*state_, membership_->slot_index());
   log(LogLevel::kInfo, "joined tenant '{}' in {} (slot {})", tenant, path, membership_->slot_index());
 }
 

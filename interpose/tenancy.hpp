@@ -10,6 +10,7 @@
 
 #include "allocation_map.hpp"
 #include "cuda_api.hpp"
+#include "gpushare/compute.hpp"
 #include "gpushare/ledger.hpp"
 #include "gpushare/settings.hpp"
 
@@ -38,6 +39,17 @@ class Tenancy {
   bool context_charge_paid(CUdevice ordinal);
 
   TenantMembership& membership() { return *membership_; }
+  ComputeGate& gate() { return *gate_; }
+
+  // Per GPU: bounds this process's work in flight with events (so that a handover or a
+  // higher-priority tenant never waits behind a deep queue). Touched only on the slow path.
+  struct InflightBound {
+    std::mutex mutex;
+    std::array<CUevent, 2> events{};
+    std::array<bool, 2> recorded{};
+    unsigned next = 0;
+  };
+  InflightBound& inflight(std::uint32_t gpu) { return inflight_[gpu]; }
   std::uint64_t physical_bytes(CUdevice ordinal) const;
 
   AllocationMap device_pointers;
@@ -59,6 +71,8 @@ class Tenancy {
   Mode mode_ = Mode::kEnforce;
   std::unique_ptr<SharedState> state_;
   std::unique_ptr<TenantMembership> membership_;
+  std::unique_ptr<ComputeGate> gate_;
+  std::array<InflightBound, layout::kMaxGpus> inflight_;
   std::mutex bind_mutex_;
   std::array<DeviceBinding, kMaxDeviceOrdinals> devices_;
 };

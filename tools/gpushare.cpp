@@ -13,6 +13,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "gpushare/compute.hpp"
 #include "gpushare/ledger.hpp"
 #include "gpushare/settings.hpp"
 #include "gpushare/shared_state.hpp"
@@ -78,8 +79,24 @@ struct RunOptions {
   std::string state;
   std::optional<std::string> context_memory;
   std::optional<std::string> log;
+  std::optional<std::string> share;
+  std::optional<std::string> limit;
+  std::optional<std::string> priority;
+  std::optional<std::string> slice_ms;
   std::vector<std::string> command;
 };
+
+// Validates a compute option and exports it; false (after printing why) when it is bad.
+template <typename Parse>
+bool export_checked(const std::optional<std::string>& value, const char* flag, const char* variable, Parse parse) {
+  if (!value) return true;
+  if (auto parsed = parse(*value); !parsed) {
+    fmt::print(stderr, "gpushare run: {}: {}\n", flag, parsed.error().message);
+    return false;
+  }
+  set_env(variable, *value);
+  return true;
+}
 
 int run_command(RunOptions& options) {
   if (options.command.empty()) {
@@ -121,6 +138,12 @@ int run_command(RunOptions& options) {
       return kExitBadInput;
     }
     set_env("GPUSHARE_LOG", *options.log);
+  }
+  if (!export_checked(options.share, "--share", "GPUSHARE_COMPUTE_SHARE", parse_percent) ||
+      !export_checked(options.limit, "--limit", "GPUSHARE_COMPUTE_LIMIT", parse_percent) ||
+      !export_checked(options.priority, "--priority", "GPUSHARE_PRIORITY", parse_priority) ||
+      !export_checked(options.slice_ms, "--slice-ms", "GPUSHARE_SLICE_MS", parse_slice_ms)) {
+    return kExitBadInput;
   }
   if (options.tenant) {
     if (auto valid = validate_tenant_name(*options.tenant); !valid) {
@@ -168,20 +191,78 @@ Result<std::unique_ptr<SharedState>> open_existing(const std::string& path_optio
   return SharedState::open(path, SharedState::Mode::kExistingOnly);
 }
 
-int quota_set_command(const std::string& state_option, const std::string& tenant, const std::string& memory) {
-  auto bytes = size_option("--memory", memory, true);
-  if (!bytes) return kExitBadInput;
-  auto state = open_existing(state_option);
+struct QuotaOptions {
+  std::string tenant;
+  std::string state;
+  std::optional<std::string> memory;
+  std::optional<std::string> share;
+  std::optional<std::string> limit;
+  std::optional<std::string> priority;
+};
+
+int quota_set_command(const QuotaOptions& options) {
+  if (!options.memory && !options.share && !options.limit && !options.priority) {
+    fmt::print(stderr, "gpushare quota set: nothing to set (give --memory, --share, --limit or --priority)\n");
+    return kExitBadInput;
+  }
+  std::optional<std::uint64_t> bytes;
+  if (options.memory) {
+    bytes = size_option("--memory", *options.memory, true);
+    if (!bytes) return kExitBadInput;
+  }
+  ComputePolicyChange change;
+  auto percent = [&](const std::optional<std::string>& text, const char* flag, std::optional<std::uint32_t>& out,
+                     bool zero_means_none) {
+    if (!text) return true;
+    if (zero_means_none && (*text == "0" || *text == "none" || *text == "100")) {
+      out = 0;
+      return true;
+    }
+    auto parsed = parse_percent(*text);
+    if (!parsed) {
+      fmt::print(stderr, "gpushare quota set: {}: {}\n", flag, parsed.error().message);
+      return false;
+    }
+    out = parsed.value();
+    return true;
+  };
+  if (!percent(options.share, "--share", change.share_pct, false) ||
+      !percent(options.limit, "--limit", change.limit_pct, true)) {
+    return kExitBadInput;
+  }
+  if (options.priority) {
+    auto parsed = parse_priority(*options.priority);
+    if (!parsed) {
+      fmt::print(stderr, "gpushare quota set: --priority: {}\n", parsed.error().message);
+      return kExitBadInput;
+    }
+    change.priority = parsed.value();
+  }
+  const std::string& tenant = options.tenant;
+  auto state = open_existing(options.state);
   if (!state) {
     fmt::print(stderr, "gpushare quota set: {}\n", state.error().message);
     return kExitFailure;
   }
   reclaim_dead_processes(**state);
-  if (auto set = set_tenant_memory_limit(**state, tenant, *bytes); !set) {
-    fmt::print(stderr, "gpushare quota set: {}\n", set.error().message);
-    return kExitFailure;
+  if (bytes) {
+    if (auto set = set_tenant_memory_limit(**state, tenant, *bytes); !set) {
+      fmt::print(stderr, "gpushare quota set: {}\n", set.error().message);
+      return kExitFailure;
+    }
+    fmt::print("tenant '{}': memory limit {} on every GPU it uses\n", tenant, format_size(*bytes));
   }
-  fmt::print("tenant '{}': memory limit {} on every GPU it uses\n", tenant, format_size(*bytes));
+  if (change.share_pct || change.limit_pct || change.priority) {
+    if (auto set = set_tenant_compute_policy(**state, tenant, change); !set) {
+      fmt::print(stderr, "gpushare quota set: {}\n", set.error().message);
+      return kExitFailure;
+    }
+    if (change.share_pct) fmt::print("tenant '{}': share {}%\n", tenant, *change.share_pct);
+    if (change.limit_pct) {
+      fmt::print("tenant '{}': limit {}\n", tenant, *change.limit_pct == 0 ? std::string("none") : fmt::format("{}%", *change.limit_pct));
+    }
+    if (change.priority) fmt::print("tenant '{}': priority {}\n", tenant, priority_name(*change.priority));
+  }
   return 0;
 }
 
@@ -211,7 +292,7 @@ int status_command(const std::string& state_option) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"gpushare: share one GPU between programs with hard memory quotas.\n"};
+  CLI::App app{"gpushare: share one GPU between programs: hard memory quotas, exact shares of GPU time.\n"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(GPUSHARE_VERSION));
 
@@ -230,18 +311,26 @@ int main(int argc, char** argv) {
   run->add_option("--context-memory", run_options.context_memory,
                   "Charge this much per process and GPU for the CUDA context (default 0)");
   run->add_option("--log", run_options.log, "error, warn (default), info or debug");
+  run->add_option("--share", run_options.share, "Weight of GPU time while others want the GPU, percent (1-100)");
+  run->add_option("--limit", run_options.limit, "Hard cap on GPU time, percent of wall time (1-100), even when idle");
+  run->add_option("--priority", run_options.priority, "high, normal (default) or low");
+  run->add_option("--slice-ms", run_options.slice_ms, "Time-slice length in milliseconds (default 10)");
   // Everything from the first non-option on (or after --) is CMD and its own arguments, untouched.
   run->prefix_command();
 
-  run->footer("Usage: gpushare run [OPTIONS] [--] CMD [ARGS...]\nExample: gpushare run --memory 8GiB -- python train.py\nExit status: CMD's; 2 for bad options.");
+  run->footer("Usage: gpushare run [OPTIONS] [--] CMD [ARGS...]\nExample: gpushare run --memory 8GiB --share 30 -- python train.py\nExit status: CMD's; 2 for bad options.");
 
   auto* quota = app.add_subcommand("quota", "Change a live tenant");
   quota->require_subcommand(1);
-  std::string quota_tenant, quota_memory, quota_state;
-  auto* quota_set = quota->add_subcommand("set", "Set a tenant's limits; effective for its next allocation");
-  quota_set->add_option("tenant", quota_tenant, "Tenant name (see gpushare status)")->required();
-  quota_set->add_option("--memory", quota_memory, "New memory quota on every GPU (or 'unlimited')")->required();
-  quota_set->add_option("--state", quota_state, "Shared state file");
+  QuotaOptions quota_options;
+  auto* quota_set = quota->add_subcommand(
+      "set", "Change a live tenant: memory at its next allocation, compute within one slice");
+  quota_set->add_option("tenant", quota_options.tenant, "Tenant name (see gpushare status)")->required();
+  quota_set->add_option("--memory", quota_options.memory, "New memory quota on every GPU (or 'unlimited')");
+  quota_set->add_option("--share", quota_options.share, "New share of GPU time, percent (1-100)");
+  quota_set->add_option("--limit", quota_options.limit, "New hard cap, percent (1-100; 0 or none removes it)");
+  quota_set->add_option("--priority", quota_options.priority, "high, normal or low");
+  quota_set->add_option("--state", quota_options.state, "Shared state file");
 
   std::string status_state;
   auto* status = app.add_subcommand("status", "Show tenants, their quotas and use");
@@ -269,7 +358,7 @@ int main(int argc, char** argv) {
     for (const auto& extra : run->remaining()) run_options.command.push_back(extra);
     return run_command(run_options);
   }
-  if (*quota_set) return quota_set_command(quota_state, quota_tenant, quota_memory);
+  if (*quota_set) return quota_set_command(quota_options);
   if (*status) return status_command(status_state);
   return kExitBadInput;
 }

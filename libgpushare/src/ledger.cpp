@@ -95,6 +95,16 @@ class [[nodiscard]] LedgerLock {
 
 std::uint64_t saturating_sub(std::uint64_t a, std::uint64_t b) { return a > b ? a - b : 0; }
 
+// A slot that changes hands must not look like a waiter of any GPU.
+void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot) {
+  for (std::uint32_t gpu = 0; gpu < kMaxGpus; ++gpu) {
+    if (slot.compute[gpu].waiting_since_ns.exchange(0, kRelaxed) != 0) {
+      state.schedules[gpu].waiting.fetch_sub(1, kRelaxed);
+    }
+    slot.compute[gpu].launches.store(0, kRelaxed);
+  }
+}
+
 // Moves every byte a slot holds back out of its tenant's ledger. REQUIRES: the caller owns the
 // slot (its own, or a dead one it has locked and marked kReclaiming).
 std::uint64_t return_slot_bytes(StateLayout& state, layout::ProcessSlot& slot) {
@@ -155,6 +165,16 @@ std::uint32_t reset_tenant(StateLayout& state, std::uint32_t t, std::string_view
     entry.peak_bytes.store(0, kRelaxed);
     entry.oom_refusals.store(0, kRelaxed);
     entry.configured.store(0, kRelaxed);
+  }
+  tenant.compute_configured.store(0, kRelaxed);
+  for (auto& entry : tenant.compute) {
+    entry.virtual_ns.store(0, kRelaxed);
+    entry.budget_ns.store(0, kRelaxed);
+    entry.budget_at_ns.store(0, kRelaxed);
+    entry.gpu_ns.store(0, kRelaxed);
+    entry.launches.store(0, kRelaxed);
+    entry.wait_ns.store(0, kRelaxed);
+    entry.active.store(0, kRelaxed);
   }
   tenant.state.store(kInUse, kRelease);
   return t;
@@ -239,7 +259,10 @@ Result<std::unique_ptr<TenantMembership>> TenantMembership::join(SharedState& sh
     if (!ofd_lock::try_lock(fd, layout::kSlotLockBase + s)) continue;  // a live owner or a reclaimer
     // With the lock ours, a slot still marked busy belongs to a dead owner (or to a reclaimer that
     // died half-way): finish returning its bytes, then take it.
-    if (slot.state.load(kAcquire) != kFree) return_slot_bytes(state, slot);
+    if (slot.state.load(kAcquire) != kFree) {
+      return_slot_bytes(state, slot);
+      clear_slot_compute(state, slot);
+    }
     slot.tenant_index = tenant;
     slot.pid = static_cast<std::uint64_t>(::getpid());
     slot.started_unix_ns = unix_now_ns();
@@ -256,6 +279,7 @@ TenantMembership::~TenantMembership() {
     StateLayout& state = state_.state();
     auto& slot = state.slots[slot_];
     return_slot_bytes(state, slot);
+    clear_slot_compute(state, slot);
     slot.state.store(kFree, kRelease);
     ofd_lock::unlock(fd_, layout::kSlotLockBase + slot_);
   }
@@ -345,6 +369,12 @@ Status TenantMembership::release(std::uint32_t gpu, std::uint64_t bytes) {
   return Ok{};
 }
 
+Result<ComputePolicyValues> TenantMembership::adopt_compute_policy(const ComputePolicyValues& wanted) {
+  auto registry = RegistryLock::acquire(state_.state());
+  if (!registry) return registry.error();
+  return gpushare::adopt_compute_policy(state_.state(), tenant_, wanted);
+}
+
 MemoryView TenantMembership::view(std::uint32_t gpu) const {
   if (gpu >= kMaxGpus) return {};
   const auto& entry = state_.state().tenants[tenant_].ledger[gpu];
@@ -363,6 +393,7 @@ ReclaimReport reclaim_dead_processes(SharedState& shared) {
     if (slot.state.load(kAcquire) != kFree) {
       slot.state.store(kReclaiming, kRelease);
       report.bytes += return_slot_bytes(state, slot);
+      clear_slot_compute(state, slot);
       report.processes += 1;
       slot.state.store(kFree, kRelease);
     }
@@ -382,6 +413,21 @@ Status set_tenant_memory_limit(SharedState& shared, std::string_view name, std::
   for (auto& entry : record.ledger) {
     if (entry.configured.load(kAcquire) != 0) entry.limit_bytes.store(limit_bytes, kRelaxed);
   }
+  return Ok{};
+}
+
+Status set_tenant_compute_policy(SharedState& shared, std::string_view name, const ComputePolicyChange& change) {
+  StateLayout& state = shared.state();
+  auto registry = RegistryLock::acquire(state);
+  if (!registry) return registry.error();
+  auto tenant = find_tenant(state, name);
+  if (!tenant) return Error{fmt::format("no tenant named '{}' in {}", name, shared.path())};
+  auto& record = state.tenants[*tenant];
+  auto& policy = record.compute_policy;
+  if (change.share_pct) policy.share_pct.store(*change.share_pct, kRelaxed);
+  if (change.limit_pct) policy.limit_pct.store(*change.limit_pct, kRelaxed);
+  if (change.priority) policy.priority.store(static_cast<std::uint32_t>(*change.priority), kRelaxed);
+  record.compute_configured.store(1, kRelease);
   return Ok{};
 }
 

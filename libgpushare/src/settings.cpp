@@ -34,6 +34,16 @@ constexpr std::array kOptions{
     OptionSpec{"GPUSHARE_CONTEXT_MEMORY", "", "--context-memory", "0",
                "Bytes charged to the tenant's quota for each process's CUDA context on a GPU (an H100 "
                "context takes about 0.5 GiB outside any allocation). 0 = quotas count allocations only."},
+    OptionSpec{"GPUSHARE_COMPUTE_SHARE", "", "--share", "an equal part of what shares leave",
+               "Weight of the tenant's GPU time while others want the GPU too, in percent (1-100). Shares "
+               "summing past 100 are normalised; tenants without one split what is left equally."},
+    OptionSpec{"GPUSHARE_COMPUTE_LIMIT", "CUDA_DEVICE_SM_LIMIT", "--limit", "none",
+               "Hard cap on the tenant's GPU time, in percent of wall time (1-100), held even on an idle GPU."},
+    OptionSpec{"GPUSHARE_PRIORITY", "", "--priority", "normal",
+               "high, normal or low. A waiting higher class takes the GPU at once; lower classes wait while "
+               "it is busy."},
+    OptionSpec{"GPUSHARE_SLICE_MS", "", "--slice-ms", "10",
+               "Length of a time slice in milliseconds (1-1000)."},
 };
 
 // Reads gpushare's variable, else HAMi's alias.
@@ -68,6 +78,34 @@ Result<LogLevel> parse_log_level(std::string_view text) {
   return Error{fmt::format("invalid log level '{}' (expected error, warn, info or debug)", text)};
 }
 
+Result<std::uint32_t> parse_percent(std::string_view text) {
+  std::string_view digits = text;
+  if (!digits.empty() && digits.back() == '%') digits.remove_suffix(1);
+  std::uint32_t value = 0;
+  bool ok = !digits.empty() && digits.size() <= 3;
+  for (char c : digits) {
+    if (c < '0' || c > '9') ok = false;
+    else value = value * 10 + static_cast<std::uint32_t>(c - '0');
+  }
+  if (!ok || value < 1 || value > 100) {
+    return Error{fmt::format("invalid percentage '{}' (expected a whole number from 1 to 100)", text)};
+  }
+  return value;
+}
+
+Result<std::chrono::microseconds> parse_slice_ms(std::string_view text) {
+  std::uint32_t value = 0;
+  bool ok = !text.empty() && text.size() <= 4;
+  for (char c : text) {
+    if (c < '0' || c > '9') ok = false;
+    else value = value * 10 + static_cast<std::uint32_t>(c - '0');
+  }
+  if (!ok || value < 1 || value > 1000) {
+    return Error{fmt::format("invalid slice length '{}' (expected milliseconds from 1 to 1000)", text)};
+  }
+  return std::chrono::microseconds(value * 1000);
+}
+
 Result<FailPolicy> parse_fail_policy(std::string_view text) {
   if (text == "closed") return FailPolicy::kClosed;
   if (text == "open") return FailPolicy::kOpen;
@@ -97,6 +135,25 @@ LoadedSettings load_settings(const EnvLookup& env) {
   }
   if (const char* v = lookup(env, "GPUSHARE_CONTEXT_MEMORY", "", &used)) {
     if (auto bytes = parse_size(v)) s.context_memory_bytes = bytes.value(); else complain(bytes.error());
+  }
+  if (const char* v = lookup(env, "GPUSHARE_COMPUTE_SHARE", "", &used)) {
+    if (auto pct = parse_percent(v)) s.compute.share_pct = pct.value(); else complain(pct.error());
+  }
+  if (const char* v = lookup(env, "GPUSHARE_COMPUTE_LIMIT", "CUDA_DEVICE_SM_LIMIT", &used)) {
+    // HAMi writes 0 (and 100) for "no limit".
+    if (std::string_view(v) == "0") {
+      s.compute.limit_pct = 0;
+    } else if (auto pct = parse_percent(v)) {
+      s.compute.limit_pct = pct.value() == 100 ? 0 : pct.value();
+    } else {
+      complain(pct.error());
+    }
+  }
+  if (const char* v = lookup(env, "GPUSHARE_PRIORITY", "", &used)) {
+    if (auto priority = parse_priority(v)) s.compute.priority = priority.value(); else complain(priority.error());
+  }
+  if (const char* v = lookup(env, "GPUSHARE_SLICE_MS", "", &used)) {
+    if (auto slice = parse_slice_ms(v)) s.compute.slice = slice.value(); else complain(slice.error());
   }
   if (const char* v = lookup(env, "GPUSHARE_TENANT", "", &used)) {
     if (auto valid = validate_tenant_name(v)) s.tenant = v; else complain(valid.error());

@@ -110,6 +110,7 @@ void initialise(StateLayout* state) {
   // starts at 0 (= free). Only non-zero starting values and the mutexes need writing.
   shared_mutex::init(&state->registry_mutex);
   for (auto& gpu : state->gpus) shared_mutex::init(&gpu.ledger_mutex);
+  for (auto& schedule : state->schedules) shared_mutex::init(&schedule.mutex);
   for (auto& tenant : state->tenants) tenant.override_limit_bytes.store(layout::kNoOverride);
   auto& header = state->header;
   header.abi_version = layout::kStateAbiVersion;

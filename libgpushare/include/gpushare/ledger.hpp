@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "gpushare/compute.hpp"
 #include "gpushare/result.hpp"
 #include "gpushare/shared_state.hpp"
 
@@ -70,6 +71,9 @@ class TenantMembership {
   Result<Reservation> try_reserve(std::uint32_t gpu, std::uint64_t bytes);
   Status release(std::uint32_t gpu, std::uint64_t bytes);
   MemoryView view(std::uint32_t gpu) const;
+
+  // The tenant's compute policy: this process's wishes if it is the first to state any.
+  Result<ComputePolicyValues> adopt_compute_policy(const ComputePolicyValues& wanted);
 
   std::uint32_t slot_index() const { return slot_; }
   std::uint32_t tenant_index() const { return tenant_; }

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "gpushare/compute.hpp"
 #include "gpushare/size.hpp"
 
 namespace gpushare {
@@ -38,6 +39,7 @@ struct Settings {
   LogLevel log_level = LogLevel::kWarn;
   FailPolicy on_error = FailPolicy::kClosed;
   std::uint64_t context_memory_bytes = 0;
+  ComputePolicyValues compute;
 
   std::uint64_t memory_limit_for(int ordinal) const;
 };
@@ -52,6 +54,10 @@ using EnvLookup = std::function<const char*(const char* name)>;
 LoadedSettings load_settings(const EnvLookup& env);
 
 Result<LogLevel> parse_log_level(std::string_view text);
+// A percentage for --share / --limit: an integer 1..100 (a trailing % is allowed).
+Result<std::uint32_t> parse_percent(std::string_view text);
+// GPUSHARE_SLICE_MS: 1..1000 milliseconds.
+Result<std::chrono::microseconds> parse_slice_ms(std::string_view text);
 Result<FailPolicy> parse_fail_policy(std::string_view text);
 
 }  // namespace gpushare

@@ -30,7 +30,7 @@
 namespace gpushare::layout {
 
 inline constexpr std::uint64_t kStateMagic = 0x3145544154535047ull;  // "GPSTATE1", little endian
-inline constexpr std::uint32_t kStateAbiVersion = 1;
+inline constexpr std::uint32_t kStateAbiVersion = 2;  // 2: compute time-slicing
 
 inline constexpr std::uint32_t kMaxGpus = 16;
 inline constexpr std::uint32_t kMaxTenants = 128;
@@ -75,6 +75,25 @@ struct alignas(64) LedgerEntry {
   std::atomic<std::uint32_t> configured;    // 1 once a process of the tenant has used this GPU
 };
 
+// A tenant's GPU time on one GPU (compute.hpp). Guarded by GpuSchedule::mutex.
+struct alignas(64) ComputeEntry {
+  std::atomic<std::uint64_t> virtual_ns;     // charged time / weight: the fair-queueing clock
+  std::atomic<std::int64_t> budget_ns;       // hard-cap tokens (GPUSHARE_COMPUTE_LIMIT)
+  std::atomic<std::uint64_t> budget_at_ns;   // when budget_ns was last refilled
+  std::atomic<std::uint64_t> gpu_ns;         // GPU time charged, slice start to drain end
+  std::atomic<std::uint64_t> launches;       // launches gated (flushed at each handover)
+  std::atomic<std::uint64_t> wait_ns;        // time its processes spent waiting for a slice
+  std::atomic<std::uint32_t> active;         // 1 while it holds or waits for this GPU
+};
+
+// A tenant's compute policy: the first process of the tenant sets it, `quota set` changes it.
+struct ComputePolicy {
+  std::atomic<std::uint32_t> share_pct;   // 0 = none given (an equal part of what is left)
+  std::atomic<std::uint32_t> limit_pct;   // 0 = no hard cap
+  std::atomic<std::uint32_t> priority;    // 0 low, 1 normal, 2 high
+  std::atomic<std::uint32_t> slice_us;
+};
+
 struct TenantRecord {
   std::atomic<std::uint32_t> state;
   std::uint32_t reserved;
@@ -82,6 +101,34 @@ struct TenantRecord {
   std::atomic<std::uint64_t> override_limit_bytes;  // from `gpushare quota set`, else kNoOverride
   std::uint64_t created_unix_ns;
   LedgerEntry ledger[kMaxGpus];
+  ComputePolicy compute_policy;
+  std::atomic<std::uint32_t> compute_configured;
+  ComputeEntry compute[kMaxGpus];
+};
+
+// Who may submit work to one GPU now. `holder_word` is what the launch hot path reads: it equals
+// a process's token (slot + 1) exactly while that process holds the slice and no handover has
+// been asked of it (kHandoverBit). `grant_seq` is the futex word waiters sleep on.
+inline constexpr std::uint32_t kHandoverBit = 1u << 31;
+struct alignas(64) GpuSchedule {
+  std::atomic<std::uint32_t> holder_word;
+  std::atomic<std::uint32_t> grant_seq;
+  std::atomic<std::uint32_t> waiting;        // processes waiting for this GPU
+  std::uint32_t reserved;
+  pthread_mutex_t mutex;                     // process-shared, robust: guards everything below
+  std::atomic<std::uint64_t> slice_start_ns;
+  std::atomic<std::uint64_t> slice_end_ns;
+  std::atomic<std::uint64_t> handover_asked_ns;
+  std::atomic<std::uint64_t> observed_launches;  // the holder's launch count when last looked at
+  std::atomic<std::uint64_t> observed_at_ns;     // ... and when it last changed
+  std::atomic<std::uint64_t> virtual_clock_ns;   // virtual time of the last grant
+  std::atomic<std::uint64_t> launches_at_grant;  // the holder's launch count when it was granted
+};
+
+// What one process does on one GPU, for the arbiter. Written by the process, read by waiters.
+struct alignas(64) SlotCompute {
+  std::atomic<std::uint64_t> launches;       // written by the holder on every gated launch
+  std::atomic<std::uint64_t> waiting_since_ns;  // 0 when not waiting
 };
 
 struct alignas(64) ProcessSlot {
@@ -90,6 +137,7 @@ struct alignas(64) ProcessSlot {
   std::atomic<std::uint64_t> pid;  // in the owner's PID namespace: shown to people, never used to decide
   std::atomic<std::uint64_t> started_unix_ns;
   std::atomic<std::uint64_t> held_bytes[kMaxGpus];
+  SlotCompute compute[kMaxGpus];
 };
 
 struct StateLayout {
@@ -98,11 +146,13 @@ struct StateLayout {
   GpuRecord gpus[kMaxGpus];
   TenantRecord tenants[kMaxTenants];
   ProcessSlot slots[kMaxSlots];
+  GpuSchedule schedules[kMaxGpus];
 };
 
 static_assert(std::is_standard_layout_v<StateLayout>);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(std::atomic<std::int64_t>::is_always_lock_free);
 static_assert(sizeof(std::atomic<std::uint64_t>) == sizeof(std::uint64_t));
 static_assert(offsetof(StateLayout, header) == 0);
 

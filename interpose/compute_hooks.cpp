@@ -1,0 +1,106 @@
+// Launch hooks: a process submits work to a GPU only while it holds that GPU's time slice.
+//
+// Hot path (holding the slice): the device of the current context, one relaxed load of the
+// schedule's holder word, one relaxed store of the launch count, a thread-local counter. No lock,
+// no system call. Every kCheckpointEvery launches the slow path bounds the work in flight and
+// checks whether the slice is over.
+#include <optional>
+
+#include "driver.hpp"
+#include "hooks.hpp"
+#include "log.hpp"
+#include "tenancy.hpp"
+
+namespace gpushare::interpose::hooks {
+namespace {
+
+constexpr unsigned kCheckpointEvery = 16;
+
+// What handing over means for this process: wait until all it submitted to the GPU has run.
+// cuCtxSynchronize covers every stream of the current context, including ones the program may
+// have destroyed since (a stream list could dangle).
+void drain(std::uint32_t /*gpu*/) {
+  const RealDriver* driver = real_driver();
+  if (driver != nullptr && driver->cuCtxSynchronize != nullptr) driver->cuCtxSynchronize();
+}
+
+// At most kCheckpointEvery x (events in the ring) launches in flight: before an event of the ring
+// is recorded again, the work it marked must have finished.
+void bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream) {
+  if (driver.cuEventCreate == nullptr || driver.cuEventRecord == nullptr || driver.cuEventSynchronize == nullptr) {
+    return;
+  }
+  std::lock_guard lock(bound.mutex);
+  const unsigned i = bound.next;
+  bound.next = (bound.next + 1) % static_cast<unsigned>(bound.events.size());
+  if (bound.events[i] == nullptr && driver.cuEventCreate(&bound.events[i], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
+    bound.events[i] = nullptr;
+    return;
+  }
+  if (bound.recorded[i]) driver.cuEventSynchronize(bound.events[i]);
+  bound.recorded[i] = driver.cuEventRecord(bound.events[i], stream) == CUDA_SUCCESS;
+}
+
+template <typename Launch>
+CUresult gated(CUstream stream, Launch&& launch) {
+  const RealDriver* driver = real_driver();
+  if (driver == nullptr) return CUDA_ERROR_NOT_FOUND;
+  Tenancy& tenancy = Tenancy::get();
+  if (tenancy.mode() != Tenancy::Mode::kEnforce) return launch();
+  CUdevice device = 0;
+  if (driver->cuCtxGetDevice == nullptr || driver->cuCtxGetDevice(&device) != CUDA_SUCCESS) return launch();
+  const auto gpu = tenancy.gpu_for(device);
+  if (!gpu) return launch();
+  ComputeGate& gate = tenancy.gate();
+  if (!gate.holds(*gpu)) {
+    if (auto acquired = gate.acquire(*gpu, drain); !acquired) {
+      log(LogLevel::kError, "device {}: time-slice arbiter unusable ({}); launching ungated", device,
+          acquired.error().message);
+    }
+  }
+  gate.count_launch(*gpu);
+  thread_local std::array<unsigned, layout::kMaxGpus> launches{};
+  if (++launches[*gpu] % kCheckpointEvery == 0) {
+    bound_inflight(*driver, tenancy.inflight(*gpu), stream);
+    (void)gate.checkpoint(*gpu, drain);
+  }
+  return launch();
+}
+
+const RealDriver& loaded() {
+  static const RealDriver kEmpty{};
+  const RealDriver* driver = real_driver();
+  return driver != nullptr ? *driver : kEmpty;
+}
+
+}  // namespace
+
+#define GPUSHARE_GATED_LAUNCH(name, stream_expr, call_args)                \
+  {                                                                        \
+    auto real = loaded().name;                                             \
+    if (real == nullptr) return CUDA_ERROR_NOT_FOUND;                      \
+    return gated(stream_expr, [&] { return real call_args; });            \
+  }
+
+CUresult cuLaunchKernel GPUSHARE_LAUNCH_KERNEL_PARAMS
+GPUSHARE_GATED_LAUNCH(cuLaunchKernel, hStream, GPUSHARE_LAUNCH_KERNEL_ARGS)
+CUresult cuLaunchKernel_ptsz GPUSHARE_LAUNCH_KERNEL_PARAMS
+GPUSHARE_GATED_LAUNCH(cuLaunchKernel_ptsz, hStream, GPUSHARE_LAUNCH_KERNEL_ARGS)
+CUresult cuLaunchCooperativeKernel GPUSHARE_COOPERATIVE_PARAMS
+GPUSHARE_GATED_LAUNCH(cuLaunchCooperativeKernel, hStream, GPUSHARE_COOPERATIVE_ARGS)
+CUresult cuLaunchCooperativeKernel_ptsz GPUSHARE_COOPERATIVE_PARAMS
+GPUSHARE_GATED_LAUNCH(cuLaunchCooperativeKernel_ptsz, hStream, GPUSHARE_COOPERATIVE_ARGS)
+
+CUresult cuLaunchKernelEx(const CUlaunchConfig* config, CUfunction f, void** kernelParams, void** extra)
+GPUSHARE_GATED_LAUNCH(cuLaunchKernelEx, config != nullptr ? config->hStream : nullptr, (config, f, kernelParams, extra))
+CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig* config, CUfunction f, void** kernelParams, void** extra)
+GPUSHARE_GATED_LAUNCH(cuLaunchKernelEx_ptsz, config != nullptr ? config->hStream : nullptr,
+                      (config, f, kernelParams, extra))
+
+// CUDA graphs: one launch of a whole graph, gated like a kernel.
+CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
+GPUSHARE_GATED_LAUNCH(cuGraphLaunch, hStream, (hGraphExec, hStream))
+CUresult cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream)
+GPUSHARE_GATED_LAUNCH(cuGraphLaunch_ptsz, hStream, (hGraphExec, hStream))
+
+}  // namespace gpushare::interpose::hooks

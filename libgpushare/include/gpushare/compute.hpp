@@ -1,0 +1,145 @@
+// Time-slicing one GPU between tenants.
+//
+// Per GPU, one process at a time holds the *slice* and may submit work; everyone else who wants
+// the GPU sleeps on a futex in the shared state. There is no daemon: the decisions are taken by
+// whichever process is in the slow path (a waiter, or a holder at a checkpoint), under the GPU's
+// schedule mutex, by `arbitrate` below.
+//
+// Policy:
+//   * Priority classes are strict: a waiting `high` tenant takes the GPU from a `normal` or `low`
+//     holder at once (it does not wait for the holder's queue to drain), and lower classes are not
+//     granted a slice while a higher one wants the GPU.
+//   * Within a class, start-time fair queueing: each tenant's virtual time advances by the GPU time
+//     it was charged divided by its weight; the waiting tenant with the smallest virtual time goes
+//     next. A tenant that was idle re-enters at the current virtual clock, so idleness is not
+//     banked. Charges cover the slice from its start to the end of the holder's drain, so overruns
+//     are paid for and long-run shares stay exact.
+//   * Weights are the tenants' shares in percent; tenants without a share split what is left of
+//     100 among themselves (equally with the others when nothing is left).
+//   * A hard cap (limit, %) is a token bucket refilled at limit% of wall time, at most one slice
+//     deep: a capped tenant is not granted a slice until its budget is back, even on an idle GPU.
+//   * A holder is asked to hand over when its slice has ended and someone else waits; a holder that
+//     stops launching (idle) or dies loses the slice without being asked.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string_view>
+
+#include "gpushare/result.hpp"
+#include "gpushare/shared_state.hpp"
+
+namespace gpushare {
+
+enum class Priority : std::uint32_t { kLow = 0, kNormal = 1, kHigh = 2 };
+Result<Priority> parse_priority(std::string_view text);
+std::string_view priority_name(Priority priority);
+
+struct ComputePolicyValues {
+  std::uint32_t share_pct = 0;  // 0 = not given
+  std::uint32_t limit_pct = 0;  // 0 = no cap
+  Priority priority = Priority::kNormal;
+  std::chrono::microseconds slice{10'000};
+};
+
+// Tunables of the arbiter (not per tenant).
+struct ArbiterTiming {
+  // A holder whose launch count has not moved for this long is idle and loses the slice.
+  std::chrono::nanoseconds idle_after{std::chrono::milliseconds(2)};
+  // A holder asked to hand over that has not done so after this long loses the slice anyway.
+  std::chrono::nanoseconds handover_grace{std::chrono::milliseconds(50)};
+  // Longest a waiter sleeps before looking again (it is woken at once on every grant).
+  std::chrono::nanoseconds max_sleep{std::chrono::milliseconds(1)};
+};
+
+// Outcome of one arbitration, for the process that ran it.
+struct Arbitration {
+  bool granted_to_requester = false;
+  bool changed = false;                // the holder changed: wake the waiters
+  std::uint64_t recheck_after_ns = 0;  // when to look again if still waiting
+};
+
+// Token of a slot in GpuSchedule::holder_word.
+inline std::uint32_t holder_token(std::uint32_t slot) { return slot + 1; }
+
+// REQUIRES: the GPU's schedule mutex held (see ScheduleLock). `requester` is the slot asking
+// (it has set its waiting_since), or kNoRequester for a look by someone who only passes by.
+// A dead holder is found as an idle one: its launch count stops moving.
+inline constexpr std::uint32_t kNoRequester = UINT32_MAX;
+Arbitration arbitrate(layout::StateLayout& state, std::uint32_t gpu, std::uint64_t now_ns, std::uint32_t requester,
+                      const ArbiterTiming& timing);
+
+// Ends the current holder's slice, charging its tenant from the slice start to now_ns.
+// REQUIRES: the schedule mutex held.
+void end_slice(layout::StateLayout& state, std::uint32_t gpu, std::uint64_t now_ns);
+
+// The schedule mutex, repaired if its holder died: a half-made grant is undone (the GPU is free).
+class [[nodiscard]] ScheduleLock {
+ public:
+  static Result<ScheduleLock> acquire(layout::StateLayout& state, std::uint32_t gpu);
+  ScheduleLock(ScheduleLock&& other) noexcept;
+  ScheduleLock& operator=(ScheduleLock&&) = delete;
+  ~ScheduleLock();
+
+ private:
+  explicit ScheduleLock(pthread_mutex_t* mutex) : mutex_(mutex) {}
+  pthread_mutex_t* mutex_;
+};
+
+// Wakes every process sleeping on the GPU's grant_seq.
+void wake_waiters(layout::StateLayout& state, std::uint32_t gpu);
+// Sleeps until grant_seq differs from `seen` or `timeout` passes.
+void wait_for_grant(layout::StateLayout& state, std::uint32_t gpu, std::uint32_t seen, std::uint64_t timeout_ns);
+
+std::uint64_t monotonic_now_ns();
+
+// A process's side of the arbiter on every GPU: the hot-path check and the slow paths.
+class ComputeGate {
+ public:
+  // `drain` waits until everything this process submitted to the GPU has finished.
+  using Drain = std::function<void(std::uint32_t gpu)>;
+  ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing = {});
+
+  // Hot path: no lock, no system call.
+  bool holds(std::uint32_t gpu) const {
+    return state_.state().schedules[gpu].holder_word.load(std::memory_order_relaxed) == holder_token(slot_);
+  }
+  void count_launch(std::uint32_t gpu) {
+    auto& launches = state_.state().slots[slot_].compute[gpu].launches;
+    launches.store(launches.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+
+  // Slow path before a launch when holds() is false: hands over first if this process was asked
+  // to, then waits until it holds the slice.
+  Status acquire(std::uint32_t gpu, const Drain& drain);
+  // Called by the holder every few launches: ends its slice when it is over and someone waits,
+  // or when its tenant's cap is spent; then waits for its next turn.
+  Status checkpoint(std::uint32_t gpu, const Drain& drain);
+  // Gives the slice up (process exit, or nothing more to submit).
+  void release(std::uint32_t gpu);
+
+ private:
+  Status hand_over(std::uint32_t gpu, const Drain& drain);
+
+  SharedState& state_;
+  std::uint32_t slot_;
+  ArbiterTiming timing_;
+};
+
+// Sets the tenant's compute policy if it has none yet (the first process decides), returning the
+// policy in force. `quota set` uses set_tenant_compute_policy instead.
+// REQUIRES: the registry mutex held (TenantMembership::adopt_compute_policy takes it).
+ComputePolicyValues adopt_compute_policy(layout::StateLayout& state, std::uint32_t tenant,
+                                         const ComputePolicyValues& wanted);
+// Changes a live tenant's policy; the arbiter reads it at every decision, so it takes effect
+// within one slice.
+struct ComputePolicyChange {
+  std::optional<std::uint32_t> share_pct;
+  std::optional<std::uint32_t> limit_pct;
+  std::optional<Priority> priority;
+};
+Status set_tenant_compute_policy(SharedState& state, std::string_view tenant, const ComputePolicyChange& change);
+
+}  // namespace gpushare

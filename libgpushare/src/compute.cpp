@@ -1,0 +1,393 @@
+#include "gpushare/compute.hpp"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <ctime>
+
+#include <fmt/format.h>
+
+namespace gpushare {
+using layout::GpuSchedule;
+using layout::kHandoverBit;
+using layout::kInUse;
+using layout::kMaxSlots;
+using layout::kMaxTenants;
+using layout::StateLayout;
+
+namespace {
+constexpr auto kRelaxed = std::memory_order_relaxed;
+constexpr auto kAcquire = std::memory_order_acquire;
+constexpr auto kRelease = std::memory_order_release;
+constexpr std::uint32_t kNone = UINT32_MAX;
+constexpr std::uint64_t kDefaultSliceNs = 10'000'000;
+
+std::uint32_t holder_of(std::uint32_t word) { return word == 0 ? kNone : (word & ~kHandoverBit) - 1; }
+
+std::uint64_t slice_ns_of(const layout::TenantRecord& tenant) {
+  const std::uint32_t slice_us = tenant.compute_policy.slice_us.load(kRelaxed);
+  return slice_us == 0 ? kDefaultSliceNs : std::uint64_t{slice_us} * 1000;
+}
+
+bool tenant_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t tenant) {
+  for (const auto& slot : state.slots) {
+    if (slot.state.load(kAcquire) == kInUse && slot.tenant_index.load(kRelaxed) == tenant &&
+        slot.compute[gpu].waiting_since_ns.load(kRelaxed) != 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Weight in percent points: the share, or an equal part of what the shares leave.
+std::uint64_t weight_of(const StateLayout& state, std::uint32_t gpu, std::uint32_t tenant) {
+  const std::uint32_t own = state.tenants[tenant].compute_policy.share_pct.load(kRelaxed);
+  if (own != 0) return own;
+  std::uint64_t explicit_sum = 0, active = 0, unspecified = 0;
+  for (std::uint32_t t = 0; t < kMaxTenants; ++t) {
+    if (state.tenants[t].state.load(kAcquire) != kInUse) continue;
+    if (state.tenants[t].compute[gpu].active.load(kRelaxed) == 0 && t != tenant) continue;
+    ++active;
+    const std::uint32_t share = state.tenants[t].compute_policy.share_pct.load(kRelaxed);
+    if (share == 0) ++unspecified; else explicit_sum += share;
+  }
+  if (explicit_sum < 100 && unspecified > 0) return std::max<std::uint64_t>(1, (100 - explicit_sum) / unspecified);
+  return std::max<std::uint64_t>(1, explicit_sum / std::max<std::uint64_t>(active, 1));
+}
+
+// Refills a capped tenant's budget; returns whether it may be granted a slice now, and if not,
+// how long until it may.
+bool refill_budget(layout::TenantRecord& tenant, std::uint32_t gpu, std::uint64_t now, std::uint64_t* wait_ns) {
+  const std::uint32_t limit = tenant.compute_policy.limit_pct.load(kRelaxed);
+  auto& entry = tenant.compute[gpu];
+  if (limit == 0 || limit >= 100) return true;
+  const std::uint64_t depth = slice_ns_of(tenant);
+  const std::uint64_t last = entry.budget_at_ns.load(kRelaxed);
+  std::int64_t budget = entry.budget_ns.load(kRelaxed);
+  if (last == 0) {
+    budget = static_cast<std::int64_t>(depth);  // a new tenant starts with one full slice
+  } else if (now > last) {
+    budget += static_cast<std::int64_t>((now - last) * limit / 100);
+  }
+  budget = std::min(budget, static_cast<std::int64_t>(depth));
+  entry.budget_ns.store(budget, kRelaxed);
+  entry.budget_at_ns.store(now, kRelaxed);
+  // Grant only with at least half a slice of budget: tiny slices would cost a handover each.
+  const auto needed = static_cast<std::int64_t>(depth / 2);
+  if (budget >= needed) return true;
+  *wait_ns = static_cast<std::uint64_t>(needed - budget) * 100 / limit + 1;
+  return false;
+}
+
+void grant(StateLayout& state, std::uint32_t gpu, std::uint32_t slot, std::uint64_t now) {
+  GpuSchedule& schedule = state.schedules[gpu];
+  const std::uint32_t tenant = state.slots[slot].tenant_index.load(kRelaxed);
+  auto& record = state.tenants[tenant];
+  std::uint64_t slice = slice_ns_of(record);
+  if (record.compute_policy.limit_pct.load(kRelaxed) != 0 && record.compute_policy.limit_pct.load(kRelaxed) < 100) {
+    slice = std::min<std::uint64_t>(slice, static_cast<std::uint64_t>(std::max<std::int64_t>(
+                                               record.compute[gpu].budget_ns.load(kRelaxed), 0)));
+  }
+  const std::uint64_t launches = state.slots[slot].compute[gpu].launches.load(kRelaxed);
+  schedule.slice_start_ns.store(now, kRelaxed);
+  schedule.slice_end_ns.store(now + slice, kRelaxed);
+  schedule.handover_asked_ns.store(0, kRelaxed);
+  schedule.observed_launches.store(launches, kRelaxed);
+  schedule.observed_at_ns.store(now, kRelaxed);
+  schedule.launches_at_grant.store(launches, kRelaxed);
+  schedule.virtual_clock_ns.store(record.compute[gpu].virtual_ns.load(kRelaxed), kRelaxed);
+  schedule.holder_word.store(holder_token(slot), kRelease);
+  schedule.grant_seq.fetch_add(1, kRelease);
+}
+
+// The waiting slot that should hold the GPU next, or kNone; *wait_ns says when a capped tenant
+// becomes eligible if that is why nobody can be chosen.
+std::uint32_t pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint64_t* wait_ns) {
+  std::uint32_t best = kNone;
+  std::uint32_t best_priority = 0;
+  std::uint64_t best_virtual = 0, best_since = 0;
+  const std::uint64_t virtual_clock = state.schedules[gpu].virtual_clock_ns.load(kRelaxed);
+  for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
+    auto& slot = state.slots[s];
+    const std::uint64_t since = slot.compute[gpu].waiting_since_ns.load(kRelaxed);
+    if (since == 0 || slot.state.load(kAcquire) != kInUse) continue;
+    const std::uint32_t tenant = slot.tenant_index.load(kRelaxed);
+    if (tenant >= kMaxTenants) continue;
+    auto& record = state.tenants[tenant];
+    auto& entry = record.compute[gpu];
+    if (entry.active.load(kRelaxed) == 0) {
+      // Re-entering after idleness: start at the current virtual clock, so time not used while
+      // idle is not saved up to be spent later.
+      entry.virtual_ns.store(std::max(entry.virtual_ns.load(kRelaxed), virtual_clock), kRelaxed);
+      entry.active.store(1, kRelaxed);
+    }
+    std::uint64_t wait = 0;
+    if (!refill_budget(record, gpu, now, &wait)) {
+      *wait_ns = *wait_ns == 0 ? wait : std::min(*wait_ns, wait);
+      continue;
+    }
+    const std::uint32_t priority = std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2);
+    const std::uint64_t virtual_ns = entry.virtual_ns.load(kRelaxed);
+    const bool better = best == kNone || priority > best_priority ||
+                        (priority == best_priority &&
+                         (virtual_ns < best_virtual || (virtual_ns == best_virtual && since < best_since)));
+    if (better) {
+      best = s;
+      best_priority = priority;
+      best_virtual = virtual_ns;
+      best_since = since;
+    }
+  }
+  return best;
+}
+
+bool someone_else_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder) {
+  for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
+    if (s != holder && state.slots[s].compute[gpu].waiting_since_ns.load(kRelaxed) != 0 &&
+        state.slots[s].state.load(kAcquire) == kInUse) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::uint32_t priority_of_slot(const StateLayout& state, std::uint32_t slot) {
+  const std::uint32_t tenant = state.slots[slot].tenant_index.load(kRelaxed);
+  return tenant < kMaxTenants ? state.tenants[tenant].compute_policy.priority.load(kRelaxed) : 0;
+}
+
+long futex(std::atomic<std::uint32_t>* word, int op, std::uint32_t value, const timespec* timeout) {
+  // Not FUTEX_PRIVATE: the word lives in memory shared between processes.
+  return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, value, timeout, nullptr, 0);
+}
+
+}  // namespace
+
+std::uint64_t monotonic_now_ns() {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000ull + static_cast<std::uint64_t>(now.tv_nsec);
+}
+
+Result<Priority> parse_priority(std::string_view text) {
+  if (text == "high") return Priority::kHigh;
+  if (text == "normal") return Priority::kNormal;
+  if (text == "low") return Priority::kLow;
+  return Error{fmt::format("invalid priority '{}' (expected high, normal or low)", text)};
+}
+
+std::string_view priority_name(Priority priority) {
+  switch (priority) {
+    case Priority::kHigh: return "high";
+    case Priority::kLow: return "low";
+    default: return "normal";
+  }
+}
+
+void end_slice(StateLayout& state, std::uint32_t gpu, std::uint64_t now) {
+  GpuSchedule& schedule = state.schedules[gpu];
+  const std::uint32_t holder = holder_of(schedule.holder_word.load(kAcquire));
+  if (holder == kNone || holder >= kMaxSlots) {
+    schedule.holder_word.store(0, kRelease);
+    return;
+  }
+  const std::uint32_t tenant = state.slots[holder].tenant_index.load(kRelaxed);
+  if (tenant < kMaxTenants) {
+    auto& record = state.tenants[tenant];
+    auto& entry = record.compute[gpu];
+    const std::uint64_t start = schedule.slice_start_ns.load(kRelaxed);
+    const std::uint64_t used = now > start ? now - start : 0;
+    entry.gpu_ns.fetch_add(used, kRelaxed);
+    entry.virtual_ns.fetch_add(used * 100 / weight_of(state, gpu, tenant), kRelaxed);
+    const std::uint32_t limit = record.compute_policy.limit_pct.load(kRelaxed);
+    if (limit != 0 && limit < 100) entry.budget_ns.fetch_sub(static_cast<std::int64_t>(used), kRelaxed);
+    const std::uint64_t launches = state.slots[holder].compute[gpu].launches.load(kRelaxed);
+    entry.launches.fetch_add(launches - schedule.launches_at_grant.load(kRelaxed), kRelaxed);
+    if (!tenant_waits(state, gpu, tenant)) entry.active.store(0, kRelaxed);
+  }
+  schedule.holder_word.store(0, kRelease);
+  schedule.grant_seq.fetch_add(1, kRelease);
+}
+
+Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint32_t requester,
+                      const ArbiterTiming& timing) {
+  GpuSchedule& schedule = state.schedules[gpu];
+  Arbitration result;
+  std::uint64_t recheck = static_cast<std::uint64_t>(timing.max_sleep.count());
+  const std::uint32_t word = schedule.holder_word.load(kAcquire);
+  const std::uint32_t holder = holder_of(word);
+  if (holder != kNone) {
+    bool take_away = holder >= kMaxSlots || state.slots[holder].state.load(kAcquire) != kInUse;
+    if (!take_away) {
+      // Idle (or dead) holders: their launch count stops moving.
+      const std::uint64_t launches = state.slots[holder].compute[gpu].launches.load(kRelaxed);
+      if (launches != schedule.observed_launches.load(kRelaxed)) {
+        schedule.observed_launches.store(launches, kRelaxed);
+        schedule.observed_at_ns.store(now, kRelaxed);
+      } else if (now - schedule.observed_at_ns.load(kRelaxed) >= static_cast<std::uint64_t>(timing.idle_after.count())) {
+        take_away = true;
+      }
+    }
+    // A higher class takes the GPU at once; the holder finds out at its next launch.
+    if (!take_away && requester != kNoRequester && requester != holder &&
+        priority_of_slot(state, requester) > priority_of_slot(state, holder)) {
+      take_away = true;
+    }
+    const std::uint64_t slice_end = schedule.slice_end_ns.load(kRelaxed);
+    if (!take_away && now >= slice_end && someone_else_waits(state, gpu, holder)) {
+      if ((word & kHandoverBit) == 0) {
+        schedule.holder_word.store(word | kHandoverBit, kRelease);
+        schedule.handover_asked_ns.store(now, kRelaxed);
+      } else if (now - schedule.handover_asked_ns.load(kRelaxed) >=
+                 static_cast<std::uint64_t>(timing.handover_grace.count())) {
+        take_away = true;
+      }
+    } else if (!take_away && now < slice_end) {
+      recheck = std::min(recheck, slice_end - now);
+    }
+    if (take_away) {
+      end_slice(state, gpu, now);
+      result.changed = true;
+    }
+  }
+  if (schedule.holder_word.load(kAcquire) == 0) {
+    std::uint64_t cap_wait = 0;
+    const std::uint32_t next = pick(state, gpu, now, &cap_wait);
+    if (next != kNone) {
+      grant(state, gpu, next, now);
+      result.changed = true;
+      result.granted_to_requester = next == requester;
+    } else if (cap_wait != 0) {
+      recheck = std::min(recheck, cap_wait);
+    }
+  }
+  result.recheck_after_ns = std::max<std::uint64_t>(recheck, 50'000);
+  return result;
+}
+
+Result<ScheduleLock> ScheduleLock::acquire(StateLayout& state, std::uint32_t gpu) {
+  pthread_mutex_t* mutex = &state.schedules[gpu].mutex;
+  auto acquired = shared_mutex::lock(mutex);
+  if (!acquired) return acquired.error();
+  if (acquired.value() == shared_mutex::Acquired::kOwnerDied) {
+    // A process died deciding: whatever it half-did, the safe state is a free GPU (the holder, if
+    // any, asks again at its next launch).
+    state.schedules[gpu].holder_word.store(0, kRelease);
+    state.schedules[gpu].grant_seq.fetch_add(1, kRelease);
+    shared_mutex::mark_consistent(mutex);
+  }
+  return ScheduleLock(mutex);
+}
+ScheduleLock::ScheduleLock(ScheduleLock&& other) noexcept : mutex_(std::exchange(other.mutex_, nullptr)) {}
+ScheduleLock::~ScheduleLock() {
+  if (mutex_ != nullptr) shared_mutex::unlock(mutex_);
+}
+
+void wake_waiters(StateLayout& state, std::uint32_t gpu) {
+  futex(&state.schedules[gpu].grant_seq, FUTEX_WAKE, INT_MAX, nullptr);
+}
+
+void wait_for_grant(StateLayout& state, std::uint32_t gpu, std::uint32_t seen, std::uint64_t timeout_ns) {
+  const timespec timeout{static_cast<time_t>(timeout_ns / 1'000'000'000), static_cast<long>(timeout_ns % 1'000'000'000)};
+  futex(&state.schedules[gpu].grant_seq, FUTEX_WAIT, seen, &timeout);
+}
+
+ComputeGate::ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing)
+    : state_(state), slot_(slot), timing_(timing) {}
+
+Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
+  // Stop submitting, wait for what is in flight, then pass the GPU on: the charge runs to the
+  // end of the drain.
+  if (drain) drain(gpu);
+  StateLayout& state = state_.state();
+  {
+    auto lock = ScheduleLock::acquire(state, gpu);
+    if (!lock) return lock.error();
+    if (holder_of(state.schedules[gpu].holder_word.load(kAcquire)) == slot_) end_slice(state, gpu, monotonic_now_ns());
+  }
+  wake_waiters(state, gpu);
+  return Ok{};
+}
+
+Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
+  StateLayout& state = state_.state();
+  GpuSchedule& schedule = state.schedules[gpu];
+  if (holder_of(schedule.holder_word.load(kAcquire)) == slot_) {
+    // Ours, but a handover was asked for.
+    state.slots[slot_].compute[gpu].waiting_since_ns.store(monotonic_now_ns(), kRelaxed);
+    if (auto handed = hand_over(gpu, drain); !handed) return handed;
+  }
+  const std::uint64_t started = monotonic_now_ns();
+  auto& mine = state.slots[slot_].compute[gpu];
+  mine.waiting_since_ns.store(started, kRelaxed);
+  schedule.waiting.fetch_add(1, kRelaxed);
+  Status status = Ok{};
+  while (!holds(gpu)) {
+    const std::uint32_t seen = schedule.grant_seq.load(kAcquire);
+    Arbitration decided;
+    {
+      auto lock = ScheduleLock::acquire(state, gpu);
+      if (!lock) {
+        status = lock.error();
+        break;
+      }
+      decided = arbitrate(state, gpu, monotonic_now_ns(), slot_, timing_);
+    }
+    if (decided.changed) wake_waiters(state, gpu);
+    if (decided.granted_to_requester || holds(gpu)) break;
+    wait_for_grant(state, gpu, seen, decided.recheck_after_ns);
+  }
+  mine.waiting_since_ns.store(0, kRelaxed);
+  schedule.waiting.fetch_sub(1, kRelaxed);
+  const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
+  if (tenant < kMaxTenants) state.tenants[tenant].compute[gpu].wait_ns.fetch_add(monotonic_now_ns() - started, kRelaxed);
+  return status;
+}
+
+Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain) {
+  StateLayout& state = state_.state();
+  GpuSchedule& schedule = state.schedules[gpu];
+  if (monotonic_now_ns() < schedule.slice_end_ns.load(kRelaxed)) return Ok{};
+  const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
+  const std::uint32_t limit = tenant < kMaxTenants ? state.tenants[tenant].compute_policy.limit_pct.load(kRelaxed) : 0;
+  const bool capped = limit != 0 && limit < 100;
+  if (!capped && schedule.waiting.load(kRelaxed) == 0) return Ok{};  // nobody else wants it: carry on
+  state.slots[slot_].compute[gpu].waiting_since_ns.store(monotonic_now_ns(), kRelaxed);
+  if (auto handed = hand_over(gpu, drain); !handed) return handed;
+  return acquire(gpu, drain);
+}
+
+void ComputeGate::release(std::uint32_t gpu) {
+  StateLayout& state = state_.state();
+  {
+    auto lock = ScheduleLock::acquire(state, gpu);
+    if (!lock) return;
+    if (holder_of(state.schedules[gpu].holder_word.load(kAcquire)) != slot_) return;
+    end_slice(state, gpu, monotonic_now_ns());
+  }
+  wake_waiters(state, gpu);
+}
+
+ComputePolicyValues adopt_compute_policy(StateLayout& state, std::uint32_t tenant, const ComputePolicyValues& wanted) {
+  auto& record = state.tenants[tenant];
+  auto& policy = record.compute_policy;
+  if (record.compute_configured.load(kAcquire) == 0) {
+    policy.share_pct.store(wanted.share_pct, kRelaxed);
+    policy.limit_pct.store(wanted.limit_pct, kRelaxed);
+    policy.priority.store(static_cast<std::uint32_t>(wanted.priority), kRelaxed);
+    policy.slice_us.store(static_cast<std::uint32_t>(wanted.slice.count()), kRelaxed);
+    record.compute_configured.store(1, kRelease);
+    return wanted;
+  }
+  ComputePolicyValues in_force;
+  in_force.share_pct = policy.share_pct.load(kRelaxed);
+  in_force.limit_pct = policy.limit_pct.load(kRelaxed);
+  in_force.priority = static_cast<Priority>(std::min<std::uint32_t>(policy.priority.load(kRelaxed), 2));
+  in_force.slice = std::chrono::microseconds(policy.slice_us.load(kRelaxed));
+  return in_force;
+}
+
+}  // namespace gpushare
