@@ -1,0 +1,245 @@
+// The time-slice arbiter's decisions, driven by a fake clock: no sleeping, no real GPU. Each
+// "process" is a slot joined into a tenant; wanting the GPU is its waiting_since flag, holding it
+// is the schedule's holder word, using it is time passing on the fake clock.
+#include "gpushare/compute.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gpushare/ledger.hpp"
+#include "gpushare/settings.hpp"
+#include "test_support.hpp"
+
+namespace gpushare {
+namespace {
+
+constexpr std::uint32_t kGpu = 0;
+constexpr std::uint64_t kMs = 1'000'000;
+
+class ArbiterTest : public testing::StateTest {
+ protected:
+  void TearDown() override {
+    members_.clear();  // before the state they point into
+    StateTest::TearDown();
+  }
+  // Joins a tenant with a compute policy; returns the process's slot.
+  std::uint32_t add(const std::string& tenant, std::uint32_t share, std::uint32_t limit = 0,
+                    Priority priority = Priority::kNormal) {
+    auto joined = TenantMembership::join(*state_, tenant);
+    EXPECT_TRUE(joined.ok());
+    ComputePolicyValues policy;
+    policy.share_pct = share;
+    policy.limit_pct = limit;
+    policy.priority = priority;
+    EXPECT_TRUE(joined.value()->adopt_compute_policy(policy).ok());
+    const std::uint32_t slot = joined.value()->slot_index();
+    members_.push_back(std::move(joined).value());
+    return slot;
+  }
+  layout::StateLayout& s() { return state_->state(); }
+  void want(std::uint32_t slot) {
+    auto& since = s().slots[slot].compute[kGpu].waiting_since_ns;
+    if (since.load() == 0) since.store(now_);
+  }
+  std::uint32_t holder() {
+    const std::uint32_t word = s().schedules[kGpu].holder_word.load();
+    return word == 0 ? UINT32_MAX : (word & ~layout::kHandoverBit) - 1;
+  }
+  Arbitration decide(std::uint32_t requester = kNoRequester) {
+    Arbitration result = arbitrate(s(), kGpu, now_, requester, timing_);
+    if (holder() != UINT32_MAX) s().slots[holder()].compute[kGpu].waiting_since_ns.store(0);
+    return result;
+  }
+  void launch(std::uint32_t slot) { s().slots[slot].compute[kGpu].launches.fetch_add(1); }
+  std::uint64_t gpu_ns(std::uint32_t slot) {
+    return s().tenants[s().slots[slot].tenant_index.load()].compute[kGpu].gpu_ns.load();
+  }
+  // Every slot in `busy` always wants the GPU; the holder uses its slice fully, then hands over.
+  void run_saturated(const std::vector<std::uint32_t>& busy, std::uint64_t duration) {
+    const std::uint64_t end = now_ + duration;
+    while (now_ < end) {
+      for (auto slot : busy) want(slot);
+      decide();
+      const std::uint32_t h = holder();
+      ASSERT_NE(h, UINT32_MAX);
+      launch(h);
+      now_ = std::max(now_ + 1, s().schedules[kGpu].slice_end_ns.load());
+      want(h);
+      end_slice(s(), kGpu, now_);
+    }
+  }
+
+  std::vector<std::unique_ptr<TenantMembership>> members_;
+  std::uint64_t now_ = 1'000 * kMs;
+  ArbiterTiming timing_;
+};
+
+TEST_F(ArbiterTest, SharesOfThirtyAndSeventy) {
+  const auto a = add("a", 30), b = add("b", 70);
+  run_saturated({a, b}, 5'000 * kMs);
+  const double total = static_cast<double>(gpu_ns(a) + gpu_ns(b));
+  EXPECT_NEAR(static_cast<double>(gpu_ns(a)) / total, 0.30, 0.01);
+  EXPECT_NEAR(static_cast<double>(gpu_ns(b)) / total, 0.70, 0.01);
+}
+
+TEST_F(ArbiterTest, FourTenantsTenTwentyThirtyForty) {
+  const auto a = add("a", 10), b = add("b", 20), c = add("c", 30), d = add("d", 40);
+  run_saturated({a, b, c, d}, 10'000 * kMs);
+  const double total = static_cast<double>(gpu_ns(a) + gpu_ns(b) + gpu_ns(c) + gpu_ns(d));
+  EXPECT_NEAR(static_cast<double>(gpu_ns(a)) / total, 0.10, 0.01);
+  EXPECT_NEAR(static_cast<double>(gpu_ns(b)) / total, 0.20, 0.01);
+  EXPECT_NEAR(static_cast<double>(gpu_ns(c)) / total, 0.30, 0.01);
+  EXPECT_NEAR(static_cast<double>(gpu_ns(d)) / total, 0.40, 0.01);
+}
+
+TEST_F(ArbiterTest, TenantsWithoutAShareSplitWhatIsLeft) {
+  const auto a = add("a", 30), b = add("b", 0);
+  run_saturated({a, b}, 5'000 * kMs);
+  const double total = static_cast<double>(gpu_ns(a) + gpu_ns(b));
+  EXPECT_NEAR(static_cast<double>(gpu_ns(b)) / total, 0.70, 0.01);
+}
+
+TEST_F(ArbiterTest, SharesPastOneHundredAreNormalised) {
+  const auto a = add("a", 90), b = add("b", 90);
+  run_saturated({a, b}, 2'000 * kMs);
+  EXPECT_NEAR(static_cast<double>(gpu_ns(a)) / static_cast<double>(gpu_ns(a) + gpu_ns(b)), 0.5, 0.01);
+}
+
+TEST_F(ArbiterTest, OverrunsAreChargedSoLongRunSharesStayExact) {
+  const auto a = add("a", 50), b = add("b", 50);
+  const std::uint64_t end = now_ + 4'000 * kMs;
+  while (now_ < end) {
+    want(a);
+    want(b);
+    decide();
+    const std::uint32_t h = holder();
+    // a always overruns its slice by 5 ms (a long kernel); b never does.
+    now_ = s().schedules[kGpu].slice_end_ns.load() + (h == a ? 5 * kMs : 0);
+    want(h);
+    end_slice(s(), kGpu, now_);
+  }
+  EXPECT_NEAR(static_cast<double>(gpu_ns(a)) / static_cast<double>(gpu_ns(a) + gpu_ns(b)), 0.5, 0.01);
+}
+
+TEST_F(ArbiterTest, AHardCapHoldsOnAnIdleGpu) {
+  const auto a = add("a", 0, 30);
+  const std::uint64_t start = now_;
+  const std::uint64_t end = now_ + 6'000 * kMs;
+  while (now_ < end) {
+    want(a);
+    const Arbitration r = decide(a);
+    if (holder() == a) {
+      launch(a);
+      now_ = s().schedules[kGpu].slice_end_ns.load();
+      want(a);
+      end_slice(s(), kGpu, now_);
+    } else {
+      now_ += r.recheck_after_ns;  // the waiter sleeps until told to look again
+    }
+  }
+  EXPECT_NEAR(static_cast<double>(gpu_ns(a)) / static_cast<double>(now_ - start), 0.30, 0.02);
+}
+
+TEST_F(ArbiterTest, AShareAloneGetsTheWholeGpu) {
+  const auto a = add("a", 30);
+  const std::uint64_t start = now_;
+  run_saturated({a}, 1'000 * kMs);
+  EXPECT_EQ(gpu_ns(a), now_ - start);
+}
+
+TEST_F(ArbiterTest, HighPriorityTakesTheGpuAtOnceAndLowerClassesWait) {
+  const auto low = add("low", 90, 0, Priority::kLow), high = add("high", 10, 0, Priority::kHigh);
+  want(low);
+  decide();
+  ASSERT_EQ(holder(), low);
+  now_ += 1 * kMs;  // well inside low's slice
+  launch(low);
+  want(high);
+  const Arbitration r = decide(high);
+  EXPECT_TRUE(r.granted_to_requester);
+  EXPECT_EQ(holder(), high);
+  // While high stays busy, low is never granted, whatever its share.
+  for (int i = 0; i < 50; ++i) {
+    want(low);
+    launch(high);
+    now_ += 1 * kMs;
+    decide(low);
+    EXPECT_EQ(holder(), high);
+  }
+}
+
+TEST_F(ArbiterTest, AnIdleOrDeadHolderLosesTheSlice) {
+  const auto a = add("a", 50), b = add("b", 50);
+  want(a);
+  decide();
+  ASSERT_EQ(holder(), a);
+  want(b);
+  now_ += 1 * kMs;
+  decide(b);  // a has not launched for 1 ms: still the holder (idle_after is 2 ms)
+  EXPECT_EQ(holder(), a);
+  now_ += 2 * kMs;
+  EXPECT_TRUE(decide(b).granted_to_requester);
+  EXPECT_EQ(holder(), b);
+}
+
+TEST_F(ArbiterTest, AHolderPastItsSliceIsAskedThenForcedToHandOver) {
+  const auto a = add("a", 50), b = add("b", 50);
+  want(a);
+  decide();
+  ASSERT_EQ(holder(), a);
+  now_ = s().schedules[kGpu].slice_end_ns.load() + 1;
+  want(b);
+  launch(a);
+  decide(b);
+  // Asked: the hot path sees a word that is no longer its token and hands over.
+  EXPECT_NE(s().schedules[kGpu].holder_word.load() & layout::kHandoverBit, 0u);
+  EXPECT_FALSE(ComputeGate(*state_, a).holds(kGpu));
+  // A holder that keeps launching but never hands over loses the slice after the grace period.
+  for (std::uint64_t t = 0; t <= static_cast<std::uint64_t>(timing_.handover_grace.count()); t += kMs) {
+    now_ += kMs;
+    launch(a);
+    decide(b);
+  }
+  EXPECT_EQ(holder(), b);
+}
+
+TEST_F(ArbiterTest, IdlenessIsNotSavedUp) {
+  const auto a = add("a", 50), b = add("b", 50);
+  run_saturated({a}, 1'000 * kMs);  // a alone for a second
+  const std::uint64_t a_before = gpu_ns(a), b_before = gpu_ns(b);
+  run_saturated({a, b}, 1'000 * kMs);  // then both: b must not get the GPU for a whole second
+  const double a_share = static_cast<double>(gpu_ns(a) - a_before) /
+                         static_cast<double>(gpu_ns(a) - a_before + gpu_ns(b) - b_before);
+  EXPECT_NEAR(a_share, 0.5, 0.03);
+}
+
+TEST_F(ArbiterTest, QuotaSetTakesEffectWithinOneSlice) {
+  const auto a = add("a", 50), b = add("b", 50);
+  run_saturated({a, b}, 500 * kMs);
+  ComputePolicyChange change;
+  change.share_pct = 20;
+  ASSERT_TRUE(set_tenant_compute_policy(*state_, "a", change).ok());
+  const std::uint64_t a_before = gpu_ns(a), b_before = gpu_ns(b);
+  run_saturated({a, b}, 3'000 * kMs);
+  const double a_share = static_cast<double>(gpu_ns(a) - a_before) /
+                         static_cast<double>(gpu_ns(a) - a_before + gpu_ns(b) - b_before);
+  EXPECT_NEAR(a_share, 20.0 / 70.0, 0.02);  // weights are relative: 20 against 50
+}
+
+TEST(ComputeSettings, PercentagesPrioritiesAndSlices) {
+  EXPECT_EQ(parse_percent("30").value(), 30u);
+  EXPECT_EQ(parse_percent("100%").value(), 100u);
+  for (const char* bad : {"0", "101", "", "-5", "3.5", "abc", "1000"}) EXPECT_FALSE(parse_percent(bad).ok()) << bad;
+  EXPECT_EQ(parse_priority("high").value(), Priority::kHigh);
+  EXPECT_FALSE(parse_priority("urgent").ok());
+  EXPECT_EQ(parse_slice_ms("20").value(), std::chrono::milliseconds(20));
+  EXPECT_FALSE(parse_slice_ms("0").ok());
+  EXPECT_FALSE(parse_slice_ms("5000").ok());
+}
+
+}  // namespace
+}  // namespace gpushare
