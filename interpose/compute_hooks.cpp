@@ -52,19 +52,23 @@ CUresult gated(CUstream stream, Launch&& launch) {
   const auto gpu = tenancy.gpu_for(device);
   if (!gpu) return launch();
   ComputeGate& gate = tenancy.gate();
+  // Odd from here to the end: draining at a handover, waiting for the slice and a launch blocked on
+  // a full GPU queue all mean "this process's work is on the GPU", never "idle".
+  gate.begin_launch(*gpu);
   if (!gate.holds(*gpu)) {
     if (auto acquired = gate.acquire(*gpu, drain); !acquired) {
       log(LogLevel::kError, "device {}: time-slice arbiter unusable ({}); launching ungated", device,
           acquired.error().message);
     }
   }
-  gate.count_launch(*gpu);
   thread_local std::array<unsigned, layout::kMaxGpus> launches{};
   if (++launches[*gpu] % kCheckpointEvery == 0) {
     bound_inflight(*driver, tenancy.inflight(*gpu), stream);
     (void)gate.checkpoint(*gpu, drain);
   }
-  return launch();
+  const CUresult result = launch();
+  gate.end_launch(*gpu);
+  return result;
 }
 
 const RealDriver& loaded() {

@@ -279,11 +279,17 @@ int status_command(const std::string& state_option) {
   for (const auto& tenant : tenants) {
     std::size_t alive = 0;
     for (const auto& process : tenant.processes) alive += process.alive ? 1 : 0;
-    fmt::print("tenant {}  ({} live process{})\n", tenant.name, alive, alive == 1 ? "" : "es");
+    fmt::print("tenant {}  ({} live process{})  share {}  limit {}  priority {}\n", tenant.name, alive,
+               alive == 1 ? "" : "es",
+               tenant.compute.share_pct == 0 ? std::string("-") : fmt::format("{}%", tenant.compute.share_pct),
+               tenant.compute.limit_pct == 0 ? std::string("-") : fmt::format("{}%", tenant.compute.limit_pct),
+               priority_name(tenant.compute.priority));
     for (const auto& gpu : tenant.gpus) {
       fmt::print("  {}  used {:>12}  limit {:>12}  peak {:>12}  refused {}\n", format_gpu_uuid(gpu.uuid),
                  format_size(gpu.used_bytes), format_size(gpu.limit_bytes), format_size(gpu.peak_bytes),
                  gpu.oom_refusals);
+      fmt::print("  {:<40}  gpu time {:.3f} s  launches {}  waited {:.3f} s\n", "", static_cast<double>(gpu.gpu_ns) / 1e9,
+                 gpu.launches, static_cast<double>(gpu.wait_ns) / 1e9);
     }
   }
   return 0;

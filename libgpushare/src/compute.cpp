@@ -205,7 +205,7 @@ void end_slice(StateLayout& state, std::uint32_t gpu, std::uint64_t now) {
     const std::uint32_t limit = record.compute_policy.limit_pct.load(kRelaxed);
     if (limit != 0 && limit < 100) entry.budget_ns.fetch_sub(static_cast<std::int64_t>(used), kRelaxed);
     const std::uint64_t launches = state.slots[holder].compute[gpu].launches.load(kRelaxed);
-    entry.launches.fetch_add(launches - schedule.launches_at_grant.load(kRelaxed), kRelaxed);
+    entry.launches.fetch_add((launches - schedule.launches_at_grant.load(kRelaxed)) / 2, kRelaxed);
     if (!tenant_waits(state, gpu, tenant)) entry.active.store(0, kRelaxed);
   }
   schedule.holder_word.store(0, kRelease);
@@ -213,7 +213,7 @@ void end_slice(StateLayout& state, std::uint32_t gpu, std::uint64_t now) {
 }
 
 Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint32_t requester,
-                      const ArbiterTiming& timing) {
+                      const ArbiterTiming& timing, const SlotAlive& slot_alive) {
   GpuSchedule& schedule = state.schedules[gpu];
   Arbitration result;
   std::uint64_t recheck = static_cast<std::uint64_t>(timing.max_sleep.count());
@@ -228,7 +228,8 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         schedule.observed_launches.store(launches, kRelaxed);
         schedule.observed_at_ns.store(now, kRelaxed);
       } else if (now - schedule.observed_at_ns.load(kRelaxed) >= static_cast<std::uint64_t>(timing.idle_after.count())) {
-        take_away = true;
+        const bool inside_launch = (launches & 1) != 0;
+        take_away = !inside_launch || (slot_alive && !slot_alive(holder));
       }
     }
     // A higher class takes the GPU at once; the holder finds out at its next launch.
@@ -334,7 +335,8 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
         status = lock.error();
         break;
       }
-      decided = arbitrate(state, gpu, monotonic_now_ns(), slot_, timing_);
+      decided = arbitrate(state, gpu, monotonic_now_ns(), slot_, timing_,
+                          [this](std::uint32_t slot) { return slot_alive(slot); });
     }
     if (decided.changed) wake_waiters(state, gpu);
     if (decided.granted_to_requester || holds(gpu)) break;
@@ -358,6 +360,14 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain) {
   state.slots[slot_].compute[gpu].waiting_since_ns.store(monotonic_now_ns(), kRelaxed);
   if (auto handed = hand_over(gpu, drain); !handed) return handed;
   return acquire(gpu, drain);
+}
+
+bool ComputeGate::slot_alive(std::uint32_t slot) {
+  // The slot's liveness lock: free means its owner is gone (a system call, on the waiting path only).
+  std::lock_guard probing(state_.probe_mutex());
+  if (!state_.try_lock_slot(slot)) return true;
+  state_.unlock_slot(slot);
+  return false;
 }
 
 void ComputeGate::release(std::uint32_t gpu) {

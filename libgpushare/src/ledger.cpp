@@ -442,6 +442,9 @@ std::vector<TenantSnapshot> snapshot_tenants(SharedState& shared) {
     snap.name = tenant_name(record);
     const std::uint64_t override_limit = record.override_limit_bytes.load(kRelaxed);
     if (override_limit != layout::kNoOverride) snap.override_limit_bytes = override_limit;
+    snap.compute.share_pct = record.compute_policy.share_pct.load(kRelaxed);
+    snap.compute.limit_pct = record.compute_policy.limit_pct.load(kRelaxed);
+    snap.compute.priority = static_cast<Priority>(std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2));
     for (std::uint32_t g = 0; g < kMaxGpus; ++g) {
       const auto& entry = record.ledger[g];
       if (entry.configured.load(kAcquire) == 0) continue;
@@ -453,6 +456,9 @@ std::vector<TenantSnapshot> snapshot_tenants(SharedState& shared) {
       ledger.used_bytes = entry.used_bytes.load(kRelaxed);
       ledger.peak_bytes = entry.peak_bytes.load(kRelaxed);
       ledger.oom_refusals = entry.oom_refusals.load(kRelaxed);
+      ledger.gpu_ns = record.compute[g].gpu_ns.load(kRelaxed);
+      ledger.launches = record.compute[g].launches.load(kRelaxed);
+      ledger.wait_ns = record.compute[g].wait_ns.load(kRelaxed);
       snap.gpus.push_back(ledger);
     }
     for (std::uint32_t s = 0; s < kMaxSlots; ++s) {

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@ using Env = std::map<std::string, std::string>;
 
 struct ProcessResult {
   int exit_code = -1;  // 128 + signal when killed by one
+  double cpu_seconds = 0;  // user + system time the process used
   std::string out;
   std::string err;
 };
@@ -103,8 +105,11 @@ class Process {
       }
     }
     int status = 0;
-    if (pid_ > 0 && ::waitpid(pid_, &status, 0) == pid_) {
+    struct rusage usage {};
+    if (pid_ > 0 && ::wait4(pid_, &status, 0, &usage) == pid_) {
       result_.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      result_.cpu_seconds = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                            static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
     }
     pid_ = -1;
     return result_;

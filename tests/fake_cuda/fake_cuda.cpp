@@ -8,11 +8,15 @@
 
 #include <cuda.h>
 
+#include "fake_engine.hpp"
+
 // cuda.h renames these to their newest variants; the real driver still exports
 // the old entry points under their literal names, so the fake must too.
 #undef cuGetProcAddress
 #undef cuDeviceGetUuid
+#undef cuEventElapsedTime
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cerrno>
@@ -39,8 +43,28 @@ FAKE_EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr* dptr, size_t bytesize, CU
 FAKE_EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr* dptr, size_t bytesize, CUmemoryPool pool,
                                                   CUstream hStream);
 FAKE_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream hStream);
+FAKE_EXPORT CUresult cuEventElapsedTime(float* pMilliseconds, CUevent hStart, CUevent hEnd);
+FAKE_EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+                                         unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY,
+                                         unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream,
+                                         void** kernelParams, void** extra);
+FAKE_EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig* config, CUfunction f, void** kernelParams,
+                                           void** extra);
+FAKE_EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+                                                    unsigned int gridDimZ, unsigned int blockDimX,
+                                                    unsigned int blockDimY, unsigned int blockDimZ,
+                                                    unsigned int sharedMemBytes, CUstream hStream,
+                                                    void** kernelParams);
+FAKE_EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream);
+FAKE_EXPORT CUresult cuEventRecord_ptsz(CUevent hEvent, CUstream hStream);
+FAKE_EXPORT CUresult cuEventRecordWithFlags_ptsz(CUevent hEvent, CUstream hStream, unsigned int flags);
+FAKE_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream hStream);
+FAKE_EXPORT CUresult cuStreamQuery_ptsz(CUstream hStream);
+FAKE_EXPORT CUresult cuStreamWaitEvent_ptsz(CUstream hStream, CUevent hEvent, unsigned int Flags);
 FAKE_EXPORT uint64_t fake_cuda_allocated_bytes(int physical_device);
 FAKE_EXPORT uint64_t fake_cuda_alloc_calls(void);
+FAKE_EXPORT uint64_t fake_cuda_kernel_ns(void);
+FAKE_EXPORT uint64_t fake_cuda_launches(void);
 
 // cuda.h only forward-declares the handle structs, so the fake defines them.
 // Contexts are never freed: another thread may still have a destroyed one
@@ -51,14 +75,26 @@ struct CUctx_st {
   bool primary;   // primary contexts are refcounted and never destroyed
   bool alive;     // false after cuCtxDestroy
   unsigned refs;  // primary only: active while refs > 0
+  // Engine times (fake_engine::now_ns). Work on the null and special streams
+  // goes to the context's one default stream.
+  uint64_t default_tail = 0;  // end of the default stream's last kernel
+  uint64_t latest_tail = 0;   // latest tail of any of its streams: cuCtxSynchronize
 };
 struct CUstream_st {
   CUctx_st* ctx;  // the context that was current at creation
+  int priority;   // recorded only
+  uint64_t tail;  // end of its last kernel, or the time it was made to wait for
+};
+struct CUevent_st {
+  CUctx_st* ctx;      // the context that was current at creation
+  unsigned flags;     // CU_EVENT_*
+  bool recorded;      // false until the first cuEventRecord
+  uint64_t time;      // when the work it was recorded after completes
 };
 
 namespace {
 
-constexpr int kMaxDevices = 16;
+constexpr int kMaxDevices = fake_engine::kDevices;
 constexpr int kMaxCtxStack = 64;
 constexpr uint64_t kDefaultMemory = 85017493504ULL;  // H100 80GB: 79.18 GiB
 constexpr uint64_t kPitchAlign = 512;
@@ -73,6 +109,7 @@ struct Config {
   int phys[kMaxDevices] = {};  // ordinal -> physical device
   uint64_t memory = kDefaultMemory;
   uint64_t ctx_memory = 0;
+  uint64_t max_queue_ns = 20000 * 1000ULL;  // bound on the device's queued work
 };
 
 // Strict decimal parse: a typo in a test's environment must fail loudly, not
@@ -100,6 +137,7 @@ Config load_config() {
   read("FAKE_CUDA_DEVICE_MEMORY", UINT64_MAX, [&] { c.memory = v; });
   read("FAKE_CUDA_CONTEXT_MEMORY", UINT64_MAX, [&] { c.ctx_memory = v; });
   read("FAKE_CUDA_DEVICE_COUNT", kMaxDevices, [&] { c.count = static_cast<int>(v); });
+  read("FAKE_CUDA_MAX_QUEUE_US", UINT64_MAX / 1000, [&] { c.max_queue_ns = v * 1000; });
   for (int i = 0; i < kMaxDevices; ++i) c.phys[i] = i;
   // Imitates CUDA_VISIBLE_DEVICES: ordinal i is physical device ORDER[i].
   const char* order = std::getenv("FAKE_CUDA_DEVICE_ORDER");
@@ -154,6 +192,7 @@ struct State {
   std::map<uint64_t, Mapping> mappings;
   std::unordered_set<CUctx_st*> contexts;  // every context ever created
   std::unordered_set<CUstream_st*> streams;
+  std::unordered_set<CUevent_st*> events;
   CUctx_st* primary[kMaxDevices] = {};
 };
 
@@ -169,6 +208,8 @@ struct Lock : std::lock_guard<std::mutex> {
 
 std::atomic<bool> g_initialized{false};
 std::atomic<uint64_t> g_alloc_calls{0};
+std::atomic<uint64_t> g_kernel_ns{0};
+std::atomic<uint64_t> g_launches{0};
 
 // Per-thread context stack, as in the real driver. Plain arrays keep the TLS
 // trivially destructible: a driver should not register TLS destructors.
@@ -232,6 +273,112 @@ CUresult stream_ctx_locked(CUstream s, CUctx_st** out) {
 
 // A context handle passed in by the caller (as opposed to the current one).
 bool known_ctx_locked(CUctx_st* c) { return c != nullptr && state().contexts.count(c) != 0 && c->alive; }
+
+// ------------------------------------------------------------------ engine --
+// Kernels reserve time on the shared device timeline (fake_engine); streams,
+// events and contexts only remember engine times, and waiting sleeps until one.
+
+bool is_default_stream(CUstream s) { return s == nullptr || s == CU_STREAM_LEGACY || s == CU_STREAM_PER_THREAD; }
+
+// The stream's context and its tail: the context's default stream's for the
+// null and special handles.
+CUresult stream_tail_locked(CUstream s, CUctx_st** ctx, uint64_t** tail) {
+  RETURN_IF_ERROR(stream_ctx_locked(s, ctx));
+  *tail = is_default_stream(s) ? &(*ctx)->default_tail : &s->tail;
+  return CUDA_SUCCESS;
+}
+
+// Raises the stream's tail (and its context's latest tail) to at least t.
+void extend_tail_locked(CUctx_st* c, uint64_t* tail, uint64_t t) {
+  *tail = std::max(*tail, t);
+  c->latest_tail = std::max(c->latest_tail, t);
+}
+
+CUresult event_locked(CUevent e) {
+  return e != nullptr && state().events.count(e) != 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+// Every launch entry point: a kernel of `duration_us` microseconds on `s`. The
+// process lock is not held while the launch waits for room in the queue.
+CUresult launch(CUstream s, uint64_t duration_us) {
+  uint64_t duration = 0;
+  if (duration_us == 0 || __builtin_mul_overflow(duration_us, uint64_t{1000}, &duration))
+    return CUDA_ERROR_INVALID_VALUE;
+  CUctx_st* c = nullptr;
+  uint64_t* tail = nullptr;
+  uint64_t earliest = 0;
+  {
+    Lock lock;
+    RETURN_IF_ERROR(stream_tail_locked(s, &c, &tail));
+    earliest = *tail;
+  }
+  uint64_t end = fake_engine::launch(c->phys, earliest, duration, config().max_queue_ns);
+  g_kernel_ns.fetch_add(duration, std::memory_order_relaxed);
+  g_launches.fetch_add(1, std::memory_order_relaxed);
+  Lock lock;
+  // Contexts live forever, but the stream may have been destroyed meanwhile.
+  if (!is_default_stream(s) && state().streams.count(s) == 0) tail = &c->latest_tail;
+  extend_tail_locked(c, tail, end);
+  return CUDA_SUCCESS;
+}
+
+CUresult stream_synchronize(CUstream s, bool query) {
+  uint64_t until = 0;
+  {
+    Lock lock;
+    CUctx_st* c = nullptr;
+    uint64_t* tail = nullptr;
+    RETURN_IF_ERROR(stream_tail_locked(s, &c, &tail));
+    until = *tail;
+  }
+  if (query) return fake_engine::now_ns() < until ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
+  fake_engine::sleep_until(until);
+  return CUDA_SUCCESS;
+}
+
+CUresult stream_wait_event(CUstream s, CUevent e, unsigned flags) {
+  if ((flags & ~unsigned{CU_EVENT_WAIT_EXTERNAL}) != 0) return CUDA_ERROR_INVALID_VALUE;
+  Lock lock;
+  RETURN_IF_ERROR(event_locked(e));
+  CUctx_st* c = nullptr;
+  uint64_t* tail = nullptr;
+  RETURN_IF_ERROR(stream_tail_locked(s, &c, &tail));
+  if (e->recorded) extend_tail_locked(c, tail, e->time);  // never recorded: nothing to wait for
+  return CUDA_SUCCESS;
+}
+
+// The event completes when the work queued on the stream so far does.
+CUresult event_record(CUevent e, CUstream s, unsigned flags) {
+  if ((flags & ~unsigned{CU_EVENT_RECORD_EXTERNAL}) != 0) return CUDA_ERROR_INVALID_VALUE;
+  Lock lock;
+  RETURN_IF_ERROR(event_locked(e));
+  CUctx_st* c = nullptr;
+  uint64_t* tail = nullptr;
+  RETURN_IF_ERROR(stream_tail_locked(s, &c, &tail));
+  if (c != e->ctx) return CUDA_ERROR_INVALID_HANDLE;
+  e->recorded = true;
+  e->time = std::max(fake_engine::now_ns(), *tail);
+  return CUDA_SUCCESS;
+}
+
+// The time the event completes (0 if never recorded) through *until.
+CUresult event_time(CUevent e, uint64_t* until) {
+  Lock lock;
+  RETURN_IF_ERROR(event_locked(e));
+  *until = e->recorded ? e->time : 0;
+  return CUDA_SUCCESS;
+}
+
+CUresult create_stream(CUstream* out, unsigned flags, int priority) {
+  if (out == nullptr || (flags & ~unsigned{CU_STREAM_NON_BLOCKING}) != 0) return CUDA_ERROR_INVALID_VALUE;
+  Lock lock;
+  CUctx_st* c = nullptr;
+  RETURN_IF_ERROR(current_ctx_locked(&c));
+  auto s = std::make_unique<CUstream_st>(CUstream_st{c, priority, 0});
+  state().streams.insert(s.get());
+  *out = s.release();
+  return CUDA_SUCCESS;
+}
 
 CUresult charge_locked(int phys, uint64_t bytes) {
   uint64_t& used = state().used[phys];
@@ -369,6 +516,9 @@ constexpr ErrorText kErrors[] = {
     {CUDA_ERROR_INVALID_CONTEXT, "CUDA_ERROR_INVALID_CONTEXT", "invalid device context"},
     {CUDA_ERROR_INVALID_HANDLE, "CUDA_ERROR_INVALID_HANDLE", "invalid resource handle"},
     {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
+    {CUDA_ERROR_NOT_READY, "CUDA_ERROR_NOT_READY", "device not ready"},
+    {CUDA_ERROR_OPERATING_SYSTEM, "CUDA_ERROR_OPERATING_SYSTEM",
+     "OS call failed or operation not supported on this OS"},
     {CUDA_ERROR_CONTEXT_IS_DESTROYED, "CUDA_ERROR_CONTEXT_IS_DESTROYED", "context is destroyed"},
     {CUDA_ERROR_NOT_PERMITTED, "CUDA_ERROR_NOT_PERMITTED", "operation not permitted"},
     {CUDA_ERROR_NOT_SUPPORTED, "CUDA_ERROR_NOT_SUPPORTED", "operation not supported"},
@@ -390,6 +540,7 @@ CUresult error_text(CUresult code, const char** out, bool name) {
 FAKE_EXPORT CUresult cuInit(unsigned int flags) {
   if (flags != 0 || !config().ok) return CUDA_ERROR_INVALID_VALUE;
   if (config().count == 0) return CUDA_ERROR_NO_DEVICE;
+  if (!fake_engine::open()) return CUDA_ERROR_OPERATING_SYSTEM;
   g_initialized.store(true, std::memory_order_release);
   return CUDA_SUCCESS;
 }
@@ -619,27 +770,29 @@ FAKE_EXPORT CUresult cuCtxGetDevice_v2(CUdevice* device, CUcontext ctx) {
   });
 }
 
+// Sleeps until all work queued in the current context, on any stream, is done.
 FAKE_EXPORT CUresult cuCtxSynchronize(void) {
   return api([&] {
-    Lock lock;
-    CUctx_st* c = nullptr;
-    return current_ctx_locked(&c);
+    uint64_t until = 0;
+    {
+      Lock lock;
+      CUctx_st* c = nullptr;
+      RETURN_IF_ERROR(current_ctx_locked(&c));
+      until = c->latest_tail;
+    }
+    fake_engine::sleep_until(until);
+    return CUDA_SUCCESS;
   });
 }
 
 // ----------------------------------------------------------------- streams --
 
 FAKE_EXPORT CUresult cuStreamCreate(CUstream* phStream, unsigned int Flags) {
-  return api([&] {
-    if (phStream == nullptr || (Flags & ~unsigned{CU_STREAM_NON_BLOCKING}) != 0) return CUDA_ERROR_INVALID_VALUE;
-    Lock lock;
-    CUctx_st* c = nullptr;
-    RETURN_IF_ERROR(current_ctx_locked(&c));
-    auto s = std::make_unique<CUstream_st>(CUstream_st{c});
-    state().streams.insert(s.get());
-    *phStream = s.release();
-    return CUDA_SUCCESS;
-  });
+  return api([&] { return create_stream(phStream, Flags, 0); });
+}
+
+FAKE_EXPORT CUresult cuStreamCreateWithPriority(CUstream* phStream, unsigned int flags, int priority) {
+  return api([&] { return create_stream(phStream, flags, priority); });
 }
 
 FAKE_EXPORT CUresult cuStreamDestroy_v2(CUstream hStream) {
@@ -659,12 +812,124 @@ FAKE_EXPORT CUresult cuStreamGetCtx(CUstream hStream, CUcontext* pctx) {
   });
 }
 
-FAKE_EXPORT CUresult cuStreamSynchronize(CUstream hStream) {
+// Defines `name` and its per-thread-default-stream export `name_ptsz`. Both
+// behave the same: the null and special streams are the context's one
+// default stream either way.
+#define FAKE_EXPORT_AND_PTSZ(name, params, ...)   \
+  FAKE_EXPORT CUresult name params __VA_ARGS__   \
+  FAKE_EXPORT CUresult name##_ptsz params __VA_ARGS__
+
+// Sleeps until the work queued on the stream so far is done.
+FAKE_EXPORT_AND_PTSZ(cuStreamSynchronize, (CUstream hStream), {
+  return api([&] { return stream_synchronize(hStream, false); });
+})
+
+FAKE_EXPORT_AND_PTSZ(cuStreamQuery, (CUstream hStream), {
+  return api([&] { return stream_synchronize(hStream, true); });
+})
+
+FAKE_EXPORT_AND_PTSZ(cuStreamWaitEvent, (CUstream hStream, CUevent hEvent, unsigned int Flags), {
+  return api([&] { return stream_wait_event(hStream, hEvent, Flags); });
+})
+
+// ----------------------------------------------------------------- kernels --
+// Any non-null CUfunction will do. A kernel lasts gridDimX microseconds; a
+// graph launch lasts as many microseconds as the CUgraphExec handle's value.
+
+FAKE_EXPORT_AND_PTSZ(cuLaunchKernel,
+                     (CUfunction f, unsigned int gridDimX, unsigned int /*gridDimY*/, unsigned int /*gridDimZ*/,
+                      unsigned int /*blockDimX*/, unsigned int /*blockDimY*/, unsigned int /*blockDimZ*/,
+                      unsigned int /*sharedMemBytes*/, CUstream hStream, void** /*kernelParams*/, void** /*extra*/),
+                     { return api([&] { return f ? launch(hStream, gridDimX) : CUDA_ERROR_INVALID_HANDLE; }); })
+
+FAKE_EXPORT_AND_PTSZ(cuLaunchKernelEx,
+                     (const CUlaunchConfig* config, CUfunction f, void** /*kernelParams*/, void** /*extra*/), {
   return api([&] {
+    if (config == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    return f == nullptr ? CUDA_ERROR_INVALID_HANDLE : launch(config->hStream, config->gridDimX);
+  });
+})
+
+FAKE_EXPORT_AND_PTSZ(cuLaunchCooperativeKernel,
+                     (CUfunction f, unsigned int gridDimX, unsigned int /*gridDimY*/, unsigned int /*gridDimZ*/,
+                      unsigned int /*blockDimX*/, unsigned int /*blockDimY*/, unsigned int /*blockDimZ*/,
+                      unsigned int /*sharedMemBytes*/, CUstream hStream, void** /*kernelParams*/),
+                     { return api([&] { return f ? launch(hStream, gridDimX) : CUDA_ERROR_INVALID_HANDLE; }); })
+
+// A null graph is 0 us long: CUDA_ERROR_INVALID_VALUE.
+FAKE_EXPORT_AND_PTSZ(cuGraphLaunch, (CUgraphExec hGraphExec, CUstream hStream), {
+  return api([&] { return launch(hStream, reinterpret_cast<uint64_t>(hGraphExec)); });
+})
+
+// ------------------------------------------------------------------ events --
+
+FAKE_EXPORT CUresult cuEventCreate(CUevent* phEvent, unsigned int Flags) {
+  return api([&] {
+    constexpr unsigned kKnown = CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING | CU_EVENT_INTERPROCESS;
+    if (phEvent == nullptr || (Flags & ~kKnown) != 0 ||
+        ((Flags & CU_EVENT_INTERPROCESS) && !(Flags & CU_EVENT_DISABLE_TIMING)))
+      return CUDA_ERROR_INVALID_VALUE;
     Lock lock;
     CUctx_st* c = nullptr;
-    return stream_ctx_locked(hStream, &c);
+    RETURN_IF_ERROR(current_ctx_locked(&c));
+    auto e = std::make_unique<CUevent_st>(CUevent_st{c, Flags, false, 0});
+    state().events.insert(e.get());
+    *phEvent = e.release();
+    return CUDA_SUCCESS;
   });
+}
+
+FAKE_EXPORT CUresult cuEventDestroy_v2(CUevent hEvent) {
+  return api([&] {
+    Lock lock;
+    if (hEvent == nullptr || state().events.erase(hEvent) == 0) return CUDA_ERROR_INVALID_HANDLE;
+    delete hEvent;
+    return CUDA_SUCCESS;
+  });
+}
+
+FAKE_EXPORT_AND_PTSZ(cuEventRecord, (CUevent hEvent, CUstream hStream), {
+  return api([&] { return event_record(hEvent, hStream, 0); });
+})
+FAKE_EXPORT_AND_PTSZ(cuEventRecordWithFlags, (CUevent hEvent, CUstream hStream, unsigned int flags), {
+  return api([&] { return event_record(hEvent, hStream, flags); });
+})
+
+// A never-recorded event counts as complete, as in the driver.
+FAKE_EXPORT CUresult cuEventQuery(CUevent hEvent) {
+  return api([&] {
+    uint64_t until = 0;
+    RETURN_IF_ERROR(event_time(hEvent, &until));
+    return fake_engine::now_ns() < until ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
+  });
+}
+
+FAKE_EXPORT CUresult cuEventSynchronize(CUevent hEvent) {
+  return api([&] {
+    uint64_t until = 0;
+    RETURN_IF_ERROR(event_time(hEvent, &until));
+    fake_engine::sleep_until(until);
+    return CUDA_SUCCESS;
+  });
+}
+
+// Both events must be recorded, with timing, and complete.
+FAKE_EXPORT CUresult cuEventElapsedTime_v2(float* pMilliseconds, CUevent hStart, CUevent hEnd) {
+  return api([&] {
+    if (pMilliseconds == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    Lock lock;
+    RETURN_IF_ERROR(event_locked(hStart));
+    RETURN_IF_ERROR(event_locked(hEnd));
+    for (const CUevent_st* e : {hStart, hEnd})
+      if (!e->recorded || (e->flags & CU_EVENT_DISABLE_TIMING)) return CUDA_ERROR_INVALID_HANDLE;
+    if (fake_engine::now_ns() < std::max(hStart->time, hEnd->time)) return CUDA_ERROR_NOT_READY;
+    auto ns = static_cast<int64_t>(hEnd->time - hStart->time);  // negative if recorded in reverse
+    *pMilliseconds = static_cast<float>(static_cast<double>(ns) / 1e6);
+    return CUDA_SUCCESS;
+  });
+}
+FAKE_EXPORT CUresult cuEventElapsedTime(float* pMilliseconds, CUevent hStart, CUevent hEnd) {
+  return cuEventElapsedTime_v2(pMilliseconds, hStart, hEnd);
 }
 
 // ------------------------------------------------------------------ memory --
@@ -920,6 +1185,15 @@ void* lookup_export(const char* name) {
       FAKE_ENTRY(cuMemSetAccess), FAKE_ENTRY(cuMemGetAllocationGranularity), FAKE_ENTRY(cuArrayCreate_v2),
       FAKE_ENTRY(cuArray3DCreate_v2), FAKE_ENTRY(cuArrayDestroy), FAKE_ENTRY(cuMipmappedArrayCreate),
       FAKE_ENTRY(cuMipmappedArrayDestroy), FAKE_ENTRY(cuGetProcAddress), FAKE_ENTRY(cuGetProcAddress_v2),
+      FAKE_ENTRY(cuStreamCreateWithPriority), FAKE_ENTRY(cuStreamSynchronize_ptsz), FAKE_ENTRY(cuStreamQuery),
+      FAKE_ENTRY(cuStreamQuery_ptsz), FAKE_ENTRY(cuStreamWaitEvent), FAKE_ENTRY(cuStreamWaitEvent_ptsz),
+      FAKE_ENTRY(cuLaunchKernel), FAKE_ENTRY(cuLaunchKernel_ptsz), FAKE_ENTRY(cuLaunchKernelEx),
+      FAKE_ENTRY(cuLaunchKernelEx_ptsz), FAKE_ENTRY(cuLaunchCooperativeKernel),
+      FAKE_ENTRY(cuLaunchCooperativeKernel_ptsz), FAKE_ENTRY(cuGraphLaunch), FAKE_ENTRY(cuGraphLaunch_ptsz),
+      FAKE_ENTRY(cuEventCreate), FAKE_ENTRY(cuEventDestroy_v2), FAKE_ENTRY(cuEventRecord),
+      FAKE_ENTRY(cuEventRecord_ptsz), FAKE_ENTRY(cuEventRecordWithFlags), FAKE_ENTRY(cuEventRecordWithFlags_ptsz),
+      FAKE_ENTRY(cuEventQuery), FAKE_ENTRY(cuEventSynchronize), FAKE_ENTRY(cuEventElapsedTime),
+      FAKE_ENTRY(cuEventElapsedTime_v2),
   };
 #undef FAKE_ENTRY
   for (const Entry& e : kEntries)
@@ -943,9 +1217,14 @@ constexpr Renamed kRenames[] = {
     {"cuCtxPopCurrent", 4000, "cuCtxPopCurrent_v2"}, {"cuStreamDestroy", 4000, "cuStreamDestroy_v2"},
     {"cuDevicePrimaryCtxRelease", 11000, "cuDevicePrimaryCtxRelease_v2"},
     {"cuDeviceGetUuid", 11040, "cuDeviceGetUuid_v2"}, {"cuGetProcAddress", 12000, "cuGetProcAddress_v2"},
+    {"cuEventDestroy", 4000, "cuEventDestroy_v2"}, {"cuEventElapsedTime", 12080, "cuEventElapsedTime_v2"},
 };
 // Functions with a per-thread-default-stream export.
-constexpr const char* kPtsz[] = {"cuMemAllocAsync", "cuMemAllocFromPoolAsync", "cuMemFreeAsync"};
+constexpr const char* kPtsz[] = {
+    "cuMemAllocAsync", "cuMemAllocFromPoolAsync", "cuMemFreeAsync", "cuLaunchKernel", "cuLaunchKernelEx",
+    "cuLaunchCooperativeKernel", "cuGraphLaunch", "cuEventRecord", "cuEventRecordWithFlags", "cuStreamSynchronize",
+    "cuStreamQuery", "cuStreamWaitEvent",
+};
 
 CUresult get_proc_address(const char* symbol, void** pfn, int version, cuuint64_t flags,
                           CUdriverProcAddressQueryResult* status) {
@@ -987,3 +1266,6 @@ FAKE_EXPORT uint64_t fake_cuda_allocated_bytes(int physical_device) {
 }
 
 FAKE_EXPORT uint64_t fake_cuda_alloc_calls(void) { return g_alloc_calls.load(std::memory_order_relaxed); }
+
+FAKE_EXPORT uint64_t fake_cuda_kernel_ns(void) { return g_kernel_ns.load(std::memory_order_relaxed); }
+FAKE_EXPORT uint64_t fake_cuda_launches(void) { return g_launches.load(std::memory_order_relaxed); }

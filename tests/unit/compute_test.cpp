@@ -54,7 +54,7 @@ class ArbiterTest : public testing::StateTest {
     if (holder() != UINT32_MAX) s().slots[holder()].compute[kGpu].waiting_since_ns.store(0);
     return result;
   }
-  void launch(std::uint32_t slot) { s().slots[slot].compute[kGpu].launches.fetch_add(1); }
+  void launch(std::uint32_t slot) { s().slots[slot].compute[kGpu].launches.fetch_add(2); }
   std::uint64_t gpu_ns(std::uint32_t slot) {
     return s().tenants[s().slots[slot].tenant_index.load()].compute[kGpu].gpu_ns.load();
   }

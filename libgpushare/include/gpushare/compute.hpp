@@ -66,10 +66,12 @@ inline std::uint32_t holder_token(std::uint32_t slot) { return slot + 1; }
 
 // REQUIRES: the GPU's schedule mutex held (see ScheduleLock). `requester` is the slot asking
 // (it has set its waiting_since), or kNoRequester for a look by someone who only passes by.
-// A dead holder is found as an idle one: its launch count stops moving.
+// A holder whose launch count has stopped moving is idle when it is outside a launch (even
+// count), and dead when `slot_alive` says so (a launch blocked on a full GPU queue is neither).
 inline constexpr std::uint32_t kNoRequester = UINT32_MAX;
+using SlotAlive = std::function<bool(std::uint32_t slot)>;
 Arbitration arbitrate(layout::StateLayout& state, std::uint32_t gpu, std::uint64_t now_ns, std::uint32_t requester,
-                      const ArbiterTiming& timing);
+                      const ArbiterTiming& timing, const SlotAlive& slot_alive = {});
 
 // Ends the current holder's slice, charging its tenant from the slice start to now_ns.
 // REQUIRES: the schedule mutex held.
@@ -106,10 +108,10 @@ class ComputeGate {
   bool holds(std::uint32_t gpu) const {
     return state_.state().schedules[gpu].holder_word.load(std::memory_order_relaxed) == holder_token(slot_);
   }
-  void count_launch(std::uint32_t gpu) {
-    auto& launches = state_.state().slots[slot_].compute[gpu].launches;
-    launches.store(launches.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
+  // Brackets each gated launch: the count is odd while this process is inside one (perhaps
+  // blocked on a full GPU queue), even between launches. Only this process writes it.
+  void begin_launch(std::uint32_t gpu) { bump(gpu); }
+  void end_launch(std::uint32_t gpu) { bump(gpu); }
 
   // Slow path before a launch when holds() is false: hands over first if this process was asked
   // to, then waits until it holds the slice.
@@ -122,6 +124,11 @@ class ComputeGate {
 
  private:
   Status hand_over(std::uint32_t gpu, const Drain& drain);
+  bool slot_alive(std::uint32_t slot);
+  void bump(std::uint32_t gpu) {
+    auto& launches = state_.state().slots[slot_].compute[gpu].launches;
+    launches.store(launches.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
 
   SharedState& state_;
   std::uint32_t slot_;

@@ -115,6 +115,9 @@ struct LedgerSnapshot {
   std::uint64_t used_bytes = 0;
   std::uint64_t peak_bytes = 0;
   std::uint64_t oom_refusals = 0;
+  std::uint64_t gpu_ns = 0;      // GPU time charged
+  std::uint64_t launches = 0;
+  std::uint64_t wait_ns = 0;
 };
 struct ProcessSnapshot {
   std::uint32_t slot = 0;
@@ -126,6 +129,7 @@ struct TenantSnapshot {
   std::uint32_t index = 0;
   std::string name;
   std::optional<std::uint64_t> override_limit_bytes;
+  ComputePolicyValues compute;
   std::vector<LedgerSnapshot> gpus;  // the GPUs this tenant has used
   std::vector<ProcessSnapshot> processes;
 };

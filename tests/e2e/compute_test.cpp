@@ -1,0 +1,148 @@
+// End-to-end time-slicing: real processes under the preload library, on the fake driver's
+// simulated GPU (kernels of all processes run one at a time, for gridDimX microseconds each, with a
+// 20 ms hardware queue). Shares are measured as each process's kernel time over the run.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "process.hpp"
+
+namespace fs = std::filesystem;
+using gpushare::testing::Env;
+using gpushare::testing::Process;
+using gpushare::testing::ProcessResult;
+using gpushare::testing::run;
+
+namespace {
+
+std::optional<double> number(const std::string& output, const std::string& key) {
+  std::istringstream words(output);
+  std::string word;
+  while (words >> word) {
+    if (word.rfind(key + "=", 0) == 0) return std::stod(word.substr(key.size() + 1));
+  }
+  return std::nullopt;
+}
+
+struct Tenant {
+  std::string name;
+  std::vector<std::string> options;  // gpushare run options
+  std::vector<std::string> workload;  // gpu_workload arguments after LOOKUP
+  std::string lookup = "linked";
+};
+
+class TimeSlicing : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) / ("gpushare-slicing-" + std::to_string(::getpid()) + "-" +
+                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::unique_ptr<Process> start(const Tenant& tenant) const {
+    std::vector<std::string> argv{GPUSHARE_TEST_TOOL, "run", "--tenant", tenant.name, "--state", (dir_ / "state").string()};
+    argv.insert(argv.end(), tenant.options.begin(), tenant.options.end());
+    argv.insert(argv.end(), {"--", GPUSHARE_TEST_WORKLOAD, tenant.lookup});
+    argv.insert(argv.end(), tenant.workload.begin(), tenant.workload.end());
+    const Env env{{"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_DIR},
+                  {"GPUSHARE_REAL_LIBCUDA", std::string(GPUSHARE_TEST_FAKE_DIR) + "/libcuda.so.1"},
+                  {"FAKE_CUDA_ENGINE", (dir_ / "engine").string()}};
+    return std::make_unique<Process>(argv, env);
+  }
+
+  // Runs the tenants side by side; returns each one's share of the kernel time they got together.
+  std::vector<double> shares(const std::vector<Tenant>& tenants) {
+    std::vector<std::unique_ptr<Process>> processes;
+    for (const auto& tenant : tenants) processes.push_back(start(tenant));
+    std::vector<double> kernel;
+    double total = 0;
+    for (auto& process : processes) {
+      const ProcessResult r = process->wait(std::chrono::seconds(60));
+      EXPECT_EQ(r.exit_code, 0) << r.err;
+      kernel.push_back(number(r.out, "kernel_us").value_or(0));
+      total += kernel.back();
+    }
+    for (double& k : kernel) k = total > 0 ? k / total : 0;
+    return kernel;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(TimeSlicing, ThirtySeventyWhileBothSaturate) {
+  const auto got = shares({{"a", {"--share", "30"}, {"saturate", "5", "1000"}},
+                           {"b", {"--share", "70"}, {"saturate", "5", "1000"}, "procaddress"}});
+  EXPECT_NEAR(got[0], 0.30, 0.03);
+  EXPECT_NEAR(got[1], 0.70, 0.03);
+}
+
+TEST_F(TimeSlicing, FourTenantsTenTwentyThirtyForty) {
+  const auto got = shares({{"a", {"--share", "10"}, {"saturate", "5", "1000"}},
+                           {"b", {"--share", "20"}, {"saturate-ex", "5", "1000"}},
+                           {"c", {"--share", "30"}, {"saturate-graph", "5", "1000"}, "procaddress"},
+                           {"d", {"--share", "40"}, {"saturate-coop", "5", "1000"}}});
+  EXPECT_NEAR(got[0], 0.10, 0.03);
+  EXPECT_NEAR(got[1], 0.20, 0.03);
+  EXPECT_NEAR(got[2], 0.30, 0.03);
+  EXPECT_NEAR(got[3], 0.40, 0.03);
+}
+
+TEST_F(TimeSlicing, AHardCapHoldsOnAnIdleGpu) {
+  const ProcessResult r = start({"capped", {"--limit", "30"}, {"saturate", "5", "1000"}})->wait();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NEAR(number(r.out, "kernel_us").value() / number(r.out, "wall_us").value(), 0.30, 0.03);
+}
+
+TEST_F(TimeSlicing, AShareAloneUsesTheWholeGpu) {
+  const ProcessResult r = start({"alone", {"--share", "30"}, {"saturate", "3", "1000"}})->wait();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GE(number(r.out, "kernel_us").value() / number(r.out, "wall_us").value(), 0.95);
+}
+
+// A high tenant's short kernels beside a saturating low tenant. The bound: the low tenant's work
+// already queued when the high one arrives (at most ~32 launches in flight per process: here 32 x
+// 200 us), plus the high kernel itself. Without gpushare the fake GPU's 20 ms queue is the wait.
+TEST_F(TimeSlicing, HighPriorityLatencyStaysBounded) {
+  auto low = start({"low", {"--priority", "low"}, {"saturate", "4", "200"}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const ProcessResult high = start({"high", {"--priority", "high"}, {"latency", "3", "50", "5000"}})->wait();
+  ASSERT_EQ(high.exit_code, 0) << high.err;
+  EXPECT_GT(number(high.out, "count").value(), 100);
+  EXPECT_LT(number(high.out, "p99_us").value(), 10'000) << high.out;
+  EXPECT_EQ(low->wait().exit_code, 0);
+}
+
+TEST_F(TimeSlicing, KillingTheHolderReleasesTheGpuWithinASecond) {
+  auto victim = start({"victim", {}, {"saturate", "30", "1000"}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto survivor = start({"survivor", {}, {"saturate", "3", "1000"}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  victim->kill(SIGKILL);
+  EXPECT_EQ(victim->wait().exit_code, 128 + SIGKILL);
+  const ProcessResult r = survivor->wait();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Half of the first 0.5 s, then (after at most a second's hand-over) all of the rest.
+  EXPECT_GE(number(r.out, "kernel_us").value() / number(r.out, "wall_us").value(), 0.45);
+}
+
+TEST_F(TimeSlicing, AWaitingProcessSleeps) {
+  auto high = start({"busy", {"--priority", "high"}, {"saturate", "3", "1000"}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const ProcessResult waiting = start({"starved", {"--priority", "low"}, {"saturate", "2", "1000"}})->wait();
+  ASSERT_EQ(waiting.exit_code, 0) << waiting.err;
+  EXPECT_LT(waiting.cpu_seconds / 2.0, 0.05) << "cpu " << waiting.cpu_seconds << " s";
+  EXPECT_EQ(high->wait().exit_code, 0);
+}
+
+}  // namespace

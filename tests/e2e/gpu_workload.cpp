@@ -1,0 +1,202 @@
+// A GPU workload for the time-slicing tests: it launches kernels on the fake driver's simulated
+// engine and reports, as key=value words on one line, how much GPU time it got or how long its
+// kernels took to come back.
+//
+//   gpu_workload LOOKUP MODE ARGS   LOOKUP = linked | procaddress
+//   MODES
+//     saturate SECONDS KERNEL_US        launch KERNEL_US kernels back to back on one stream for
+//                                       SECONDS, then synchronize; prints
+//                                       kernel_us=<launched> launches=<n> wall_us=<first launch to end>
+//     saturate-ex | saturate-graph | saturate-coop SECONDS KERNEL_US
+//                                       the same through cuLaunchKernelEx, cuGraphLaunch (the fake's
+//                                       graph lasts as many us as its handle's value) or
+//                                       cuLaunchCooperativeKernel
+//     latency SECONDS KERNEL_US INTERVAL_US
+//                                       launch one kernel, synchronize, sleep INTERVAL_US, repeat;
+//                                       prints count=<n> p50_us= p99_us= max_us= (launch to sync return)
+//   Environment: PROBE_DEVICE (ordinal, default 0). Any launch or sync error: error=<code> on stderr,
+//   exit status 3.
+//
+// procaddress resolves everything through cuGetProcAddress_v2 by base name, with the per-thread
+// default stream flag for launches and synchronization, as libcudart built that way does.
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <cuda.h>
+
+namespace {
+
+struct Api {
+  decltype(&::cuInit) init;
+  decltype(&::cuDeviceGet) device_get;
+  decltype(&::cuDevicePrimaryCtxRetain) primary_ctx_retain;
+  decltype(&::cuCtxSetCurrent) ctx_set_current;
+  decltype(&::cuStreamCreate) stream_create;
+  decltype(&::cuStreamDestroy_v2) stream_destroy;
+  decltype(&::cuStreamSynchronize) stream_synchronize;
+  decltype(&::cuLaunchKernel) launch_kernel;
+  decltype(&::cuLaunchKernelEx) launch_kernel_ex;
+  decltype(&::cuLaunchCooperativeKernel) launch_cooperative_kernel;
+  decltype(&::cuGraphLaunch) graph_launch;
+};
+
+[[noreturn]] void die(const char* what) {
+  std::fprintf(stderr, "gpu_workload: %s\n", what);
+  std::exit(3);
+}
+
+void check(CUresult result) {
+  if (result == CUDA_SUCCESS) return;
+  std::fprintf(stderr, "error=%d\n", static_cast<int>(result));
+  std::exit(3);
+}
+
+Api linked_api() {
+  return Api{&::cuInit,
+             &::cuDeviceGet,
+             &::cuDevicePrimaryCtxRetain,
+             &::cuCtxSetCurrent,
+             &::cuStreamCreate,
+             &::cuStreamDestroy_v2,
+             &::cuStreamSynchronize,
+             &::cuLaunchKernel,
+             &::cuLaunchKernelEx,
+             &::cuLaunchCooperativeKernel,
+             &::cuGraphLaunch};
+}
+
+template <typename Fn>
+void resolve(Fn& slot, void* address, const char* name) {
+  if (address == nullptr) {
+    std::fprintf(stderr, "gpu_workload: cannot resolve %s\n", name);
+    std::exit(3);
+  }
+  slot = reinterpret_cast<Fn>(address);
+}
+
+Api procaddress_api() {
+  void* handle = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) die("cannot dlopen libcuda.so.1");
+  using GetProc = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
+  auto get_proc = reinterpret_cast<GetProc>(dlsym(handle, "cuGetProcAddress_v2"));
+  if (get_proc == nullptr) die("no cuGetProcAddress_v2");
+  auto get = [&](const char* name, int version, cuuint64_t flags = CU_GET_PROC_ADDRESS_DEFAULT) {
+    void* address = nullptr;
+    CUdriverProcAddressQueryResult status{};
+    if (get_proc(name, &address, version, flags, &status) != CUDA_SUCCESS) return static_cast<void*>(nullptr);
+    return address;
+  };
+  constexpr cuuint64_t kPtds = CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM;
+  Api api{};
+  resolve(api.init, get("cuInit", 2000), "cuInit");
+  resolve(api.device_get, get("cuDeviceGet", 2000), "cuDeviceGet");
+  resolve(api.primary_ctx_retain, get("cuDevicePrimaryCtxRetain", 7000), "cuDevicePrimaryCtxRetain");
+  resolve(api.ctx_set_current, get("cuCtxSetCurrent", 4000), "cuCtxSetCurrent");
+  resolve(api.stream_create, get("cuStreamCreate", 2000), "cuStreamCreate");
+  resolve(api.stream_destroy, get("cuStreamDestroy", 4000), "cuStreamDestroy");
+  resolve(api.stream_synchronize, get("cuStreamSynchronize", 2000, kPtds), "cuStreamSynchronize");
+  resolve(api.launch_kernel, get("cuLaunchKernel", 4000, kPtds), "cuLaunchKernel");
+  resolve(api.launch_kernel_ex, get("cuLaunchKernelEx", 11060, kPtds), "cuLaunchKernelEx");
+  resolve(api.launch_cooperative_kernel, get("cuLaunchCooperativeKernel", 9000, kPtds), "cuLaunchCooperativeKernel");
+  resolve(api.graph_launch, get("cuGraphLaunch", 10000, kPtds), "cuGraphLaunch");
+  return api;
+}
+
+using Clock = std::chrono::steady_clock;
+
+int64_t micros(Clock::duration d) { return std::chrono::duration_cast<std::chrono::microseconds>(d).count(); }
+
+// The fake driver accepts any non-null function handle.
+char g_kernel_image;
+CUfunction kernel() { return reinterpret_cast<CUfunction>(&g_kernel_image); }
+
+// One kernel of `us` microseconds on `stream`, through the entry point `mode` names.
+std::function<CUresult(CUstream)> launcher(const Api& api, const std::string& mode, unsigned us) {
+  if (mode == "saturate" || mode == "latency")
+    return [&api, us](CUstream s) { return api.launch_kernel(kernel(), us, 1, 1, 1, 1, 1, 0, s, nullptr, nullptr); };
+  if (mode == "saturate-coop")
+    return [&api, us](CUstream s) { return api.launch_cooperative_kernel(kernel(), us, 1, 1, 1, 1, 1, 0, s, nullptr); };
+  if (mode == "saturate-graph")
+    return [&api, us](CUstream s) { return api.graph_launch(reinterpret_cast<CUgraphExec>(uintptr_t{us}), s); };
+  if (mode == "saturate-ex")
+    return [&api, us](CUstream s) {
+      CUlaunchConfig config{};
+      config.gridDimX = us;
+      config.gridDimY = config.gridDimZ = 1;
+      config.blockDimX = config.blockDimY = config.blockDimZ = 1;
+      config.hStream = s;
+      return api.launch_kernel_ex(&config, kernel(), nullptr, nullptr);
+    };
+  die("unknown mode");
+}
+
+unsigned number(const char* text) { return static_cast<unsigned>(std::strtoul(text, nullptr, 0)); }
+
+// Nearest-rank percentile of sorted values.
+int64_t percentile(const std::vector<int64_t>& sorted, unsigned p) {
+  size_t rank = (sorted.size() * p + 99) / 100;
+  return sorted[rank == 0 ? 0 : rank - 1];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 5) die("usage: gpu_workload linked|procaddress MODE SECONDS KERNEL_US [INTERVAL_US]");
+  const std::string lookup = argv[1];
+  const std::string mode = argv[2];
+  if (lookup != "linked" && lookup != "procaddress") die("unknown lookup");
+  const Api api = lookup == "linked" ? linked_api() : procaddress_api();
+  const int ordinal = std::getenv("PROBE_DEVICE") ? std::atoi(std::getenv("PROBE_DEVICE")) : 0;
+  CUdevice device = 0;
+  CUcontext context = nullptr;
+  if (api.init(0) != CUDA_SUCCESS || api.device_get(&device, ordinal) != CUDA_SUCCESS ||
+      api.primary_ctx_retain(&context, device) != CUDA_SUCCESS || api.ctx_set_current(context) != CUDA_SUCCESS) {
+    die("cannot set up a context");
+  }
+  std::setvbuf(stdout, nullptr, _IONBF, 0);
+  const auto duration = std::chrono::duration<double>(std::strtod(argv[3], nullptr));
+  const unsigned kernel_us = number(argv[4]);
+  const auto launch = launcher(api, mode, kernel_us);
+  CUstream stream = nullptr;
+  check(api.stream_create(&stream, 0));
+
+  if (mode == "latency") {
+    if (argc < 6) die("latency needs INTERVAL_US");
+    const auto interval = std::chrono::microseconds(number(argv[5]));
+    std::vector<int64_t> latencies;
+    const auto begin = Clock::now();
+    while (Clock::now() - begin < duration) {
+      const auto start = Clock::now();
+      check(launch(stream));
+      check(api.stream_synchronize(stream));
+      latencies.push_back(micros(Clock::now() - start));
+      std::this_thread::sleep_for(interval);
+    }
+    if (latencies.empty()) die("no sample");
+    std::sort(latencies.begin(), latencies.end());
+    std::printf("count=%zu p50_us=%lld p99_us=%lld max_us=%lld\n", latencies.size(),
+                static_cast<long long>(percentile(latencies, 50)), static_cast<long long>(percentile(latencies, 99)),
+                static_cast<long long>(latencies.back()));
+  } else {
+    uint64_t launches = 0;
+    const auto begin = Clock::now();
+    while (Clock::now() - begin < duration) {
+      check(launch(stream));
+      ++launches;
+    }
+    check(api.stream_synchronize(stream));
+    std::printf("kernel_us=%llu launches=%llu wall_us=%lld\n", static_cast<unsigned long long>(launches * kernel_us),
+                static_cast<unsigned long long>(launches), static_cast<long long>(micros(Clock::now() - begin)));
+  }
+  check(api.stream_destroy(stream));
+  return 0;
+}

@@ -1,0 +1,31 @@
+// Simulated GPU engine of the fake CUDA driver: one virtual timeline per
+// physical device, shared by every process that maps the same engine file.
+// No threads: a kernel "runs" during the interval it reserved on the timeline,
+// and callers that wait simply sleep until the time they wait for.
+#pragma once
+
+#include <cstdint>
+
+namespace fake_engine {
+
+constexpr int kDevices = 16;  // physical devices, as in fake_cuda.cpp
+
+// Maps the timelines: the file named by FAKE_CUDA_ENGINE (created and sized if
+// needed, all zero = idle devices), or process-private memory if unset.
+// Idempotent; false (after a message on stderr) if the file cannot be used.
+bool open();
+
+// CLOCK_MONOTONIC in nanoseconds: system-wide, comparable across processes.
+uint64_t now_ns();
+
+// Sleeps (never spins) until now_ns() >= t.
+void sleep_until(uint64_t t);
+
+// Reserves `duration` ns on physical device `phys`, starting no earlier than
+// `earliest` (the stream's tail), after everything reserved before on that
+// device by any process. While the kernel would start more than `max_queue`
+// ns from now, sleeps first, like a host blocked on a full launch queue.
+// Returns the kernel's end time.
+uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue);
+
+}  // namespace fake_engine
