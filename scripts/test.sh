@@ -8,5 +8,5 @@ build="$root/build"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGPUSHARE_WERROR=ON >/dev/null
 cmake --build "$build" -j "$(nproc)"
 echo "== benchmark: added cost of the hooked allocation path (fake driver)"
-"$build/bench/alloc_bench" --benchmark_min_time=0.2 2>&1 | tail -n 2
+"$build/bench/hook_bench" --benchmark_min_time=0.2 2>&1 | tail -n 2
 ctest --test-dir "$build" --output-on-failure -j 2 --timeout 300

@@ -11,11 +11,11 @@ bundle="$root/.device"
 
 if [[ "${1:-}" == "prepare" ]]; then
   cmake -S "$root" -B "$root/build-device" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$bundle/install" >/dev/null
-  cmake --build "$root/build-device" --target gpushare gpushare_preload alloc_probe alloc_bench
+  cmake --build "$root/build-device" --target gpushare gpushare_preload alloc_probe hook_bench
   rm -rf "$bundle"
   cmake --install "$root/build-device" >/dev/null
   mkdir -p "$bundle/bin" "$bundle/lib"
-  cp "$root/build-device/tests/e2e/alloc_probe" "$root/build-device/bench/alloc_bench" "$bundle/bin/"
+  cp "$root/build-device/tests/e2e/alloc_probe" "$root/build-device/bench/hook_bench" "$bundle/bin/"
   cp -L /usr/lib/x86_64-linux-gnu/libbenchmark.so.1debian "$bundle/lib/"
   du -sh "$bundle"
   exit 0
@@ -50,6 +50,6 @@ done
 
 echo "== allocation overhead, real driver (cuMemAlloc_v2 + cuMemFree_v2 of 1 MiB)"
 GPUSHARE_BENCH_DRIVER=libcuda.so.1 GPUSHARE_BENCH_PRELOAD="$bundle/install/lib/gpushare/libgpushare-preload.so" \
-  "$bundle/bin/alloc_bench" --benchmark_min_time=1 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
+  "$bundle/bin/hook_bench" --benchmark_min_time=1 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
   2>&1 | grep -v WARNING
 rm -rf "$work"

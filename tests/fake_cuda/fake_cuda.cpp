@@ -110,6 +110,7 @@ struct Config {
   uint64_t memory = kDefaultMemory;
   uint64_t ctx_memory = 0;
   uint64_t max_queue_ns = 20000 * 1000ULL;  // bound on the device's queued work
+  uint64_t kernel_unit_ns = 1000;            // a kernel lasts gridDimX of these
 };
 
 // Strict decimal parse: a typo in a test's environment must fail loudly, not
@@ -138,6 +139,8 @@ Config load_config() {
   read("FAKE_CUDA_CONTEXT_MEMORY", UINT64_MAX, [&] { c.ctx_memory = v; });
   read("FAKE_CUDA_DEVICE_COUNT", kMaxDevices, [&] { c.count = static_cast<int>(v); });
   read("FAKE_CUDA_MAX_QUEUE_US", UINT64_MAX / 1000, [&] { c.max_queue_ns = v * 1000; });
+  // Benchmarks set 1 (ns) so that kernels finish faster than they can be launched.
+  read("FAKE_CUDA_KERNEL_UNIT_NS", 1'000'000, [&] { c.kernel_unit_ns = v; });
   for (int i = 0; i < kMaxDevices; ++i) c.phys[i] = i;
   // Imitates CUDA_VISIBLE_DEVICES: ordinal i is physical device ORDER[i].
   const char* order = std::getenv("FAKE_CUDA_DEVICE_ORDER");
@@ -302,7 +305,7 @@ CUresult event_locked(CUevent e) {
 // process lock is not held while the launch waits for room in the queue.
 CUresult launch(CUstream s, uint64_t duration_us) {
   uint64_t duration = 0;
-  if (duration_us == 0 || __builtin_mul_overflow(duration_us, uint64_t{1000}, &duration))
+  if (duration_us == 0 || __builtin_mul_overflow(duration_us, config().kernel_unit_ns, &duration))
     return CUDA_ERROR_INVALID_VALUE;
   CUctx_st* c = nullptr;
   uint64_t* tail = nullptr;

@@ -1,6 +1,9 @@
-// Cost the preload library adds to the allocation path: cuMemAlloc_v2 + cuMemFree_v2 of 1 MiB
-// called directly on a driver, and through libgpushare-preload.so's wrappers onto the same driver,
-// in one run. Prints the difference and the ratio at the end.
+// Cost the preload library adds to the driver calls it wraps: each call made directly on a driver,
+// and through libgpushare-preload.so's wrapper onto the same driver, in one run; the differences
+// and ratios are printed at the end.
+//   - cuMemAlloc_v2 + cuMemFree_v2 of 1 MiB (the memory ledger)
+//   - cuMemGetInfo_v2 (the tenant's view)
+//   - cuLaunchKernel of an empty kernel (the time-slice gate, holding the slice)
 //
 // Environment:
 //   GPUSHARE_BENCH_DRIVER   driver to call (default: the fake driver of this build tree;
@@ -23,7 +26,16 @@ struct Calls {
   decltype(&::cuMemAlloc_v2) alloc = nullptr;
   decltype(&::cuMemFree_v2) free = nullptr;
   decltype(&::cuMemGetInfo_v2) get_info = nullptr;
+  decltype(&::cuLaunchKernel) launch = nullptr;
 };
+
+// An empty kernel for real drivers; the fake driver accepts any non-null function.
+constexpr const char* kEmptyKernelPtx = R"(.version 8.0
+.target sm_90
+.address_size 64
+.visible .entry empty() { ret; }
+)";
+CUfunction g_kernel = reinterpret_cast<CUfunction>(1);
 
 std::string env_or(const char* name, const char* fallback) {
   const char* value = std::getenv(name);
@@ -33,7 +45,7 @@ std::string env_or(const char* name, const char* fallback) {
 void* open_or_die(const std::string& path) {
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) {
-    std::fprintf(stderr, "alloc_bench: cannot open %s: %s\n", path.c_str(), dlerror());
+    std::fprintf(stderr, "hook_bench: cannot open %s: %s\n", path.c_str(), dlerror());
     std::exit(2);
   }
   return handle;
@@ -43,7 +55,7 @@ template <typename Fn>
 Fn symbol(void* handle, const char* name) {
   auto fn = reinterpret_cast<Fn>(dlsym(handle, name));
   if (fn == nullptr) {
-    std::fprintf(stderr, "alloc_bench: no %s\n", name);
+    std::fprintf(stderr, "hook_bench: no %s\n", name);
     std::exit(2);
   }
   return fn;
@@ -51,7 +63,8 @@ Fn symbol(void* handle, const char* name) {
 
 Calls calls_from(void* handle) {
   return Calls{symbol<decltype(Calls::alloc)>(handle, "cuMemAlloc_v2"), symbol<decltype(Calls::free)>(handle, "cuMemFree_v2"),
-               symbol<decltype(Calls::get_info)>(handle, "cuMemGetInfo_v2")};
+               symbol<decltype(Calls::get_info)>(handle, "cuMemGetInfo_v2"),
+               symbol<decltype(Calls::launch)>(handle, "cuLaunchKernel")};
 }
 
 Calls g_direct;
@@ -76,6 +89,15 @@ void get_info(benchmark::State& state, const Calls& calls) {
   }
 }
 
+void launch(benchmark::State& state, const Calls& calls) {
+  for (auto _ : state) {
+    if (calls.launch(g_kernel, 1, 1, 1, 1, 1, 1, 0, nullptr, nullptr, nullptr) != CUDA_SUCCESS) {
+      state.SkipWithError("launch failed");
+      break;
+    }
+  }
+}
+
 void BM_AllocFree_Direct(benchmark::State& state) { alloc_free_pair(state, g_direct); }
 void BM_AllocFree_Hooked(benchmark::State& state) { alloc_free_pair(state, g_hooked); }
 void BM_MemGetInfo_Direct(benchmark::State& state) { get_info(state, g_direct); }
@@ -84,6 +106,10 @@ BENCHMARK(BM_AllocFree_Direct)->Arg(1 << 20);
 BENCHMARK(BM_AllocFree_Hooked)->Arg(1 << 20);
 BENCHMARK(BM_MemGetInfo_Direct);
 BENCHMARK(BM_MemGetInfo_Hooked);
+void BM_Launch_Direct(benchmark::State& state) { launch(state, g_direct); }
+void BM_Launch_Hooked(benchmark::State& state) { launch(state, g_hooked); }
+BENCHMARK(BM_Launch_Direct);
+BENCHMARK(BM_Launch_Hooked);
 
 // Collects each run's time per iteration to print the comparison after the table.
 class ComparingReporter : public benchmark::ConsoleReporter {
@@ -106,6 +132,7 @@ class ComparingReporter : public benchmark::ConsoleReporter {
     ConsoleReporter::Finalize();
     compare("BM_AllocFree_Direct", "BM_AllocFree_Hooked", "cuMemAlloc_v2+cuMemFree_v2 (1 MiB)");
     compare("BM_MemGetInfo_Direct", "BM_MemGetInfo_Hooked", "cuMemGetInfo_v2");
+    compare("BM_Launch_Direct", "BM_Launch_Hooked", "cuLaunchKernel (empty kernel)");
   }
 
  private:
@@ -128,6 +155,9 @@ int main(int argc, char** argv) {
   const std::string state = "/tmp/gpushare-bench-" + std::to_string(getpid()) + ".state";
   setenv("GPUSHARE_STATE", state.c_str(), 1);
   setenv("GPUSHARE_MEMORY_LIMIT", "64GiB", 0);
+  // On the fake driver, kernels of 1 ns: they finish faster than they can be launched, so the
+  // launch path is measured, not a full queue.
+  setenv("FAKE_CUDA_KERNEL_UNIT_NS", "1", 0);
 
   void* driver = open_or_die(driver_path);
   void* preload = open_or_die(preload_path);
@@ -139,11 +169,19 @@ int main(int argc, char** argv) {
   CUcontext context = nullptr;
   if (init(0) != CUDA_SUCCESS || device_get(&device, 0) != CUDA_SUCCESS || retain(&context, device) != CUDA_SUCCESS ||
       set_current(context) != CUDA_SUCCESS) {
-    std::fprintf(stderr, "alloc_bench: cannot create a context on %s\n", driver_path.c_str());
+    std::fprintf(stderr, "hook_bench: cannot create a context on %s\n", driver_path.c_str());
     return 2;
   }
   g_direct = calls_from(driver);
   g_hooked = calls_from(preload);
+  using LoadData = CUresult (*)(CUmodule*, const void*);
+  using GetFunction = CUresult (*)(CUfunction*, CUmodule, const char*);
+  auto load_data = reinterpret_cast<LoadData>(dlsym(driver, "cuModuleLoadData"));
+  auto get_function = reinterpret_cast<GetFunction>(dlsym(driver, "cuModuleGetFunction"));
+  CUmodule module = nullptr;
+  if (load_data != nullptr && get_function != nullptr && load_data(&module, kEmptyKernelPtx) == CUDA_SUCCESS) {
+    get_function(&g_kernel, module, "empty");
+  }
 
   benchmark::Initialize(&argc, argv);
   ComparingReporter reporter;
