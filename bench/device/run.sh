@@ -48,7 +48,53 @@ for conf in "" "expandable_segments:True" "backend:cudaMallocAsync"; do
     python3 "$root/bench/device/torch_oom.py" | tee -a "$out/torch_oom.jsonl"
 done
 
-echo "== allocation overhead, real driver (cuMemAlloc_v2 + cuMemFree_v2 of 1 MiB)"
+echo "== time-slicing (spin: every SM busy ~1 ms per kernel; 5 s per run)"
+nvcc -O2 -arch=sm_90 -o "$work/spin" "$root/bench/device/spin.cu"
+spin="$work/spin"
+kernels() { sed -n 's/.*kernels=\([0-9]*\).*/\1/p' "$1"; }
+percent() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", 100 * a / b }'; }
+# tenants NAME:OPTIONS... : runs them side by side under gpushare, prints each one's share
+tenants() {
+  local i=0 pids=() names=()
+  for spec in "$@"; do
+    local name=${spec%%:*} options=${spec#*:}
+    # shellcheck disable=SC2086
+    "$gpushare" run --tenant "$name-$$" --state "$state" $options -- "$spin" saturate 5 1000 >"$work/$name.out" &
+    pids+=($!); names+=("$name")
+  done
+  wait "${pids[@]}"
+  local total=0
+  for name in "${names[@]}"; do total=$((total + $(kernels "$work/$name.out"))); done
+  for name in "${names[@]}"; do
+    printf '  %-10s %6d kernels  %5s %%\n' "$name" "$(kernels "$work/$name.out")" \
+      "$(percent "$(kernels "$work/$name.out")" "$total")"
+  done
+  echo "  together $total kernels = $(percent "$total" "$solo") % of one alone"
+}
+"$spin" saturate 5 1000 >"$work/solo.out"
+solo=$(kernels "$work/solo.out")
+echo "one alone, native: $solo kernels in 5 s"
+echo "two at once, native time-slicing:"
+"$spin" saturate 5 1000 >"$work/n1.out" & "$spin" saturate 5 1000 >"$work/n2.out"; wait
+echo "  $(kernels "$work/n1.out") / $(kernels "$work/n2.out") kernels = $(percent $(($(kernels "$work/n1.out") + $(kernels "$work/n2.out"))) "$solo") % of one alone"
+echo "gpushare --share 30 / --share 70:"; tenants "a30:--share 30" "b70:--share 70"
+echo "gpushare 10/20/30/40:"; tenants "t10:--share 10" "t20:--share 20" "t30:--share 30" "t40:--share 40"
+echo "gpushare --limit 30 alone:"; tenants "cap30:--limit 30"
+echo "== priority: short kernel + sync every 2 ms, p50/p99 (3 s)"
+printf '  alone:                     '; "$spin" latency 3 2000
+"$spin" saturate 4 1000 >/dev/null & sleep 0.5
+printf '  beside a saturating one:   '; "$spin" latency 3 2000; wait
+"$gpushare" run --tenant low-$$ --priority low --state "$state" -- "$spin" saturate 4 1000 >/dev/null & sleep 0.5
+printf '  gpushare high beside low:  '; "$gpushare" run --tenant high-$$ --priority high --state "$state" -- "$spin" latency 3 2000; wait
+echo "== PyTorch bf16 8192^3 matmul loops (5 s)"
+printf '  alone:               '; python3 "$root/bench/device/matmul.py" 5
+"$gpushare" run --tenant m30-$$ --share 30 --state "$state" -- python3 "$root/bench/device/matmul.py" 5 >"$work/m30.out" &
+"$gpushare" run --tenant m70-$$ --share 70 --state "$state" -- python3 "$root/bench/device/matmul.py" 5 >"$work/m70.out"; wait
+echo "  --share 30: $(cat "$work/m30.out")"
+echo "  --share 70: $(cat "$work/m70.out")"
+"$gpushare" status --state "$state" | grep -E "tenant|gpu time" | head -40
+
+echo "== hook overhead, real driver: alloc+free pair (1 MiB), cuMemGetInfo_v2, cuLaunchKernel (empty)"
 GPUSHARE_BENCH_DRIVER=libcuda.so.1 GPUSHARE_BENCH_PRELOAD="$bundle/install/lib/gpushare/libgpushare-preload.so" \
   "$bundle/bin/hook_bench" --benchmark_min_time=1 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
   2>&1 | grep -v WARNING
