@@ -41,6 +41,32 @@ void bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUs
   bound.recorded[i] = driver.cuEventRecord(bound.events[i], stream) == CUDA_SUCCESS;
 }
 
+// The GPU of the current context, remembered per thread for the last context seen: asking the
+// driver for the current context is cheaper than asking for its device, and a context never
+// changes device. Initial-exec TLS: no __tls_get_addr call on the hot path.
+struct LastContext {
+  CUcontext context = nullptr;
+  CUdevice device = 0;
+  std::uint32_t gpu = 0;
+};
+__attribute__((tls_model("initial-exec"))) thread_local LastContext t_last;
+__attribute__((tls_model("initial-exec"))) thread_local std::array<unsigned, layout::kMaxGpus> t_launches{};
+
+std::optional<std::uint32_t> current_gpu(const RealDriver& driver, Tenancy& tenancy, CUdevice* device) {
+  CUcontext context = nullptr;
+  if (driver.cuCtxGetCurrent == nullptr || driver.cuCtxGetCurrent(&context) != CUDA_SUCCESS || context == nullptr) {
+    return std::nullopt;
+  }
+  if (context == t_last.context) {
+    *device = t_last.device;
+    return t_last.gpu;
+  }
+  if (driver.cuCtxGetDevice == nullptr || driver.cuCtxGetDevice(device) != CUDA_SUCCESS) return std::nullopt;
+  const auto gpu = tenancy.gpu_for(*device);
+  if (gpu) t_last = {context, *device, *gpu};
+  return gpu;
+}
+
 template <typename Launch>
 CUresult gated(CUstream stream, Launch&& launch) {
   const RealDriver* driver = real_driver();
@@ -48,8 +74,7 @@ CUresult gated(CUstream stream, Launch&& launch) {
   Tenancy& tenancy = Tenancy::get();
   if (tenancy.mode() != Tenancy::Mode::kEnforce) return launch();
   CUdevice device = 0;
-  if (driver->cuCtxGetDevice == nullptr || driver->cuCtxGetDevice(&device) != CUDA_SUCCESS) return launch();
-  const auto gpu = tenancy.gpu_for(device);
+  const auto gpu = current_gpu(*driver, tenancy, &device);
   if (!gpu) return launch();
   ComputeGate& gate = tenancy.gate();
   // Odd from here to the end: draining at a handover, waiting for the slice and a launch blocked on
@@ -61,8 +86,7 @@ CUresult gated(CUstream stream, Launch&& launch) {
           acquired.error().message);
     }
   }
-  thread_local std::array<unsigned, layout::kMaxGpus> launches{};
-  if (++launches[*gpu] % kCheckpointEvery == 0) {
+  if (++t_launches[*gpu] % kCheckpointEvery == 0) {
     bound_inflight(*driver, tenancy.inflight(*gpu), stream);
     (void)gate.checkpoint(*gpu, drain);
   }

@@ -3,8 +3,9 @@
 #
 #   bench/device/run.sh prepare   here: build and install into .device/ (ignored by git), with the
 #                                 probe, the benchmark and its one shared library
-#   bench/device/run.sh           on the GPU machine, from the repository root, .device/ carried:
-#                                 checks and prints a table (under 5 minutes)
+#   bench/device/run.sh [SECTION...]  on the GPU machine, from the repository root, .device/
+#                                 carried: checks and prints a table (under 5 minutes). Sections:
+#                                 memory, compute, overhead (default: all three)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bundle="$root/.device"
@@ -28,10 +29,14 @@ work=$(mktemp -d)
 state="$work/state"
 out="${OUT:-$work}"
 
+sections=" ${*:-memory compute overhead} "
+want() { [[ $sections == *" $1 "* ]]; }
+
 echo "== card"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 date -u +%Y-%m-%dT%H:%MZ
 
+if want memory; then
 echo "== the three lookup paths of a driver-API program (quota 1 GiB, 16 MiB chunks)"
 for lookup in linked procaddress dlsym; do
   printf '%-12s ' "$lookup"
@@ -48,6 +53,9 @@ for conf in "" "expandable_segments:True" "backend:cudaMallocAsync"; do
     python3 "$root/bench/device/torch_oom.py" | tee -a "$out/torch_oom.jsonl"
 done
 
+fi
+
+if want compute; then
 echo "== time-slicing (spin: every SM busy ~1 ms per kernel; 5 s per run)"
 nvcc -O2 -arch=sm_90 -o "$work/spin" "$root/bench/device/spin.cu"
 spin="$work/spin"
@@ -94,8 +102,12 @@ echo "  --share 30: $(cat "$work/m30.out")"
 echo "  --share 70: $(cat "$work/m70.out")"
 "$gpushare" status --state "$state" | grep -E "tenant|gpu time" | head -40
 
+fi
+
+if want overhead; then
 echo "== hook overhead, real driver: alloc+free pair (1 MiB), cuMemGetInfo_v2, cuLaunchKernel (empty)"
 GPUSHARE_BENCH_DRIVER=libcuda.so.1 GPUSHARE_BENCH_PRELOAD="$bundle/install/lib/gpushare/libgpushare-preload.so" \
   "$bundle/bin/hook_bench" --benchmark_min_time=1 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
   2>&1 | grep -v WARNING
+fi
 rm -rf "$work"

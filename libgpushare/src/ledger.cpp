@@ -95,9 +95,20 @@ class [[nodiscard]] LedgerLock {
 
 std::uint64_t saturating_sub(std::uint64_t a, std::uint64_t b) { return a > b ? a - b : 0; }
 
-// A slot that changes hands must not look like a waiter of any GPU.
+// A slot that changes hands must not look like a waiter of any GPU, and must not keep a slice
+// its old owner held: the new owner would inherit it, ungranted, with the old slice's start time.
+// The old tenant is charged up to now.
 void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot) {
+  const auto index = static_cast<std::uint32_t>(&slot - state.slots);
   for (std::uint32_t gpu = 0; gpu < kMaxGpus; ++gpu) {
+    auto& schedule = state.schedules[gpu];
+    if ((schedule.holder_word.load(kAcquire) & ~layout::kHandoverBit) == holder_token(index)) {
+      auto lock = ScheduleLock::acquire(state, gpu);
+      if (lock && (schedule.holder_word.load(kAcquire) & ~layout::kHandoverBit) == holder_token(index)) {
+        end_slice(state, gpu, monotonic_now_ns());
+      }
+      wake_waiters(state, gpu);
+    }
     if (slot.compute[gpu].waiting_since_ns.exchange(0, kRelaxed) != 0) {
       state.schedules[gpu].waiting.fetch_sub(1, kRelaxed);
     }

@@ -230,6 +230,19 @@ TEST_F(ArbiterTest, QuotaSetTakesEffectWithinOneSlice) {
   EXPECT_NEAR(a_share, 20.0 / 70.0, 0.02);  // weights are relative: 20 against 50
 }
 
+TEST_F(ArbiterTest, ASlotReusedAfterItsHolderDiedDoesNotInheritTheSlice) {
+  const auto a = add("a", 50);
+  want(a);
+  decide();
+  ASSERT_EQ(holder(), a);
+  members_[0]->abandon();  // the holder dies: its liveness lock goes with its descriptor
+  ASSERT_EQ(reclaim_dead_processes(*state_).processes, 1u);
+  EXPECT_EQ(s().schedules[kGpu].holder_word.load(), 0u) << "the GPU is free again";
+  auto next = TenantMembership::join(*state_, "b");  // may get the same slot
+  ASSERT_TRUE(next.ok());
+  EXPECT_FALSE(ComputeGate(*state_, next.value()->slot_index()).holds(kGpu));
+}
+
 TEST(ComputeSettings, PercentagesPrioritiesAndSlices) {
   EXPECT_EQ(parse_percent("30").value(), 30u);
   EXPECT_EQ(parse_percent("100%").value(), 100u);

@@ -108,8 +108,9 @@ class ComputeGate {
   bool holds(std::uint32_t gpu) const {
     return state_.state().schedules[gpu].holder_word.load(std::memory_order_relaxed) == holder_token(slot_);
   }
-  // Brackets each gated launch: the count is odd while this process is inside one (perhaps
-  // blocked on a full GPU queue), even between launches. Only this process writes it.
+  // Brackets each gated launch: the count moves with every launch and is odd while a thread of
+  // this process is inside one (perhaps blocked on a full GPU queue). Only this process writes it;
+  // an atomic add keeps the count right when several of its threads launch at once.
   void begin_launch(std::uint32_t gpu) { bump(gpu); }
   void end_launch(std::uint32_t gpu) { bump(gpu); }
 
@@ -126,8 +127,7 @@ class ComputeGate {
   Status hand_over(std::uint32_t gpu, const Drain& drain);
   bool slot_alive(std::uint32_t slot);
   void bump(std::uint32_t gpu) {
-    auto& launches = state_.state().slots[slot_].compute[gpu].launches;
-    launches.store(launches.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    state_.state().slots[slot_].compute[gpu].launches.fetch_add(1, std::memory_order_relaxed);
   }
 
   SharedState& state_;
