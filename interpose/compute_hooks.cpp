@@ -95,6 +95,22 @@ CUresult gated(CUstream stream, Launch&& launch) {
   return result;
 }
 
+// A wait for the GPU by the slice holder counts as "inside a launch", so it is not taken for idleness.
+template <typename Wait>
+CUresult busy_waiting(Wait&& wait) {
+  const RealDriver* driver = real_driver();
+  if (driver == nullptr) return CUDA_ERROR_NOT_FOUND;
+  Tenancy& tenancy = Tenancy::get();
+  if (tenancy.mode() != Tenancy::Mode::kEnforce) return wait();
+  CUdevice device = 0;
+  const auto gpu = current_gpu(*driver, tenancy, &device);
+  if (!gpu || !tenancy.gate().holds(*gpu)) return wait();
+  tenancy.gate().begin_launch(*gpu);
+  const CUresult result = wait();
+  tenancy.gate().end_launch(*gpu);
+  return result;
+}
+
 const RealDriver& loaded() {
   static const RealDriver kEmpty{};
   const RealDriver* driver = real_driver();
@@ -130,5 +146,26 @@ CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
 GPUSHARE_GATED_LAUNCH(cuGraphLaunch, hStream, (hGraphExec, hStream))
 CUresult cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream)
 GPUSHARE_GATED_LAUNCH(cuGraphLaunch_ptsz, hStream, (hGraphExec, hStream))
+
+CUresult cuCtxSynchronize(void) {
+  auto real = loaded().cuCtxSynchronize;
+  if (real == nullptr) return CUDA_ERROR_NOT_FOUND;
+  return busy_waiting([&] { return real(); });
+}
+CUresult cuStreamSynchronize(CUstream hStream) {
+  auto real = loaded().cuStreamSynchronize;
+  if (real == nullptr) return CUDA_ERROR_NOT_FOUND;
+  return busy_waiting([&] { return real(hStream); });
+}
+CUresult cuStreamSynchronize_ptsz(CUstream hStream) {
+  auto real = loaded().cuStreamSynchronize_ptsz;
+  if (real == nullptr) return CUDA_ERROR_NOT_FOUND;
+  return busy_waiting([&] { return real(hStream); });
+}
+CUresult cuEventSynchronize(CUevent hEvent) {
+  auto real = loaded().cuEventSynchronize;
+  if (real == nullptr) return CUDA_ERROR_NOT_FOUND;
+  return busy_waiting([&] { return real(hEvent); });
+}
 
 }  // namespace gpushare::interpose::hooks

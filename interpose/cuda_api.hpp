@@ -18,3 +18,4 @@
 #undef cuLaunchCooperativeKernel
 #undef cuGraphLaunch
 #undef cuEventRecord
+#undef cuStreamSynchronize

@@ -87,6 +87,15 @@ TEST_F(TimeSlicing, ThirtySeventyWhileBothSaturate) {
   EXPECT_NEAR(got[1], 0.70, 0.03);
 }
 
+// A process that waits for its own work (a training step's synchronize) is busy, not idle: the
+// GPU must not be handed to a waiter while its burst still runs.
+TEST_F(TimeSlicing, ThirtySeventyWithBurstsAndSynchronizes) {
+  const auto got = shares({{"a", {"--share", "30"}, {"bursts", "4", "1000"}},
+                           {"b", {"--share", "70"}, {"bursts", "4", "1000"}, "procaddress"}});
+  EXPECT_NEAR(got[0], 0.30, 0.03);
+  EXPECT_NEAR(got[1], 0.70, 0.03);
+}
+
 TEST_F(TimeSlicing, FourTenantsTenTwentyThirtyForty) {
   const auto got = shares({{"a", {"--share", "10"}, {"saturate", "5", "1000"}},
                            {"b", {"--share", "20"}, {"saturate-ex", "5", "1000"}},

@@ -11,6 +11,7 @@
 //                                       the same through cuLaunchKernelEx, cuGraphLaunch (the fake's
 //                                       graph lasts as many us as its handle's value) or
 //                                       cuLaunchCooperativeKernel
+//     bursts SECONDS KERNEL_US          like saturate, but waits for every 10 kernels (a training step)
 //     latency SECONDS KERNEL_US INTERVAL_US
 //                                       launch one kernel, synchronize, sleep INTERVAL_US, repeat;
 //                                       prints count=<n> p50_us= p99_us= max_us= (launch to sync return)
@@ -121,7 +122,7 @@ CUfunction kernel() { return reinterpret_cast<CUfunction>(&g_kernel_image); }
 
 // One kernel of `us` microseconds on `stream`, through the entry point `mode` names.
 std::function<CUresult(CUstream)> launcher(const Api& api, const std::string& mode, unsigned us) {
-  if (mode == "saturate" || mode == "latency")
+  if (mode == "saturate" || mode == "latency" || mode == "bursts")
     return [&api, us](CUstream s) { return api.launch_kernel(kernel(), us, 1, 1, 1, 1, 1, 0, s, nullptr, nullptr); };
   if (mode == "saturate-coop")
     return [&api, us](CUstream s) { return api.launch_cooperative_kernel(kernel(), us, 1, 1, 1, 1, 1, 0, s, nullptr); };
@@ -187,11 +188,14 @@ int main(int argc, char** argv) {
                 static_cast<long long>(percentile(latencies, 50)), static_cast<long long>(percentile(latencies, 99)),
                 static_cast<long long>(latencies.back()));
   } else {
+    // bursts: ten kernels, then wait for them, like a training step ending in loss.item().
+    const uint64_t burst = mode == "bursts" ? 10 : 0;
     uint64_t launches = 0;
     const auto begin = Clock::now();
     while (Clock::now() - begin < duration) {
       check(launch(stream));
       ++launches;
+      if (burst != 0 && launches % burst == 0) check(api.stream_synchronize(stream));
     }
     check(api.stream_synchronize(stream));
     std::printf("kernel_us=%llu launches=%llu wall_us=%lld\n", static_cast<unsigned long long>(launches * kernel_us),
