@@ -152,6 +152,12 @@ CUresult cuCtxSynchronize(void) {
   if (real == nullptr) return CUDA_ERROR_NOT_FOUND;
   return busy_waiting([&] { return real(); });
 }
+// CUDA 13's cudaDeviceSynchronize (torch.cuda.synchronize) comes here.
+CUresult cuCtxSynchronize_v2(CUcontext ctx) {
+  auto real = loaded().cuCtxSynchronize_v2;
+  if (real == nullptr) return CUDA_ERROR_NOT_FOUND;
+  return busy_waiting([&] { return real(ctx); });
+}
 CUresult cuStreamSynchronize(CUstream hStream) {
   auto real = loaded().cuStreamSynchronize;
   if (real == nullptr) return CUDA_ERROR_NOT_FOUND;

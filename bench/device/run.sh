@@ -5,7 +5,7 @@
 #                                 probe, the benchmark and its one shared library
 #   bench/device/run.sh [SECTION...]  on the GPU machine, from the repository root, .device/
 #                                 carried: checks and prints a table (under 5 minutes). Sections:
-#                                 memory, compute, overhead (default: all three)
+#                                 memory, compute, matmul, overhead (default: all four)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bundle="$root/.device"
@@ -29,7 +29,7 @@ work=$(mktemp -d)
 state="$work/state"
 out="${OUT:-$work}"
 
-sections=" ${*:-memory compute overhead} "
+sections=" ${*:-memory compute matmul overhead} "
 want() { [[ $sections == *" $1 "* ]]; }
 
 echo "== card"
@@ -94,6 +94,9 @@ printf '  alone:                     '; "$spin" latency 3 2000
 printf '  beside a saturating one:   '; "$spin" latency 3 2000; wait
 "$gpushare" run --tenant low-$$ --priority low --state "$state" -- "$spin" saturate 4 1000 >/dev/null & sleep 0.5
 printf '  gpushare high beside low:  '; "$gpushare" run --tenant high-$$ --priority high --state "$state" -- "$spin" latency 3 2000; wait
+fi
+
+if want matmul; then
 echo "== PyTorch bf16 8192^3 matmul loops (5 s)"
 printf '  alone:               '; python3 "$root/bench/device/matmul.py" 5
 "$gpushare" run --tenant m30-$$ --share 30 --state "$state" -- python3 "$root/bench/device/matmul.py" 5 >"$work/m30.out" &
