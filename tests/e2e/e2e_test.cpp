@@ -202,6 +202,15 @@ TEST_F(EndToEnd, QuotaSetChangesALiveTenant) {
   ASSERT_EQ(set.exit_code, 0) << set.err;
   r = run(probe("linked", {"fill", std::to_string(kMiB)}), env);
   EXPECT_EQ(field(r.out, "allocated"), 88 * kMiB);
+  // Compute policy of a live tenant, shown by status.
+  set = run({GPUSHARE_TEST_TOOL, "quota", "set", "live", "--share", "20", "--limit", "50", "--priority", "high",
+             "--state", state_},
+            {});
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  const ProcessResult status = run({GPUSHARE_TEST_TOOL, "status", "--state", state_}, {});
+  EXPECT_NE(status.out.find("tenant live  (1 live process)  share 20%  limit 50%  priority high"), std::string::npos)
+      << status.out;
+  EXPECT_EQ(run({GPUSHARE_TEST_TOOL, "quota", "set", "live", "--share", "200", "--state", state_}, {}).exit_code, 2);
   // Unknown tenant: a clear error, exit 1.
   set = run({GPUSHARE_TEST_TOOL, "quota", "set", "nobody", "--memory", "1GiB", "--state", state_}, {});
   EXPECT_EQ(set.exit_code, 1);
@@ -311,7 +320,8 @@ TEST_F(EndToEnd, RunRefusesBadInputWithoutRunningTheCommand) {
   for (const std::vector<std::string>& options :
        {std::vector<std::string>{"--memory", "8XB"}, {"--memory", "-1"}, {"--memory", ""},
         {"--memory", "99999999999TiB"}, {"--device-memory", "x=1GiB"}, {"--tenant", "has space"}, {"--tenant", ""},
-        {"--log", "loud"}}) {
+        {"--log", "loud"}, {"--share", "0"}, {"--share", "101"}, {"--limit", "3.5"}, {"--priority", "urgent"},
+        {"--slice-ms", "0"}}) {
     std::vector<std::string> argv{GPUSHARE_TEST_TOOL, "run"};
     argv.insert(argv.end(), options.begin(), options.end());
     argv.insert(argv.end(), {"--", "/usr/bin/touch", path("ran")});
