@@ -6,7 +6,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/install-deps.sh"
 build="$root/build"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j "$(nproc)" --target gpushare gpushare_preload alloc_probe >/dev/null
+cmake --build "$build" -j "$(nproc)" --target gpushare gpushare_preload alloc_probe gpu_workload >/dev/null
 gpushare="$build/tools/gpushare"
 state=$(mktemp -d)/gpushare.state
 trap 'rm -rf "$(dirname "$state")"' EXIT
@@ -34,5 +34,16 @@ else
   kill -9 "$holder"
   wait "$holder" 2>/dev/null || true
   echo "\$ kill -9 the holder; gpushare status   (its 768 MiB go back to 'train')"
-  "$gpushare" status --state "$state"
+  "$gpushare" status --state "$state" | grep -A1 "^tenant train"
+  echo
+  echo "== time: two tenants saturating the (simulated) GPU for 3 s with 1 ms kernels, --share 30 and 70"
+  export FAKE_CUDA_ENGINE="$(dirname "$state")/engine"
+  workload="$build/tests/e2e/gpu_workload"
+  echo "\$ gpushare run --share 30 --tenant batch -- gpu_workload saturate 3 1000 &"
+  echo "\$ gpushare run --share 70 --tenant online -- gpu_workload saturate 3 1000"
+  "$gpushare" run --share 30 --tenant batch --state "$state" -- "$workload" linked saturate 3 1000 &
+  "$gpushare" run --share 70 --tenant online --state "$state" -- "$workload" linked saturate 3 1000
+  wait
+  echo "\$ gpushare status"
+  "$gpushare" status --state "$state" | grep -A2 -E "^tenant (batch|online)" | grep -v "^--"
 fi
