@@ -413,33 +413,37 @@ ReclaimReport reclaim_dead_processes(SharedState& shared) {
   return report;
 }
 
-Status set_tenant_memory_limit(SharedState& shared, std::string_view name, std::uint64_t limit_bytes) {
+namespace {
+// `gpushare quota set`: runs `change` on the named live tenant's record under the registry lock.
+template <typename Change>
+Status change_tenant(SharedState& shared, std::string_view name, Change&& change) {
   StateLayout& state = shared.state();
   auto registry = RegistryLock::acquire(state);
   if (!registry) return registry.error();
   auto tenant = find_tenant(state, name);
   if (!tenant) return Error{fmt::format("no tenant named '{}' in {}", name, shared.path())};
-  auto& record = state.tenants[*tenant];
-  record.override_limit_bytes.store(limit_bytes, kRelaxed);
-  for (auto& entry : record.ledger) {
-    if (entry.configured.load(kAcquire) != 0) entry.limit_bytes.store(limit_bytes, kRelaxed);
-  }
+  change(state.tenants[*tenant]);
   return Ok{};
+}
+}  // namespace
+
+Status set_tenant_memory_limit(SharedState& shared, std::string_view name, std::uint64_t limit_bytes) {
+  return change_tenant(shared, name, [&](layout::TenantRecord& record) {
+    record.override_limit_bytes.store(limit_bytes, kRelaxed);
+    for (auto& entry : record.ledger) {
+      if (entry.configured.load(kAcquire) != 0) entry.limit_bytes.store(limit_bytes, kRelaxed);
+    }
+  });
 }
 
 Status set_tenant_compute_policy(SharedState& shared, std::string_view name, const ComputePolicyChange& change) {
-  StateLayout& state = shared.state();
-  auto registry = RegistryLock::acquire(state);
-  if (!registry) return registry.error();
-  auto tenant = find_tenant(state, name);
-  if (!tenant) return Error{fmt::format("no tenant named '{}' in {}", name, shared.path())};
-  auto& record = state.tenants[*tenant];
-  auto& policy = record.compute_policy;
-  if (change.share_pct) policy.share_pct.store(*change.share_pct, kRelaxed);
-  if (change.limit_pct) policy.limit_pct.store(*change.limit_pct, kRelaxed);
-  if (change.priority) policy.priority.store(static_cast<std::uint32_t>(*change.priority), kRelaxed);
-  record.compute_configured.store(1, kRelease);
-  return Ok{};
+  return change_tenant(shared, name, [&](layout::TenantRecord& record) {
+    auto& policy = record.compute_policy;
+    if (change.share_pct) policy.share_pct.store(*change.share_pct, kRelaxed);
+    if (change.limit_pct) policy.limit_pct.store(*change.limit_pct, kRelaxed);
+    if (change.priority) policy.priority.store(static_cast<std::uint32_t>(*change.priority), kRelaxed);
+    record.compute_configured.store(1, kRelease);
+  });
 }
 
 std::vector<TenantSnapshot> snapshot_tenants(SharedState& shared) {
