@@ -30,7 +30,9 @@ void bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUs
   if (driver.cuEventCreate == nullptr || driver.cuEventRecord == nullptr || driver.cuEventSynchronize == nullptr) {
     return;
   }
-  std::lock_guard lock(bound.mutex);
+  // Another thread of this process is bounding the same GPU's work right now: that is enough.
+  std::unique_lock lock(bound.mutex, std::try_to_lock);
+  if (!lock.owns_lock()) return;
   const unsigned i = bound.next;
   bound.next = (bound.next + 1) % static_cast<unsigned>(bound.events.size());
   if (bound.events[i] == nullptr && driver.cuEventCreate(&bound.events[i], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {

@@ -352,11 +352,13 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
 Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain) {
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
-  if (monotonic_now_ns() < schedule.slice_end_ns.load(kRelaxed)) return Ok{};
+  // Without a cap, the end of a slice only matters when someone waits, and waiters say so by
+  // setting the handover bit (seen by holds() at the next launch): no clock read needed here.
   const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
   const std::uint32_t limit = tenant < kMaxTenants ? state.tenants[tenant].compute_policy.limit_pct.load(kRelaxed) : 0;
   const bool capped = limit != 0 && limit < 100;
   if (!capped && schedule.waiting.load(kRelaxed) == 0) return Ok{};  // nobody else wants it: carry on
+  if (monotonic_now_ns() < schedule.slice_end_ns.load(kRelaxed)) return Ok{};
   state.slots[slot_].compute[gpu].waiting_since_ns.store(monotonic_now_ns(), kRelaxed);
   if (auto handed = hand_over(gpu, drain); !handed) return handed;
   return acquire(gpu, drain);
