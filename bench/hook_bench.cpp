@@ -111,6 +111,17 @@ void BM_Launch_Hooked(benchmark::State& state) { launch(state, g_hooked); }
 BENCHMARK(BM_Launch_Direct);
 BENCHMARK(BM_Launch_Hooked);
 
+// What the launch gate's own driver call costs, to attribute the launch overhead.
+decltype(&::cuCtxGetCurrent) g_ctx_get_current = nullptr;
+void BM_CtxGetCurrent_Direct(benchmark::State& state) {
+  for (auto _ : state) {
+    CUcontext context = nullptr;
+    g_ctx_get_current(&context);
+    benchmark::DoNotOptimize(context);
+  }
+}
+BENCHMARK(BM_CtxGetCurrent_Direct);
+
 // Collects each run's time per iteration to print the comparison after the table.
 class ComparingReporter : public benchmark::ConsoleReporter {
  public:
@@ -172,6 +183,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "hook_bench: cannot create a context on %s\n", driver_path.c_str());
     return 2;
   }
+  g_ctx_get_current = symbol<decltype(&::cuCtxGetCurrent)>(driver, "cuCtxGetCurrent");
   g_direct = calls_from(driver);
   g_hooked = calls_from(preload);
   using LoadData = CUresult (*)(CUmodule*, const void*);
