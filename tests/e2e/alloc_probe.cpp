@@ -28,13 +28,16 @@
 
 #include <cuda.h>
 
+#include "driver_api.hpp"
+
+const char* const driver_api::kProgramName = "alloc_probe";
+
 namespace {
 
-struct Api {
-  decltype(&::cuInit) init;
-  decltype(&::cuDeviceGet) device_get;
-  decltype(&::cuDevicePrimaryCtxRetain) primary_ctx_retain;
-  decltype(&::cuCtxSetCurrent) ctx_set_current;
+using driver_api::die;
+using driver_api::resolve;
+
+struct Api : driver_api::ContextApi {
   decltype(&::cuMemAlloc_v2) mem_alloc;
   decltype(&::cuMemFree_v2) mem_free;
   decltype(&::cuMemAllocPitch_v2) mem_alloc_pitch;
@@ -47,31 +50,16 @@ struct Api {
   decltype(&::cuMemFreeAsync) mem_free_async;
 };
 
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "alloc_probe: %s\n", what);
-  std::exit(3);
-}
-
 Api linked_api() {
-  return Api{&::cuInit,        &::cuDeviceGet,         &::cuDevicePrimaryCtxRetain, &::cuCtxSetCurrent,
+  return Api{driver_api::linked_context_api(),
              &::cuMemAlloc_v2, &::cuMemFree_v2,        &::cuMemAllocPitch_v2,       &::cuMemGetInfo_v2,
              &::cuDeviceTotalMem_v2, &::cuMemCreate,   &::cuMemRelease,             &::cuMemAddressReserve,
              &::cuMemAllocAsync, &::cuMemFreeAsync};
 }
 
-template <typename Fn>
-void resolve(Fn& slot, void* address, const char* name) {
-  if (address == nullptr) {
-    std::fprintf(stderr, "alloc_probe: cannot resolve %s\n", name);
-    std::exit(3);
-  }
-  slot = reinterpret_cast<Fn>(address);
-}
-
 // As cuBLASLt, cuDNN and JAX do: dlsym on a handle of libcuda.
 Api dlsym_api() {
-  void* handle = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) die("cannot dlopen libcuda.so.1");
+  void* handle = driver_api::open_libcuda();
   Api api{};
   resolve(api.init, dlsym(handle, "cuInit"), "cuInit");
   resolve(api.device_get, dlsym(handle, "cuDeviceGet"), "cuDeviceGet");
@@ -90,25 +78,11 @@ Api dlsym_api() {
   return api;
 }
 
-// As libcudart does: dlopen, dlsym("cuGetProcAddress_v2"), then everything by base name and the
-// version that introduced the ABI it expects.
+// As libcudart does (see driver_api::ProcAddress).
 Api procaddress_api() {
-  void* handle = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) die("cannot dlopen libcuda.so.1");
-  using GetProc = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
-  auto get_proc = reinterpret_cast<GetProc>(dlsym(handle, "cuGetProcAddress_v2"));
-  if (get_proc == nullptr) die("no cuGetProcAddress_v2");
-  auto get = [&](const char* name, int version, cuuint64_t flags = CU_GET_PROC_ADDRESS_DEFAULT) {
-    void* address = nullptr;
-    CUdriverProcAddressQueryResult status{};
-    if (get_proc(name, &address, version, flags, &status) != CUDA_SUCCESS) return static_cast<void*>(nullptr);
-    return address;
-  };
+  const driver_api::ProcAddress get;
   Api api{};
-  resolve(api.init, get("cuInit", 2000), "cuInit");
-  resolve(api.device_get, get("cuDeviceGet", 2000), "cuDeviceGet");
-  resolve(api.primary_ctx_retain, get("cuDevicePrimaryCtxRetain", 7000), "cuDevicePrimaryCtxRetain");
-  resolve(api.ctx_set_current, get("cuCtxSetCurrent", 4000), "cuCtxSetCurrent");
+  static_cast<driver_api::ContextApi&>(api) = driver_api::procaddress_context_api(get);
   resolve(api.mem_alloc, get("cuMemAlloc", 3020), "cuMemAlloc");
   resolve(api.mem_free, get("cuMemFree", 3020), "cuMemFree");
   resolve(api.mem_alloc_pitch, get("cuMemAllocPitch", 3020), "cuMemAllocPitch");
@@ -145,13 +119,9 @@ int main(int argc, char** argv) {
   const std::string lookup = argv[1];
   const std::string command = argv[2];
   const Api api = lookup == "linked" ? linked_api() : lookup == "dlsym" ? dlsym_api() : lookup == "procaddress" ? procaddress_api() : (die("unknown lookup"), Api{});
-  const int ordinal = std::getenv("PROBE_DEVICE") ? std::atoi(std::getenv("PROBE_DEVICE")) : 0;
-  CUdevice device = 0;
-  CUcontext context = nullptr;
-  if (api.init(0) != CUDA_SUCCESS || api.device_get(&device, ordinal) != CUDA_SUCCESS ||
-      api.primary_ctx_retain(&context, device) != CUDA_SUCCESS || api.ctx_set_current(context) != CUDA_SUCCESS) {
-    die("cannot set up a context");
-  }
+  const driver_api::PrimaryContext primary = driver_api::primary_context(api);
+  const CUdevice device = primary.device;
+  const CUcontext context = primary.context;
   std::setvbuf(stdout, nullptr, _IONBF, 0);
 
   if (command == "info") {

@@ -20,8 +20,6 @@
 //
 // procaddress resolves everything through cuGetProcAddress_v2 by base name, with the per-thread
 // default stream flag for launches and synchronization, as libcudart built that way does.
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -34,13 +32,16 @@
 
 #include <cuda.h>
 
+#include "driver_api.hpp"
+
+const char* const driver_api::kProgramName = "gpu_workload";
+
 namespace {
 
-struct Api {
-  decltype(&::cuInit) init;
-  decltype(&::cuDeviceGet) device_get;
-  decltype(&::cuDevicePrimaryCtxRetain) primary_ctx_retain;
-  decltype(&::cuCtxSetCurrent) ctx_set_current;
+using driver_api::die;
+using driver_api::resolve;
+
+struct Api : driver_api::ContextApi {
   decltype(&::cuStreamCreate) stream_create;
   decltype(&::cuStreamDestroy_v2) stream_destroy;
   decltype(&::cuStreamSynchronize) stream_synchronize;
@@ -50,11 +51,6 @@ struct Api {
   decltype(&::cuGraphLaunch) graph_launch;
 };
 
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "gpu_workload: %s\n", what);
-  std::exit(3);
-}
-
 void check(CUresult result) {
   if (result == CUDA_SUCCESS) return;
   std::fprintf(stderr, "error=%d\n", static_cast<int>(result));
@@ -62,10 +58,7 @@ void check(CUresult result) {
 }
 
 Api linked_api() {
-  return Api{&::cuInit,
-             &::cuDeviceGet,
-             &::cuDevicePrimaryCtxRetain,
-             &::cuCtxSetCurrent,
+  return Api{driver_api::linked_context_api(),
              &::cuStreamCreate,
              &::cuStreamDestroy_v2,
              &::cuStreamSynchronize,
@@ -75,33 +68,11 @@ Api linked_api() {
              &::cuGraphLaunch};
 }
 
-template <typename Fn>
-void resolve(Fn& slot, void* address, const char* name) {
-  if (address == nullptr) {
-    std::fprintf(stderr, "gpu_workload: cannot resolve %s\n", name);
-    std::exit(3);
-  }
-  slot = reinterpret_cast<Fn>(address);
-}
-
 Api procaddress_api() {
-  void* handle = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) die("cannot dlopen libcuda.so.1");
-  using GetProc = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
-  auto get_proc = reinterpret_cast<GetProc>(dlsym(handle, "cuGetProcAddress_v2"));
-  if (get_proc == nullptr) die("no cuGetProcAddress_v2");
-  auto get = [&](const char* name, int version, cuuint64_t flags = CU_GET_PROC_ADDRESS_DEFAULT) {
-    void* address = nullptr;
-    CUdriverProcAddressQueryResult status{};
-    if (get_proc(name, &address, version, flags, &status) != CUDA_SUCCESS) return static_cast<void*>(nullptr);
-    return address;
-  };
+  const driver_api::ProcAddress get;
   constexpr cuuint64_t kPtds = CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM;
   Api api{};
-  resolve(api.init, get("cuInit", 2000), "cuInit");
-  resolve(api.device_get, get("cuDeviceGet", 2000), "cuDeviceGet");
-  resolve(api.primary_ctx_retain, get("cuDevicePrimaryCtxRetain", 7000), "cuDevicePrimaryCtxRetain");
-  resolve(api.ctx_set_current, get("cuCtxSetCurrent", 4000), "cuCtxSetCurrent");
+  static_cast<driver_api::ContextApi&>(api) = driver_api::procaddress_context_api(get);
   resolve(api.stream_create, get("cuStreamCreate", 2000), "cuStreamCreate");
   resolve(api.stream_destroy, get("cuStreamDestroy", 4000), "cuStreamDestroy");
   resolve(api.stream_synchronize, get("cuStreamSynchronize", 2000, kPtds), "cuStreamSynchronize");
@@ -156,13 +127,7 @@ int main(int argc, char** argv) {
   const std::string mode = argv[2];
   if (lookup != "linked" && lookup != "procaddress") die("unknown lookup");
   const Api api = lookup == "linked" ? linked_api() : procaddress_api();
-  const int ordinal = std::getenv("PROBE_DEVICE") ? std::atoi(std::getenv("PROBE_DEVICE")) : 0;
-  CUdevice device = 0;
-  CUcontext context = nullptr;
-  if (api.init(0) != CUDA_SUCCESS || api.device_get(&device, ordinal) != CUDA_SUCCESS ||
-      api.primary_ctx_retain(&context, device) != CUDA_SUCCESS || api.ctx_set_current(context) != CUDA_SUCCESS) {
-    die("cannot set up a context");
-  }
+  driver_api::primary_context(api);
   std::setvbuf(stdout, nullptr, _IONBF, 0);
   const auto duration = std::chrono::duration<double>(std::strtod(argv[3], nullptr));
   const unsigned kernel_us = number(argv[4]);

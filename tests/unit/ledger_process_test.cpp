@@ -14,9 +14,11 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <string>
@@ -80,9 +82,39 @@ ChildSession child_session(const std::string& path, std::string_view tenant, std
   return session;
 }
 
+// In a child: child_session() on "team-a" with a 1 GiB limit, then `bytes` reserved on its GPU.
+ChildSession child_holding(const std::string& path, std::uint64_t bytes) {
+  ChildSession s = child_session(path, "team-a", 1_GiB);
+  if (s.failure != kChildOk) return s;
+  auto r = s.member->try_reserve(s.gpu, bytes);
+  if (!r.ok() || r.value() != Reservation::kGranted) s.failure = kReserveFailed;
+  return s;
+}
+
 [[noreturn]] void sleep_forever() {
   while (true) ::pause();
 }
+
+// Handed to the body of a held child (LedgerProcessTest::start_held_child). The body calls it
+// once it holds what the test needs, from its own frame so that what it holds stays alive: it
+// reports `value` to the parent, then sleeps until the parent kills the child.
+class Hold {
+ public:
+  explicit Hold(Pipe& ready) : ready_(ready) {}
+  int operator()(std::uint32_t value = 0) const {
+    if (!ready_.write_value(value)) return kPipeFailed;
+    sleep_forever();
+  }
+
+ private:
+  Pipe& ready_;
+};
+
+// A child started by LedgerProcessTest::start_held_child, alive and holding.
+struct HeldChild {
+  std::optional<ChildProcess> process;
+  std::uint32_t report = 0;  // the value the child passed to Hold
+};
 
 // An atomic counter in memory shared with the forked children.
 class SharedCounter {
@@ -130,6 +162,37 @@ class LedgerProcessTest : public testing::StateTest {
     return attached.value().gpu;
   }
   std::uint64_t used(std::uint32_t gpu) const { return parent_->view(gpu).used_bytes; }
+
+  // Forks a child running `body` and returns once it has called its Hold, with the child still
+  // alive: a test that kills a process holding something (bytes, a slot, a mutex) starts it here.
+  // A body that returns instead fails the test with the body's code as the child's exit status.
+  // Call through ASSERT_NO_FATAL_FAILURE.
+  void start_held_child(HeldChild& child, const std::function<int(const Hold&)>& body) {
+    Pipe ready;
+    child.process.emplace([&]() -> int {
+      ready.close_read();
+      return body(Hold(ready));
+    });
+    ready.close_write();
+    Deadline deadline(20);
+    ASSERT_TRUE(ready.read_value(child.report)) << "child exit " << child.process->wait();
+  }
+
+  // start_held_child, then kill -9 while it holds.
+  void kill_held_child(const std::function<int(const Hold&)>& body) {
+    HeldChild child;
+    ASSERT_NO_FATAL_FAILURE(start_held_child(child, body));
+    EXPECT_EQ(child.process->kill_and_wait(), 128 + SIGKILL);
+  }
+
+  // The common case: a child of "team-a" killed while it holds `bytes` of its 1 GiB.
+  void kill_child_holding(std::uint64_t bytes) {
+    kill_held_child([&](const Hold& hold) -> int {
+      ChildSession s = child_holding(path_.str(), bytes);
+      if (s.failure != kChildOk) return s.failure;
+      return hold();
+    });
+  }
 
   std::unique_ptr<TenantMembership> parent_;
 };
@@ -278,22 +341,14 @@ TEST_F(LedgerProcessTest, RacingProcessesGetExactlyTheQuota) {
 // process's slot is never taken by a sweep.
 TEST_F(LedgerProcessTest, KilledProcessIsReclaimedOnceAndLiveOnesAreNot) {
   const std::uint32_t g = attach(1_GiB);
-  Pipe reserved;
-  ChildProcess child([&]() -> int {
-    reserved.close_read();
-    ChildSession s = child_session(path_.str(), "team-a", 1_GiB);
+  HeldChild held;
+  ASSERT_NO_FATAL_FAILURE(start_held_child(held, [&](const Hold& hold) -> int {
+    ChildSession s = child_holding(path_.str(), 300_MiB);
     if (s.failure != kChildOk) return s.failure;
-    auto r = s.member->try_reserve(s.gpu, 300_MiB);
-    if (!r.ok() || r.value() != Reservation::kGranted) return kReserveFailed;
-    if (!reserved.write_value(s.member->slot_index())) return kPipeFailed;
-    sleep_forever();
-  });
-  reserved.close_write();
-  std::uint32_t child_slot = 0;
-  {
-    Deadline deadline(20);
-    ASSERT_TRUE(reserved.read_value(child_slot)) << "child exit " << child.wait();
-  }
+    return hold(s.member->slot_index());
+  }));
+  ChildProcess& child = *held.process;
+  const std::uint32_t child_slot = held.report;
   EXPECT_EQ(used(g), 300_MiB);
 
   // Alive: sweeps from this process, through either mapping, leave it alone.
@@ -338,23 +393,7 @@ TEST_F(LedgerProcessTest, KilledProcessIsReclaimedOnceAndLiveOnesAreNot) {
 // Quota held by a killed process never causes a refusal: try_reserve sweeps before refusing.
 TEST_F(LedgerProcessTest, ReserveSweepsDeadProcessesBeforeRefusing) {
   const std::uint32_t g = attach(1_GiB);
-  Pipe reserved;
-  ChildProcess child([&]() -> int {
-    reserved.close_read();
-    ChildSession s = child_session(path_.str(), "team-a", 1_GiB);
-    if (s.failure != kChildOk) return s.failure;
-    auto r = s.member->try_reserve(s.gpu, 900_MiB);
-    if (!r.ok() || r.value() != Reservation::kGranted) return kReserveFailed;
-    if (!reserved.write_value(char{1})) return kPipeFailed;
-    sleep_forever();
-  });
-  reserved.close_write();
-  char byte = 0;
-  {
-    Deadline deadline(20);
-    ASSERT_TRUE(reserved.read_value(byte)) << "child exit " << child.wait();
-  }
-  EXPECT_EQ(child.kill_and_wait(), 128 + SIGKILL);
+  ASSERT_NO_FATAL_FAILURE(kill_child_holding(900_MiB));
   auto r = parent_->try_reserve(g, 500_MiB);
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r.value(), Reservation::kGranted);
@@ -368,23 +407,7 @@ TEST_F(LedgerProcessTest, ReserveSweepsDeadProcessesBeforeRefusing) {
 // A killed process's slot is also reclaimed by the next join, of any tenant.
 TEST_F(LedgerProcessTest, JoinReclaimsDeadProcesses) {
   const std::uint32_t g = attach(1_GiB);
-  Pipe reserved;
-  ChildProcess child([&]() -> int {
-    reserved.close_read();
-    ChildSession s = child_session(path_.str(), "team-a", 1_GiB);
-    if (s.failure != kChildOk) return s.failure;
-    auto r = s.member->try_reserve(s.gpu, 64_MiB);
-    if (!r.ok() || r.value() != Reservation::kGranted) return kReserveFailed;
-    if (!reserved.write_value(char{1})) return kPipeFailed;
-    sleep_forever();
-  });
-  reserved.close_write();
-  char byte = 0;
-  {
-    Deadline deadline(20);
-    ASSERT_TRUE(reserved.read_value(byte)) << "child exit " << child.wait();
-  }
-  EXPECT_EQ(child.kill_and_wait(), 128 + SIGKILL);
+  ASSERT_NO_FATAL_FAILURE(kill_child_holding(64_MiB));
   EXPECT_EQ(used(g), 64_MiB);
   auto other = TenantMembership::join(*state_, "team-b");
   ASSERT_TRUE(other.ok()) << other.error().message;
@@ -418,13 +441,9 @@ class LedgerOwnerDiedTest : public LedgerProcessTest, public ::testing::WithPara
 TEST_P(LedgerOwnerDiedTest, NextReserveDoesNotBlockAndRebuildsFromTheSlots) {
   const HalfDoneUpdate update = GetParam();
   const std::uint32_t g = attach(1_GiB);
-  Pipe locked;
-  ChildProcess child([&]() -> int {
-    locked.close_read();
-    ChildSession s = child_session(path_.str(), "team-a", 1_GiB);
+  ASSERT_NO_FATAL_FAILURE(kill_held_child([&](const Hold& hold) -> int {
+    ChildSession s = child_holding(path_.str(), update.reserved);
     if (s.failure != kChildOk) return s.failure;
-    auto r = s.member->try_reserve(s.gpu, update.reserved);
-    if (!r.ok() || r.value() != Reservation::kGranted) return kReserveFailed;
     auto& state = s.state->state();
     auto acquired = shared_mutex::lock(&state.gpus[s.gpu].ledger_mutex);
     if (!acquired.ok()) return kReserveFailed;
@@ -432,16 +451,8 @@ TEST_P(LedgerOwnerDiedTest, NextReserveDoesNotBlockAndRebuildsFromTheSlots) {
     auto& used = state.tenants[s.member->tenant_index()].ledger[s.gpu].used_bytes;
     held.store(held.load() + static_cast<std::uint64_t>(update.held_delta));
     used.store(used.load() + static_cast<std::uint64_t>(update.used_delta));
-    if (!locked.write_value(char{1})) return kPipeFailed;
-    sleep_forever();  // dies holding the mutex
-  });
-  locked.close_write();
-  char byte = 0;
-  {
-    Deadline deadline(20);
-    ASSERT_TRUE(locked.read_value(byte)) << "child exit " << child.wait();
-  }
-  EXPECT_EQ(child.kill_and_wait(), 128 + SIGKILL);
+    return hold();  // dies holding the mutex
+  }));
   const std::uint64_t child_held = update.reserved + static_cast<std::uint64_t>(update.held_delta);
   {
     Deadline deadline(10);  // blocking here would end the test binary with SIGALRM
@@ -477,9 +488,7 @@ INSTANTIATE_TEST_SUITE_P(HalfDoneUpdates, LedgerOwnerDiedTest,
 TEST_F(LedgerProcessTest, KilledWhileHoldingTheRegistryMutex) {
   constexpr std::uint32_t kHalfMade = 77;
   ASSERT_EQ(state_->state().tenants[kHalfMade].state.load(), layout::kFree);
-  Pipe locked;
-  ChildProcess child([&]() -> int {
-    locked.close_read();
+  ASSERT_NO_FATAL_FAILURE(kill_held_child([&](const Hold& hold) -> int {
     auto opened = SharedState::open(path_.str(), SharedState::Mode::kExistingOnly);
     if (!opened.ok()) return kOpenFailed;
     auto& state = opened.value()->state();
@@ -488,16 +497,8 @@ TEST_F(LedgerProcessTest, KilledWhileHoldingTheRegistryMutex) {
     auto& tenant = state.tenants[kHalfMade];
     tenant.state.store(layout::kInUse);
     std::memset(tenant.name, 'x', sizeof tenant.name);  // no terminating NUL yet
-    if (!locked.write_value(char{1})) return kPipeFailed;
-    sleep_forever();
-  });
-  locked.close_write();
-  char byte = 0;
-  {
-    Deadline deadline(20);
-    ASSERT_TRUE(locked.read_value(byte)) << "child exit " << child.wait();
-  }
-  EXPECT_EQ(child.kill_and_wait(), 128 + SIGKILL);
+    return hold();
+  }));
   {
     Deadline deadline(10);
     auto joined = TenantMembership::join(*state_, "team-b");
@@ -526,9 +527,8 @@ TEST_F(LedgerProcessTest, ReclaimerKilledHalfWay) {
     dead.value()->abandon();  // as if killed: slot in use, bytes charged, no liveness lock
   }
   EXPECT_EQ(used(g), 201_MiB);
-  Pipe locked;
-  ChildProcess reclaimer([&]() -> int {
-    locked.close_read();
+  HeldChild held;
+  ASSERT_NO_FATAL_FAILURE(start_held_child(held, [&](const Hold& hold) -> int {
     auto opened = SharedState::open(path_.str(), SharedState::Mode::kExistingOnly);
     if (!opened.ok()) return kOpenFailed;
     SharedState& shared = *opened.value();
@@ -539,15 +539,9 @@ TEST_F(LedgerProcessTest, ReclaimerKilledHalfWay) {
     slot.state.store(layout::kReclaiming);
     if (!shared_mutex::lock(&state.gpus[g].ledger_mutex).ok()) return kReserveFailed;
     slot.held_bytes[g].exchange(0);  // ...and dies before lowering used_bytes
-    if (!locked.write_value(char{1})) return kPipeFailed;
-    sleep_forever();
-  });
-  locked.close_write();
-  char byte = 0;
-  {
-    Deadline deadline(20);
-    ASSERT_TRUE(locked.read_value(byte)) << "child exit " << reclaimer.wait();
-  }
+    return hold();
+  }));
+  ChildProcess& reclaimer = *held.process;
   // The reclaimer is alive and holds the slot: sweeps leave it alone.
   EXPECT_EQ(reclaim_dead_processes(*state_).processes, 0u);
   EXPECT_EQ(state_->state().slots[dead_slot].state.load(), layout::kReclaiming);
