@@ -1,5 +1,6 @@
 #include "gpushare/compute.hpp"
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -221,21 +222,51 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
   const std::uint32_t holder = holder_of(word);
   if (holder != kNone) {
     bool take_away = holder >= kMaxSlots || state.slots[holder].state.load(kAcquire) != kInUse;
+    // Up to when the holder is charged: now, unless it lost the slice for idleness, in which case
+    // its use ended when it was last seen launching.
+    std::uint64_t charge_until = now;
     if (!take_away) {
       // Idle (or dead) holders: their launch count stops moving.
-      const std::uint64_t launches = state.slots[holder].compute[gpu].launches.load(kRelaxed);
-      if (launches != schedule.observed_launches.load(kRelaxed)) {
-        schedule.observed_launches.store(launches, kRelaxed);
-        schedule.observed_at_ns.store(now, kRelaxed);
+      auto& launches = state.slots[holder].compute[gpu].launches;
+      const std::uint64_t seen = launches.load(std::memory_order_seq_cst);
+      if (seen != schedule.observed_launches.load(kRelaxed)) {
+        // When nobody looked for a while, the change happened at some unknown moment since the last
+        // look: take the earliest, so that an idle spell is never charged as use.
+        const std::uint64_t last_look = schedule.observed_at_ns.load(kRelaxed);
+        const bool watched = now - last_look <= 2 * static_cast<std::uint64_t>(timing.max_sleep.count());
+        schedule.observed_launches.store(seen, kRelaxed);
+        schedule.observed_at_ns.store(watched ? now : last_look, kRelaxed);
       } else if (now - schedule.observed_at_ns.load(kRelaxed) >= static_cast<std::uint64_t>(timing.idle_after.count())) {
-        const bool inside_launch = (launches & 1) != 0;
-        take_away = !inside_launch || (slot_alive && !slot_alive(holder));
+        if ((seen & 1) == 0) {
+          // Idle between launches. The hot path bumps its count and then reads the holder word;
+          // here the word is changed and then the count read again (both sequentially
+          // consistent), so a launch that starts at this moment is either seen here or sees the
+          // handover bit and hands over itself.
+          schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
+          if (launches.load(std::memory_order_seq_cst) == seen) {
+            take_away = true;
+            charge_until = std::min(now, std::max(schedule.observed_at_ns.load(kRelaxed),
+                                                  schedule.slice_start_ns.load(kRelaxed)));
+          } else {
+            std::uint32_t asked = word | kHandoverBit;
+            schedule.holder_word.compare_exchange_strong(asked, word, std::memory_order_seq_cst);
+          }
+        } else if (slot_alive && !slot_alive(holder)) {
+          // Stuck inside a launch with its liveness lock free: it died there. It is no waiter
+          // either, whatever its slot says, until its slot is reclaimed.
+          take_away = true;
+          auto& since = state.slots[holder].compute[gpu].waiting_since_ns;
+          if (since.exchange(0, kRelaxed) != 0) schedule.waiting.fetch_sub(1, kRelaxed);
+        }
       }
     }
-    // A higher class takes the GPU at once; the holder finds out at its next launch.
+    // A higher class takes the GPU at once (the holder finds out at its next launch), if it may
+    // run now: a capped tenant with no budget left would only leave the GPU idle.
     if (!take_away && requester != kNoRequester && requester != holder &&
         priority_of_slot(state, requester) > priority_of_slot(state, holder)) {
-      take_away = true;
+      const std::uint32_t tenant = state.slots[requester].tenant_index.load(kRelaxed);
+      std::uint64_t unused = 0;
+      take_away = tenant < kMaxTenants && refill_budget(state.tenants[tenant], gpu, now, &unused);
     }
     const std::uint64_t slice_end = schedule.slice_end_ns.load(kRelaxed);
     if (!take_away && now >= slice_end && someone_else_waits(state, gpu, holder)) {
@@ -250,7 +281,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
       recheck = std::min(recheck, slice_end - now);
     }
     if (take_away) {
-      end_slice(state, gpu, now);
+      end_slice(state, gpu, charge_until);
       result.changed = true;
     }
   }
@@ -297,7 +328,14 @@ void wait_for_grant(StateLayout& state, std::uint32_t gpu, std::uint32_t seen, s
 }
 
 ComputeGate::ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing)
-    : state_(state), slot_(slot), timing_(timing) {}
+    : state_(state),
+      slot_(slot),
+      timing_(timing),
+      probe_fd_(::open(state.descriptor_path().c_str(), O_RDWR | O_CLOEXEC)) {}
+
+ComputeGate::~ComputeGate() {
+  if (probe_fd_ >= 0) ::close(probe_fd_);
+}
 
 Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
   // Stop submitting, wait for what is in flight, then pass the GPU on: the charge runs to the
@@ -316,7 +354,9 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
 Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
-  if (holder_of(schedule.holder_word.load(kAcquire)) == slot_) {
+  const std::uint32_t word = schedule.holder_word.load(std::memory_order_seq_cst);
+  if (word == holder_token(slot_)) return Ok{};  // another thread of this process was just granted it
+  if (word == (holder_token(slot_) | kHandoverBit)) {
     // Ours, but a handover was asked for.
     state.slots[slot_].compute[gpu].waiting_since_ns.store(monotonic_now_ns(), kRelaxed);
     if (auto handed = hand_over(gpu, drain); !handed) return handed;
@@ -352,23 +392,36 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
 Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain) {
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
-  // Without a cap, the end of a slice only matters when someone waits, and waiters say so by
-  // setting the handover bit (seen by holds() at the next launch): no clock read needed here.
+  const std::uint64_t now = monotonic_now_ns();
+  if (now < schedule.slice_end_ns.load(kRelaxed)) return Ok{};
   const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
   const std::uint32_t limit = tenant < kMaxTenants ? state.tenants[tenant].compute_policy.limit_pct.load(kRelaxed) : 0;
   const bool capped = limit != 0 && limit < 100;
-  if (!capped && schedule.waiting.load(kRelaxed) == 0) return Ok{};  // nobody else wants it: carry on
-  if (monotonic_now_ns() < schedule.slice_end_ns.load(kRelaxed)) return Ok{};
-  state.slots[slot_].compute[gpu].waiting_since_ns.store(monotonic_now_ns(), kRelaxed);
+  if (!capped) {
+    // Nobody else wants the GPU (a scan, once per slice; the `waiting` counter is only a hint):
+    // roll the slice over, so the charge follows use slice by slice and an idle spell inside a
+    // long tenure is never charged as one block.
+    auto lock = ScheduleLock::acquire(state, gpu);
+    if (!lock) return lock.error();
+    if (schedule.holder_word.load(std::memory_order_seq_cst) != holder_token(slot_)) return Ok{};
+    if (!someone_else_waits(state, gpu, slot_)) {
+      end_slice(state, gpu, now);
+      grant(state, gpu, slot_, now);
+      return Ok{};
+    }
+  }
+  state.slots[slot_].compute[gpu].waiting_since_ns.store(now, kRelaxed);
   if (auto handed = hand_over(gpu, drain); !handed) return handed;
   return acquire(gpu, drain);
 }
 
 bool ComputeGate::slot_alive(std::uint32_t slot) {
-  // The slot's liveness lock: free means its owner is gone (a system call, on the waiting path only).
-  std::lock_guard probing(state_.probe_mutex());
-  if (!state_.try_lock_slot(slot)) return true;
-  state_.unlock_slot(slot);
+  // The slot's liveness lock, probed through this gate's own descriptor: called under the schedule
+  // mutex, so it must not take the shared state's probe mutex (a sweep holds that one and then
+  // takes schedule mutexes). Threads of this process may probe at once; a probe is only a look.
+  if (probe_fd_ < 0) return true;
+  if (!ofd_lock::try_lock(probe_fd_, layout::kSlotLockBase + slot)) return true;
+  ofd_lock::unlock(probe_fd_, layout::kSlotLockBase + slot);
   return false;
 }
 

@@ -186,6 +186,35 @@ TEST_F(ArbiterTest, AnIdleOrDeadHolderLosesTheSlice) {
   EXPECT_EQ(holder(), b);
 }
 
+TEST_F(ArbiterTest, AnIdleSpellIsNotChargedAsUse) {
+  const auto a = add("a", 50), b = add("b", 50);
+  want(a);
+  decide();
+  ASSERT_EQ(holder(), a);
+  launch(a);
+  now_ += 60'000 * kMs;  // a goes quiet for a minute; nobody else wants the GPU meanwhile
+  want(b);
+  decide(b);
+  now_ += 3 * kMs;
+  decide(b);
+  ASSERT_EQ(holder(), b);
+  EXPECT_LT(gpu_ns(a), 20 * kMs) << "charged " << gpu_ns(a) / kMs << " ms";
+}
+
+TEST_F(ArbiterTest, ACappedHighTenantWithoutBudgetDoesNotPreempt) {
+  const auto normal = add("normal", 50), high = add("high", 50, 30, Priority::kHigh);
+  s().tenants[s().slots[high].tenant_index.load()].compute[kGpu].budget_ns.store(-1'000 * static_cast<std::int64_t>(kMs));
+  s().tenants[s().slots[high].tenant_index.load()].compute[kGpu].budget_at_ns.store(now_);
+  want(normal);
+  decide();
+  ASSERT_EQ(holder(), normal);
+  launch(normal);
+  want(high);
+  now_ += kMs;
+  EXPECT_FALSE(decide(high).granted_to_requester);
+  EXPECT_EQ(holder(), normal) << "preempting would only leave the GPU idle";
+}
+
 TEST_F(ArbiterTest, AHolderPastItsSliceIsAskedThenForcedToHandOver) {
   const auto a = add("a", 50), b = add("b", 50);
   want(a);

@@ -103,10 +103,15 @@ class ComputeGate {
   // `drain` waits until everything this process submitted to the GPU has finished.
   using Drain = std::function<void(std::uint32_t gpu)>;
   ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing = {});
+  ~ComputeGate();
+  ComputeGate(const ComputeGate&) = delete;
+  ComputeGate& operator=(const ComputeGate&) = delete;
 
   // Hot path: no lock, no system call.
+  // Sequentially consistent, like bump(): pairs with the idle check in arbitrate (a plain load on
+  // x86).
   bool holds(std::uint32_t gpu) const {
-    return state_.state().schedules[gpu].holder_word.load(std::memory_order_relaxed) == holder_token(slot_);
+    return state_.state().schedules[gpu].holder_word.load(std::memory_order_seq_cst) == holder_token(slot_);
   }
   // Brackets each gated launch: the count moves with every launch and is odd while a thread of
   // this process is inside one (perhaps blocked on a full GPU queue). Only this process writes it;
@@ -127,12 +132,13 @@ class ComputeGate {
   Status hand_over(std::uint32_t gpu, const Drain& drain);
   bool slot_alive(std::uint32_t slot);
   void bump(std::uint32_t gpu) {
-    state_.state().slots[slot_].compute[gpu].launches.fetch_add(1, std::memory_order_relaxed);
+    state_.state().slots[slot_].compute[gpu].launches.fetch_add(1, std::memory_order_seq_cst);
   }
 
   SharedState& state_;
   std::uint32_t slot_;
   ArbiterTiming timing_;
+  int probe_fd_;  // its own open file description of the state, for liveness probes
 };
 
 // Sets the tenant's compute policy if it has none yet (the first process decides), returning the
