@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <ctime>
 
@@ -99,7 +100,8 @@ void grant(StateLayout& state, std::uint32_t gpu, std::uint32_t slot, std::uint6
   schedule.observed_launches.store(launches, kRelaxed);
   schedule.observed_at_ns.store(now, kRelaxed);
   schedule.launches_at_grant.store(launches, kRelaxed);
-  schedule.virtual_clock_ns.store(record.compute[gpu].virtual_ns.load(kRelaxed), kRelaxed);
+  const std::uint32_t priority = std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2);
+  schedule.virtual_clock_ns[priority].store(record.compute[gpu].virtual_ns.load(kRelaxed), kRelaxed);
   schedule.holder_word.store(holder_token(slot), kRelease);
   schedule.grant_seq.fetch_add(1, kRelease);
 }
@@ -110,7 +112,19 @@ std::uint32_t pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std
   std::uint32_t best = kNone;
   std::uint32_t best_priority = 0;
   std::uint64_t best_virtual = 0, best_since = 0;
-  const std::uint64_t virtual_clock = state.schedules[gpu].virtual_clock_ns.load(kRelaxed);
+  // Tenants marked active whose processes no longer wait (their waiter died, say) are active no
+  // more: they would skew the default weights and skip the re-entry clamp below.
+  std::array<bool, kMaxTenants> waits{};
+  for (const auto& slot : state.slots) {
+    const std::uint32_t tenant = slot.tenant_index.load(kRelaxed);
+    if (tenant < kMaxTenants && slot.compute[gpu].waiting_since_ns.load(kRelaxed) != 0 &&
+        slot.state.load(kAcquire) == kInUse) {
+      waits[tenant] = true;
+    }
+  }
+  for (std::uint32_t t = 0; t < kMaxTenants; ++t) {
+    if (!waits[t]) state.tenants[t].compute[gpu].active.store(0, kRelaxed);
+  }
   for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
     auto& slot = state.slots[s];
     const std::uint64_t since = slot.compute[gpu].waiting_since_ns.load(kRelaxed);
@@ -119,9 +133,11 @@ std::uint32_t pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std
     if (tenant >= kMaxTenants) continue;
     auto& record = state.tenants[tenant];
     auto& entry = record.compute[gpu];
+    const std::uint32_t priority = std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2);
     if (entry.active.load(kRelaxed) == 0) {
-      // Re-entering after idleness: start at the current virtual clock, so time not used while
-      // idle is not saved up to be spent later.
+      // Re-entering after idleness: start at its class's current virtual clock, so time not used
+      // while idle is not saved up to be spent later.
+      const std::uint64_t virtual_clock = state.schedules[gpu].virtual_clock_ns[priority].load(kRelaxed);
       entry.virtual_ns.store(std::max(entry.virtual_ns.load(kRelaxed), virtual_clock), kRelaxed);
       entry.active.store(1, kRelaxed);
     }
@@ -130,7 +146,6 @@ std::uint32_t pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std
       *wait_ns = *wait_ns == 0 ? wait : std::min(*wait_ns, wait);
       continue;
     }
-    const std::uint32_t priority = std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2);
     const std::uint64_t virtual_ns = entry.virtual_ns.load(kRelaxed);
     const bool better = best == kNone || priority > best_priority ||
                         (priority == best_priority &&
@@ -310,6 +325,7 @@ Result<ScheduleLock> ScheduleLock::acquire(StateLayout& state, std::uint32_t gpu
     state.schedules[gpu].holder_word.store(0, kRelease);
     state.schedules[gpu].grant_seq.fetch_add(1, kRelease);
     shared_mutex::mark_consistent(mutex);
+    wake_waiters(state, gpu);
   }
   return ScheduleLock(mutex);
 }

@@ -121,7 +121,7 @@ struct alignas(64) GpuSchedule {
   std::atomic<std::uint64_t> handover_asked_ns;
   std::atomic<std::uint64_t> observed_launches;  // the holder's launch count when last looked at
   std::atomic<std::uint64_t> observed_at_ns;     // ... and when it last changed
-  std::atomic<std::uint64_t> virtual_clock_ns;   // virtual time of the last grant
+  std::atomic<std::uint64_t> virtual_clock_ns[3];  // per priority class: virtual time of its last grant
   std::atomic<std::uint64_t> launches_at_grant;  // the holder's launch count when it was granted
 };
 
