@@ -2,8 +2,9 @@
 //
 // Hot path (holding the slice): the device of the current context, one relaxed load of the
 // schedule's holder word, one relaxed store of the launch count, a thread-local counter. No lock,
-// no system call. Every kCheckpointEvery launches the slow path bounds the work in flight and
+// no system call. Every GPUSHARE_INFLIGHT_LAUNCHES / 2 launches the slow path bounds the work in flight and
 // checks whether the slice is over.
+#include <algorithm>
 #include <optional>
 
 #include "driver.hpp"
@@ -14,7 +15,11 @@
 namespace gpushare::interpose::hooks {
 namespace {
 
-constexpr unsigned kCheckpointEvery = 16;
+// Launches between checkpoints: half the in-flight bound (two events in the ring), at least 1.
+unsigned checkpoint_every() {
+  static const unsigned every = std::max(1u, process_settings().settings.inflight_launches / 2);
+  return every;
+}
 
 // What handing over means for this process: wait until all it submitted to the GPU has run.
 // cuCtxSynchronize covers every stream of the current context, including ones the program may
@@ -24,7 +29,7 @@ void drain(std::uint32_t /*gpu*/) {
   if (driver != nullptr && driver->cuCtxSynchronize != nullptr) driver->cuCtxSynchronize();
 }
 
-// At most kCheckpointEvery x (events in the ring) launches in flight: before an event of the ring
+// At most checkpoint_every() x (events in the ring) launches in flight: before an event of the ring
 // is recorded again, the work it marked must have finished.
 void bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream) {
   if (driver.cuEventCreate == nullptr || driver.cuEventRecord == nullptr || driver.cuEventSynchronize == nullptr) {
@@ -88,8 +93,8 @@ CUresult gated(CUstream stream, Launch&& launch) {
           acquired.error().message);
     }
   }
-  if (++t_launches[*gpu] % kCheckpointEvery == 0) {
-    bound_inflight(*driver, tenancy.inflight(*gpu), stream);
+  if (++t_launches[*gpu] % checkpoint_every() == 0) {
+    if (process_settings().settings.inflight_launches != 0) bound_inflight(*driver, tenancy.inflight(*gpu), stream);
     (void)gate.checkpoint(*gpu, drain);
   }
   const CUresult result = launch();

@@ -44,6 +44,9 @@ constexpr std::array kOptions{
                "it is busy."},
     OptionSpec{"GPUSHARE_SLICE_MS", "", "--slice-ms", "10",
                "Length of a time slice in milliseconds (1-1000)."},
+    OptionSpec{"GPUSHARE_INFLIGHT_LAUNCHES", "", "", "32",
+               "Launches a process may have queued on a GPU (a multiple of 2 up to 4096; 0 = no bound). Smaller "
+               "values make handovers and priority more responsive, larger ones cost fewer event waits."},
 };
 
 // Reads gpushare's variable, else HAMi's alias.
@@ -154,6 +157,20 @@ LoadedSettings load_settings(const EnvLookup& env) {
   }
   if (const char* v = lookup(env, "GPUSHARE_SLICE_MS", "", &used)) {
     if (auto slice = parse_slice_ms(v)) s.compute.slice = slice.value(); else complain(slice.error());
+  }
+  if (const char* v = lookup(env, "GPUSHARE_INFLIGHT_LAUNCHES", "", &used)) {
+    const std::string_view text = v;
+    std::uint32_t value = 0;
+    bool ok = !text.empty() && text.size() <= 4;
+    for (char c : text) {
+      if (c < '0' || c > '9') ok = false;
+      else value = value * 10 + static_cast<std::uint32_t>(c - '0');
+    }
+    if (ok && value <= 4096 && value % 2 == 0) {
+      s.inflight_launches = value;
+    } else {
+      complain(Error{fmt::format("invalid launch count '{}' (expected an even number from 0 to 4096)", text)});
+    }
   }
   if (const char* v = lookup(env, "GPUSHARE_TENANT", "", &used)) {
     if (auto valid = validate_tenant_name(v)) s.tenant = v; else complain(valid.error());

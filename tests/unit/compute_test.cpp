@@ -283,5 +283,21 @@ TEST(ComputeSettings, PercentagesPrioritiesAndSlices) {
   EXPECT_FALSE(parse_slice_ms("5000").ok());
 }
 
+TEST(ComputeSettings, InflightLaunchesFromTheEnvironment) {
+  auto load = [](const char* value) {
+    return load_settings([value](const char* name) -> const char* {
+      return std::string_view(name) == "GPUSHARE_INFLIGHT_LAUNCHES" ? value : nullptr;
+    });
+  };
+  EXPECT_EQ(load("64").settings.inflight_launches, 64u);
+  EXPECT_EQ(load("0").settings.inflight_launches, 0u);
+  for (const char* bad : {"33", "-2", "8192", "many", ""}) {
+    const auto loaded = load(bad);
+    ASSERT_EQ(loaded.errors.size(), 1u) << bad;
+    EXPECT_NE(loaded.errors[0].find("GPUSHARE_INFLIGHT_LAUNCHES"), std::string::npos) << loaded.errors[0];
+    EXPECT_EQ(loaded.settings.inflight_launches, 32u) << "a bad value keeps the default";
+  }
+}
+
 }  // namespace
 }  // namespace gpushare

@@ -40,6 +40,8 @@ struct Settings {
   FailPolicy on_error = FailPolicy::kClosed;
   std::uint64_t context_memory_bytes = 0;
   ComputePolicyValues compute;
+  // Launches a process may have queued on a GPU (the in-flight bound); 0 turns the bound off.
+  std::uint32_t inflight_launches = 32;
 
   std::uint64_t memory_limit_for(int ordinal) const;
 };
