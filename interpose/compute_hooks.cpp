@@ -57,7 +57,11 @@ struct LastContext {
   std::uint32_t gpu = 0;
 };
 __attribute__((tls_model("initial-exec"))) thread_local LastContext t_last;
-__attribute__((tls_model("initial-exec"))) thread_local std::array<unsigned, layout::kMaxGpus> t_launches{};
+// Launches until the next checkpoint, per GPU: checkpoint_every(), or kNearHigherClass while a
+// higher priority class is around (then at most ~4 launches of this process are queued). Decided
+// at each checkpoint, so the hot path reads no clock.
+constexpr unsigned kNearHigherClass = 2;
+__attribute__((tls_model("initial-exec"))) thread_local std::array<unsigned, layout::kMaxGpus> t_until_checkpoint{};
 
 std::optional<std::uint32_t> current_gpu(const RealDriver& driver, Tenancy& tenancy, CUdevice* device) {
   CUcontext context = nullptr;
@@ -93,9 +97,12 @@ CUresult gated(CUstream stream, Launch&& launch) {
           acquired.error().message);
     }
   }
-  if (++t_launches[*gpu] % checkpoint_every() == 0) {
+  if (t_until_checkpoint[*gpu] <= 1) {
     if (process_settings().settings.inflight_launches != 0) bound_inflight(*driver, tenancy.inflight(*gpu), stream);
     (void)gate.checkpoint(*gpu, drain);
+    t_until_checkpoint[*gpu] = gate.higher_class_recently(*gpu, monotonic_now_ns()) ? kNearHigherClass : checkpoint_every();
+  } else {
+    --t_until_checkpoint[*gpu];
   }
   const CUresult result = launch();
   gate.end_launch(*gpu);

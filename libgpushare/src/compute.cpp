@@ -102,6 +102,7 @@ void grant(StateLayout& state, std::uint32_t gpu, std::uint32_t slot, std::uint6
   schedule.launches_at_grant.store(launches, kRelaxed);
   const std::uint32_t priority = std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2);
   schedule.virtual_clock_ns[priority].store(record.compute[gpu].virtual_ns.load(kRelaxed), kRelaxed);
+  schedule.class_granted_ns[priority].store(now, kRelaxed);
   schedule.holder_word.store(holder_token(slot), kRelease);
   schedule.grant_seq.fetch_add(1, kRelease);
 }
@@ -429,6 +430,18 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain) {
   state.slots[slot_].compute[gpu].waiting_since_ns.store(now, kRelaxed);
   if (auto handed = hand_over(gpu, drain); !handed) return handed;
   return acquire(gpu, drain);
+}
+
+bool ComputeGate::higher_class_recently(std::uint32_t gpu, std::uint64_t now) const {
+  const StateLayout& state = state_.state();
+  const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
+  if (tenant >= kMaxTenants) return false;
+  const std::uint32_t mine = std::min<std::uint32_t>(state.tenants[tenant].compute_policy.priority.load(kRelaxed), 2);
+  for (std::uint32_t higher = mine + 1; higher <= 2; ++higher) {
+    const std::uint64_t granted = state.schedules[gpu].class_granted_ns[higher].load(kRelaxed);
+    if (granted != 0 && now - granted < static_cast<std::uint64_t>(timing_.higher_class_memory.count())) return true;
+  }
+  return false;
 }
 
 bool ComputeGate::slot_alive(std::uint32_t slot) {

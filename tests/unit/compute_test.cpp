@@ -172,6 +172,18 @@ TEST_F(ArbiterTest, HighPriorityTakesTheGpuAtOnceAndLowerClassesWait) {
   }
 }
 
+TEST_F(ArbiterTest, ALowerClassKnowsAHigherOneWasAroundRecently) {
+  const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh);
+  const ComputeGate low_gate(*state_, low), high_gate(*state_, high);
+  EXPECT_FALSE(low_gate.higher_class_recently(kGpu, now_));
+  want(high);
+  decide();
+  ASSERT_EQ(holder(), high);
+  EXPECT_TRUE(low_gate.higher_class_recently(kGpu, now_ + 50 * kMs));
+  EXPECT_FALSE(high_gate.higher_class_recently(kGpu, now_ + 50 * kMs)) << "nothing is above high";
+  EXPECT_FALSE(low_gate.higher_class_recently(kGpu, now_ + 150 * kMs)) << "100 ms later it is forgotten";
+}
+
 TEST_F(ArbiterTest, AnIdleOrDeadHolderLosesTheSlice) {
   const auto a = add("a", 50), b = add("b", 50);
   want(a);

@@ -52,6 +52,9 @@ struct ArbiterTiming {
   std::chrono::nanoseconds handover_grace{std::chrono::milliseconds(50)};
   // Longest a waiter sleeps before looking again (it is woken at once on every grant).
   std::chrono::nanoseconds max_sleep{std::chrono::milliseconds(1)};
+  // A lower class keeps almost nothing in flight for this long after a higher class last held the
+  // GPU, so the higher one's next request waits behind as little queued work as possible.
+  std::chrono::nanoseconds higher_class_memory{std::chrono::milliseconds(100)};
 };
 
 // Outcome of one arbitration, for the process that ran it.
@@ -127,6 +130,8 @@ class ComputeGate {
   Status checkpoint(std::uint32_t gpu, const Drain& drain);
   // Gives the slice up (process exit, or nothing more to submit).
   void release(std::uint32_t gpu);
+  // Whether a higher priority class than this process's held the GPU recently (timing_).
+  bool higher_class_recently(std::uint32_t gpu, std::uint64_t now) const;
 
  private:
   Status hand_over(std::uint32_t gpu, const Drain& drain);

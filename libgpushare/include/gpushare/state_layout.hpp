@@ -123,6 +123,7 @@ struct alignas(64) GpuSchedule {
   std::atomic<std::uint64_t> observed_at_ns;     // ... and when it last changed
   std::atomic<std::uint64_t> virtual_clock_ns[3];  // per priority class: virtual time of its last grant
   std::atomic<std::uint64_t> launches_at_grant;  // the holder's launch count when it was granted
+  std::atomic<std::uint64_t> class_granted_ns[3];  // per priority class: when it was last granted
 };
 
 // What one process does on one GPU, for the arbiter. Written by the process, read by waiters.
