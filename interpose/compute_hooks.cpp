@@ -1,9 +1,10 @@
 // Launch hooks: a process submits work to a GPU only while it holds that GPU's time slice.
 //
-// Hot path (holding the slice): the device of the current context, one relaxed load of the
-// schedule's holder word, one relaxed store of the launch count, a thread-local counter. No lock,
-// no system call. Every GPUSHARE_INFLIGHT_LAUNCHES / 2 launches the slow path bounds the work in flight and
-// checks whether the slice is over.
+// Hot path (holding the slice): the current context (cuCtxGetCurrent, its GPU cached per thread),
+// one load of the schedule's holder word, two atomic adds to this process's launch count (in and
+// out), a thread-local countdown. No lock, no system call. At each checkpoint (every
+// GPUSHARE_INFLIGHT_LAUNCHES / 2 launches, or 2 near a higher class) the slow path bounds the work in
+// flight and checks whether the slice is over.
 #include <algorithm>
 #include <optional>
 
@@ -81,7 +82,7 @@ std::optional<std::uint32_t> current_gpu(const RealDriver& driver, Tenancy& tena
 template <typename Launch>
 CUresult gated(CUstream stream, Launch&& launch) {
   const RealDriver* driver = real_driver();
-  if (driver == nullptr) return CUDA_ERROR_NOT_FOUND;
+  if (driver == nullptr) return kMissing;
   Tenancy& tenancy = Tenancy::get();
   if (tenancy.mode() != Tenancy::Mode::kEnforce) return launch();
   CUdevice device = 0;
@@ -113,7 +114,7 @@ CUresult gated(CUstream stream, Launch&& launch) {
 template <typename Wait>
 CUresult busy_waiting(Wait&& wait) {
   const RealDriver* driver = real_driver();
-  if (driver == nullptr) return CUDA_ERROR_NOT_FOUND;
+  if (driver == nullptr) return kMissing;
   Tenancy& tenancy = Tenancy::get();
   if (tenancy.mode() != Tenancy::Mode::kEnforce) return wait();
   CUdevice device = 0;
@@ -125,20 +126,18 @@ CUresult busy_waiting(Wait&& wait) {
   return result;
 }
 
-const RealDriver& loaded() {
-  static const RealDriver kEmpty{};
-  const RealDriver* driver = real_driver();
-  return driver != nullptr ? *driver : kEmpty;
-}
-
 }  // namespace
 
-#define GPUSHARE_GATED_LAUNCH(name, stream_expr, call_args)                \
-  {                                                                        \
-    auto real = loaded().name;                                             \
-    if (real == nullptr) return CUDA_ERROR_NOT_FOUND;                      \
-    return gated(stream_expr, [&] { return real call_args; });            \
+// The body of a wrapper: the real entry point (kMissing when this driver lacks it), called inside
+// `guard`, a function template taking the call as a lambda.
+#define GPUSHARE_WRAPPED_CALL(name, guard, call_args)    \
+  {                                                      \
+    auto real = real_driver_or_empty().name;             \
+    if (real == nullptr) return kMissing;                \
+    return guard([&] { return real call_args; });       \
   }
+#define GPUSHARE_GATED_LAUNCH(name, stream_expr, call_args) \
+  GPUSHARE_WRAPPED_CALL(name, [&](auto&& call) { return gated(stream_expr, call); }, call_args)
 
 CUresult cuLaunchKernel GPUSHARE_LAUNCH_KERNEL_PARAMS
 GPUSHARE_GATED_LAUNCH(cuLaunchKernel, hStream, GPUSHARE_LAUNCH_KERNEL_ARGS)
@@ -161,31 +160,12 @@ GPUSHARE_GATED_LAUNCH(cuGraphLaunch, hStream, (hGraphExec, hStream))
 CUresult cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream)
 GPUSHARE_GATED_LAUNCH(cuGraphLaunch_ptsz, hStream, (hGraphExec, hStream))
 
-CUresult cuCtxSynchronize(void) {
-  auto real = loaded().cuCtxSynchronize;
-  if (real == nullptr) return CUDA_ERROR_NOT_FOUND;
-  return busy_waiting([&] { return real(); });
-}
+CUresult cuCtxSynchronize(void) GPUSHARE_WRAPPED_CALL(cuCtxSynchronize, busy_waiting, ())
 // CUDA 13's cudaDeviceSynchronize (torch.cuda.synchronize) comes here.
-CUresult cuCtxSynchronize_v2(CUcontext ctx) {
-  auto real = loaded().cuCtxSynchronize_v2;
-  if (real == nullptr) return CUDA_ERROR_NOT_FOUND;
-  return busy_waiting([&] { return real(ctx); });
-}
-CUresult cuStreamSynchronize(CUstream hStream) {
-  auto real = loaded().cuStreamSynchronize;
-  if (real == nullptr) return CUDA_ERROR_NOT_FOUND;
-  return busy_waiting([&] { return real(hStream); });
-}
-CUresult cuStreamSynchronize_ptsz(CUstream hStream) {
-  auto real = loaded().cuStreamSynchronize_ptsz;
-  if (real == nullptr) return CUDA_ERROR_NOT_FOUND;
-  return busy_waiting([&] { return real(hStream); });
-}
-CUresult cuEventSynchronize(CUevent hEvent) {
-  auto real = loaded().cuEventSynchronize;
-  if (real == nullptr) return CUDA_ERROR_NOT_FOUND;
-  return busy_waiting([&] { return real(hEvent); });
-}
+CUresult cuCtxSynchronize_v2(CUcontext ctx) GPUSHARE_WRAPPED_CALL(cuCtxSynchronize_v2, busy_waiting, (ctx))
+CUresult cuStreamSynchronize(CUstream hStream) GPUSHARE_WRAPPED_CALL(cuStreamSynchronize, busy_waiting, (hStream))
+CUresult cuStreamSynchronize_ptsz(CUstream hStream)
+GPUSHARE_WRAPPED_CALL(cuStreamSynchronize_ptsz, busy_waiting, (hStream))
+CUresult cuEventSynchronize(CUevent hEvent) GPUSHARE_WRAPPED_CALL(cuEventSynchronize, busy_waiting, (hEvent))
 
 }  // namespace gpushare::interpose::hooks

@@ -79,6 +79,12 @@ const RealDriver* load(bool may_load_library) {
 const RealDriver* real_driver() { return load(true); }
 const RealDriver* real_driver_if_loaded() { return load(false); }
 
+const RealDriver& real_driver_or_empty() {
+  static const RealDriver kEmpty{};
+  const RealDriver* driver = real_driver();
+  return driver != nullptr ? *driver : kEmpty;
+}
+
 void* wrapper_for(void* address) {
   if (address == nullptr) return nullptr;
   for (const AddressPair& pair : g_pairs) {

@@ -18,6 +18,12 @@ struct RealDriver {
 // table. Returns null when it cannot be opened; the reason has been logged once.
 const RealDriver* real_driver();
 
+// The real driver's table, or an all-null one when the driver cannot be opened: wrappers then see a
+// missing function and answer kMissing, never call through a null pointer.
+const RealDriver& real_driver_or_empty();
+// What a wrapper returns when the real driver lacks the function (an older driver).
+inline constexpr CUresult kMissing = CUDA_ERROR_NOT_FOUND;
+
 // Like real_driver(), but never loads a library: returns null unless the real driver is already
 // in the process. Used by the dlsym hook, which must not pull CUDA into programs that do not use it.
 const RealDriver* real_driver_if_loaded();

@@ -7,7 +7,7 @@ namespace gpushare::interpose::hooks {
 
 CUresult cuGetProcAddress(const char* symbol, void** pfn, int cudaVersion, cuuint64_t flags) {
   const RealDriver* driver = real_driver();
-  if (driver == nullptr || driver->cuGetProcAddress == nullptr) return CUDA_ERROR_NOT_FOUND;
+  if (driver == nullptr || driver->cuGetProcAddress == nullptr) return kMissing;
   const CUresult result = driver->cuGetProcAddress(symbol, pfn, cudaVersion, flags);
   if (result == CUDA_SUCCESS && pfn != nullptr) *pfn = wrapper_for(*pfn);
   return result;
@@ -16,7 +16,7 @@ CUresult cuGetProcAddress(const char* symbol, void** pfn, int cudaVersion, cuuin
 CUresult cuGetProcAddress_v2(const char* symbol, void** pfn, int cudaVersion, cuuint64_t flags,
                              CUdriverProcAddressQueryResult* symbolStatus) {
   const RealDriver* driver = real_driver();
-  if (driver == nullptr || driver->cuGetProcAddress_v2 == nullptr) return CUDA_ERROR_NOT_FOUND;
+  if (driver == nullptr || driver->cuGetProcAddress_v2 == nullptr) return kMissing;
   const CUresult result = driver->cuGetProcAddress_v2(symbol, pfn, cudaVersion, flags, symbolStatus);
   if (result == CUDA_SUCCESS && pfn != nullptr) *pfn = wrapper_for(*pfn);
   return result;

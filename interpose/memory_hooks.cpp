@@ -12,10 +12,6 @@
 namespace gpushare::interpose::hooks {
 namespace {
 
-// What a wrapper returns when the real driver lacks the function (an older driver): never a call
-// through a null pointer.
-constexpr CUresult kMissing = CUDA_ERROR_NOT_FOUND;
-
 std::optional<CUdevice> current_device(const RealDriver& driver) {
   CUdevice device = 0;
   if (driver.cuCtxGetDevice != nullptr && driver.cuCtxGetDevice(&device) == CUDA_SUCCESS) return device;
@@ -217,34 +213,29 @@ CUresult free_async(decltype(RealDriver::cuMemFreeAsync) real, CUdeviceptr dptr,
   // by this process, but they are no longer the program's.
   return release(&Tenancy::device_pointers, dptr, [&] { return real(dptr, stream); });
 }
-const RealDriver& loaded() {
-  static const RealDriver kEmpty{};
-  const RealDriver* driver = real_driver();
-  return driver != nullptr ? *driver : kEmpty;
-}
 }  // namespace
 
 CUresult cuMemAllocAsync(CUdeviceptr* dptr, size_t bytesize, CUstream hStream) {
-  return alloc_async(loaded().cuMemAllocAsync, dptr, bytesize, hStream);
+  return alloc_async(real_driver_or_empty().cuMemAllocAsync, dptr, bytesize, hStream);
 }
 CUresult cuMemAllocAsync_ptsz(CUdeviceptr* dptr, size_t bytesize, CUstream hStream) {
-  return alloc_async(loaded().cuMemAllocAsync_ptsz, dptr, bytesize, hStream);
+  return alloc_async(real_driver_or_empty().cuMemAllocAsync_ptsz, dptr, bytesize, hStream);
 }
 CUresult cuMemAllocFromPoolAsync(CUdeviceptr* dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) {
-  return alloc_from_pool(loaded().cuMemAllocFromPoolAsync, dptr, bytesize, pool, hStream);
+  return alloc_from_pool(real_driver_or_empty().cuMemAllocFromPoolAsync, dptr, bytesize, pool, hStream);
 }
 CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr* dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream) {
-  return alloc_from_pool(loaded().cuMemAllocFromPoolAsync_ptsz, dptr, bytesize, pool, hStream);
+  return alloc_from_pool(real_driver_or_empty().cuMemAllocFromPoolAsync_ptsz, dptr, bytesize, pool, hStream);
 }
 CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream) {
-  return free_async(loaded().cuMemFreeAsync, dptr, hStream);
+  return free_async(real_driver_or_empty().cuMemFreeAsync, dptr, hStream);
 }
 CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream hStream) {
-  return free_async(loaded().cuMemFreeAsync_ptsz, dptr, hStream);
+  return free_async(real_driver_or_empty().cuMemFreeAsync_ptsz, dptr, hStream);
 }
 
 CUresult cuMemFree_v2(CUdeviceptr dptr) {
-  auto real = loaded().cuMemFree_v2;
+  auto real = real_driver_or_empty().cuMemFree_v2;
   if (real == nullptr) return kMissing;
   return release(&Tenancy::device_pointers, dptr, [&] { return real(dptr); });
 }
@@ -267,7 +258,7 @@ CUresult cuMemCreate(CUmemGenericAllocationHandle* handle, size_t size, const CU
 }
 
 CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
-  auto real = loaded().cuMemRelease;
+  auto real = real_driver_or_empty().cuMemRelease;
   if (real == nullptr) return kMissing;
   return release(&Tenancy::vmm_handles, handle, [&] { return real(handle); });
 }
@@ -297,7 +288,7 @@ CUresult cuArray3DCreate_v2(CUarray* pHandle, const CUDA_ARRAY3D_DESCRIPTOR* des
 }
 
 CUresult cuArrayDestroy(CUarray hArray) {
-  auto real = loaded().cuArrayDestroy;
+  auto real = real_driver_or_empty().cuArrayDestroy;
   if (real == nullptr) return kMissing;
   return release(&Tenancy::arrays, as_key(hArray), [&] { return real(hArray); });
 }
@@ -323,7 +314,7 @@ CUresult cuMipmappedArrayCreate(CUmipmappedArray* pHandle, const CUDA_ARRAY3D_DE
 }
 
 CUresult cuMipmappedArrayDestroy(CUmipmappedArray hMipmappedArray) {
-  auto real = loaded().cuMipmappedArrayDestroy;
+  auto real = real_driver_or_empty().cuMipmappedArrayDestroy;
   if (real == nullptr) return kMissing;
   return release(&Tenancy::mipmapped_arrays, as_key(hMipmappedArray), [&] { return real(hMipmappedArray); });
 }

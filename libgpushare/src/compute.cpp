@@ -454,17 +454,6 @@ bool ComputeGate::slot_alive(std::uint32_t slot) {
   return false;
 }
 
-void ComputeGate::release(std::uint32_t gpu) {
-  StateLayout& state = state_.state();
-  {
-    auto lock = ScheduleLock::acquire(state, gpu);
-    if (!lock) return;
-    if (holder_of(state.schedules[gpu].holder_word.load(kAcquire)) != slot_) return;
-    end_slice(state, gpu, monotonic_now_ns());
-  }
-  wake_waiters(state, gpu);
-}
-
 ComputePolicyValues adopt_compute_policy(StateLayout& state, std::uint32_t tenant, const ComputePolicyValues& wanted) {
   auto& record = state.tenants[tenant];
   auto& policy = record.compute_policy;

@@ -128,8 +128,6 @@ class ComputeGate {
   // Called by the holder every few launches: ends its slice when it is over and someone waits,
   // or when its tenant's cap is spent; then waits for its next turn.
   Status checkpoint(std::uint32_t gpu, const Drain& drain);
-  // Gives the slice up (process exit, or nothing more to submit).
-  void release(std::uint32_t gpu);
   // Whether a higher priority class than this process's held the GPU recently (timing_).
   bool higher_class_recently(std::uint32_t gpu, std::uint64_t now) const;
 
