@@ -135,6 +135,14 @@ std::uint64_t return_slot_bytes(StateLayout& state, layout::ProcessSlot& slot) {
   return total;
 }
 
+// Everything a slot holds goes back: its bytes to its tenant's ledger, its slices and waits to the
+// arbiter. Returns the bytes. REQUIRES: as return_slot_bytes.
+std::uint64_t empty_slot(StateLayout& state, layout::ProcessSlot& slot) {
+  const std::uint64_t bytes = return_slot_bytes(state, slot);
+  clear_slot_compute(state, slot);
+  return bytes;
+}
+
 bool tenant_name_equals(const layout::TenantRecord& tenant, std::string_view name) {
   const char* end = static_cast<const char*>(::memchr(tenant.name, '\0', sizeof tenant.name));
   return end != nullptr && std::string_view(tenant.name, static_cast<std::size_t>(end - tenant.name)) == name;
@@ -271,8 +279,7 @@ Result<std::unique_ptr<TenantMembership>> TenantMembership::join(SharedState& sh
     // With the lock ours, a slot still marked busy belongs to a dead owner (or to a reclaimer that
     // died half-way): finish returning its bytes, then take it.
     if (slot.state.load(kAcquire) != kFree) {
-      return_slot_bytes(state, slot);
-      clear_slot_compute(state, slot);
+      empty_slot(state, slot);
     }
     slot.tenant_index = tenant;
     slot.pid = static_cast<std::uint64_t>(::getpid());
@@ -289,8 +296,7 @@ TenantMembership::~TenantMembership() {
   if (!abandoned_) {
     StateLayout& state = state_.state();
     auto& slot = state.slots[slot_];
-    return_slot_bytes(state, slot);
-    clear_slot_compute(state, slot);
+    empty_slot(state, slot);
     slot.state.store(kFree, kRelease);
     ofd_lock::unlock(fd_, layout::kSlotLockBase + slot_);
   }
@@ -403,8 +409,7 @@ ReclaimReport reclaim_dead_processes(SharedState& shared) {
     // kReclaiming with the lock free: a reclaimer died half-way; returning bytes is idempotent.
     if (slot.state.load(kAcquire) != kFree) {
       slot.state.store(kReclaiming, kRelease);
-      report.bytes += return_slot_bytes(state, slot);
-      clear_slot_compute(state, slot);
+      report.bytes += empty_slot(state, slot);
       report.processes += 1;
       slot.state.store(kFree, kRelease);
     }
