@@ -116,7 +116,12 @@ std::optional<std::uint32_t> Tenancy::gpu_for(CUdevice ordinal) {
   GpuUuid key{};
   for (std::size_t i = 0; i < key.size(); ++i) key[i] = static_cast<std::uint8_t>(uuid.bytes[i]);
   const std::uint64_t wanted = process_settings().settings.memory_limit_for(ordinal);
-  auto attached = membership_->attach_gpu(key, physical, wanted);
+  std::array<char, layout::kGpuNameBytes> name{};
+  if (driver->cuDeviceGetName == nullptr ||
+      driver->cuDeviceGetName(name.data(), static_cast<int>(name.size() - 1), ordinal) != CUDA_SUCCESS) {
+    name[0] = '\0';
+  }
+  auto attached = membership_->attach_gpu(key, physical, wanted, std::string_view(name.data()));
   if (!attached) {
     log(LogLevel::kError, "cannot track device {}: {}", ordinal, attached.error().message);
     return std::nullopt;

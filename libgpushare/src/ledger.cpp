@@ -312,7 +312,7 @@ void TenantMembership::abandon() {
 }
 
 Result<TenantMembership::Attached> TenantMembership::attach_gpu(const GpuUuid& uuid, std::uint64_t physical_bytes,
-                                                                std::uint64_t limit_bytes) {
+                                                                std::uint64_t limit_bytes, std::string_view name) {
   StateLayout& state = state_.state();
   auto registry = RegistryLock::acquire(state);
   if (!registry) return registry.error();
@@ -326,6 +326,9 @@ Result<TenantMembership::Attached> TenantMembership::attach_gpu(const GpuUuid& u
     if (state.gpus[g].state.load(kAcquire) == kFree) {
       std::copy(uuid.begin(), uuid.end(), state.gpus[g].uuid);
       state.gpus[g].physical_bytes.store(physical_bytes, kRelaxed);
+      const std::size_t name_bytes = std::min(name.size(), layout::kGpuNameBytes - 1);
+      std::fill(std::begin(state.gpus[g].name), std::end(state.gpus[g].name), '\0');
+      std::copy_n(name.data(), name_bytes, state.gpus[g].name);
       state.gpus[g].state.store(kInUse, kRelease);
       gpu = g;
     }
@@ -471,6 +474,7 @@ std::vector<TenantSnapshot> snapshot_tenants(SharedState& shared) {
       LedgerSnapshot ledger;
       ledger.gpu = g;
       std::copy(std::begin(state.gpus[g].uuid), std::end(state.gpus[g].uuid), ledger.uuid.begin());
+      ledger.gpu_name.assign(state.gpus[g].name, ::strnlen(state.gpus[g].name, layout::kGpuNameBytes));
       ledger.physical_bytes = state.gpus[g].physical_bytes.load(kRelaxed);
       ledger.limit_bytes = entry.limit_bytes.load(kRelaxed);
       ledger.used_bytes = entry.used_bytes.load(kRelaxed);
@@ -487,6 +491,7 @@ std::vector<TenantSnapshot> snapshot_tenants(SharedState& shared) {
       ProcessSnapshot process;
       process.slot = s;
       process.pid = slot.pid;
+      process.started_unix_ns = slot.started_unix_ns.load(kRelaxed);
       // A free liveness lock means the owner is gone; take it only for the look.
       {
         std::lock_guard probing(shared.probe_mutex());

@@ -63,7 +63,9 @@ class TenantMembership {
   // Registers a GPU by UUID and this tenant's ledger entry on it. The first process of the tenant
   // to use the GPU sets the limit (unless `gpushare quota set` has set one); later processes keep
   // it and are told when theirs differs.
-  Result<Attached> attach_gpu(const GpuUuid& uuid, std::uint64_t physical_bytes, std::uint64_t limit_bytes);
+  // `name` (cuDeviceGetName) is for display only.
+  Result<Attached> attach_gpu(const GpuUuid& uuid, std::uint64_t physical_bytes, std::uint64_t limit_bytes,
+                              std::string_view name = {});
 
   // REQUIRES: gpu was returned by attach_gpu.
   // Before refusing, dead processes are swept once, so quota held by a killed process never
@@ -110,6 +112,7 @@ Status set_tenant_memory_limit(SharedState& state, std::string_view tenant, std:
 struct LedgerSnapshot {
   std::uint32_t gpu = 0;
   GpuUuid uuid{};
+  std::string gpu_name;
   std::uint64_t physical_bytes = 0;
   std::uint64_t limit_bytes = 0;
   std::uint64_t used_bytes = 0;
@@ -122,6 +125,7 @@ struct LedgerSnapshot {
 struct ProcessSnapshot {
   std::uint32_t slot = 0;
   std::uint64_t pid = 0;  // in the owner's PID namespace
+  std::uint64_t started_unix_ns = 0;
   bool alive = false;
   std::array<std::uint64_t, layout::kMaxGpus> held_bytes{};
 };

@@ -30,12 +30,13 @@
 namespace gpushare::layout {
 
 inline constexpr std::uint64_t kStateMagic = 0x3145544154535047ull;  // "GPSTATE1", little endian
-inline constexpr std::uint32_t kStateAbiVersion = 2;  // 2: compute time-slicing
+inline constexpr std::uint32_t kStateAbiVersion = 3;  // 2: compute time-slicing; 3: GPU names
 
 inline constexpr std::uint32_t kMaxGpus = 16;
 inline constexpr std::uint32_t kMaxTenants = 128;
 inline constexpr std::uint32_t kMaxSlots = 512;
 inline constexpr std::size_t kTenantNameBytes = 96;  // including the terminating NUL
+inline constexpr std::size_t kGpuNameBytes = 96;     // cuDeviceGetName's text, NUL-terminated
 
 // Byte offsets used only for fcntl locks; they lie past the end of the file on purpose, so the
 // locks never interact with the data (POSIX allows locking beyond EOF).
@@ -65,6 +66,7 @@ struct alignas(64) GpuRecord {
   std::atomic<std::uint32_t> state;
   std::uint8_t uuid[16];
   std::atomic<std::uint64_t> physical_bytes;
+  char name[kGpuNameBytes];  // written once, before state becomes kInUse
 };
 
 struct alignas(64) LedgerEntry {

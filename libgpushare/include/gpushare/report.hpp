@@ -1,0 +1,85 @@
+// What `gpushare status`, `gpushare top` and the Prometheus exporter show: one read of the shared
+// state, organised per GPU, and its stable JSON form (schema in docs/operations.md).
+//
+// Building a report only reads the state (and probes liveness locks, which it releases at once):
+// it never takes the ledger or schedule mutexes, so watching never slows a running tenant.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gpushare/compute.hpp"
+#include "gpushare/ledger.hpp"
+#include "gpushare/shared_state.hpp"
+
+namespace gpushare {
+
+// Bumped when a field of the JSON form changes meaning or disappears; new fields may be added
+// without a bump.
+inline constexpr int kReportSchemaVersion = 1;
+
+struct ProcessUse {
+  std::uint64_t pid = 0;  // in the process's own PID namespace
+  bool alive = false;
+  std::uint64_t held_bytes = 0;
+};
+
+// One tenant on one GPU.
+struct TenantOnGpu {
+  std::string tenant;
+  bool live = false;  // has at least one live process
+  std::uint64_t memory_used_bytes = 0;
+  std::uint64_t memory_limit_bytes = 0;  // kUnlimited when there is no quota
+  std::uint64_t memory_peak_bytes = 0;
+  std::uint64_t oom_refusals = 0;
+  // GPU time charged so far, the current slice included up to the holder's last observed launch.
+  std::uint64_t gpu_ns = 0;
+  std::uint64_t launches = 0;
+  std::uint64_t wait_ns = 0;  // time its processes spent waiting for a slice
+  bool holds_slice = false;
+  std::vector<ProcessUse> processes;  // the tenant's processes with bytes on this GPU
+};
+
+struct GpuReport {
+  std::uint32_t index = 0;  // in the state file (not a CUDA ordinal: those differ per container)
+  GpuUuid uuid{};
+  std::string name;
+  std::uint64_t memory_total_bytes = 0;
+  std::optional<std::string> slice_holder;  // tenant holding the time slice, if any
+  std::vector<TenantOnGpu> tenants;
+};
+
+struct ProcessReport {
+  std::uint32_t slot = 0;
+  std::uint64_t pid = 0;
+  std::uint64_t started_unix_ns = 0;
+  bool alive = false;  // false: died without leaving; its bytes go back at the next sweep
+};
+
+struct TenantReport {
+  std::string name;
+  bool live = false;
+  ComputePolicyValues compute;
+  std::optional<std::uint64_t> memory_limit_override_bytes;  // set by `gpushare quota set`
+  std::vector<ProcessReport> processes;
+};
+
+struct Report {
+  std::string state_path;
+  std::uint64_t time_unix_ns = 0;
+  std::uint64_t monotonic_ns = 0;  // when it was taken, for rates between two reports
+  std::vector<GpuReport> gpus;
+  std::vector<TenantReport> tenants;
+};
+
+Report build_report(SharedState& state);
+
+// The stable, documented machine-readable form (`gpushare status --json`).
+std::string report_to_json(const Report& report);
+
+// Escapes `text` as the body of a JSON string (no quotes added).
+std::string json_escape(std::string_view text);
+
+}  // namespace gpushare

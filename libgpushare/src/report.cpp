@@ -1,0 +1,184 @@
+#include "gpushare/report.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "gpushare/size.hpp"
+
+namespace gpushare {
+namespace {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+constexpr auto kAcquire = std::memory_order_acquire;
+
+// The holder's use of its current slice so far: up to now while it is inside a launch or its
+// launch count moved since the arbiter last looked, else up to when it was last seen launching.
+std::uint64_t current_slice_ns(const layout::GpuSchedule& schedule, const layout::SlotCompute& holder,
+                               std::uint64_t now) {
+  const std::uint64_t start = schedule.slice_start_ns.load(kRelaxed);
+  const std::uint64_t launches = holder.launches.load(kRelaxed);
+  const bool busy = (launches & 1) != 0 || launches != schedule.observed_launches.load(kRelaxed);
+  const std::uint64_t until = busy ? now : std::max(start, schedule.observed_at_ns.load(kRelaxed));
+  return until > start ? std::min(until, now) - start : 0;
+}
+
+}  // namespace
+
+Report build_report(SharedState& shared) {
+  Report report;
+  report.state_path = shared.path();
+  report.time_unix_ns = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  report.monotonic_ns = monotonic_now_ns();
+  const std::vector<TenantSnapshot> tenants = snapshot_tenants(shared);
+  layout::StateLayout& state = shared.state();
+
+  std::map<std::uint32_t, std::size_t> gpu_position;
+  for (std::uint32_t g = 0; g < layout::kMaxGpus; ++g) {
+    const auto& record = state.gpus[g];
+    if (record.state.load(kAcquire) != layout::kInUse) continue;
+    GpuReport gpu;
+    gpu.index = g;
+    std::copy(std::begin(record.uuid), std::end(record.uuid), gpu.uuid.begin());
+    gpu.name.assign(record.name, ::strnlen(record.name, layout::kGpuNameBytes));
+    gpu.memory_total_bytes = record.physical_bytes.load(kRelaxed);
+    gpu_position[g] = report.gpus.size();
+    report.gpus.push_back(std::move(gpu));
+  }
+
+  for (const TenantSnapshot& tenant : tenants) {
+    TenantReport summary;
+    summary.name = tenant.name;
+    summary.compute = tenant.compute;
+    summary.memory_limit_override_bytes = tenant.override_limit_bytes;
+    for (const ProcessSnapshot& process : tenant.processes) {
+      summary.processes.push_back({process.slot, process.pid, process.started_unix_ns, process.alive});
+      summary.live = summary.live || process.alive;
+    }
+    for (const LedgerSnapshot& ledger : tenant.gpus) {
+      auto position = gpu_position.find(ledger.gpu);
+      if (position == gpu_position.end()) continue;
+      GpuReport& gpu = report.gpus[position->second];
+      TenantOnGpu use;
+      use.tenant = tenant.name;
+      use.live = summary.live;
+      use.memory_used_bytes = ledger.used_bytes;
+      use.memory_limit_bytes = ledger.limit_bytes;
+      use.memory_peak_bytes = ledger.peak_bytes;
+      use.oom_refusals = ledger.oom_refusals;
+      use.gpu_ns = ledger.gpu_ns;
+      use.launches = ledger.launches;
+      use.wait_ns = ledger.wait_ns;
+      for (const ProcessSnapshot& process : tenant.processes) {
+        if (process.held_bytes[ledger.gpu] != 0) {
+          use.processes.push_back({process.pid, process.alive, process.held_bytes[ledger.gpu]});
+        }
+      }
+      // The slice in progress has not been charged yet: add it, so that a tenant alone on the GPU
+      // (which never hands over) does not look idle.
+      const auto& schedule = state.schedules[ledger.gpu];
+      const std::uint32_t word = schedule.holder_word.load(kAcquire);
+      const std::uint32_t holder = (word & ~layout::kHandoverBit) - 1;
+      if (word != 0 && holder < layout::kMaxSlots && state.slots[holder].tenant_index.load(kRelaxed) == tenant.index &&
+          state.slots[holder].state.load(kAcquire) == layout::kInUse) {
+        const auto& slot_compute = state.slots[holder].compute[ledger.gpu];
+        use.holds_slice = true;
+        use.gpu_ns += current_slice_ns(schedule, slot_compute, report.monotonic_ns);
+        const std::uint64_t at_grant = schedule.launches_at_grant.load(kRelaxed);
+        const std::uint64_t now_count = slot_compute.launches.load(kRelaxed);
+        if (now_count >= at_grant) use.launches += (now_count - at_grant) / 2;
+        gpu.slice_holder = tenant.name;
+      }
+      gpu.tenants.push_back(std::move(use));
+    }
+    report.tenants.push_back(std::move(summary));
+  }
+  return report;
+}
+
+std::string json_escape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+namespace {
+
+std::string quoted(std::string_view text) { return fmt::format("\"{}\"", json_escape(text)); }
+// A limit or percentage that may be absent: null in JSON.
+std::string bytes_or_null(std::uint64_t bytes) { return bytes == kUnlimited ? "null" : std::to_string(bytes); }
+std::string pct_or_null(std::uint32_t pct) { return pct == 0 ? "null" : std::to_string(pct); }
+std::string seconds(std::uint64_t ns) { return fmt::format("{:.6f}", static_cast<double>(ns) / 1e9); }
+
+template <typename Items, typename Write>
+std::string json_array(const Items& items, Write write) {
+  std::string out = "[";
+  bool first = true;
+  for (const auto& item : items) {
+    out += first ? "" : ",";
+    out += write(item);
+    first = false;
+  }
+  return out + "]";
+}
+
+}  // namespace
+
+std::string report_to_json(const Report& report) {
+  auto gpu_json = [](const GpuReport& gpu) {
+    auto tenant_json = [](const TenantOnGpu& use) {
+      auto process_json = [](const ProcessUse& process) {
+        return fmt::format(R"({{"pid":{},"alive":{},"held_bytes":{}}})", process.pid, process.alive,
+                           process.held_bytes);
+      };
+      return fmt::format(
+          R"({{"tenant":{},"live":{},"memory_used_bytes":{},"memory_limit_bytes":{},"memory_peak_bytes":{},)"
+          R"("oom_refusals":{},"gpu_seconds":{},"launches":{},"wait_seconds":{},"holds_slice":{},"processes":{}}})",
+          quoted(use.tenant), use.live, use.memory_used_bytes, bytes_or_null(use.memory_limit_bytes),
+          use.memory_peak_bytes, use.oom_refusals, seconds(use.gpu_ns), use.launches, seconds(use.wait_ns),
+          use.holds_slice, json_array(use.processes, process_json));
+    };
+    return fmt::format(
+        R"({{"index":{},"uuid":{},"name":{},"memory_total_bytes":{},"slice_holder":{},"tenants":{}}})", gpu.index,
+        quoted(format_gpu_uuid(gpu.uuid)), quoted(gpu.name), gpu.memory_total_bytes,
+        gpu.slice_holder ? quoted(*gpu.slice_holder) : std::string("null"), json_array(gpu.tenants, tenant_json));
+  };
+  auto tenant_json = [](const TenantReport& tenant) {
+    auto process_json = [](const ProcessReport& process) {
+      return fmt::format(R"({{"slot":{},"pid":{},"alive":{},"started_unix_ns":{}}})", process.slot, process.pid,
+                         process.alive, process.started_unix_ns);
+    };
+    return fmt::format(
+        R"({{"name":{},"live":{},"share_pct":{},"limit_pct":{},"priority":{},"memory_limit_override_bytes":{},)"
+        R"("processes":{}}})",
+        quoted(tenant.name), tenant.live, pct_or_null(tenant.compute.share_pct), pct_or_null(tenant.compute.limit_pct),
+        quoted(priority_name(tenant.compute.priority)),
+        tenant.memory_limit_override_bytes ? bytes_or_null(*tenant.memory_limit_override_bytes) : std::string("null"),
+        json_array(tenant.processes, process_json));
+  };
+  return fmt::format(R"({{"schema_version":{},"state":{},"time_unix_ns":{},"gpus":{},"tenants":{}}})",
+                     kReportSchemaVersion, quoted(report.state_path), report.time_unix_ns,
+                     json_array(report.gpus, gpu_json), json_array(report.tenants, tenant_json)) +
+         "\n";
+}
+
+}  // namespace gpushare

@@ -1,0 +1,71 @@
+// The `gpushare` subcommands and what they share. Each command lives in its own file; main.cpp
+// only wires them to the command line.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "gpushare/result.hpp"
+#include "gpushare/shared_state.hpp"
+
+namespace gpushare::tools {
+
+inline constexpr int kExitBadInput = 2;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitCannotExec = 127;
+
+// --state, else $GPUSHARE_STATE, else the default path.
+std::string state_path_or_default(const std::string& path);
+// Opens an existing state file; a clear error when there is none yet.
+Result<std::unique_ptr<SharedState>> open_existing(const std::string& path_option);
+// A file installed beside the `gpushare` binary (relative to bin/), else the build-tree path.
+std::optional<std::string> find_installed(const char* from_bindir, const char* build_path);
+// Parses a size option, printing a clear error for bad input.
+std::optional<std::uint64_t> size_option(const std::string& flag, const std::string& text, bool allow_unlimited);
+
+struct RunOptions {
+  std::optional<std::string> memory;
+  std::vector<std::string> device_memory;
+  std::optional<std::string> tenant;
+  std::string state;
+  std::optional<std::string> context_memory;
+  std::optional<std::string> log;
+  std::optional<std::string> share;
+  std::optional<std::string> limit;
+  std::optional<std::string> priority;
+  std::optional<std::string> slice_ms;
+  bool nvml = false;
+  std::vector<std::string> command;
+};
+int run_command(RunOptions& options);
+
+struct QuotaOptions {
+  std::string tenant;
+  std::string state;
+  std::optional<std::string> memory;
+  std::optional<std::string> share;
+  std::optional<std::string> limit;
+  std::optional<std::string> priority;
+};
+int quota_set_command(const QuotaOptions& options);
+
+struct StatusOptions {
+  std::string state;
+  bool json = false;
+};
+int status_command(const StatusOptions& options);
+
+struct TopOptions {
+  std::string state;
+  double interval_s = 1.0;
+  int iterations = 0;  // 0: until interrupted
+};
+int top_command(const TopOptions& options);
+
+// `gpushare exporter ARGS`: runs the exporter program installed beside this one.
+int exporter_command(const std::vector<std::string>& args);
+
+}  // namespace gpushare::tools

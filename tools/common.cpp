@@ -1,0 +1,49 @@
+#include <cstdlib>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "commands.hpp"
+#include "gpushare/size.hpp"
+
+namespace fs = std::filesystem;
+
+namespace gpushare::tools {
+
+std::string state_path_or_default(const std::string& path) {
+  if (!path.empty()) return path;
+  if (const char* env = std::getenv("GPUSHARE_STATE"); env && *env) return env;
+  return default_state_path();
+}
+
+Result<std::unique_ptr<SharedState>> open_existing(const std::string& path_option) {
+  const std::string path = state_path_or_default(path_option);
+  if (!fs::exists(path)) {
+    return Error{fmt::format("no shared state at {} (no tenant has run with it yet; --state or GPUSHARE_STATE "
+                             "chooses another)",
+                             path)};
+  }
+  return SharedState::open(path, SharedState::Mode::kExistingOnly);
+}
+
+std::optional<std::string> find_installed(const char* from_bindir, const char* build_path) {
+  std::error_code error;
+  const fs::path self = fs::read_symlink("/proc/self/exe", error);
+  if (!error) {
+    const fs::path installed = self.parent_path() / from_bindir;
+    if (fs::exists(installed, error)) return fs::weakly_canonical(installed, error).string();
+  }
+  if (fs::exists(build_path, error)) return std::string(build_path);
+  return std::nullopt;
+}
+
+std::optional<std::uint64_t> size_option(const std::string& flag, const std::string& text, bool allow_unlimited) {
+  auto parsed = allow_unlimited ? parse_limit(text) : parse_size(text);
+  if (!parsed) {
+    fmt::print(stderr, "gpushare: {}: {}\n", flag, parsed.error().message);
+    return std::nullopt;
+  }
+  return parsed.value();
+}
+
+}  // namespace gpushare::tools

@@ -1,0 +1,112 @@
+// The `gpushare` command: wraps programs into tenants, changes live tenants, shows what happens.
+// This file only wires the subcommands (one file each) to the command line.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "commands.hpp"
+#include "gpushare/shared_state.hpp"
+
+using namespace gpushare::tools;
+
+int main(int argc, char** argv) {
+  CLI::App app{"gpushare: share one GPU between programs: hard memory quotas, exact shares of GPU time.\n"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string(GPUSHARE_VERSION));
+  app.footer(
+      "Examples:\n"
+      "  gpushare run --memory 8GiB --share 30 -- python train.py\n"
+      "  gpushare status --json\n"
+      "  gpushare top\n"
+      "  gpushare quota set train --share 50\n"
+      "  gpushare exporter --listen 127.0.0.1:9400\n"
+      "Run `gpushare COMMAND --help` for a command's options. docs/operations.md has more.");
+
+  RunOptions run_options;
+  auto* run = app.add_subcommand("run", "Run CMD as a tenant (every process it starts shares one quota)");
+  run->add_option("--memory", run_options.memory, "Memory quota on each GPU: 8GiB, 512MiB, 1073741824, 8g, unlimited");
+  run->add_option("--device-memory", run_options.device_memory,
+                  "Quota on one device, INDEX=SIZE (index as the program sees it); repeatable")
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->expected(1);
+  run->add_option("--tenant", run_options.tenant,
+                  "Tenant name; processes with the same name share one quota (default: a new tenant per run)");
+  run->add_option("--state", run_options.state,
+                  "Shared state file (default: $GPUSHARE_STATE, else " + gpushare::default_state_path() + ")");
+  run->add_option("--context-memory", run_options.context_memory,
+                  "Charge this much per process and GPU for the CUDA context (default 0)");
+  run->add_option("--log", run_options.log, "error, warn (default), info or debug");
+  run->add_option("--share", run_options.share, "Weight of GPU time while others want the GPU, percent (1-100)");
+  run->add_option("--limit", run_options.limit, "Hard cap on GPU time, percent of wall time (1-100), even when idle");
+  run->add_option("--priority", run_options.priority, "high, normal (default) or low");
+  run->add_option("--slice-ms", run_options.slice_ms, "Time-slice length in milliseconds (default 10)");
+  run->add_flag("--nvml", run_options.nvml,
+                "Show the quota to NVML users too (nvidia-smi, torch.cuda.mem_get_info via NVML): puts gpushare's "
+                "shadow libnvidia-ml.so.1 first in LD_LIBRARY_PATH");
+  // Everything from the first non-option on (or after --) is CMD and its own arguments, untouched.
+  run->prefix_command();
+  run->footer(
+      "Usage: gpushare run [OPTIONS] [--] CMD [ARGS...]\n"
+      "Example: gpushare run --memory 8GiB --share 30 -- python train.py\n"
+      "Exit status: CMD's; 2 for bad options; 127 when CMD cannot be run.");
+
+  auto* quota = app.add_subcommand("quota", "Change a live tenant");
+  quota->require_subcommand(1);
+  QuotaOptions quota_options;
+  auto* quota_set =
+      quota->add_subcommand("set", "Change a live tenant: memory at its next allocation, compute within one slice");
+  quota_set->add_option("tenant", quota_options.tenant, "Tenant name (see gpushare status)")->required();
+  quota_set->add_option("--memory", quota_options.memory, "New memory quota on every GPU (or 'unlimited')");
+  quota_set->add_option("--share", quota_options.share, "New share of GPU time, percent (1-100)");
+  quota_set->add_option("--limit", quota_options.limit, "New hard cap, percent (1-100; 0 or none removes it)");
+  quota_set->add_option("--priority", quota_options.priority, "high, normal or low");
+  quota_set->add_option("--state", quota_options.state, "Shared state file");
+
+  StatusOptions status_options;
+  auto* status = app.add_subcommand("status", "Show each GPU's tenants: quotas, use, GPU time, processes");
+  status->add_option("--state", status_options.state, "Shared state file");
+  status->add_flag("--json", status_options.json, "Machine-readable output (schema in docs/operations.md)");
+
+  TopOptions top_options;
+  auto* top = app.add_subcommand("top", "Live view of the tenants, refreshed in the terminal (q or Ctrl-C quits)");
+  top->add_option("--state", top_options.state, "Shared state file");
+  top->add_option("-d,--interval", top_options.interval_s, "Seconds between refreshes (default 1)")
+      ->check(CLI::Range(0.1, 3600.0));
+  top->add_option("-n,--iterations", top_options.iterations, "Stop after N refreshes (default: run until quit)")
+      ->check(CLI::NonNegativeNumber);
+
+  auto* exporter = app.add_subcommand("exporter", "Serve Prometheus metrics (run `gpushare exporter --help`)");
+  exporter->prefix_command();
+  exporter->set_help_flag();  // --help belongs to the exporter program
+
+  // `gpushare run [OPTIONS] -- CMD ARGS`: everything after the first "--" is CMD, kept verbatim.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args.front() == "run") {
+    const auto separator = std::find(args.begin(), args.end(), "--");
+    if (separator != args.end()) {
+      run_options.command.assign(separator + 1, args.end());
+      args.erase(separator, args.end());
+    }
+  }
+  std::reverse(args.begin(), args.end());  // CLI11 takes the vector form in reverse order
+  try {
+    app.parse(args);
+  } catch (const CLI::Success& success) {
+    return app.exit(success);
+  } catch (const CLI::ParseError& error) {
+    app.exit(error);
+    return kExitBadInput;
+  }
+  if (*run) {
+    for (const auto& extra : run->remaining()) run_options.command.push_back(extra);
+    return run_command(run_options);
+  }
+  if (*quota_set) return quota_set_command(quota_options);
+  if (*status) return status_command(status_options);
+  if (*top) return top_command(top_options);
+  if (*exporter) return exporter_command(exporter->remaining());
+  return kExitBadInput;
+}

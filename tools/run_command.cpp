@@ -1,0 +1,153 @@
+// `gpushare run`: validates every option, exports it for the preload library, and execs CMD with
+// libgpushare-preload.so in LD_PRELOAD. Nothing is exported unless everything is valid.
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "commands.hpp"
+#include "gpushare/compute.hpp"
+#include "gpushare/ledger.hpp"
+#include "gpushare/settings.hpp"
+#include "gpushare/size.hpp"
+
+namespace fs = std::filesystem;
+
+namespace gpushare::tools {
+namespace {
+
+std::string generated_tenant_name(const std::string& command) {
+  const auto now = static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+  std::uint64_t mix = now ^ (static_cast<std::uint64_t>(::getpid()) << 40);
+  mix = (mix ^ (mix >> 31)) * 0x9e3779b97f4a7c15ull;
+  std::string base = fs::path(command).filename().string();
+  if (base.size() > 48) base.resize(48);
+  return normalize_tenant_name(fmt::format("{}-{:06x}", base, static_cast<std::uint32_t>(mix >> 40)));
+}
+
+// Limits travel to the preload library as exact byte counts.
+std::string limit_text(std::uint64_t bytes) { return bytes == kUnlimited ? "unlimited" : std::to_string(bytes); }
+
+void set_env(const std::string& name, const std::string& value) { ::setenv(name.c_str(), value.c_str(), 1); }
+
+// Puts `entry` first in the colon-separated list `variable` (once).
+void prepend_path_list(const char* variable, const std::string& entry) {
+  const char* existing = std::getenv(variable);
+  if (existing == nullptr || *existing == '\0') return set_env(variable, entry);
+  const std::string list = existing;
+  if (list == entry || list.starts_with(entry + ":")) return;
+  set_env(variable, entry + ":" + list);
+}
+
+// Validates a compute option and exports it; false (after printing why) when it is bad.
+template <typename Parse>
+bool export_checked(const std::optional<std::string>& value, const char* flag, const char* variable, Parse parse) {
+  if (!value) return true;
+  if (auto parsed = parse(*value); !parsed) {
+    fmt::print(stderr, "gpushare run: {}: {}\n", flag, parsed.error().message);
+    return false;
+  }
+  set_env(variable, *value);
+  return true;
+}
+
+}  // namespace
+
+int run_command(RunOptions& options) {
+  if (options.command.empty()) {
+    fmt::print(stderr, "gpushare run: no command given (usage: gpushare run [OPTIONS] -- CMD [ARGS...])\n");
+    return kExitBadInput;
+  }
+  // Everything is validated before anything is exported, so a bad value never reaches CMD.
+  if (options.memory) {
+    auto bytes = size_option("--memory", *options.memory, true);
+    if (!bytes) return kExitBadInput;
+    set_env("GPUSHARE_MEMORY_LIMIT", limit_text(*bytes));
+  }
+  for (const std::string& entry : options.device_memory) {
+    const auto equals = entry.find('=');
+    int index = -1;
+    if (equals != std::string::npos) {
+      const std::string digits = entry.substr(0, equals);
+      if (!digits.empty() && digits.size() <= 2 && digits.find_first_not_of("0123456789") == std::string::npos) {
+        index = std::stoi(digits);
+      }
+    }
+    if (index < 0 || index >= kMaxDeviceOrdinals) {
+      fmt::print(stderr, "gpushare run: --device-memory: expected INDEX=SIZE with INDEX in 0..{}, got '{}'\n",
+                 kMaxDeviceOrdinals - 1, entry);
+      return kExitBadInput;
+    }
+    auto bytes = size_option("--device-memory", entry.substr(equals + 1), true);
+    if (!bytes) return kExitBadInput;
+    set_env(fmt::format("GPUSHARE_MEMORY_LIMIT_{}", index), limit_text(*bytes));
+  }
+  if (options.context_memory) {
+    auto bytes = size_option("--context-memory", *options.context_memory, false);
+    if (!bytes) return kExitBadInput;
+    set_env("GPUSHARE_CONTEXT_MEMORY", std::to_string(*bytes));
+  }
+  if (options.log) {
+    if (auto level = parse_log_level(*options.log); !level) {
+      fmt::print(stderr, "gpushare run: --log: {}\n", level.error().message);
+      return kExitBadInput;
+    }
+    set_env("GPUSHARE_LOG", *options.log);
+  }
+  if (!export_checked(options.share, "--share", "GPUSHARE_COMPUTE_SHARE", parse_percent) ||
+      !export_checked(options.limit, "--limit", "GPUSHARE_COMPUTE_LIMIT", parse_percent) ||
+      !export_checked(options.priority, "--priority", "GPUSHARE_PRIORITY", parse_priority) ||
+      !export_checked(options.slice_ms, "--slice-ms", "GPUSHARE_SLICE_MS", parse_slice_ms)) {
+    return kExitBadInput;
+  }
+  if (options.tenant) {
+    if (auto valid = validate_tenant_name(*options.tenant); !valid) {
+      fmt::print(stderr, "gpushare run: --tenant: {}\n", valid.error().message);
+      return kExitBadInput;
+    }
+  }
+
+  std::optional<std::string> preload = std::nullopt;
+  if (const char* path = std::getenv("GPUSHARE_PRELOAD_LIBRARY"); path && *path) {
+    preload = path;
+  } else {
+    preload = find_installed(GPUSHARE_PRELOAD_FROM_BINDIR, GPUSHARE_PRELOAD_BUILD_PATH);
+  }
+  if (!preload) {
+    fmt::print(stderr,
+               "gpushare run: cannot find libgpushare-preload.so (expected next to this program under "
+               "{}); set GPUSHARE_PRELOAD_LIBRARY\n",
+               GPUSHARE_PRELOAD_FROM_BINDIR);
+    return kExitFailure;
+  }
+  std::optional<std::string> nvml_dir;
+  if (options.nvml) {
+    nvml_dir = find_installed(GPUSHARE_NVML_DIR_FROM_BINDIR, GPUSHARE_NVML_BUILD_DIR);
+    if (!nvml_dir) {
+      fmt::print(stderr, "gpushare run: --nvml: cannot find the shadow libnvidia-ml.so.1 (expected under {})\n",
+                 GPUSHARE_NVML_DIR_FROM_BINDIR);
+      return kExitFailure;
+    }
+  }
+
+  // One run is one tenant, shared by every process CMD starts (torchrun workers included).
+  set_env("GPUSHARE_TENANT", options.tenant ? *options.tenant : generated_tenant_name(options.command.front()));
+  if (!options.state.empty()) set_env("GPUSHARE_STATE", fs::absolute(options.state).string());
+  // nvidia-smi and PyTorch dlopen NVML by name: the shadow copy must be found first.
+  if (nvml_dir) prepend_path_list("LD_LIBRARY_PATH", *nvml_dir);
+  prepend_path_list("LD_PRELOAD", *preload);
+
+  std::vector<char*> argv;
+  for (auto& arg : options.command) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  ::execvp(argv[0], argv.data());
+  fmt::print(stderr, "gpushare run: cannot run '{}': {}\n", options.command.front(), std::strerror(errno));
+  return kExitCannotExec;
+}
+
+}  // namespace gpushare::tools

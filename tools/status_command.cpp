@@ -1,0 +1,26 @@
+// `gpushare status [--json]`: one report of every GPU, its tenants and their processes.
+#include <fmt/format.h>
+
+#include "commands.hpp"
+#include "gpushare/ledger.hpp"
+#include "gpushare/report.hpp"
+#include "gpushare/size.hpp"
+#include "views.hpp"
+
+namespace gpushare::tools {
+
+int status_command(const StatusOptions& options) {
+  auto state = open_existing(options.state);
+  if (!state) {
+    fmt::print(stderr, "gpushare status: {}\n", state.error().message);
+    return kExitFailure;
+  }
+  // Bytes of processes that died without leaving go back to their tenants before the look, so the
+  // figures are what the next allocation will see.
+  reclaim_dead_processes(**state);
+  const Report report = build_report(**state);
+  fmt::print("{}", options.json ? report_to_json(report) : render_status(report));
+  return 0;
+}
+
+}  // namespace gpushare::tools

@@ -1,0 +1,155 @@
+#include "views.hpp"
+
+#include <algorithm>
+#include <ctime>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "gpushare/compute.hpp"
+#include "gpushare/size.hpp"
+
+namespace gpushare::tools {
+namespace {
+
+std::string pct_text(std::uint32_t pct) { return pct == 0 ? "-" : fmt::format("{}%", pct); }
+std::string limit_text(std::uint64_t bytes) { return bytes == kUnlimited ? "unlimited" : format_size(bytes); }
+double seconds(std::uint64_t ns) { return static_cast<double>(ns) / 1e9; }
+
+std::string clock_text(std::uint64_t unix_ns) {
+  const std::time_t t = static_cast<std::time_t>(unix_ns / 1'000'000'000);
+  std::tm local{};
+  ::localtime_r(&t, &local);
+  char buffer[32];
+  std::strftime(buffer, sizeof buffer, "%Y-%m-%d %H:%M:%S", &local);
+  return buffer;
+}
+
+const TenantReport* find_tenant(const Report& report, const std::string& name) {
+  for (const auto& tenant : report.tenants) {
+    if (tenant.name == name) return &tenant;
+  }
+  return nullptr;
+}
+
+std::string shortened(const std::string& text, std::size_t width) {
+  if (text.size() <= width) return text;
+  return text.substr(0, width - 1) + "~";
+}
+
+std::string tenant_state(const TenantReport& tenant) {
+  std::size_t alive = 0;
+  std::size_t dead = 0;
+  for (const auto& process : tenant.processes) (process.alive ? alive : dead) += 1;
+  std::string text = alive == 0 ? "inactive (no live process)" : fmt::format("{} live process{}", alive, alive == 1 ? "" : "es");
+  if (dead != 0) text += fmt::format(", {} dead, reclaim pending", dead);
+  return text;
+}
+
+}  // namespace
+
+std::string render_status(const Report& report) {
+  std::string out = fmt::format("state {}   {}\n", report.state_path, clock_text(report.time_unix_ns));
+  if (report.tenants.empty()) out += "no tenants\n";
+  for (const GpuReport& gpu : report.gpus) {
+    out += fmt::format("\nGPU {}  {}  {}  {}   time slice: {}\n", gpu.index, format_gpu_uuid(gpu.uuid),
+                       gpu.name.empty() ? "(unnamed)" : gpu.name, format_size(gpu.memory_total_bytes),
+                       gpu.slice_holder ? *gpu.slice_holder : "free");
+    out += fmt::format("  {:<20} {:>10} {:>10} {:>10} {:>7} {:>5} {:>5} {:>6} {:>10} {:>9} {:>10}\n", "TENANT", "USED",
+                       "LIMIT", "PEAK", "REFUSED", "SHARE", "CAP", "PRIO", "GPU TIME", "LAUNCHES", "WAITED");
+    for (const TenantOnGpu& use : gpu.tenants) {
+      const TenantReport* tenant = find_tenant(report, use.tenant);
+      const ComputePolicyValues policy = tenant ? tenant->compute : ComputePolicyValues{};
+      out += fmt::format("  {:<20} {:>10} {:>10} {:>10} {:>7} {:>5} {:>5} {:>6} {:>9.3f}s {:>9} {:>9.3f}s{}\n",
+                         shortened(use.tenant, 20), format_size(use.memory_used_bytes),
+                         limit_text(use.memory_limit_bytes), format_size(use.memory_peak_bytes), use.oom_refusals,
+                         pct_text(policy.share_pct), pct_text(policy.limit_pct), priority_name(policy.priority),
+                         seconds(use.gpu_ns), use.launches, seconds(use.wait_ns), use.live ? "" : "  [inactive]");
+    }
+  }
+  out += "\nTENANTS\n";
+  for (const TenantReport& tenant : report.tenants) {
+    out += fmt::format("  {}: {}", tenant.name, tenant_state(tenant));
+    if (tenant.memory_limit_override_bytes) {
+      out += fmt::format("; memory limit set by quota set: {}", limit_text(*tenant.memory_limit_override_bytes));
+    }
+    out += "\n";
+    for (const ProcessReport& process : tenant.processes) {
+      std::string held;
+      for (const GpuReport& gpu : report.gpus) {
+        for (const TenantOnGpu& use : gpu.tenants) {
+          if (use.tenant != tenant.name) continue;
+          for (const ProcessUse& p : use.processes) {
+            if (p.pid == process.pid) held += fmt::format("  GPU {}: {}", gpu.index, format_size(p.held_bytes));
+          }
+        }
+      }
+      out += fmt::format("    pid {:<8} {}{}\n", process.pid, process.alive ? "alive" : "DEAD (reclaim pending)", held);
+    }
+  }
+  return out;
+}
+
+std::string render_top(const Report& report, const Report* previous, int width, double interval_s) {
+  width = std::max(width, 72);
+  std::string out = fmt::format("gpushare top   {}   every {:.1f}s   q quits\n", clock_text(report.time_unix_ns),
+                                interval_s);
+  out += shortened(fmt::format("state {}", report.state_path), static_cast<std::size_t>(width)) + "\n";
+  // Previous GPU time per (gpu, tenant), to turn counters into rates.
+  std::map<std::pair<std::uint32_t, std::string>, std::uint64_t> earlier;
+  double elapsed_ns = 0;
+  if (previous != nullptr && report.monotonic_ns > previous->monotonic_ns) {
+    elapsed_ns = static_cast<double>(report.monotonic_ns - previous->monotonic_ns);
+    for (const auto& gpu : previous->gpus) {
+      for (const auto& use : gpu.tenants) earlier[{gpu.index, use.tenant}] = use.gpu_ns;
+    }
+  }
+  // The fixed columns and the bar's brackets take 56; the name and the bar share what is left.
+  constexpr int kFixed = 56;
+  const int name_width = std::clamp((width - kFixed) / 2, 8, 24);
+  const int bar_width = std::max(8, width - kFixed - name_width);
+  if (report.gpus.empty()) out += "\nno GPU in use yet\n";
+  for (const GpuReport& gpu : report.gpus) {
+    std::uint64_t used = 0;
+    for (const auto& use : gpu.tenants) used += use.memory_used_bytes;
+    out += "\n" + shortened(fmt::format("GPU {} {}  {}  used {} of {}  slice: {}", gpu.index, gpu.name,
+                                        format_gpu_uuid(gpu.uuid).substr(0, 12), format_size(used),
+                                        format_size(gpu.memory_total_bytes),
+                                        gpu.slice_holder ? *gpu.slice_holder : "free"),
+                            static_cast<std::size_t>(width)) +
+           "\n";
+    out += fmt::format("{:<{}} {:>10} {:>10} {:>6} {:>5} {:>4} {:>6}  {}\n", "TENANT", name_width, "MEMORY", "LIMIT",
+                       "GPU%", "SHARE", "CAP", "PRIO", "GPU TIME (| = share)");
+    for (const TenantOnGpu& use : gpu.tenants) {
+      const TenantReport* tenant = find_tenant(report, use.tenant);
+      const ComputePolicyValues policy = tenant ? tenant->compute : ComputePolicyValues{};
+      std::string rate = "-";
+      double fraction = 0;
+      if (auto before = earlier.find({gpu.index, use.tenant}); elapsed_ns > 0 && before != earlier.end()) {
+        const std::uint64_t delta = use.gpu_ns >= before->second ? use.gpu_ns - before->second : 0;
+        fraction = std::clamp(static_cast<double>(delta) / elapsed_ns, 0.0, 1.0);
+        rate = fmt::format("{:.1f}", fraction * 100);
+      }
+      // The bar: filled for the GPU time held since the last frame, a '|' where its share (or cap) lies.
+      std::string bar(static_cast<std::size_t>(bar_width), '.');
+      const auto filled = static_cast<std::size_t>(fraction * bar_width + 0.5);
+      std::fill_n(bar.begin(), std::min(filled, bar.size()), '#');
+      const std::uint32_t mark = policy.limit_pct != 0 ? policy.limit_pct : policy.share_pct;
+      if (mark != 0) {
+        const auto at = std::min(bar.size() - 1, static_cast<std::size_t>(mark * bar_width / 100));
+        bar[at] = '|';
+      }
+      out += fmt::format("{:<{}} {:>10} {:>10} {:>6} {:>5} {:>4} {:>6}  [{}]{}\n",
+                         shortened(use.tenant, static_cast<std::size_t>(name_width)), name_width,
+                         format_size(use.memory_used_bytes), limit_text(use.memory_limit_bytes), rate,
+                         pct_text(policy.share_pct), pct_text(policy.limit_pct), priority_name(policy.priority), bar,
+                         use.live ? "" : " idle");
+    }
+  }
+  std::size_t live = 0;
+  for (const auto& tenant : report.tenants) live += tenant.live ? 1 : 0;
+  out += fmt::format("\n{} tenant{}, {} live\n", report.tenants.size(), report.tenants.size() == 1 ? "" : "s", live);
+  return out;
+}
+
+}  // namespace gpushare::tools
