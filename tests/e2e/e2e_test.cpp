@@ -207,8 +207,9 @@ TEST_F(EndToEnd, QuotaSetChangesALiveTenant) {
              "--state", state_},
             {});
   ASSERT_EQ(set.exit_code, 0) << set.err;
-  const ProcessResult status = run({GPUSHARE_TEST_TOOL, "status", "--state", state_}, {});
-  EXPECT_NE(status.out.find("tenant live  (1 live process)  share 20%  limit 50%  priority high"), std::string::npos)
+  const ProcessResult status = run({GPUSHARE_TEST_TOOL, "status", "--json", "--state", state_}, {});
+  EXPECT_NE(status.out.find(R"("name":"live","live":true,"share_pct":20,"limit_pct":50,"priority":"high")"),
+            std::string::npos)
       << status.out;
   EXPECT_EQ(run({GPUSHARE_TEST_TOOL, "quota", "set", "live", "--share", "200", "--state", state_}, {}).exit_code, 2);
   // Unknown tenant: a clear error, exit 1.
@@ -311,9 +312,9 @@ TEST_F(EndToEnd, RunMakesOneTenantOfEveryChildProcess) {
   const ProcessResult r =
       run({GPUSHARE_TEST_TOOL, "run", "--memory", "64MiB", "--state", state_, "--", "/bin/sh", "-c", script}, env);
   EXPECT_EQ(field(r.out, "allocated"), 24 * kMiB) << r.out << r.err;
-  const ProcessResult status = run({GPUSHARE_TEST_TOOL, "status", "--state", state_}, {});
+  const ProcessResult status = run({GPUSHARE_TEST_TOOL, "status", "--json", "--state", state_}, {});
   EXPECT_EQ(status.exit_code, 0) << status.err;
-  EXPECT_NE(status.out.find("tenant sh-"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find(R"("name":"sh-)"), std::string::npos) << status.out;
 }
 
 TEST_F(EndToEnd, RunRefusesBadInputWithoutRunningTheCommand) {
