@@ -26,11 +26,27 @@ std::string per_process_tenant_name() {
 
 }  // namespace
 
+namespace {
+// Never destroyed, like the tenancy: a driver call may still arrive while the process exits.
+std::atomic<const LoadedSettings*> g_settings{nullptr};
+std::mutex g_settings_mutex;
+}  // namespace
+
 const LoadedSettings& process_settings() {
-  // Never destroyed, like the tenancy: a driver call may still arrive while the process exits.
-  static const LoadedSettings* settings =
-      new LoadedSettings(load_settings([](const char* name) { return std::getenv(name); }));
-  return *settings;
+  if (const LoadedSettings* settings = g_settings.load(std::memory_order_acquire)) return *settings;
+  std::lock_guard lock(g_settings_mutex);
+  if (g_settings.load(std::memory_order_acquire) == nullptr) {
+    g_settings.store(new LoadedSettings(load_settings([](const char* name) { return std::getenv(name); })),
+                     std::memory_order_release);
+  }
+  return *g_settings.load(std::memory_order_acquire);
+}
+
+bool install_process_settings(LoadedSettings settings) {
+  std::lock_guard lock(g_settings_mutex);
+  if (g_settings.load(std::memory_order_acquire) != nullptr) return false;
+  g_settings.store(new LoadedSettings(std::move(settings)), std::memory_order_release);
+  return true;
 }
 
 bool log_enabled(LogLevel level) { return level <= process_settings().settings.log_level; }
@@ -54,6 +70,8 @@ Tenancy& Tenancy::get() {
   return *tenancy;
 }
 
+Tenancy* Tenancy::if_started() { return g_tenancy.load(std::memory_order_acquire); }
+
 void Tenancy::forget_after_fork() {
   // The child must not spend its parent's slot: drop it (closing only the child's copy of the
   // descriptor, so the parent keeps its lock) and join afresh on the child's first driver call.
@@ -68,6 +86,7 @@ void Tenancy::start() {
   const Settings& settings = loaded.settings;
   auto fail = [&](const std::string& why) {
     mode_ = settings.on_error == FailPolicy::kOpen ? Mode::kPassThrough : Mode::kDenyAll;
+    failure_ = why;
     log(LogLevel::kError, "{}; {}", why,
         mode_ == Mode::kDenyAll ? "device allocations will fail (GPUSHARE_ON_ERROR=closed)"
                                 : "running without quotas (GPUSHARE_ON_ERROR=open)");
@@ -81,7 +100,8 @@ void Tenancy::start() {
   auto state = SharedState::open(path, SharedState::Mode::kCreateIfMissing);
   if (!state) return fail(state.error().message);
   state_ = std::move(state).value();
-  const std::string tenant = settings.tenant.empty() ? per_process_tenant_name() : settings.tenant;
+  tenant_ = settings.tenant.empty() ? per_process_tenant_name() : settings.tenant;
+  const std::string& tenant = tenant_;
   auto membership = TenantMembership::join(*state_, tenant);
   if (!membership) return fail(membership.error().message);
   membership_ = std::move(membership).value();

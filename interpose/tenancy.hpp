@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 
 #include "allocation_map.hpp"
 #include "cuda_api.hpp"
@@ -16,8 +17,11 @@
 
 namespace gpushare::interpose {
 
-// Settings from the environment, read once.
+// Settings from the environment, read once (or those a linked program gave gpushare_join).
 const LoadedSettings& process_settings();
+// For the linked API: the settings to use instead of the environment's. False when the settings
+// were already read (a driver call came first), in which case nothing changes.
+bool install_process_settings(LoadedSettings settings);
 
 class Tenancy {
  public:
@@ -28,8 +32,14 @@ class Tenancy {
   };
 
   static Tenancy& get();
+  // The tenancy if a driver call or gpushare_join has started it, else null (starts nothing).
+  static Tenancy* if_started();
 
   Mode mode() const { return mode_; }
+  // Why the mode is not kEnforce (empty when it is).
+  const std::string& failure() const { return failure_; }
+  const std::string& tenant_name() const { return tenant_; }
+  SharedState& shared_state() { return *state_; }
 
   // The shared-state GPU index for a device ordinal, attached (and its context charge taken) on
   // first use. nullopt when the device cannot be identified: the caller passes the call through
@@ -69,6 +79,8 @@ class Tenancy {
   };
 
   Mode mode_ = Mode::kEnforce;
+  std::string failure_;
+  std::string tenant_;
   std::unique_ptr<SharedState> state_;
   std::unique_ptr<TenantMembership> membership_;
   std::unique_ptr<ComputeGate> gate_;

@@ -1,0 +1,185 @@
+// The C API of include/gpushare/gpushare.h, for programs that link gpushare instead of being
+// started under LD_PRELOAD. It configures the same Tenancy the driver hooks use, so a linked
+// program gets exactly the preload path's enforcement.
+//
+// Options travel as the environment variables they stand for, overlaid on the real environment
+// and read by the same load_settings(): one validation, one set of error messages.
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <map>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "driver.hpp"
+#include "gpushare/gpushare.h"
+#include "gpushare/size.hpp"
+#include "tenancy.hpp"
+
+#define GPUSHARE_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace gpushare::interpose {
+namespace {
+
+thread_local std::string t_last_error;
+
+gpushare_result fail(gpushare_result code, std::string message) {
+  t_last_error = std::move(message);
+  return code;
+}
+gpushare_result succeed() {
+  t_last_error.clear();
+  return GPUSHARE_OK;
+}
+
+// Under LD_PRELOAD our driver entry points and dlsym come first by construction; when linked, only
+// the link order puts them ahead of libcuda's and libc's. Checked in the global scope, as the
+// program sees it: through the main program's handle, not RTLD_DEFAULT, which from inside this
+// -Bsymbolic library would find our own definitions first whatever the order.
+std::string interposition_problem() {
+  DlsymFn lookup = real_dlsym();
+  if (lookup == nullptr) return "the C library's dlsym cannot be found";
+  Dl_info ours{};
+  if (::dladdr(reinterpret_cast<void*>(&gpushare_join), &ours) == 0) return {};
+  void* program = ::dlopen(nullptr, RTLD_NOW);
+  if (program == nullptr) return {};
+  for (const char* name : {"cuMemAlloc_v2", "cuLaunchKernel", "cuGetProcAddress_v2", "dlsym"}) {
+    void* first = lookup(program, name);
+    Dl_info found{};
+    if (first == nullptr || ::dladdr(first, &found) == 0) continue;
+    if (found.dli_fbase != ours.dli_fbase) {
+      return fmt::format(
+          "{} resolves to {} before gpushare ({}): link gpushare ahead of {} (CMake: list gpushare::gpushare "
+          "first in target_link_libraries), or start the program with `gpushare run`",
+          name, found.dli_fname ? found.dli_fname : "another library", ours.dli_fname ? ours.dli_fname : "",
+          found.dli_fname ? found.dli_fname : "it");
+    }
+  }
+  return {};
+}
+
+// The options as the environment variables they stand for, over the process's environment.
+std::map<std::string, std::string> option_variables(const gpushare_options& options) {
+  std::map<std::string, std::string> variables;
+  if (options.tenant != nullptr) variables["GPUSHARE_TENANT"] = options.tenant;
+  if (options.state_path != nullptr) variables["GPUSHARE_STATE"] = options.state_path;
+  if (options.memory_limit_bytes != 0) {
+    variables["GPUSHARE_MEMORY_LIMIT"] =
+        options.memory_limit_bytes == GPUSHARE_UNLIMITED ? "unlimited" : std::to_string(options.memory_limit_bytes);
+  }
+  if (options.compute_share_pct != 0) variables["GPUSHARE_COMPUTE_SHARE"] = std::to_string(options.compute_share_pct);
+  if (options.compute_limit_pct != 0) variables["GPUSHARE_COMPUTE_LIMIT"] = std::to_string(options.compute_limit_pct);
+  switch (options.priority) {
+    case GPUSHARE_PRIORITY_LOW: variables["GPUSHARE_PRIORITY"] = "low"; break;
+    case GPUSHARE_PRIORITY_NORMAL: variables["GPUSHARE_PRIORITY"] = "normal"; break;
+    case GPUSHARE_PRIORITY_HIGH: variables["GPUSHARE_PRIORITY"] = "high"; break;
+    default: break;
+  }
+  if (options.slice_ms != 0) variables["GPUSHARE_SLICE_MS"] = std::to_string(options.slice_ms);
+  return variables;
+}
+
+gpushare_result join(const gpushare_options* options) {
+  if (options == nullptr) return fail(GPUSHARE_ERROR_INVALID_ARGUMENT, "gpushare_join: options is null");
+  if (options->struct_size < sizeof(gpushare_options)) {
+    return fail(GPUSHARE_ERROR_INVALID_ARGUMENT,
+                "gpushare_join: options.struct_size is too small (call gpushare_options_init first)");
+  }
+  if (options->priority < GPUSHARE_PRIORITY_UNSET || options->priority > GPUSHARE_PRIORITY_HIGH) {
+    return fail(GPUSHARE_ERROR_INVALID_ARGUMENT, fmt::format("gpushare_join: priority {} is not one of the "
+                                                             "gpushare_priority values",
+                                                             static_cast<int>(options->priority)));
+  }
+  if (std::string problem = interposition_problem(); !problem.empty()) {
+    return fail(GPUSHARE_ERROR_NOT_INTERPOSED, "gpushare_join: " + problem);
+  }
+  const auto variables = option_variables(*options);
+  LoadedSettings loaded = load_settings([&](const char* name) -> const char* {
+    if (auto given = variables.find(name); given != variables.end()) return given->second.c_str();
+    return std::getenv(name);
+  });
+  if (!loaded.errors.empty()) return fail(GPUSHARE_ERROR_INVALID_ARGUMENT, "gpushare_join: " + loaded.errors.front());
+  if (!install_process_settings(std::move(loaded))) {
+    return fail(GPUSHARE_ERROR_ALREADY_STARTED,
+                "gpushare_join: gpushare has already started in this process (a CUDA call or gpushare_join came "
+                "first); its settings are in force");
+  }
+  Tenancy& tenancy = Tenancy::get();
+  if (tenancy.mode() != Tenancy::Mode::kEnforce) return fail(GPUSHARE_ERROR_STATE, "gpushare_join: " + tenancy.failure());
+  return succeed();
+}
+
+gpushare_result get_usage(int device, gpushare_usage* usage) {
+  if (usage == nullptr) return fail(GPUSHARE_ERROR_INVALID_ARGUMENT, "gpushare_get_usage: usage is null");
+  Tenancy& tenancy = Tenancy::get();
+  if (tenancy.mode() != Tenancy::Mode::kEnforce) {
+    return fail(GPUSHARE_ERROR_NOT_JOINED, "gpushare_get_usage: gpushare is not enforcing here: " + tenancy.failure());
+  }
+  const auto gpu = tenancy.gpu_for(device);
+  if (!gpu) {
+    return fail(GPUSHARE_ERROR_DEVICE, fmt::format("gpushare_get_usage: device {} cannot be identified (is it a "
+                                                   "valid ordinal, and has cuInit been called?)",
+                                                   device));
+  }
+  const auto& tenant = tenancy.shared_state().state().tenants[tenancy.membership().tenant_index()];
+  const auto& ledger = tenant.ledger[*gpu];
+  const auto& compute = tenant.compute[*gpu];
+  constexpr auto kRelaxed = std::memory_order_relaxed;
+  *usage = {};
+  usage->memory_limit_bytes = ledger.limit_bytes.load(kRelaxed);
+  usage->memory_used_bytes = ledger.used_bytes.load(kRelaxed);
+  usage->memory_peak_bytes = ledger.peak_bytes.load(kRelaxed);
+  usage->oom_refusals = ledger.oom_refusals.load(kRelaxed);
+  usage->physical_bytes = tenancy.physical_bytes(device);
+  usage->device_total_bytes = std::min(usage->memory_limit_bytes, usage->physical_bytes);
+  usage->gpu_seconds = static_cast<double>(compute.gpu_ns.load(kRelaxed)) / 1e9;
+  usage->launches = compute.launches.load(kRelaxed);
+  usage->wait_seconds = static_cast<double>(compute.wait_ns.load(kRelaxed)) / 1e9;
+  return succeed();
+}
+
+template <typename Body>
+gpushare_result guarded(Body&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::exception& error) {
+    return fail(GPUSHARE_ERROR_STATE, error.what());
+  } catch (...) {
+    return fail(GPUSHARE_ERROR_STATE, "unexpected error");
+  }
+}
+
+}  // namespace
+}  // namespace gpushare::interpose
+
+using namespace gpushare::interpose;
+
+GPUSHARE_EXPORT void gpushare_options_init(gpushare_options* options) {
+  if (options == nullptr) return;
+  *options = {};
+  options->struct_size = sizeof(gpushare_options);
+}
+
+GPUSHARE_EXPORT gpushare_result gpushare_join(const gpushare_options* options) {
+  return guarded([&] { return join(options); });
+}
+
+GPUSHARE_EXPORT gpushare_result gpushare_get_usage(int device, gpushare_usage* usage) {
+  return guarded([&] { return get_usage(device, usage); });
+}
+
+GPUSHARE_EXPORT const char* gpushare_tenant_name(void) {
+  try {
+    // Only a started tenancy has a name; asking must not start one.
+    static thread_local std::string name;
+    name = Tenancy::if_started() != nullptr ? Tenancy::if_started()->tenant_name() : std::string();
+    return name.c_str();
+  } catch (...) {
+    return "";
+  }
+}
+
+GPUSHARE_EXPORT const char* gpushare_last_error(void) { return t_last_error.c_str(); }
+
+GPUSHARE_EXPORT const char* gpushare_version(void) { return GPUSHARE_VERSION; }
