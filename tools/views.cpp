@@ -119,7 +119,7 @@ std::string render_top(const Report& report, const Report* previous, int width, 
                             static_cast<std::size_t>(width)) +
            "\n";
     out += fmt::format("{:<{}} {:>10} {:>10} {:>6} {:>5} {:>4} {:>6}  {}\n", "TENANT", name_width, "MEMORY", "LIMIT",
-                       "GPU%", "SHARE", "CAP", "PRIO", "GPU TIME (| = share)");
+                       "GPU%", "SHARE", "CAP", "PRIO", "BUSY (| = share)");
     for (const TenantOnGpu& use : gpu.tenants) {
       const TenantReport* tenant = find_tenant(report, use.tenant);
       const ComputePolicyValues policy = tenant ? tenant->compute : ComputePolicyValues{};
