@@ -34,16 +34,19 @@ else
   kill -9 "$holder"
   wait "$holder" 2>/dev/null || true
   echo "\$ kill -9 the holder; gpushare status   (its 768 MiB go back to 'train')"
-  "$gpushare" status --state "$state" | grep -A1 "^tenant train"
+  "$gpushare" status --state "$state" | grep -E "^  (TENANT|train) "
   echo
   echo "== time: two tenants saturating the (simulated) GPU for 3 s with 1 ms kernels, --share 30 and 70"
   export FAKE_CUDA_ENGINE="$(dirname "$state")/engine"
   workload="$build/tests/e2e/gpu_workload"
   echo "\$ gpushare run --share 30 --tenant batch -- gpu_workload saturate 3 1000 &"
-  echo "\$ gpushare run --share 70 --tenant online -- gpu_workload saturate 3 1000"
+  echo "\$ gpushare run --share 70 --tenant online -- gpu_workload saturate 3 1000 &"
   "$gpushare" run --share 30 --tenant batch --state "$state" -- "$workload" linked saturate 3 1000 &
-  "$gpushare" run --share 70 --tenant online --state "$state" -- "$workload" linked saturate 3 1000
+  "$gpushare" run --share 70 --tenant online --state "$state" -- "$workload" linked saturate 3 1000 &
+  sleep 1
+  echo "\$ gpushare top -n 2   (second frame: rates over the last second)"
+  "$gpushare" top -n 2 --state "$state" | tail -n 8
   wait
   echo "\$ gpushare status"
-  "$gpushare" status --state "$state" | grep -A2 -E "^tenant (batch|online)" | grep -v "^--"
+  "$gpushare" status --state "$state"
 fi

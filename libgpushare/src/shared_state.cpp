@@ -135,7 +135,7 @@ Status validate(const StateLayout& state, const std::string& path) {
   if (header.abi_version != layout::kStateAbiVersion) {
     return Error{fmt::format("{} was made by a gpushare with state ABI version {}, this one uses {}; stop "
                              "every process using it and remove the file, or set GPUSHARE_STATE to a new "
-                             "path (see docs/configuration.md)",
+                             "path (see docs/operations.md, Upgrading)",
                              path, header.abi_version, layout::kStateAbiVersion)};
   }
   if (header.checksum != header_checksum(header) || header.header_bytes != sizeof(layout::StateHeader) ||
