@@ -465,9 +465,13 @@ std::vector<TenantSnapshot> snapshot_tenants(SharedState& shared) {
     snap.name = tenant_name(record);
     const std::uint64_t override_limit = record.override_limit_bytes.load(kRelaxed);
     if (override_limit != layout::kNoOverride) snap.override_limit_bytes = override_limit;
-    snap.compute.share_pct = record.compute_policy.share_pct.load(kRelaxed);
-    snap.compute.limit_pct = record.compute_policy.limit_pct.load(kRelaxed);
-    snap.compute.priority = static_cast<Priority>(std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2));
+    // Until a process of the tenant has stated a policy (or `quota set` has), the defaults apply.
+    if (record.compute_configured.load(kAcquire) != 0) {
+      snap.compute.share_pct = record.compute_policy.share_pct.load(kRelaxed);
+      snap.compute.limit_pct = record.compute_policy.limit_pct.load(kRelaxed);
+      snap.compute.priority =
+          static_cast<Priority>(std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2));
+    }
     for (std::uint32_t g = 0; g < kMaxGpus; ++g) {
       const auto& entry = record.ledger[g];
       if (entry.configured.load(kAcquire) == 0) continue;

@@ -1,0 +1,93 @@
+// The report behind `gpushare status`, `top` and the exporter, and its JSON form.
+#include "gpushare/report.hpp"
+
+#include <gtest/gtest.h>
+
+#include "gpushare/compute.hpp"
+#include "gpushare/size.hpp"
+#include "test_support.hpp"
+
+namespace gpushare {
+namespace {
+
+using testing::Contains;
+using testing::make_uuid;
+
+class ReportTest : public testing::StateTest {};
+
+TEST_F(ReportTest, OrganisesTenantsPerGpuWithTheirProcessesAndBytes) {
+  auto train = TenantMembership::join(*state_, "train");
+  ASSERT_TRUE(train.ok()) << train.error().message;
+  auto gpu = (*train)->attach_gpu(make_uuid(7), 80_GiB, 8_GiB, "NVIDIA H100 80GB HBM3");
+  ASSERT_TRUE(gpu.ok());
+  ASSERT_EQ((*train)->try_reserve(gpu->gpu, 3_GiB).value(), Reservation::kGranted);
+  auto idle = TenantMembership::join(*state_, "idle");
+  ASSERT_TRUE(idle.ok());
+
+  const Report report = build_report(*state_);
+  ASSERT_EQ(report.gpus.size(), 1u);
+  const GpuReport& card = report.gpus[0];
+  EXPECT_EQ(card.name, "NVIDIA H100 80GB HBM3");
+  EXPECT_EQ(card.uuid, make_uuid(7));
+  EXPECT_EQ(card.memory_total_bytes, 80_GiB);
+  EXPECT_FALSE(card.slice_holder.has_value());
+  ASSERT_EQ(card.tenants.size(), 1u);  // "idle" has not used this GPU
+  const TenantOnGpu& use = card.tenants[0];
+  EXPECT_EQ(use.tenant, "train");
+  EXPECT_TRUE(use.live);
+  EXPECT_EQ(use.memory_used_bytes, 3_GiB);
+  EXPECT_EQ(use.memory_limit_bytes, 8_GiB);
+  ASSERT_EQ(use.processes.size(), 1u);
+  EXPECT_EQ(use.processes[0].held_bytes, 3_GiB);
+  EXPECT_TRUE(use.processes[0].alive);
+  ASSERT_EQ(report.tenants.size(), 2u);
+  EXPECT_EQ(report.tenants[1].name, "idle");
+  EXPECT_EQ(report.tenants[1].processes.size(), 1u);
+}
+
+TEST_F(ReportTest, JsonUsesNullForUnsetValuesAndEscapesNames) {
+  auto tenant = TenantMembership::join(*state_, R"(a"quoted"\name)");
+  ASSERT_TRUE(tenant.ok()) << tenant.error().message;
+  ASSERT_TRUE((*tenant)->attach_gpu(make_uuid(1), 16_GiB, kUnlimited, "GPU\twith\ttabs").ok());
+  const std::string json = report_to_json(build_report(*state_));
+  EXPECT_TRUE(Contains(json, R"("tenant":"a\"quoted\"\\name")"));
+  EXPECT_TRUE(Contains(json, R"("name":"GPU\twith\ttabs")"));
+  EXPECT_TRUE(Contains(json, R"("memory_limit_bytes":null)"));
+  EXPECT_TRUE(Contains(json, R"("share_pct":null,"limit_pct":null,"priority":"normal")"));
+  EXPECT_TRUE(Contains(json, R"("schema_version":1,)"));
+  EXPECT_EQ(json.back(), '\n');
+}
+
+TEST(JsonEscape, ControlCharactersBecomeUnicodeEscapes) {
+  EXPECT_EQ(json_escape(std::string("a\x01z\n", 4)), "a\\u0001z\\n");
+  EXPECT_EQ(json_escape("plain"), "plain");
+}
+
+TEST_F(ReportTest, TheSliceInProgressCountsForItsHolder) {
+  auto tenant = TenantMembership::join(*state_, "holder");
+  ASSERT_TRUE(tenant.ok());
+  auto gpu = (*tenant)->attach_gpu(make_uuid(2), 16_GiB, kUnlimited);
+  ASSERT_TRUE(gpu.ok());
+  auto& state = state_->state();
+  auto& schedule = state.schedules[gpu->gpu];
+  const std::uint32_t slot = (*tenant)->slot_index();
+  // Granted 50 ms ago, and inside a launch right now (odd count): busy up to now.
+  const std::uint64_t now = monotonic_now_ns();
+  schedule.slice_start_ns.store(now - 50'000'000);
+  schedule.launches_at_grant.store(0);
+  state.slots[slot].compute[gpu->gpu].launches.store(9);
+  schedule.holder_word.store(holder_token(slot));
+
+  const Report report = build_report(*state_);
+  ASSERT_EQ(report.gpus.size(), 1u);
+  EXPECT_EQ(report.gpus[0].slice_holder, "holder");
+  const TenantOnGpu& use = report.gpus[0].tenants.at(0);
+  EXPECT_TRUE(use.holds_slice);
+  EXPECT_GE(use.gpu_ns, 50'000'000u);
+  EXPECT_LT(use.gpu_ns, 5'000'000'000u);
+  EXPECT_EQ(use.launches, 4u);  // 9 half-steps: four launches done, a fifth under way
+  schedule.holder_word.store(0);
+}
+
+}  // namespace
+}  // namespace gpushare
