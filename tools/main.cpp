@@ -13,6 +13,7 @@ using namespace gpushare::tools;
 
 int main(int argc, char** argv) {
   CLI::App app{"gpushare: share one GPU between programs: hard memory quotas, exact shares of GPU time.\n"};
+  app.name("gpushare");
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string(GPUSHARE_VERSION));
   app.footer(
@@ -64,11 +65,14 @@ int main(int argc, char** argv) {
   quota_set->add_option("--limit", quota_options.limit, "New hard cap, percent (1-100; 0 or none removes it)");
   quota_set->add_option("--priority", quota_options.priority, "high, normal or low");
   quota_set->add_option("--state", quota_options.state, "Shared state file");
+  quota->footer("Example: gpushare quota set train --memory 16GiB --share 50 --priority high");
+  quota_set->footer("Example: gpushare quota set train --memory 16GiB --share 50 --priority high");
 
   StatusOptions status_options;
   auto* status = app.add_subcommand("status", "Show each GPU's tenants: quotas, use, GPU time, processes");
   status->add_option("--state", status_options.state, "Shared state file");
   status->add_flag("--json", status_options.json, "Machine-readable output (schema in docs/operations.md)");
+  status->footer("Example: gpushare status --json | jq '.gpus[].tenants[] | {tenant, memory_used_bytes}'");
 
   TopOptions top_options;
   auto* top = app.add_subcommand("top", "Live view of the tenants, refreshed in the terminal (q or Ctrl-C quits)");
@@ -77,10 +81,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.1, 3600.0));
   top->add_option("-n,--iterations", top_options.iterations, "Stop after N refreshes (default: run until quit)")
       ->check(CLI::NonNegativeNumber);
+  top->footer("GPU% is the share of wall time each tenant held the GPU since the previous frame; the bar's '|' marks "
+              "its share (or cap). top only reads the shared state: watching never slows a tenant.");
 
   auto* exporter = app.add_subcommand("exporter", "Serve Prometheus metrics (run `gpushare exporter --help`)");
   exporter->prefix_command();
   exporter->set_help_flag();  // --help belongs to the exporter program
+  exporter->footer("");
 
   // `gpushare run [OPTIONS] -- CMD ARGS`: everything after the first "--" is CMD, kept verbatim.
   std::vector<std::string> args(argv + 1, argv + argc);
