@@ -1,0 +1,79 @@
+#include "tenant_view.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+
+#include "gpushare/settings.hpp"
+#include "gpushare/size.hpp"
+
+namespace gpushare::nvml {
+
+MemoryFigures tenant_figures(const MemoryFigures& real, const TenantQuota& quota) {
+  const std::uint64_t room = quota.limit_bytes > quota.used_bytes ? quota.limit_bytes - quota.used_bytes : 0;
+  return MemoryFigures{
+      .total = std::min(quota.limit_bytes, real.total),
+      .free = std::min(room, real.free),
+      .used = quota.used_bytes,
+  };
+}
+
+std::optional<TenantQuota> find_tenant_quota(const std::vector<TenantSnapshot>& tenants, std::string_view tenant,
+                                             std::string_view gpu_uuid,
+                                             std::optional<std::uint64_t> environment_limit) {
+  // MIG instances ("MIG-…") have no ledger of their own; quotas are per whole GPU.
+  if (tenant.empty() || !gpu_uuid.starts_with("GPU-")) return std::nullopt;
+  const auto quota_of = [](std::uint64_t limit, std::uint64_t used) -> std::optional<TenantQuota> {
+    if (limit == kUnlimited) return std::nullopt;
+    return TenantQuota{limit, used};
+  };
+  const auto found = std::find_if(tenants.begin(), tenants.end(),
+                                  [&](const TenantSnapshot& snapshot) { return snapshot.name == tenant; });
+  // A tenant without a live process starts afresh with its next process's limits.
+  const bool live = found != tenants.end() &&
+                    std::any_of(found->processes.begin(), found->processes.end(),
+                                [](const ProcessSnapshot& process) { return process.alive; });
+  if (live) {
+    for (const LedgerSnapshot& ledger : found->gpus) {
+      if (format_gpu_uuid(ledger.uuid) == gpu_uuid) return quota_of(ledger.limit_bytes, ledger.used_bytes);
+    }
+    if (found->override_limit_bytes) return quota_of(*found->override_limit_bytes, 0);
+  }
+  if (!environment_limit) return std::nullopt;
+  return quota_of(*environment_limit, 0);
+}
+
+void TenantQuotaLookup::read_environment() {
+  environment_read_ = true;
+  const LoadedSettings loaded = load_settings([](const char* name) { return std::getenv(name); });
+  // The preload library refuses such settings too; the card is then shown as it is.
+  if (!loaded.errors.empty()) return;
+  const Settings& settings = loaded.settings;
+  tenant_ = settings.tenant;
+  state_path_ = settings.state_path.empty() ? default_state_path() : settings.state_path;
+  // Per-device limits are keyed by CUDA ordinal, which NVML's device numbering does not follow.
+  if (settings.device_memory_limit_bytes.empty()) environment_limit_ = settings.memory_limit_bytes;
+}
+
+std::optional<TenantQuota> TenantQuotaLookup::find(std::string_view gpu_uuid) {
+  std::lock_guard lock(mutex_);
+  if (!environment_read_) read_environment();
+  if (tenant_.empty()) return std::nullopt;
+  if (state_ == nullptr) {
+    struct stat info {};
+    if (::stat(state_path_.c_str(), &info) != 0) {
+      // No state yet: no process of any tenant has used a GPU, this one's included.
+      if (errno == ENOENT) return find_tenant_quota({}, tenant_, gpu_uuid, environment_limit_);
+      return std::nullopt;
+    }
+    // Only looks: a state nobody uses is never created from here.
+    auto opened = SharedState::open(state_path_, SharedState::Mode::kExistingOnly);
+    if (!opened) return std::nullopt;
+    state_ = std::move(opened).value();
+  }
+  return find_tenant_quota(snapshot_tenants(*state_), tenant_, gpu_uuid, environment_limit_);
+}
+
+}  // namespace gpushare::nvml
