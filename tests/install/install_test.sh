@@ -19,7 +19,8 @@ cmake --install "$build" --prefix "$prefix" >/dev/null
 libdir=$(cd "$prefix" && ls -d lib*/gpushare | head -n1 | xargs dirname)
 for file in bin/gpushare "$libdir/gpushare/libgpushare-preload.so" include/gpushare/gpushare.h \
             include/gpushare/gpushare.hpp "$libdir/cmake/gpushare/gpushareConfig.cmake" \
-            "$libdir/pkgconfig/gpushare.pc"; do
+            "$libdir/pkgconfig/gpushare.pc" "$libdir/gpushare/nvml/libnvidia-ml.so.1" \
+            "$libdir/gpushare/nvml/real/libgpushare-real-nvml.so"; do
   [[ -f $prefix/$file ]] || fail "not installed: $file"
 done
 echo "layout: ok ($libdir)"
