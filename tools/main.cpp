@@ -34,7 +34,8 @@ int main(int argc, char** argv) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->expected(1);
   run->add_option("--tenant", run_options.tenant,
-                  "Tenant name; processes with the same name share one quota (default: a new tenant per run)");
+                  "Tenant name; processes with the same name share one quota (default: $GPUSHARE_TENANT, else a new "
+                  "tenant per run)");
   run->add_option("--state", run_options.state,
                   "Shared state file (default: $GPUSHARE_STATE, else " + gpushare::default_state_path() + ")");
   run->add_option("--context-memory", run_options.context_memory,

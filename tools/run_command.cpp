@@ -135,8 +135,20 @@ int run_command(RunOptions& options) {
     }
   }
 
-  // One run is one tenant, shared by every process CMD starts (torchrun workers included).
-  set_env("GPUSHARE_TENANT", options.tenant ? *options.tenant : generated_tenant_name(options.command.front()));
+  // One run is one tenant, shared by every process CMD starts (torchrun workers included): --tenant,
+  // else the one the environment names (GPUSHARE_TENANT, or HAMi's CUDA_DEVICE_MEMORY_SHARED_CACHE,
+  // e.g. set by a pod spec or an outer wrapper), else a new one.
+  auto environment_names_tenant = [] {
+    for (const char* variable : {"GPUSHARE_TENANT", "CUDA_DEVICE_MEMORY_SHARED_CACHE"}) {
+      if (const char* value = std::getenv(variable); value != nullptr && *value != '\0') return true;
+    }
+    return false;
+  };
+  if (options.tenant) {
+    set_env("GPUSHARE_TENANT", *options.tenant);
+  } else if (!environment_names_tenant()) {
+    set_env("GPUSHARE_TENANT", generated_tenant_name(options.command.front()));
+  }
   if (!options.state.empty()) set_env("GPUSHARE_STATE", fs::absolute(options.state).string());
   // nvidia-smi and PyTorch dlopen NVML by name: the shadow copy must be found first.
   if (nvml_dir) prepend_path_list("LD_LIBRARY_PATH", *nvml_dir);

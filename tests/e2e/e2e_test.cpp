@@ -317,6 +317,22 @@ TEST_F(EndToEnd, RunMakesOneTenantOfEveryChildProcess) {
   EXPECT_NE(status.out.find(R"("name":"sh-)"), std::string::npos) << status.out;
 }
 
+TEST_F(EndToEnd, RunKeepsTheTenantTheEnvironmentNames) {
+  // A pod spec or an outer wrapper names the tenant; `gpushare run` without --tenant keeps it.
+  for (const auto& [variable, name] : std::vector<std::pair<std::string, std::string>>{
+           {"GPUSHARE_TENANT", "from-env"}, {"CUDA_DEVICE_MEMORY_SHARED_CACHE", "from-hami"}}) {
+    Env env{{"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_DIR},
+            {"GPUSHARE_REAL_LIBCUDA", std::string(GPUSHARE_TEST_FAKE_DIR) + "/libcuda.so.1"},
+            {variable, name}};
+    const ProcessResult r = run({GPUSHARE_TEST_TOOL, "run", "--memory", "8MiB", "--state", state_, "--",
+                                 GPUSHARE_TEST_PROBE, "linked", "fill", std::to_string(kMiB)},
+                                env);
+    EXPECT_EQ(field(r.out, "allocated"), 8 * kMiB) << r.err;
+    const ProcessResult status = run({GPUSHARE_TEST_TOOL, "status", "--json", "--state", state_}, {});
+    EXPECT_NE(status.out.find(R"({"name":")" + name + R"(",)"), std::string::npos) << status.out;
+  }
+}
+
 TEST_F(EndToEnd, RunRefusesBadInputWithoutRunningTheCommand) {
   for (const std::vector<std::string>& options :
        {std::vector<std::string>{"--memory", "8XB"}, {"--memory", "-1"}, {"--memory", ""},
