@@ -2,8 +2,10 @@
 # Installs what a fresh Debian 12 machine lacks to build gpushare and its tests. Idempotent: asks
 # apt only for packages that are missing.
 set -euo pipefail
+# The exporter finds libcpp-httplib-dev through pkg-config (pkgconf), whose Cflags make httplib.h include the
+# openssl, zlib and brotli headers: those are listed too, though the package depends on them.
 packages=(cmake ninja-build g++ libboost-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev
-          libbenchmark-dev libcpp-httplib-dev binutils)
+          libbenchmark-dev libcpp-httplib-dev pkgconf libssl-dev zlib1g-dev libbrotli-dev binutils)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

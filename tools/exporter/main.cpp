@@ -1,0 +1,203 @@
+// gpushare-exporter: the shared state's figures for Prometheus, on http://HOST:PORT/metrics. Run
+// as `gpushare exporter [OPTIONS]` (tools/exporter_command.cpp execs this program);
+// docs/metrics.md describes the metrics.
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <fmt/format.h>
+#include <httplib.h>
+#include <CLI/CLI.hpp>
+
+#include "gpushare/report.hpp"
+#include "gpushare/shared_state.hpp"
+#include "listen_address.hpp"
+#include "prometheus.hpp"
+
+namespace fs = std::filesystem;
+using gpushare::SharedState;
+using namespace gpushare::exporter;
+
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitBadInput = 2;
+
+// Scrapes come seconds apart and take a millisecond at most: a few threads are plenty, and the exporter
+// stays small beside the tenants it watches.
+constexpr std::size_t kServerThreads = 4;
+
+constexpr const char* kIndexPage =
+    "<!DOCTYPE html>\n<html><head><title>gpushare exporter</title></head>\n"
+    "<body><h1>gpushare exporter</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>\n";
+
+// Reads the state for each scrape. It is opened afresh every time, so that a state created or
+// replaced after the exporter started is the one shown. Only reads: it never creates the file
+// and, unlike `gpushare status`, does not give dead processes' bytes back (the next process to
+// join, or an allocation about to be refused, does), so watching never changes what is watched.
+class StateReader {
+ public:
+  explicit StateReader(std::string path) : path_(std::move(path)) {}
+
+  // May run on several server threads at once: each scrape has its own mapping.
+  std::string scrape() {
+    std::error_code error;
+    if (!fs::exists(path_, error)) {
+      return unavailable(fmt::format("no shared state at {} yet: no tenant has run with it", path_));
+    }
+    auto state = SharedState::open(path_, SharedState::Mode::kExistingOnly);
+    if (!state) return unavailable(state.error().message);
+    log_if_changed(fmt::format("reading the shared state at {}", path_));
+    return render_prometheus(gpushare::build_report(**state));
+  }
+
+ private:
+  std::string unavailable(const std::string& why) {
+    log_if_changed(why);
+    return render_prometheus_without_state(why);
+  }
+  // One line on stderr when the state appears, goes or breaks, not one per scrape.
+  void log_if_changed(const std::string& condition) {
+    const std::lock_guard lock(mutex_);
+    if (condition == last_condition_) return;
+    last_condition_ = condition;
+    fmt::print(stderr, "gpushare exporter: {}\n", condition);
+  }
+
+  const std::string path_;
+  std::mutex mutex_;
+  std::string last_condition_;
+};
+
+// --state, else $GPUSHARE_STATE, else the default path: as the other commands choose it.
+std::string state_path_or_default(const std::string& option) {
+  if (!option.empty()) return option;
+  if (const char* env = std::getenv("GPUSHARE_STATE"); env != nullptr && *env != '\0') return env;
+  return gpushare::default_state_path();
+}
+
+// Returns the port now bound (the one picked, for port 0), or -1.
+int bind_listen_address(httplib::Server& server, const ListenAddress& address) {
+  if (address.port == 0) return server.bind_to_any_port(address.host);
+  return server.bind_to_port(address.host, address.port) ? address.port : -1;
+}
+
+sigset_t stop_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  return signals;
+}
+
+// Returns the stop signal that arrived, or 0 when the server ended by itself first.
+int wait_for_stop_signal(const sigset_t& signals, const std::atomic<bool>& server_ended) {
+  const timespec poll_interval{0, 100'000'000};
+  while (!server_ended) {
+    const int signal = sigtimedwait(&signals, nullptr, &poll_interval);
+    if (signal > 0) return signal;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "Serve gpushare's figures to Prometheus: each GPU's tenants, their memory, quotas, refusals, GPU "
+      "time, launches and waits, read from the shared state at every scrape.\n",
+      "gpushare exporter"};
+  std::string listen = "127.0.0.1:9400";
+  std::string state_option;
+  app.add_option("--listen", listen,
+                 "HOST:PORT to serve http://HOST:PORT/metrics on; [::1]:9400 for IPv6, 0.0.0.0:9400 for every "
+                 "interface, port 0 for any free port. The address is the first line on stdout")
+      ->capture_default_str();
+  app.add_option("--state", state_option,
+                 "Shared state file (default: $GPUSHARE_STATE, else " + gpushare::default_state_path() + ")");
+  app.set_version_flag("--version", std::string(GPUSHARE_VERSION));
+  app.footer(
+      "Example: gpushare exporter --listen 127.0.0.1:9400\n"
+      "The state is only read, never created: until a tenant has run, /metrics shows gpushare_up 0.\n"
+      "SIGINT or SIGTERM stops it. Exit status: 0 when stopped, 1 when it cannot listen, 2 for bad options.\n"
+      "The metrics and a scrape config: docs/metrics.md.");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& success) {
+    return app.exit(success);
+  } catch (const CLI::ParseError& error) {
+    app.exit(error);
+    return kExitBadInput;
+  }
+  auto parsed_listen = parse_listen_address(listen);
+  if (!parsed_listen) {
+    fmt::print(stderr, "gpushare exporter: {}\n", parsed_listen.error().message);
+    return kExitBadInput;
+  }
+  const ListenAddress address = std::move(parsed_listen).value();
+
+  // SIGINT and SIGTERM are blocked in every thread (the server's threads, started later, inherit
+  // the mask) and taken by this one, which then stops the server: no handler ever interrupts the
+  // HTTP library.
+  const sigset_t signals = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  StateReader reader(state_path_or_default(state_option));
+  httplib::Server server;
+  server.new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
+  // SO_REUSEADDR only: a restarted exporter gets its port back at once, but a second one on a port
+  // in use fails instead of sharing it (httplib's default, SO_REUSEPORT, would split the scrapes
+  // between two exporters that may read different states).
+  server.set_socket_options([](socket_t socket) {
+    const int yes = 1;
+    ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
+  server.Get("/metrics", [&reader](const httplib::Request&, httplib::Response& response) {
+    response.set_content(reader.scrape(), std::string(kExpositionContentType));
+  });
+  server.Get("/", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content(kIndexPage, "text/html; charset=utf-8");
+  });
+
+  errno = 0;
+  const int port = bind_listen_address(server, address);
+  if (port <= 0) {
+    fmt::print(stderr, "gpushare exporter: cannot listen on {}: {}\n", listen,
+               errno != 0 ? std::strerror(errno) : "the host is not an address of this machine");
+    return kExitFailure;
+  }
+  fmt::print("listening on {}\n", metrics_url(address.host, port));
+  std::fflush(stdout);
+
+  std::atomic<bool> server_ended{false};
+  bool served = false;
+  std::thread serving([&] {
+    served = server.listen_after_bind();
+    server_ended = true;
+  });
+  const int signal = wait_for_stop_signal(signals, server_ended);
+  if (signal != 0) {
+    // stop() acts only on a running server: a signal that came before listen_after_bind started
+    // must wait for it rather than be lost.
+    while (!server.is_running() && !server_ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    server.stop();
+  }
+  serving.join();
+  if (signal == 0 && !served) {
+    fmt::print(stderr, "gpushare exporter: the server on {} stopped accepting connections\n", listen);
+    return kExitFailure;
+  }
+  return 0;
+}
