@@ -229,6 +229,12 @@ void end_slice(StateLayout& state, std::uint32_t gpu, std::uint64_t now) {
   schedule.grant_seq.fetch_add(1, kRelease);
 }
 
+std::uint64_t gone_holder_used_until(const GpuSchedule& schedule, std::uint64_t now) {
+  const std::uint64_t last_seen =
+      std::max(schedule.slice_start_ns.load(kRelaxed), schedule.observed_at_ns.load(kRelaxed));
+  return std::min(now, last_seen);
+}
+
 Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint32_t requester,
                       const ArbiterTiming& timing, const SlotAlive& slot_alive) {
   GpuSchedule& schedule = state.schedules[gpu];

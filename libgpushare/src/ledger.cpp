@@ -95,17 +95,21 @@ class [[nodiscard]] LedgerLock {
 
 std::uint64_t saturating_sub(std::uint64_t a, std::uint64_t b) { return a > b ? a - b : 0; }
 
+// Who gives a slot up: its owner, leaving (charged up to now), or a sweep for an owner that is
+// gone (charged up to its last observed launch, see gone_holder_used_until).
+enum class SlotOwner { kLeaving, kGone };
+
 // A slot that changes hands must not look like a waiter of any GPU, and must not keep a slice
 // its old owner held: the new owner would inherit it, ungranted, with the old slice's start time.
-// The old tenant is charged up to now.
-void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot) {
+void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot, SlotOwner owner) {
   const auto index = static_cast<std::uint32_t>(&slot - state.slots);
   for (std::uint32_t gpu = 0; gpu < kMaxGpus; ++gpu) {
     auto& schedule = state.schedules[gpu];
     if ((schedule.holder_word.load(kAcquire) & ~layout::kHandoverBit) == holder_token(index)) {
       auto lock = ScheduleLock::acquire(state, gpu);
       if (lock && (schedule.holder_word.load(kAcquire) & ~layout::kHandoverBit) == holder_token(index)) {
-        end_slice(state, gpu, monotonic_now_ns());
+        const std::uint64_t now = monotonic_now_ns();
+        end_slice(state, gpu, owner == SlotOwner::kLeaving ? now : gone_holder_used_until(schedule, now));
       }
       wake_waiters(state, gpu);
     }
@@ -137,9 +141,9 @@ std::uint64_t return_slot_bytes(StateLayout& state, layout::ProcessSlot& slot) {
 
 // Everything a slot holds goes back: its bytes to its tenant's ledger, its slices and waits to the
 // arbiter. Returns the bytes. REQUIRES: as return_slot_bytes.
-std::uint64_t empty_slot(StateLayout& state, layout::ProcessSlot& slot) {
+std::uint64_t empty_slot(StateLayout& state, layout::ProcessSlot& slot, SlotOwner owner) {
   const std::uint64_t bytes = return_slot_bytes(state, slot);
-  clear_slot_compute(state, slot);
+  clear_slot_compute(state, slot, owner);
   return bytes;
 }
 
@@ -279,7 +283,7 @@ Result<std::unique_ptr<TenantMembership>> TenantMembership::join(SharedState& sh
     // With the lock ours, a slot still marked busy belongs to a dead owner (or to a reclaimer that
     // died half-way): finish returning its bytes, then take it.
     if (slot.state.load(kAcquire) != kFree) {
-      empty_slot(state, slot);
+      empty_slot(state, slot, SlotOwner::kGone);
     }
     slot.tenant_index = tenant;
     slot.pid = static_cast<std::uint64_t>(::getpid());
@@ -296,7 +300,7 @@ TenantMembership::~TenantMembership() {
   if (!abandoned_) {
     StateLayout& state = state_.state();
     auto& slot = state.slots[slot_];
-    empty_slot(state, slot);
+    empty_slot(state, slot, SlotOwner::kLeaving);
     slot.state.store(kFree, kRelease);
     ofd_lock::unlock(fd_, layout::kSlotLockBase + slot_);
   }
@@ -412,7 +416,7 @@ ReclaimReport reclaim_dead_processes(SharedState& shared) {
     // kReclaiming with the lock free: a reclaimer died half-way; returning bytes is idempotent.
     if (slot.state.load(kAcquire) != kFree) {
       slot.state.store(kReclaiming, kRelease);
-      report.bytes += empty_slot(state, slot);
+      report.bytes += empty_slot(state, slot, SlotOwner::kGone);
       report.processes += 1;
       slot.state.store(kFree, kRelease);
     }

@@ -14,15 +14,16 @@ namespace {
 constexpr auto kRelaxed = std::memory_order_relaxed;
 constexpr auto kAcquire = std::memory_order_acquire;
 
-// The holder's use of its current slice so far: up to now while it is inside a launch or its
-// launch count moved since the arbiter last looked, else up to when it was last seen launching.
-std::uint64_t current_slice_ns(const layout::GpuSchedule& schedule, const layout::SlotCompute& holder,
+// The holder's use of its current slice so far: up to now while it is alive and inside a launch
+// or its launch count moved since the arbiter last looked, else up to when it was last seen
+// launching (a holder that exited or was killed is not charged for the time since).
+std::uint64_t current_slice_ns(const layout::GpuSchedule& schedule, const layout::SlotCompute& holder, bool alive,
                                std::uint64_t now) {
   const std::uint64_t start = schedule.slice_start_ns.load(kRelaxed);
   const std::uint64_t launches = holder.launches.load(kRelaxed);
-  const bool busy = (launches & 1) != 0 || launches != schedule.observed_launches.load(kRelaxed);
-  const std::uint64_t until = busy ? now : std::max(start, schedule.observed_at_ns.load(kRelaxed));
-  return until > start ? std::min(until, now) - start : 0;
+  const bool busy = alive && ((launches & 1) != 0 || launches != schedule.observed_launches.load(kRelaxed));
+  const std::uint64_t until = busy ? now : gone_holder_used_until(schedule, now);
+  return until > start ? until - start : 0;
 }
 
 }  // namespace
@@ -86,12 +87,14 @@ Report build_report(SharedState& shared) {
       if (word != 0 && holder < layout::kMaxSlots && state.slots[holder].tenant_index.load(kRelaxed) == tenant.index &&
           state.slots[holder].state.load(kAcquire) == layout::kInUse) {
         const auto& slot_compute = state.slots[holder].compute[ledger.gpu];
-        use.holds_slice = true;
-        use.gpu_ns += current_slice_ns(schedule, slot_compute, report.monotonic_ns);
+        bool alive = false;
+        for (const ProcessSnapshot& process : tenant.processes) alive = alive || (process.slot == holder && process.alive);
+        use.holds_slice = alive;
+        use.gpu_ns += current_slice_ns(schedule, slot_compute, alive, report.monotonic_ns);
         const std::uint64_t at_grant = schedule.launches_at_grant.load(kRelaxed);
         const std::uint64_t now_count = slot_compute.launches.load(kRelaxed);
         if (now_count >= at_grant) use.launches += (now_count - at_grant) / 2;
-        gpu.slice_holder = tenant.name;
+        if (alive) gpu.slice_holder = tenant.name;
       }
       gpu.tenants.push_back(std::move(use));
     }

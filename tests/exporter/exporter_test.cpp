@@ -160,7 +160,7 @@ TEST_F(ExporterTest, ScrapesAKnownWorkloadOverLoopback) {
   ASSERT_EQ(field(refused.out, "allocated"), 16 * kMiB);
   // "compute": kernels of 1 ms back to back for 0.3 s through `gpushare run`, with no memory quota.
   // It exits holding the time slice, which the next sweep ends (`gpushare status` sweeps; see
-  // DISABLED_ATenantThatExitedHoldingTheSliceStopsAccruingGpuTime for why that matters).
+  // ATenantThatExitedHoldingTheSliceStopsAccruingGpuTime for why that matters).
   const auto started = std::chrono::steady_clock::now();
   const ProcessResult compute = run_compute_workload();
   ASSERT_EQ(compute.exit_code, 0) << compute.err;
@@ -232,7 +232,7 @@ TEST_F(ExporterTest, ScrapesAKnownWorkloadOverLoopback) {
 // current_slice_ns) takes the dead holder's moved launch count for "busy" and adds its slice up to
 // now, so gpu_seconds_total keeps growing after the process is gone; the next sweep
 // (clear_slot_compute -> end_slice at the sweep's time) then charges all of it for good.
-TEST_F(ExporterTest, DISABLED_ATenantThatExitedHoldingTheSliceStopsAccruingGpuTime) {
+TEST_F(ExporterTest, ATenantThatExitedHoldingTheSliceStopsAccruingGpuTime) {
   const auto started = std::chrono::steady_clock::now();
   ASSERT_EQ(run_compute_workload().exit_code, 0);
   const std::chrono::duration<double> compute_wall = std::chrono::steady_clock::now() - started;

@@ -80,6 +80,11 @@ Arbitration arbitrate(layout::StateLayout& state, std::uint32_t gpu, std::uint64
 // REQUIRES: the schedule mutex held.
 void end_slice(layout::StateLayout& state, std::uint32_t gpu, std::uint64_t now_ns);
 
+// Up to when a holder that is gone (exited or killed while holding the slice) used the GPU: its
+// last observed launch, never before its slice started, never after now. Charging it up to the
+// moment someone notices would bill its tenant for time nobody used.
+std::uint64_t gone_holder_used_until(const layout::GpuSchedule& schedule, std::uint64_t now_ns);
+
 // The schedule mutex, repaired if its holder died: a half-made grant is undone (the GPU is free).
 class [[nodiscard]] ScheduleLock {
  public:
