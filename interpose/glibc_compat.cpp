@@ -7,7 +7,7 @@
 // _dl_find_object (2.35, the unwinder's fast path). Defined here, hidden, the link resolves those
 // references to these definitions instead of to versioned glibc symbols, so the loader never asks
 // for GLIBC_2.35 or GLIBC_2.36. Each does what the glibc function does, with older interfaces:
-// getrandom (2.25) and dl_iterate_phdr (2.2.4). tests/e2e/check_preload_library.sh checks the result.
+// getrandom (2.25) and dl_iterate_phdr (2.2.4). tests/e2e/check_glibc_version.sh checks the result.
 #include <dlfcn.h>
 #include <link.h>
 #include <sys/random.h>
@@ -56,11 +56,9 @@ int find_in_object(dl_phdr_info* info, std::size_t /*size*/, void* data) noexcep
   out.dlfo_map_start = reinterpret_cast<void*>(start);
   out.dlfo_map_end = reinterpret_cast<void*>(end);
   out.dlfo_eh_frame = eh_frame;
-  Dl_info symbol{};
-  link_map* map = nullptr;
-  if (::dladdr1(reinterpret_cast<void*>(search->address), &symbol, reinterpret_cast<void**>(&map), RTLD_DL_LINKMAP) != 0) {
-    out.dlfo_link_map = map;
-  }
+  // dlfo_link_map stays null: finding it (dladdr1) would take the loader's lock inside
+  // dl_iterate_phdr's and deadlock against a concurrent dlopen. libgcc's unwinder reads only the
+  // return value and dlfo_eh_frame (and dlfo_eh_dbase on i386).
   search->found = true;
   return 1;
 }

@@ -6,9 +6,13 @@
 // and read by the same load_settings(): one validation, one set of error messages.
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -24,8 +28,12 @@ namespace {
 
 thread_local std::string t_last_error;
 
-gpushare_result fail(gpushare_result code, std::string message) {
-  t_last_error = std::move(message);
+gpushare_result fail(gpushare_result code, std::string_view message) noexcept {
+  try {
+    t_last_error.assign(message);
+  } catch (...) {
+    t_last_error.clear();  // out of memory for the message: the code still says what failed
+  }
   return code;
 }
 gpushare_result succeed() {
@@ -80,23 +88,32 @@ std::map<std::string, std::string> option_variables(const gpushare_options& opti
   return variables;
 }
 
-gpushare_result join(const gpushare_options* options) {
-  if (options == nullptr) return fail(GPUSHARE_ERROR_INVALID_ARGUMENT, "gpushare_join: options is null");
-  if (options->struct_size < sizeof(gpushare_options)) {
+// The first version's structs end here; a program built against it passes at least this much.
+constexpr std::size_t kOptionsV1Bytes = offsetof(gpushare_options, slice_ms) + sizeof(gpushare_options::slice_ms);
+constexpr std::size_t kUsageV1Bytes = offsetof(gpushare_usage, wait_seconds) + sizeof(gpushare_usage::wait_seconds);
+
+gpushare_result join(const gpushare_options* given) {
+  if (given == nullptr) return fail(GPUSHARE_ERROR_INVALID_ARGUMENT, "gpushare_join: options is null");
+  if (given->struct_size < kOptionsV1Bytes) {
     return fail(GPUSHARE_ERROR_INVALID_ARGUMENT,
-                "gpushare_join: options.struct_size is too small (call gpushare_options_init first)");
+                "gpushare_join: options.struct_size is too small (set it with gpushare_options_init)");
   }
-  if (options->priority < GPUSHARE_PRIORITY_UNSET || options->priority > GPUSHARE_PRIORITY_HIGH) {
-    return fail(GPUSHARE_ERROR_INVALID_ARGUMENT, fmt::format("gpushare_join: priority {} is not one of the "
-                                                             "gpushare_priority values",
-                                                             static_cast<int>(options->priority)));
+  // The fields the program knows of; any this library has and the program's header lacked stay zero.
+  gpushare_options own{};
+  std::memcpy(&own, given, std::min<std::size_t>(given->struct_size, sizeof own));
+  const gpushare_options* options = &own;
+  int priority = 0;
+  std::memcpy(&priority, &options->priority, sizeof priority);  // any int the caller stored, not only enumerators
+  if (priority < GPUSHARE_PRIORITY_UNSET || priority > GPUSHARE_PRIORITY_HIGH) {
+    return fail(GPUSHARE_ERROR_INVALID_ARGUMENT,
+                fmt::format("gpushare_join: priority {} is not one of the gpushare_priority values", priority));
   }
   if (std::string problem = interposition_problem(); !problem.empty()) {
     return fail(GPUSHARE_ERROR_NOT_INTERPOSED, "gpushare_join: " + problem);
   }
   const auto variables = option_variables(*options);
   LoadedSettings loaded = load_settings([&](const char* name) -> const char* {
-    if (auto given = variables.find(name); given != variables.end()) return given->second.c_str();
+    if (auto option = variables.find(name); option != variables.end()) return option->second.c_str();
     return std::getenv(name);
   });
   if (!loaded.errors.empty()) return fail(GPUSHARE_ERROR_INVALID_ARGUMENT, "gpushare_join: " + loaded.errors.front());
@@ -110,9 +127,20 @@ gpushare_result join(const gpushare_options* options) {
   return succeed();
 }
 
-gpushare_result get_usage(int device, gpushare_usage* usage) {
-  if (usage == nullptr) return fail(GPUSHARE_ERROR_INVALID_ARGUMENT, "gpushare_get_usage: usage is null");
-  Tenancy& tenancy = Tenancy::get();
+gpushare_result get_usage(int device, gpushare_usage* out) {
+  if (out == nullptr) return fail(GPUSHARE_ERROR_INVALID_ARGUMENT, "gpushare_get_usage: usage is null");
+  if (out->struct_size < kUsageV1Bytes) {
+    return fail(GPUSHARE_ERROR_INVALID_ARGUMENT,
+                "gpushare_get_usage: usage.struct_size is too small (set it with gpushare_usage_init)");
+  }
+  // Asking must not start gpushare: that would join with the environment's settings and make a
+  // later gpushare_join fail.
+  Tenancy* started = Tenancy::if_started();
+  if (started == nullptr) {
+    return fail(GPUSHARE_ERROR_NOT_JOINED, "gpushare_get_usage: gpushare has not started in this process (call "
+                                           "gpushare_join first)");
+  }
+  Tenancy& tenancy = *started;
   if (tenancy.mode() != Tenancy::Mode::kEnforce) {
     return fail(GPUSHARE_ERROR_NOT_JOINED, "gpushare_get_usage: gpushare is not enforcing here: " + tenancy.failure());
   }
@@ -126,7 +154,8 @@ gpushare_result get_usage(int device, gpushare_usage* usage) {
   const auto& ledger = tenant.ledger[*gpu];
   const auto& compute = tenant.compute[*gpu];
   constexpr auto kRelaxed = std::memory_order_relaxed;
-  *usage = {};
+  gpushare_usage own{};
+  gpushare_usage* usage = &own;
   usage->memory_limit_bytes = ledger.limit_bytes.load(kRelaxed);
   usage->memory_used_bytes = ledger.used_bytes.load(kRelaxed);
   usage->memory_peak_bytes = ledger.peak_bytes.load(kRelaxed);
@@ -136,6 +165,10 @@ gpushare_result get_usage(int device, gpushare_usage* usage) {
   usage->gpu_seconds = static_cast<double>(compute.gpu_ns.load(kRelaxed)) / 1e9;
   usage->launches = compute.launches.load(kRelaxed);
   usage->wait_seconds = static_cast<double>(compute.wait_ns.load(kRelaxed)) / 1e9;
+  // Only what fits the program's struct; its size field stays its own.
+  const std::uint32_t size = out->struct_size;
+  std::memcpy(out, &own, std::min<std::size_t>(size, sizeof own));
+  out->struct_size = size;
   return succeed();
 }
 
@@ -154,12 +187,6 @@ gpushare_result guarded(Body&& body) noexcept {
 }  // namespace gpushare::interpose
 
 using namespace gpushare::interpose;
-
-GPUSHARE_EXPORT void gpushare_options_init(gpushare_options* options) {
-  if (options == nullptr) return;
-  *options = {};
-  options->struct_size = sizeof(gpushare_options);
-}
 
 GPUSHARE_EXPORT gpushare_result gpushare_join(const gpushare_options* options) {
   return guarded([&] { return join(options); });

@@ -43,8 +43,13 @@ const LoadedSettings& process_settings() {
 }
 
 bool install_process_settings(LoadedSettings settings) {
+  // Until the tenancy starts, the settings may still change: what read them before (a log line, a
+  // dlsym lookup of a driver name) used only values a linked program cannot set. Holding the
+  // tenancy mutex keeps a starting tenancy from reading them half-way.
+  std::lock_guard starting(g_tenancy_mutex);
+  if (g_tenancy.load(std::memory_order_acquire) != nullptr) return false;
   std::lock_guard lock(g_settings_mutex);
-  if (g_settings.load(std::memory_order_acquire) != nullptr) return false;
+  // The previous settings are never freed: a thread may still hold a reference to them.
   g_settings.store(new LoadedSettings(std::move(settings)), std::memory_order_release);
   return true;
 }

@@ -19,8 +19,8 @@ namespace gpushare::interpose {
 
 // Settings from the environment, read once (or those a linked program gave gpushare_join).
 const LoadedSettings& process_settings();
-// For the linked API: the settings to use instead of the environment's. False when the settings
-// were already read (a driver call came first), in which case nothing changes.
+// For the linked API: the settings to use instead of the environment's. False once the tenancy
+// has started (a driver call came first), in which case nothing changes.
 bool install_process_settings(LoadedSettings settings);
 
 class Tenancy {

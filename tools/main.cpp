@@ -1,6 +1,7 @@
 // The `gpushare` command: wraps programs into tenants, changes live tenants, shows what happens.
 // This file only wires the subcommands (one file each) to the command line.
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -90,12 +91,15 @@ int main(int argc, char** argv) {
   exporter->set_help_flag();  // --help belongs to the exporter program
   exporter->footer("");
 
-  // `gpushare run [OPTIONS] -- CMD ARGS`: everything after the first "--" is CMD, kept verbatim.
+  // `gpushare run [OPTIONS] -- CMD ARGS`: everything after the first "--" is kept verbatim, out of
+  // CLI11's reach. Without that "--", CMD starts at the first argument that is not an option
+  // (prefix_command), and a later "--" is one of CMD's own arguments.
   std::vector<std::string> args(argv + 1, argv + argc);
+  std::optional<std::vector<std::string>> after_separator;
   if (!args.empty() && args.front() == "run") {
     const auto separator = std::find(args.begin(), args.end(), "--");
     if (separator != args.end()) {
-      run_options.command.assign(separator + 1, args.end());
+      after_separator.emplace(separator + 1, args.end());
       args.erase(separator, args.end());
     }
   }
@@ -109,7 +113,12 @@ int main(int argc, char** argv) {
     return kExitBadInput;
   }
   if (*run) {
-    for (const auto& extra : run->remaining()) run_options.command.push_back(extra);
+    run_options.command = run->remaining();
+    if (after_separator) {
+      // "--" came after CMD had started (`gpushare run echo a -- b`): it is CMD's own.
+      if (!run_options.command.empty()) run_options.command.push_back("--");
+      run_options.command.insert(run_options.command.end(), after_separator->begin(), after_separator->end());
+    }
     return run_command(run_options);
   }
   if (*quota_set) return quota_set_command(quota_options);

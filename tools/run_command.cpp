@@ -152,7 +152,22 @@ int run_command(RunOptions& options) {
   if (!options.state.empty()) set_env("GPUSHARE_STATE", fs::absolute(options.state).string());
   // nvidia-smi and PyTorch dlopen NVML by name: the shadow copy must be found first.
   if (nvml_dir) prepend_path_list("LD_LIBRARY_PATH", *nvml_dir);
+  // The loader splits LD_PRELOAD at spaces and colons: such a path would load nothing, and CMD
+  // would run without quotas after a mere warning.
+  if (preload->find_first_of(" :") != std::string::npos) {
+    fmt::print(stderr, "gpushare run: the preload library's path '{}' contains a space or a colon, which "
+               "LD_PRELOAD cannot express; install gpushare elsewhere\n", *preload);
+    return kExitFailure;
+  }
   prepend_path_list("LD_PRELOAD", *preload);
+
+  // What the environment already said (GPUSHARE_* and HAMi's variables) is checked as well, by the
+  // library's own reader: a bad value is an error here, not refused allocations later.
+  const LoadedSettings effective = load_settings([](const char* name) { return std::getenv(name); });
+  if (!effective.errors.empty()) {
+    for (const auto& error : effective.errors) fmt::print(stderr, "gpushare run: {}\n", error);
+    return kExitBadInput;
+  }
 
   std::vector<char*> argv;
   for (auto& arg : options.command) argv.push_back(arg.data());

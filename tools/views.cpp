@@ -80,7 +80,7 @@ std::string render_status(const Report& report) {
         for (const TenantOnGpu& use : gpu.tenants) {
           if (use.tenant != tenant.name) continue;
           for (const ProcessUse& p : use.processes) {
-            if (p.pid == process.pid) held += fmt::format("  GPU {}: {}", gpu.index, format_size(p.held_bytes));
+            if (p.slot == process.slot) held += fmt::format("  GPU {}: {}", gpu.index, format_size(p.held_bytes));
           }
         }
       }
@@ -91,7 +91,6 @@ std::string render_status(const Report& report) {
 }
 
 std::string render_top(const Report& report, const Report* previous, int width, double interval_s) {
-  width = std::max(width, 72);
   std::string out = fmt::format("gpushare top   {}   every {:.1f}s   q quits\n", clock_text(report.time_unix_ns),
                                 interval_s);
   out += shortened(fmt::format("state {}", report.state_path), static_cast<std::size_t>(width)) + "\n";
@@ -104,22 +103,25 @@ std::string render_top(const Report& report, const Report* previous, int width, 
       for (const auto& use : gpu.tenants) earlier[{gpu.index, use.tenant}] = use.gpu_ns;
     }
   }
-  // The fixed columns and the bar's brackets take 56; the name and the bar share what is left.
-  constexpr int kFixed = 56;
+  // The fixed columns (sizes are at most 11 characters: "1023.59 MiB"), the bar's brackets and the
+  // idle mark take 58; the name and the bar share what is left.
+  constexpr int kFixed = 58;
+  width = std::max(width, kFixed + 16);
   const int name_width = std::clamp((width - kFixed) / 2, 8, 24);
   const int bar_width = std::max(8, width - kFixed - name_width);
   if (report.gpus.empty()) out += "\nno GPU in use yet\n";
   for (const GpuReport& gpu : report.gpus) {
     std::uint64_t used = 0;
     for (const auto& use : gpu.tenants) used += use.memory_used_bytes;
-    out += "\n" + shortened(fmt::format("GPU {} {}  {}  used {} of {}  slice: {}", gpu.index, gpu.name,
-                                        format_gpu_uuid(gpu.uuid).substr(0, 12), format_size(used),
-                                        format_size(gpu.memory_total_bytes),
-                                        gpu.slice_holder ? *gpu.slice_holder : "free"),
+    // Most useful first: a long GPU name is what gets cut.
+    out += "\n" + shortened(fmt::format("GPU {}  slice: {}  used {} of {}  {}  {}", gpu.index,
+                                        gpu.slice_holder ? *gpu.slice_holder : "free", format_size(used),
+                                        format_size(gpu.memory_total_bytes), gpu.name,
+                                        format_gpu_uuid(gpu.uuid).substr(0, 12)),
                             static_cast<std::size_t>(width)) +
            "\n";
-    out += fmt::format("{:<{}} {:>10} {:>10} {:>6} {:>5} {:>4} {:>6}  {}\n", "TENANT", name_width, "MEMORY", "LIMIT",
-                       "GPU%", "SHARE", "CAP", "PRIO", "BUSY (| = share)");
+    out += fmt::format("{:<{}} {:>11} {:>11} {:>6} {:>5} {:>4} {:>6}  {}\n", "TENANT", name_width, "MEMORY", "LIMIT",
+                       "GPU%", "SHARE", "CAP", "PRIO", "BUSY (|=share)");
     for (const TenantOnGpu& use : gpu.tenants) {
       const TenantReport* tenant = find_tenant(report, use.tenant);
       const ComputePolicyValues policy = tenant ? tenant->compute : ComputePolicyValues{};
@@ -139,7 +141,7 @@ std::string render_top(const Report& report, const Report* previous, int width, 
         const auto at = std::min(bar.size() - 1, static_cast<std::size_t>(mark * bar_width / 100));
         bar[at] = '|';
       }
-      out += fmt::format("{:<{}} {:>10} {:>10} {:>6} {:>5} {:>4} {:>6}  [{}]{}\n",
+      out += fmt::format("{:<{}} {:>11} {:>11} {:>6} {:>5} {:>4} {:>6}  [{}]{}\n",
                          shortened(use.tenant, static_cast<std::size_t>(name_width)), name_width,
                          format_size(use.memory_used_bytes), limit_text(use.memory_limit_bytes), rate,
                          pct_text(policy.share_pct), pct_text(policy.limit_pct), priority_name(policy.priority), bar,

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -40,9 +41,13 @@ typedef enum gpushare_priority {
 } gpushare_priority;
 
 /* What gpushare_join sets. A zero or null field leaves the matching GPUSHARE_* environment
- * variable (docs/configuration.md) in force, so operators can still configure a linked program. */
+ * variable (docs/configuration.md) in force, so operators can still configure a linked program.
+ *
+ * Versioning: struct_size is the size of the struct the *program* was compiled with. A library
+ * reads only the fields that fit in it, so later versions can add fields at the end and programs
+ * built against an older header keep working. gpushare_options_init (inline, below) sets it. */
 typedef struct gpushare_options {
-  uint32_t struct_size;          /* sizeof(gpushare_options), set by gpushare_options_init */
+  uint32_t struct_size;          /* sizeof(gpushare_options) as the program sees it */
   const char* tenant;            /* GPUSHARE_TENANT: processes with one name share one quota */
   const char* state_path;        /* GPUSHARE_STATE */
   uint64_t memory_limit_bytes;   /* GPUSHARE_MEMORY_LIMIT, per GPU; GPUSHARE_UNLIMITED for none */
@@ -52,8 +57,10 @@ typedef struct gpushare_options {
   uint32_t slice_ms;             /* GPUSHARE_SLICE_MS */
 } gpushare_options;
 
-/* This tenant on one device, as the ledger has it. */
+/* This tenant on one device, as the ledger has it. Versioned like gpushare_options: the library
+ * writes only the fields that fit in struct_size (gpushare_usage_init sets it). */
 typedef struct gpushare_usage {
+  uint32_t struct_size;          /* sizeof(gpushare_usage) as the program sees it */
   uint64_t memory_limit_bytes;   /* GPUSHARE_UNLIMITED when there is no quota */
   uint64_t memory_used_bytes;    /* by every process of the tenant */
   uint64_t memory_peak_bytes;
@@ -65,7 +72,15 @@ typedef struct gpushare_usage {
   double wait_seconds;           /* time spent waiting for a time slice */
 } gpushare_usage;
 
-void gpushare_options_init(gpushare_options* options);
+/* Compiled into the program, so that the size is the program's own. */
+static inline void gpushare_options_init(gpushare_options* options) {
+  memset(options, 0, sizeof *options);
+  options->struct_size = (uint32_t)sizeof *options;
+}
+static inline void gpushare_usage_init(gpushare_usage* usage) {
+  memset(usage, 0, sizeof *usage);
+  usage->struct_size = (uint32_t)sizeof *usage;
+}
 
 /* Joins the tenant and applies the options. Call it before the first CUDA call (the runtime and
  * frameworks read the quota as the device's size when they start). Opens the shared state and
@@ -73,7 +88,9 @@ void gpushare_options_init(gpushare_options* options);
  * allocations later. */
 gpushare_result gpushare_join(const gpushare_options* options);
 
-/* This tenant's usage on `device` (a CUDA device ordinal). Needs cuInit to have been called. */
+/* This tenant's usage on `device` (a CUDA device ordinal). Needs gpushare_join (or, under
+ * `gpushare run`, a first CUDA call) and cuInit. `usage` must have been set up by
+ * gpushare_usage_init. */
 gpushare_result gpushare_get_usage(int device, gpushare_usage* usage);
 
 /* The tenant this process belongs to; "" before gpushare_join or the first CUDA call. */

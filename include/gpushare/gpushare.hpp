@@ -20,6 +20,8 @@
 #include "gpushare/gpushare.h"
 
 namespace gpushare {
+// Versioned, so that these names never collide with gpushare's internal ones in one program.
+inline namespace api_v1 {
 
 inline constexpr std::uint64_t kUnlimited = GPUSHARE_UNLIMITED;
 
@@ -30,7 +32,7 @@ struct Error {
   std::string message;
 };
 
-// A value or the Error that prevented it.
+// A value or the Error that prevented it. value() and error() REQUIRE has_value() to say which.
 template <typename T>
 class Expected {
  public:
@@ -94,7 +96,8 @@ inline Expected<void> join(const Options& options = {}) {
 
 // This tenant's usage on a CUDA device (after cuInit).
 inline Expected<Usage> usage(int device) {
-  Usage out{};
+  Usage out;
+  gpushare_usage_init(&out);
   if (const gpushare_result result = gpushare_get_usage(device, &out); result != GPUSHARE_OK) {
     return detail::last_error(result);
   }
@@ -104,4 +107,5 @@ inline Expected<Usage> usage(int device) {
 inline std::string tenant_name() { return gpushare_tenant_name(); }
 inline std::string version() { return gpushare_version(); }
 
+}  // namespace api_v1
 }  // namespace gpushare

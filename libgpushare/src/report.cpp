@@ -76,7 +76,7 @@ Report build_report(SharedState& shared) {
       use.wait_ns = ledger.wait_ns;
       for (const ProcessSnapshot& process : tenant.processes) {
         if (process.held_bytes[ledger.gpu] != 0) {
-          use.processes.push_back({process.pid, process.alive, process.held_bytes[ledger.gpu]});
+          use.processes.push_back({process.slot, process.pid, process.alive, process.held_bytes[ledger.gpu]});
         }
       }
       // The slice in progress has not been charged yet: add it, so that a tenant alone on the GPU
@@ -150,8 +150,8 @@ std::string report_to_json(const Report& report) {
   auto gpu_json = [](const GpuReport& gpu) {
     auto tenant_json = [](const TenantOnGpu& use) {
       auto process_json = [](const ProcessUse& process) {
-        return fmt::format(R"({{"pid":{},"alive":{},"held_bytes":{}}})", process.pid, process.alive,
-                           process.held_bytes);
+        return fmt::format(R"({{"pid":{},"alive":{},"held_bytes":{},"slot":{}}})", process.pid, process.alive,
+                           process.held_bytes, process.slot);
       };
       return fmt::format(
           R"({{"tenant":{},"live":{},"memory_used_bytes":{},"memory_limit_bytes":{},"memory_peak_bytes":{},)"
@@ -172,11 +172,11 @@ std::string report_to_json(const Report& report) {
     };
     return fmt::format(
         R"({{"name":{},"live":{},"share_pct":{},"limit_pct":{},"priority":{},"memory_limit_override_bytes":{},)"
-        R"("processes":{}}})",
+        R"("processes":{},"memory_limit_overridden":{}}})",
         quoted(tenant.name), tenant.live, pct_or_null(tenant.compute.share_pct), pct_or_null(tenant.compute.limit_pct),
         quoted(priority_name(tenant.compute.priority)),
         tenant.memory_limit_override_bytes ? bytes_or_null(*tenant.memory_limit_override_bytes) : std::string("null"),
-        json_array(tenant.processes, process_json));
+        json_array(tenant.processes, process_json), tenant.memory_limit_override_bytes.has_value());
   };
   return fmt::format(R"({{"schema_version":{},"state":{},"time_unix_ns":{},"gpus":{},"tenants":{}}})",
                      kReportSchemaVersion, quoted(report.state_path), report.time_unix_ns,

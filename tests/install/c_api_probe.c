@@ -1,12 +1,21 @@
 /* The C API from C, built with `pkg-config --cflags --libs gpushare` against an installed tree:
  * bad input comes back as an error with a message, a good join enforces the quota. */
+#define _GNU_SOURCE
 #include <cuda.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <gpushare/gpushare.h>
 
 int main(void) {
+  /* Before joining: asking for usage starts nothing, and neither does a library probing for the
+   * driver with dlsym; the join that follows still applies its options. */
+  gpushare_usage usage;
+  gpushare_usage_init(&usage);
+  printf("usage_before_join result=%d\n", (int)gpushare_get_usage(0, &usage));
+  printf("probe_before_join found=%d\n", dlsym(RTLD_DEFAULT, "cuMemAlloc_v2") != NULL);
+
   gpushare_options options;
   gpushare_options_init(&options);
   options.compute_share_pct = 250; /* not a percentage */
@@ -22,7 +31,6 @@ int main(void) {
   result = gpushare_join(&options);
   printf("second_join result=%d\n", (int)result);
 
-  gpushare_usage usage;
   result = gpushare_get_usage(0, &usage);
   printf("usage_before_cuinit result=%d\n", (int)result);
 

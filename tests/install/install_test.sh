@@ -37,7 +37,7 @@ expect_line "$out" "after_free used_mib=0"
 echo "cmake package: ok"
 
 # The same program linked with libcuda ahead of gpushare would bypass it: join must say so.
-c++ -std=c++17 -o "$work/wrong_order" "$source/examples/cpp-linked/main.cpp" -I"$prefix/include" -I"$cuda_include" \
+c++ -std=c++17 -Wall -Wextra -Werror -o "$work/wrong_order" "$source/examples/cpp-linked/main.cpp" -I"$prefix/include" -I"$cuda_include" \
   "$fake_libcuda" "$prefix/$libdir/gpushare/libgpushare-preload.so" \
   -Wl,-rpath,"$(dirname "$fake_libcuda")":"$prefix/$libdir/gpushare"
 if err=$("$work/wrong_order" 256 2>&1); then fail "a wrongly ordered link was accepted: $err"; fi
@@ -46,9 +46,11 @@ echo "wrong link order: refused ($err)"
 
 # 2. pkg-config from C.
 export PKG_CONFIG_PATH=$prefix/$libdir/pkgconfig
-cc -std=c11 -o "$work/c_api_probe" "$source/tests/install/c_api_probe.c" -I"$cuda_include" \
+cc -std=c11 -Wall -Wextra -Werror -o "$work/c_api_probe" "$source/tests/install/c_api_probe.c" -I"$cuda_include" \
   $(pkg-config --cflags --libs gpushare) "$fake_libcuda" -Wl,-rpath,"$(dirname "$fake_libcuda")"
 out=$("$work/c_api_probe")
+expect_line "$out" "usage_before_join result=6"
+expect_line "$out" "probe_before_join found=1"
 grep -q "^bad_share result=1 message=gpushare_join: GPUSHARE_COMPUTE_SHARE" <<<"$out" || fail "bad share: $out"
 expect_line "$out" "join result=0 tenant=c-api"
 expect_line "$out" "second_join result=2"

@@ -21,7 +21,8 @@ namespace gpushare {
 inline constexpr int kReportSchemaVersion = 1;
 
 struct ProcessUse {
-  std::uint64_t pid = 0;  // in the process's own PID namespace
+  std::uint32_t slot = 0;  // identifies the process (PIDs repeat across containers)
+  std::uint64_t pid = 0;   // in the process's own PID namespace
   bool alive = false;
   std::uint64_t held_bytes = 0;
 };
@@ -62,7 +63,7 @@ struct TenantReport {
   std::string name;
   bool live = false;
   ComputePolicyValues compute;
-  std::optional<std::uint64_t> memory_limit_override_bytes;  // set by `gpushare quota set`
+  std::optional<std::uint64_t> memory_limit_override_bytes;  // set by `gpushare quota set` (kUnlimited: none)
   std::vector<ProcessReport> processes;
 };
 

@@ -1,0 +1,75 @@
+// What people read: `gpushare status` and `gpushare top` frames rendered from hand-made reports.
+#include "views.hpp"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "gpushare/size.hpp"
+#include "test_support.hpp"
+
+namespace gpushare::tools {
+namespace {
+
+using testing::Contains;
+
+// A GPU with a long name and a tenant whose sizes take the widest form ("1023.59 MiB").
+Report wide_report(std::uint64_t taken_at_ns, std::uint64_t gpu_ns) {
+  Report report;
+  report.state_path = "/dev/shm/gpushare.state";
+  report.monotonic_ns = taken_at_ns;
+  GpuReport gpu;
+  gpu.name = "NVIDIA H100 80GB HBM3 with a needlessly long product name";
+  gpu.memory_total_bytes = 80_GiB;
+  gpu.slice_holder = "training-job-with-a-long-name";
+  TenantOnGpu use;
+  use.tenant = "training-job-with-a-long-name";
+  use.live = true;
+  use.memory_used_bytes = 1023_MiB + 620'000;
+  use.memory_limit_bytes = 1000_GiB + 512_MiB;
+  use.gpu_ns = gpu_ns;
+  use.processes.push_back({3, 1, true, use.memory_used_bytes});
+  gpu.tenants.push_back(use);
+  report.gpus.push_back(gpu);
+  TenantReport tenant;
+  tenant.name = use.tenant;
+  tenant.live = true;
+  tenant.compute.share_pct = 30;
+  tenant.processes.push_back({3, 1, 0, true});
+  report.tenants.push_back(tenant);
+  return report;
+}
+
+TEST(TopView, EveryLineFitsTheTerminalWidth) {
+  const Report before = wide_report(1'000'000'000, 0);
+  const Report after = wide_report(2'000'000'000, 500'000'000);  // held the GPU half of the second since
+  for (int width : {74, 80, 120}) {
+    const std::string frame = render_top(after, &before, width, 1.0);
+    std::istringstream lines(frame);
+    for (std::string line; std::getline(lines, line);) {
+      EXPECT_LE(line.size(), static_cast<std::size_t>(width)) << "width " << width << ": " << line;
+    }
+    EXPECT_TRUE(Contains(frame, "slice: training-job")) << frame;
+    EXPECT_TRUE(Contains(frame, "1023.59 MiB")) << frame;
+    EXPECT_TRUE(Contains(frame, " 50.0 ")) << frame;
+  }
+}
+
+TEST(TopView, TheBarFillsToTheRateAndMarksTheShare) {
+  const Report before = wide_report(1'000'000'000, 0);
+  const Report after = wide_report(2'000'000'000, 500'000'000);
+  const std::string frame = render_top(after, &before, 80, 1.0);
+  // 80 columns: an 11-character bar, half filled, the 30% share marked at position 3.
+  EXPECT_TRUE(Contains(frame, "[###|##.....]")) << frame;
+}
+
+TEST(StatusView, HeldBytesFollowTheSlotNotThePid) {
+  Report report = wide_report(1'000'000'000, 0);
+  // A second process of the tenant with the same PID (another container's PID 1), holding nothing.
+  report.tenants[0].processes.push_back({7, 1, 0, true});
+  const std::string text = render_status(report);
+  EXPECT_TRUE(Contains(text, "pid 1        alive  GPU 0: 1023.59 MiB\n    pid 1        alive\n")) << text;
+}
+
+}  // namespace
+}  // namespace gpushare::tools
