@@ -3,35 +3,19 @@
 // 20 ms hardware queue). Shares are measured as each process's kernel time over the run.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <filesystem>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "process.hpp"
+#include "scratch.hpp"
 
-namespace fs = std::filesystem;
-using gpushare::testing::Env;
-using gpushare::testing::Process;
-using gpushare::testing::ProcessResult;
-using gpushare::testing::run;
-
+namespace gpushare::testing {
 namespace {
-
-std::optional<double> number(const std::string& output, const std::string& key) {
-  std::istringstream words(output);
-  std::string word;
-  while (words >> word) {
-    if (word.rfind(key + "=", 0) == 0) return std::stod(word.substr(key.size() + 1));
-  }
-  return std::nullopt;
-}
 
 struct Tenant {
   std::string name;
@@ -40,25 +24,15 @@ struct Tenant {
   std::string lookup = "linked";
 };
 
-class TimeSlicing : public ::testing::Test {
+class TimeSlicing : public ScratchTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / ("gpushare-slicing-" + std::to_string(::getpid()) + "-" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   std::unique_ptr<Process> start(const Tenant& tenant) const {
-    std::vector<std::string> argv{GPUSHARE_TEST_TOOL, "run", "--tenant", tenant.name, "--state", (dir_ / "state").string()};
+    std::vector<std::string> argv{GPUSHARE_TEST_TOOL, "run", "--tenant", tenant.name, "--state", state_};
     argv.insert(argv.end(), tenant.options.begin(), tenant.options.end());
     argv.insert(argv.end(), {"--", GPUSHARE_TEST_WORKLOAD, tenant.lookup});
     argv.insert(argv.end(), tenant.workload.begin(), tenant.workload.end());
-    const Env env{{"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_DIR},
-                  {"GPUSHARE_REAL_LIBCUDA", std::string(GPUSHARE_TEST_FAKE_DIR) + "/libcuda.so.1"},
-                  {"FAKE_CUDA_ENGINE", (dir_ / "engine").string()}};
-    return std::make_unique<Process>(argv, env);
+    return std::make_unique<Process>(argv,
+                                     fake_driver_env(GPUSHARE_TEST_FAKE_DIR, {{"FAKE_CUDA_ENGINE", path("engine")}}));
   }
 
   // Runs the tenants side by side; returns each one's share of the kernel time they got together.
@@ -70,14 +44,12 @@ class TimeSlicing : public ::testing::Test {
     for (auto& process : processes) {
       const ProcessResult r = process->wait(std::chrono::seconds(60));
       EXPECT_EQ(r.exit_code, 0) << r.err;
-      kernel.push_back(number(r.out, "kernel_us").value_or(0));
+      kernel.push_back(output_double(r.out, "kernel_us").value_or(0));
       total += kernel.back();
     }
     for (double& k : kernel) k = total > 0 ? k / total : 0;
     return kernel;
   }
-
-  fs::path dir_;
 };
 
 TEST_F(TimeSlicing, ThirtySeventyWhileBothSaturate) {
@@ -110,13 +82,13 @@ TEST_F(TimeSlicing, FourTenantsTenTwentyThirtyForty) {
 TEST_F(TimeSlicing, AHardCapHoldsOnAnIdleGpu) {
   const ProcessResult r = start({"capped", {"--limit", "30"}, {"saturate", "5", "1000"}})->wait();
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NEAR(number(r.out, "kernel_us").value() / number(r.out, "wall_us").value(), 0.30, 0.03);
+  EXPECT_NEAR(output_double(r.out, "kernel_us").value() / output_double(r.out, "wall_us").value(), 0.30, 0.03);
 }
 
 TEST_F(TimeSlicing, AShareAloneUsesTheWholeGpu) {
   const ProcessResult r = start({"alone", {"--share", "30"}, {"saturate", "3", "1000"}})->wait();
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_GE(number(r.out, "kernel_us").value() / number(r.out, "wall_us").value(), 0.95);
+  EXPECT_GE(output_double(r.out, "kernel_us").value() / output_double(r.out, "wall_us").value(), 0.95);
 }
 
 // A high tenant's short kernels beside a saturating low tenant. The bound: the low tenant's work
@@ -128,8 +100,8 @@ TEST_F(TimeSlicing, HighPriorityLatencyStaysBounded) {
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   const ProcessResult high = start({"high", {"--priority", "high"}, {"latency", "3", "50", "5000"}})->wait();
   ASSERT_EQ(high.exit_code, 0) << high.err;
-  EXPECT_GT(number(high.out, "count").value(), 100);
-  EXPECT_LT(number(high.out, "p99_us").value(), 3'000) << high.out;
+  EXPECT_GT(output_double(high.out, "count").value(), 100);
+  EXPECT_LT(output_double(high.out, "p99_us").value(), 3'000) << high.out;
   EXPECT_EQ(low->wait().exit_code, 0);
 }
 
@@ -143,7 +115,7 @@ TEST_F(TimeSlicing, KillingTheHolderReleasesTheGpuWithinASecond) {
   const ProcessResult r = survivor->wait();
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // Half of the first 0.5 s, then (after at most a second's hand-over) all of the rest.
-  EXPECT_GE(number(r.out, "kernel_us").value() / number(r.out, "wall_us").value(), 0.45);
+  EXPECT_GE(output_double(r.out, "kernel_us").value() / output_double(r.out, "wall_us").value(), 0.45);
 }
 
 TEST_F(TimeSlicing, AWaitingProcessSleeps) {
@@ -156,3 +128,4 @@ TEST_F(TimeSlicing, AWaitingProcessSleeps) {
 }
 
 }  // namespace
+}  // namespace gpushare::testing

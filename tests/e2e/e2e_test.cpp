@@ -9,76 +9,34 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 
 #include "process.hpp"
+#include "scratch.hpp"
 
-namespace fs = std::filesystem;
-using gpushare::testing::Env;
-using gpushare::testing::Process;
-using gpushare::testing::ProcessResult;
-using gpushare::testing::run;
-
+namespace gpushare::testing {
 namespace {
 
 constexpr std::uint64_t kMiB = 1ull << 20;
 constexpr std::uint64_t kGiB = 1ull << 30;
 
-// The value of `key` on the first output line that starts with `line_start` ("" = any line).
-std::optional<std::uint64_t> field(const std::string& output, const std::string& key,
-                                   const std::string& line_start = "") {
-  std::istringstream lines(output);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(line_start, 0) != 0) continue;
-    std::istringstream words(line);
-    std::string word;
-    while (words >> word) {
-      if (word.rfind(key + "=", 0) == 0) return std::stoull(word.substr(key.size() + 1));
-    }
-  }
-  return std::nullopt;
-}
-
-class EndToEnd : public ::testing::Test {
+class EndToEnd : public ScratchTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) /
-           ("gpushare-e2e-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    state_ = (dir_ / "state").string();
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   // The environment of a tenant process: preloaded, real driver = the fake one.
   Env tenant_env(Env extra = {}) const {
-    Env env{{"LD_PRELOAD", GPUSHARE_TEST_PRELOAD},
-            {"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_DIR},
-            {"GPUSHARE_REAL_LIBCUDA", std::string(GPUSHARE_TEST_FAKE_DIR) + "/libcuda.so.1"},
-            {"GPUSHARE_STATE", state_},
-            {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)}};
-    for (auto& [name, value] : extra) env[name] = value;
-    return env;
+    extra.insert({{"LD_PRELOAD", GPUSHARE_TEST_PRELOAD},
+                  {"GPUSHARE_STATE", state_},
+                  {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)}});
+    return fake_driver_env(GPUSHARE_TEST_FAKE_DIR, std::move(extra));
   }
   static std::vector<std::string> probe(const std::string& lookup, std::vector<std::string> args) {
     args.insert(args.begin(), {GPUSHARE_TEST_PROBE, lookup});
     return args;
   }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
   static void wait_for_file(const std::string& file) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!fs::exists(file) && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    ASSERT_TRUE(fs::exists(file)) << file;
+    ASSERT_TRUE(appears_within(file, std::chrono::seconds(20))) << file;
   }
-
-  fs::path dir_;
-  std::string state_;
 };
 
 // --- The quota through each of the three ways programs reach the driver. ---
@@ -89,12 +47,12 @@ TEST_P(LookupPath, QuotaIsExactAndTheDeviceLooksAsBigAsTheQuota) {
   const ProcessResult r =
       run(probe(GetParam(), {"fill", std::to_string(kMiB)}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(field(r.out, "allocated"), 64 * kMiB);
-  EXPECT_EQ(field(r.out, "error"), 2u) << "CUDA_ERROR_OUT_OF_MEMORY";
-  EXPECT_EQ(field(r.out, "total", "meminfo"), 64 * kMiB);
-  EXPECT_EQ(field(r.out, "free", "meminfo"), 0u);
-  EXPECT_EQ(field(r.out, "device_total", "meminfo"), 64 * kMiB);
-  EXPECT_EQ(field(r.out, "free", "after_free"), 64 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "allocated"), 64 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "error"), 2u) << "CUDA_ERROR_OUT_OF_MEMORY";
+  EXPECT_EQ(output_u64(r.out, "total", "meminfo"), 64 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "free", "meminfo"), 0u);
+  EXPECT_EQ(output_u64(r.out, "device_total", "meminfo"), 64 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "free", "after_free"), 64 * kMiB);
   EXPECT_EQ(r.err, "");
 }
 
@@ -102,27 +60,27 @@ TEST_P(LookupPath, ThreadsOfOneProcessNeverOvershoot) {
   const ProcessResult r =
       run(probe(GetParam(), {"threads", "6", std::to_string(kMiB)}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "100MiB"}}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(field(r.out, "allocated"), 100 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "allocated"), 100 * kMiB);
 }
 
 TEST_P(LookupPath, VirtualMemoryCreatesCountButReservationsAndFailedProbesDoNot) {
   const ProcessResult r =
       run(probe(GetParam(), {"vmm", std::to_string(2 * kMiB)}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(field(r.out, "reserve_rc"), 0u);
-  EXPECT_EQ(field(r.out, "fabric_rc"), 800u) << "the fabric probe fails in the driver and is not counted";
-  EXPECT_EQ(field(r.out, "allocated"), 64 * kMiB);
-  EXPECT_EQ(field(r.out, "error"), 2u);
-  EXPECT_EQ(field(r.out, "free", "after_free"), 64 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "reserve_rc"), 0u);
+  EXPECT_EQ(output_u64(r.out, "fabric_rc"), 800u) << "the fabric probe fails in the driver and is not counted";
+  EXPECT_EQ(output_u64(r.out, "allocated"), 64 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "error"), 2u);
+  EXPECT_EQ(output_u64(r.out, "free", "after_free"), 64 * kMiB);
 }
 
 TEST_P(LookupPath, StreamOrderedAllocationsCount) {
   const ProcessResult r =
       run(probe(GetParam(), {"async", std::to_string(kMiB)}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "32MiB"}}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(field(r.out, "allocated"), 32 * kMiB);
-  EXPECT_EQ(field(r.out, "error"), 2u);
-  EXPECT_EQ(field(r.out, "free", "after_free"), 32 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "allocated"), 32 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "error"), 2u);
+  EXPECT_EQ(output_u64(r.out, "free", "after_free"), 32 * kMiB);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllPaths, LookupPath, ::testing::Values("linked", "procaddress", "dlsym"));
@@ -134,10 +92,10 @@ TEST_F(EndToEnd, ProcessesOfOneTenantShareOneQuota) {
   Process holder(probe("linked", {"hold", std::to_string(40 * kMiB), path("ready")}), env);
   wait_for_file(path("ready"));
   const ProcessResult r = run(probe("procaddress", {"fill", std::to_string(kMiB)}), env);
-  EXPECT_EQ(field(r.out, "allocated"), 24 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "allocated"), 24 * kMiB);
   // Another tenant has a quota of its own.
   env["GPUSHARE_TENANT"] = "serve";
-  EXPECT_EQ(field(run(probe("dlsym", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 64 * kMiB);
+  EXPECT_EQ(output_u64(run(probe("dlsym", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 64 * kMiB);
 }
 
 TEST_F(EndToEnd, RacingProcessesNeverExceedTheQuotaByOneByte) {
@@ -153,7 +111,7 @@ TEST_F(EndToEnd, RacingProcessesNeverExceedTheQuotaByOneByte) {
   for (auto& racer : racers) {
     const ProcessResult r = racer->wait();
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    total += field(r.out, "allocated").value_or(0);
+    total += output_u64(r.out, "allocated").value_or(0);
   }
   EXPECT_EQ(total, 100 * kMiB);
 }
@@ -168,7 +126,7 @@ TEST_F(EndToEnd, KillingAProcessReturnsItsBytes) {
   }
   const auto started = std::chrono::steady_clock::now();
   const ProcessResult r = run(probe("linked", {"fill", std::to_string(kMiB)}), env);
-  EXPECT_EQ(field(r.out, "allocated"), 64 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "allocated"), 64 * kMiB);
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1));
 }
 
@@ -180,11 +138,11 @@ TEST_F(EndToEnd, AForkedChildDoesNotKeepItsKilledParentsBytes) {
     wait_for_file(path("ready"));
     parent.kill(SIGKILL);
     const ProcessResult r = parent.wait();
-    child = static_cast<pid_t>(field(r.out, "child").value_or(0));
+    child = static_cast<pid_t>(output_u64(r.out, "child").value_or(0));
   }
   ASSERT_GT(child, 0);
   ASSERT_EQ(::kill(child, 0), 0) << "the child must still be alive for this test to mean anything";
-  EXPECT_EQ(field(run(probe("linked", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 64 * kMiB);
+  EXPECT_EQ(output_u64(run(probe("linked", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 64 * kMiB);
   ::kill(child, SIGKILL);
 }
 
@@ -196,12 +154,12 @@ TEST_F(EndToEnd, QuotaSetChangesALiveTenant) {
   ProcessResult set = run({GPUSHARE_TEST_TOOL, "quota", "set", "live", "--memory", "32MiB", "--state", state_}, {});
   ASSERT_EQ(set.exit_code, 0) << set.err;
   ProcessResult r = run(probe("linked", {"fill", std::to_string(kMiB)}), env);
-  EXPECT_EQ(field(r.out, "allocated"), 0u);
-  EXPECT_EQ(field(r.out, "total", "meminfo"), 32 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "allocated"), 0u);
+  EXPECT_EQ(output_u64(r.out, "total", "meminfo"), 32 * kMiB);
   set = run({GPUSHARE_TEST_TOOL, "quota", "set", "live", "--memory", "128MiB", "--state", state_}, {});
   ASSERT_EQ(set.exit_code, 0) << set.err;
   r = run(probe("linked", {"fill", std::to_string(kMiB)}), env);
-  EXPECT_EQ(field(r.out, "allocated"), 88 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "allocated"), 88 * kMiB);
   // Compute policy of a live tenant, shown by status.
   set = run({GPUSHARE_TEST_TOOL, "quota", "set", "live", "--share", "20", "--limit", "50", "--priority", "high",
              "--state", state_},
@@ -225,9 +183,9 @@ TEST_F(EndToEnd, QuotasFollowTheGpuNotTheIndex) {
   wait_for_file(path("ready"));
   Env second = tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}, {"GPUSHARE_TENANT", "t"}, {"FAKE_CUDA_DEVICE_ORDER", "0,1"}});
   second["PROBE_DEVICE"] = "1";
-  EXPECT_EQ(field(run(probe("linked", {"fill", std::to_string(kMiB)}), second).out, "allocated"), 24 * kMiB);
+  EXPECT_EQ(output_u64(run(probe("linked", {"fill", std::to_string(kMiB)}), second).out, "allocated"), 24 * kMiB);
   second["PROBE_DEVICE"] = "0";
-  EXPECT_EQ(field(run(probe("linked", {"fill", std::to_string(kMiB)}), second).out, "allocated"), 64 * kMiB);
+  EXPECT_EQ(output_u64(run(probe("linked", {"fill", std::to_string(kMiB)}), second).out, "allocated"), 64 * kMiB);
 }
 
 TEST_F(EndToEnd, PerDeviceLimitsAndHamiAliases) {
@@ -235,47 +193,47 @@ TEST_F(EndToEnd, PerDeviceLimitsAndHamiAliases) {
                         {"CUDA_DEVICE_MEMORY_LIMIT", "64m"},
                         {"CUDA_DEVICE_MEMORY_LIMIT_1", "16m"},
                         {"CUDA_DEVICE_MEMORY_SHARED_CACHE", "/tmp/vgpu/3f2a.cache"}});
-  EXPECT_EQ(field(run(probe("linked", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 64 * kMiB);
+  EXPECT_EQ(output_u64(run(probe("linked", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 64 * kMiB);
   env["PROBE_DEVICE"] = "1";
-  EXPECT_EQ(field(run(probe("linked", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 16 * kMiB);
+  EXPECT_EQ(output_u64(run(probe("linked", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 16 * kMiB);
   // gpushare's own variable wins over HAMi's.
   env["GPUSHARE_MEMORY_LIMIT_1"] = "8MiB";
   env["GPUSHARE_TENANT"] = "other";
-  EXPECT_EQ(field(run(probe("linked", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 8 * kMiB);
+  EXPECT_EQ(output_u64(run(probe("linked", {"fill", std::to_string(kMiB)}), env).out, "allocated"), 8 * kMiB);
 }
 
 TEST_F(EndToEnd, WithoutALimitTheCardIsTheLimit) {
   const ProcessResult r = run(probe("linked", {"fill", std::to_string(kGiB)}), tenant_env());
-  EXPECT_EQ(field(r.out, "allocated"), 8 * kGiB);
-  EXPECT_EQ(field(r.out, "error"), 2u);
-  EXPECT_EQ(field(r.out, "total", "meminfo"), 8 * kGiB);
+  EXPECT_EQ(output_u64(r.out, "allocated"), 8 * kGiB);
+  EXPECT_EQ(output_u64(r.out, "error"), 2u);
+  EXPECT_EQ(output_u64(r.out, "total", "meminfo"), 8 * kGiB);
 }
 
 TEST_F(EndToEnd, PitchedAllocationsAreChargedWhatTheDriverGave) {
   const ProcessResult r = run(probe("linked", {"pitch", "1000", "100"}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "1MiB"}}));
-  ASSERT_EQ(field(r.out, "pitch_rc"), 0u) << r.err;
-  const auto pitch = field(r.out, "pitch").value();
-  EXPECT_EQ(field(r.out, "free", "meminfo"), kMiB - pitch * 100);
+  ASSERT_EQ(output_u64(r.out, "pitch_rc"), 0u) << r.err;
+  const auto pitch = output_u64(r.out, "pitch").value();
+  EXPECT_EQ(output_u64(r.out, "free", "meminfo"), kMiB - pitch * 100);
 }
 
 TEST_F(EndToEnd, ContextChargeIsTakenOncePerProcess) {
   const ProcessResult r = run(probe("linked", {"fill", std::to_string(kMiB)}),
                               tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}, {"GPUSHARE_CONTEXT_MEMORY", "10MiB"}}));
-  EXPECT_EQ(field(r.out, "allocated"), 54 * kMiB);
-  EXPECT_EQ(field(r.out, "free", "after_free"), 54 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "allocated"), 54 * kMiB);
+  EXPECT_EQ(output_u64(r.out, "free", "after_free"), 54 * kMiB);
 }
 
 // --- Bad input and bad state. ---
 
 TEST_F(EndToEnd, BadLimitFailsClosedWithOneClearLine) {
   ProcessResult r = run(probe("linked", {"fill", std::to_string(kMiB)}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "8XB"}}));
-  EXPECT_EQ(field(r.out, "allocated"), 0u);
+  EXPECT_EQ(output_u64(r.out, "allocated"), 0u);
   EXPECT_NE(r.err.find("GPUSHARE_MEMORY_LIMIT"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("8XB"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   r = run(probe("linked", {"fill", std::to_string(kGiB)}),
           tenant_env({{"GPUSHARE_MEMORY_LIMIT", "8XB"}, {"GPUSHARE_ON_ERROR", "open"}}));
-  EXPECT_EQ(field(r.out, "allocated"), 8 * kGiB);
+  EXPECT_EQ(output_u64(r.out, "allocated"), 8 * kGiB);
 }
 
 TEST_F(EndToEnd, CorruptStateFileIsRefusedNotCrashedOn) {
@@ -283,7 +241,7 @@ TEST_F(EndToEnd, CorruptStateFileIsRefusedNotCrashedOn) {
   const ProcessResult r =
       run(probe("linked", {"fill", std::to_string(kMiB)}), tenant_env({{"GPUSHARE_MEMORY_LIMIT", "64MiB"}}));
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(field(r.out, "allocated"), 0u);
+  EXPECT_EQ(output_u64(r.out, "allocated"), 0u);
   EXPECT_NE(r.err.find(state_), std::string::npos) << r.err;
   const ProcessResult status = run({GPUSHARE_TEST_TOOL, "status", "--state", state_}, {});
   EXPECT_EQ(status.exit_code, 1);
@@ -306,12 +264,10 @@ TEST_F(EndToEnd, RunMakesOneTenantOfEveryChildProcess) {
   const std::string script = probe_path + " linked hold " + std::to_string(40 * kMiB) + " " + path("ready") +
                              " & until [ -e " + path("ready") + " ]; do sleep 0.01; done; " + probe_path +
                              " dlsym fill " + std::to_string(kMiB) + "; kill $!";
-  Env env{{"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_DIR},
-          {"GPUSHARE_REAL_LIBCUDA", std::string(GPUSHARE_TEST_FAKE_DIR) + "/libcuda.so.1"},
-          {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)}};
+  const Env env = fake_driver_env(GPUSHARE_TEST_FAKE_DIR, {{"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)}});
   const ProcessResult r =
       run({GPUSHARE_TEST_TOOL, "run", "--memory", "64MiB", "--state", state_, "--", "/bin/sh", "-c", script}, env);
-  EXPECT_EQ(field(r.out, "allocated"), 24 * kMiB) << r.out << r.err;
+  EXPECT_EQ(output_u64(r.out, "allocated"), 24 * kMiB) << r.out << r.err;
   const ProcessResult status = run({GPUSHARE_TEST_TOOL, "status", "--json", "--state", state_}, {});
   EXPECT_EQ(status.exit_code, 0) << status.err;
   EXPECT_NE(status.out.find(R"("name":"sh-)"), std::string::npos) << status.out;
@@ -321,13 +277,11 @@ TEST_F(EndToEnd, RunKeepsTheTenantTheEnvironmentNames) {
   // A pod spec or an outer wrapper names the tenant; `gpushare run` without --tenant keeps it.
   for (const auto& [variable, name] : std::vector<std::pair<std::string, std::string>>{
            {"GPUSHARE_TENANT", "from-env"}, {"CUDA_DEVICE_MEMORY_SHARED_CACHE", "from-hami"}}) {
-    Env env{{"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_DIR},
-            {"GPUSHARE_REAL_LIBCUDA", std::string(GPUSHARE_TEST_FAKE_DIR) + "/libcuda.so.1"},
-            {variable, name}};
+    const Env env = fake_driver_env(GPUSHARE_TEST_FAKE_DIR, {{variable, name}});
     const ProcessResult r = run({GPUSHARE_TEST_TOOL, "run", "--memory", "8MiB", "--state", state_, "--",
                                  GPUSHARE_TEST_PROBE, "linked", "fill", std::to_string(kMiB)},
                                 env);
-    EXPECT_EQ(field(r.out, "allocated"), 8 * kMiB) << r.err;
+    EXPECT_EQ(output_u64(r.out, "allocated"), 8 * kMiB) << r.err;
     const ProcessResult status = run({GPUSHARE_TEST_TOOL, "status", "--json", "--state", state_}, {});
     EXPECT_NE(status.out.find(R"({"name":")" + name + R"(",)"), std::string::npos) << status.out;
   }
@@ -351,3 +305,4 @@ TEST_F(EndToEnd, RunRefusesBadInputWithoutRunningTheCommand) {
 }
 
 }  // namespace
+}  // namespace gpushare::testing

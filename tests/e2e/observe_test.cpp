@@ -1,22 +1,16 @@
 // End-to-end: what `gpushare status` and `gpushare top` show of real tenants on the fake driver.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <filesystem>
 #include <sstream>
 #include <string>
 #include <thread>
 
 #include "process.hpp"
+#include "scratch.hpp"
 
-namespace fs = std::filesystem;
-using gpushare::testing::Env;
-using gpushare::testing::Process;
-using gpushare::testing::ProcessResult;
-using gpushare::testing::run;
-
+namespace gpushare::testing {
 namespace {
 
 constexpr std::uint64_t kMiB = 1ull << 20;
@@ -30,22 +24,11 @@ std::vector<std::string> lines_of(const std::string& text) {
   return lines;
 }
 
-class Observe : public ::testing::Test {
+class Observe : public ScratchTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / ("gpushare-observe-" + std::to_string(::getpid()) + "-" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    state_ = (dir_ / "state").string();
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   Env env() const {
-    return {{"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_DIR},
-            {"GPUSHARE_REAL_LIBCUDA", std::string(GPUSHARE_TEST_FAKE_DIR) + "/libcuda.so.1"},
-            {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8ull << 30)},
-            {"FAKE_CUDA_ENGINE", (dir_ / "engine").string()}};
+    return fake_driver_env(GPUSHARE_TEST_FAKE_DIR, {{"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8ull << 30)},
+                                                    {"FAKE_CUDA_ENGINE", path("engine")}});
   }
   // `gpushare run --tenant NAME --state S OPTIONS -- PROGRAM ARGS`
   std::vector<std::string> tenant(const std::string& name, std::vector<std::string> options,
@@ -62,21 +45,14 @@ class Observe : public ::testing::Test {
     return run(args, {});
   }
   std::unique_ptr<Process> holder(const std::string& name, std::uint64_t quota_mib, std::uint64_t hold_mib) const {
-    const std::string ready = (dir_ / (name + ".ready")).string();
+    const std::string ready = path(name + ".ready");
     auto process = std::make_unique<Process>(
         tenant(name, {"--memory", std::to_string(quota_mib) + "MiB"},
                {GPUSHARE_TEST_PROBE, "linked", "hold", std::to_string(hold_mib * kMiB), ready}),
         env());
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!fs::exists(ready) && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    EXPECT_TRUE(fs::exists(ready));
+    EXPECT_TRUE(appears_within(ready, std::chrono::seconds(20)));
     return process;
   }
-
-  fs::path dir_;
-  std::string state_;
 };
 
 TEST_F(Observe, StatusShowsEachGpuItsTenantsAndTheirProcesses) {
@@ -158,3 +134,4 @@ TEST_F(Observe, BadInputIsAClearError) {
 }
 
 }  // namespace
+}  // namespace gpushare::testing

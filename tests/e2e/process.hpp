@@ -1,4 +1,5 @@
-// Running real processes from tests: a child with a controlled environment, its output captured.
+// Running real processes from tests: a child with a controlled environment (the fake driver's, for
+// one), its output captured and read back.
 #pragma once
 
 #include <fcntl.h>
@@ -10,7 +11,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <map>
+#include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -123,5 +127,44 @@ class Process {
 };
 
 inline ProcessResult run(const std::vector<std::string>& argv, const Env& env) { return Process(argv, env).wait(); }
+
+// The fake driver (in `fake_dir`) standing in for the real libcuda.so.1: found on LD_LIBRARY_PATH
+// by programs linked with -lcuda, and named as the real driver that gpushare forwards to. `more`
+// adds variables, and wins where it names one of these.
+inline Env fake_driver_env(const std::string& fake_dir, Env more = {}) {
+  more.insert({{"LD_LIBRARY_PATH", fake_dir}, {"GPUSHARE_REAL_LIBCUDA", fake_dir + "/libcuda.so.1"}});
+  return more;
+}
+
+// The test programs print space-separated `key=value` words. The value of `key` on the first
+// output line that starts with `line_start` and has one ("" = any line).
+inline std::optional<std::string> output_value(const std::string& output, const std::string& key,
+                                               const std::string& line_start = "") {
+  std::istringstream lines(output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(line_start, 0) != 0) continue;
+    std::istringstream words(line);
+    std::string word;
+    while (words >> word) {
+      if (word.rfind(key + "=", 0) == 0) return word.substr(key.size() + 1);
+    }
+  }
+  return std::nullopt;
+}
+
+inline std::optional<std::uint64_t> output_u64(const std::string& output, const std::string& key,
+                                               const std::string& line_start = "") {
+  const auto value = output_value(output, key, line_start);
+  if (!value) return std::nullopt;
+  return std::stoull(*value);
+}
+
+inline std::optional<double> output_double(const std::string& output, const std::string& key,
+                                           const std::string& line_start = "") {
+  const auto value = output_value(output, key, line_start);
+  if (!value) return std::nullopt;
+  return std::stod(*value);
+}
 
 }  // namespace gpushare::testing

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -13,37 +12,20 @@
 #include <memory>
 #include <optional>
 #include <regex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "exposition.hpp"
 #include "process.hpp"
+#include "scratch.hpp"
 
-namespace fs = std::filesystem;
-using gpushare::testing::Env;
-using gpushare::testing::Exposition;
-using gpushare::testing::parse_exposition;
-using gpushare::testing::Process;
-using gpushare::testing::ProcessResult;
-using gpushare::testing::run;
-
+namespace gpushare::testing {
 namespace {
 
 constexpr std::uint64_t kMiB = 1ull << 20;
 constexpr std::uint64_t kGiB = 1ull << 30;
 constexpr auto kPatience = std::chrono::seconds(10);
-
-// The number after `key=` in a test program's key=value output.
-std::optional<std::uint64_t> field(const std::string& output, const std::string& key) {
-  std::istringstream words(output);
-  std::string word;
-  while (words >> word) {
-    if (word.rfind(key + "=", 0) == 0) return std::stoull(word.substr(key.size() + 1));
-  }
-  return std::nullopt;
-}
 
 std::string gpu_uuid_of_the_only_gpu(const Exposition& metrics) {
   std::vector<std::string> uuids;
@@ -61,26 +43,13 @@ struct Exporter {
   int port = 0;
 };
 
-class ExporterTest : public ::testing::Test {
+class ExporterTest : public ScratchTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / ("gpushare-exporter-" + std::to_string(::getpid()) + "-" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    state_ = path("state");
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
   // The fake driver as the real one, its simulated engine for kernels, and this test's state.
   Env driver_env() const {
-    return {{"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_DIR},
-            {"GPUSHARE_REAL_LIBCUDA", std::string(GPUSHARE_TEST_FAKE_DIR) + "/libcuda.so.1"},
-            {"GPUSHARE_STATE", state_},
-            {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)},
-            {"FAKE_CUDA_ENGINE", path("engine")}};
+    return fake_driver_env(GPUSHARE_TEST_FAKE_DIR, {{"GPUSHARE_STATE", state_},
+                                                    {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)},
+                                                    {"FAKE_CUDA_ENGINE", path("engine")}});
   }
   // A program started with the preload library in its environment, as tenant `tenant`.
   Env tenant_env(const std::string& tenant, const std::string& memory_limit) const {
@@ -143,9 +112,6 @@ class ExporterTest : public ::testing::Test {
     const ProcessResult result = exporter.process->wait();
     EXPECT_EQ(result.exit_code, 0) << "stopped cleanly by signal " << signal << "\n" << result.err;
   }
-
-  fs::path dir_;
-  std::string state_;
 };
 
 TEST_F(ExporterTest, ScrapesAKnownWorkloadOverLoopback) {
@@ -157,7 +123,7 @@ TEST_F(ExporterTest, ScrapesAKnownWorkloadOverLoopback) {
   const ProcessResult refused =
       run({GPUSHARE_TEST_PROBE, "linked", "fill", std::to_string(8 * kMiB)}, tenant_env("refused", "20MiB"));
   ASSERT_EQ(refused.exit_code, 0) << refused.err;
-  ASSERT_EQ(field(refused.out, "allocated"), 16 * kMiB);
+  ASSERT_EQ(output_u64(refused.out, "allocated"), 16 * kMiB);
   // "compute": kernels of 1 ms back to back for 0.3 s through `gpushare run`, with no memory quota.
   // It exits holding the time slice, which the next sweep ends (`gpushare status` sweeps; see
   // ATenantThatExitedHoldingTheSliceStopsAccruingGpuTime for why that matters).
@@ -166,7 +132,7 @@ TEST_F(ExporterTest, ScrapesAKnownWorkloadOverLoopback) {
   ASSERT_EQ(compute.exit_code, 0) << compute.err;
   ASSERT_EQ(run({GPUSHARE_TEST_TOOL, "status", "--state", state_}, {}).exit_code, 0);
   const std::chrono::duration<double> compute_wall = std::chrono::steady_clock::now() - started;
-  const auto launches = field(compute.out, "launches");
+  const auto launches = output_u64(compute.out, "launches");
   ASSERT_TRUE(launches.has_value()) << compute.out;
 
   Exporter exporter = start_exporter({"--listen", "127.0.0.1:0", "--state", state_});
@@ -285,3 +251,4 @@ TEST_F(ExporterTest, APortInUseExitsOneAndLeavesTheFirstExporterServing) {
 }
 
 }  // namespace
+}  // namespace gpushare::testing

@@ -4,26 +4,19 @@
 // 256 MiB reserved, unless a test says otherwise.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
-#include <thread>
 
 #include "nvml_types.hpp"
 #include "process.hpp"
+#include "scratch.hpp"
 
-namespace fs = std::filesystem;
-using gpushare::testing::Env;
-using gpushare::testing::Process;
-using gpushare::testing::ProcessResult;
-using gpushare::testing::run;
-
+namespace gpushare::testing {
 namespace {
 
 constexpr std::uint64_t kMiB = 1ull << 20;
@@ -32,65 +25,39 @@ constexpr std::uint64_t kCardTotal = 8 * kGiB;
 constexpr std::uint64_t kCardReserved = 256 * kMiB;
 constexpr std::uint64_t kCardFree = kCardTotal - kGiB - kCardReserved;
 
-// The text after "key=" on the first output line that starts with `line_start`.
-std::optional<std::string> text(const std::string& output, const std::string& line_start, const std::string& key) {
-  std::istringstream lines(output);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(line_start, 0) != 0) continue;
-    std::istringstream words(line);
-    std::string word;
-    while (words >> word) {
-      if (word.rfind(key + "=", 0) == 0) return word.substr(key.size() + 1);
-    }
-  }
-  return std::nullopt;
-}
-
-std::optional<std::uint64_t> number(const std::string& output, const std::string& line_start, const std::string& key) {
-  const auto value = text(output, line_start, key);
-  if (!value) return std::nullopt;
-  return std::stoull(*value);
-}
-
 struct Figures {
   std::uint64_t total, free, used;
 };
 
 // The probe's v1 and v2 answers both say `expected` (v2 with `reserved`), with the version intact.
 void expect_figures(const ProcessResult& r, const Figures& expected, std::uint64_t reserved) {
-  EXPECT_EQ(number(r.out, "memory ", "rc"), 0u) << r.out << r.err;
-  EXPECT_EQ(number(r.out, "memory ", "total"), expected.total) << r.out;
-  EXPECT_EQ(number(r.out, "memory ", "free"), expected.free) << r.out;
-  EXPECT_EQ(number(r.out, "memory ", "used"), expected.used) << r.out;
-  EXPECT_EQ(number(r.out, "memory_v2 ", "rc"), 0u) << r.out;
-  EXPECT_EQ(number(r.out, "memory_v2 ", "version"), gpushare::nvml::kMemoryV2Version) << r.out;
-  EXPECT_EQ(number(r.out, "memory_v2 ", "total"), expected.total) << r.out;
-  EXPECT_EQ(number(r.out, "memory_v2 ", "reserved"), reserved) << r.out;
-  EXPECT_EQ(number(r.out, "memory_v2 ", "free"), expected.free) << r.out;
-  EXPECT_EQ(number(r.out, "memory_v2 ", "used"), expected.used) << r.out;
+  EXPECT_EQ(output_u64(r.out, "rc", "memory "), 0u) << r.out << r.err;
+  EXPECT_EQ(output_u64(r.out, "total", "memory "), expected.total) << r.out;
+  EXPECT_EQ(output_u64(r.out, "free", "memory "), expected.free) << r.out;
+  EXPECT_EQ(output_u64(r.out, "used", "memory "), expected.used) << r.out;
+  EXPECT_EQ(output_u64(r.out, "rc", "memory_v2 "), 0u) << r.out;
+  EXPECT_EQ(output_u64(r.out, "version", "memory_v2 "), gpushare::nvml::kMemoryV2Version) << r.out;
+  EXPECT_EQ(output_u64(r.out, "total", "memory_v2 "), expected.total) << r.out;
+  EXPECT_EQ(output_u64(r.out, "reserved", "memory_v2 "), reserved) << r.out;
+  EXPECT_EQ(output_u64(r.out, "free", "memory_v2 "), expected.free) << r.out;
+  EXPECT_EQ(output_u64(r.out, "used", "memory_v2 "), expected.used) << r.out;
 }
 
 // What the fake card itself reports.
 void expect_real_figures(const ProcessResult& r) {
-  EXPECT_EQ(number(r.out, "memory ", "total"), kCardTotal) << r.out << r.err;
-  EXPECT_EQ(number(r.out, "memory ", "free"), kCardFree) << r.out;
-  EXPECT_EQ(number(r.out, "memory_v2 ", "reserved"), kCardReserved) << r.out;
-  EXPECT_EQ(number(r.out, "memory_v2 ", "used"), kGiB) << r.out;
+  EXPECT_EQ(output_u64(r.out, "total", "memory "), kCardTotal) << r.out << r.err;
+  EXPECT_EQ(output_u64(r.out, "free", "memory "), kCardFree) << r.out;
+  EXPECT_EQ(output_u64(r.out, "reserved", "memory_v2 "), kCardReserved) << r.out;
+  EXPECT_EQ(output_u64(r.out, "used", "memory_v2 "), kGiB) << r.out;
 }
 
-class ShadowNvml : public ::testing::Test {
+class ShadowNvml : public ScratchTest {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / ("gpushare-nvml-" + std::to_string(::getpid()) + "-" +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
     fs::create_directories(dir_ / "forwarder");
-    state_ = (dir_ / "state").string();
     // The documented way to use an NVML outside the standard places (here: the fake one).
     point_forwarder_at(GPUSHARE_TEST_FAKE_NVML);
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   void point_forwarder_at(const fs::path& target) {
     const fs::path link = dir_ / "forwarder" / GPUSHARE_TEST_FORWARDER_NAME;
@@ -100,21 +67,15 @@ class ShadowNvml : public ::testing::Test {
 
   // A process of `tenant` holding `bytes` of the fake driver's GPU 0 under a quota of `limit`.
   std::unique_ptr<Process> hold(const std::string& tenant, const std::string& limit, std::uint64_t bytes) {
-    const std::string ready = (dir_ / ("ready-" + tenant)).string();
+    const std::string ready = path("ready-" + tenant);
     auto holder = std::make_unique<Process>(
         std::vector<std::string>{GPUSHARE_TEST_ALLOC_PROBE, "linked", "hold", std::to_string(bytes), ready},
-        Env{{"LD_PRELOAD", GPUSHARE_TEST_PRELOAD},
-            {"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_CUDA_DIR},
-            {"GPUSHARE_REAL_LIBCUDA", std::string(GPUSHARE_TEST_FAKE_CUDA_DIR) + "/libcuda.so.1"},
-            {"GPUSHARE_STATE", state_},
-            {"GPUSHARE_TENANT", tenant},
-            {"GPUSHARE_MEMORY_LIMIT", limit},
-            {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)}});
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!fs::exists(ready) && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    EXPECT_TRUE(fs::exists(ready)) << holder->wait().err;
+        fake_driver_env(GPUSHARE_TEST_FAKE_CUDA_DIR, {{"LD_PRELOAD", GPUSHARE_TEST_PRELOAD},
+                                                      {"GPUSHARE_STATE", state_},
+                                                      {"GPUSHARE_TENANT", tenant},
+                                                      {"GPUSHARE_MEMORY_LIMIT", limit},
+                                                      {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)}}));
+    EXPECT_TRUE(appears_within(ready, std::chrono::seconds(20))) << holder->wait().err;
     return holder;
   }
 
@@ -129,9 +90,6 @@ class ShadowNvml : public ::testing::Test {
     for (const auto& [name, value] : extra) env[name] = value;
     return run(argv, env);
   }
-
-  fs::path dir_;
-  std::string state_;
 };
 
 TEST_F(ShadowNvml, ShowsTheTenantsQuotaAndUseAndForwardsEverythingElse) {
@@ -140,12 +98,12 @@ TEST_F(ShadowNvml, ShowsTheTenantsQuotaAndUseAndForwardsEverythingElse) {
     const ProcessResult r = run_probe({"--nvml", "--tenant", "train", "--memory", "64MiB"}, {}, {}, probe);
     ASSERT_EQ(r.exit_code, 0) << probe << "\n" << r.out << r.err;
     expect_figures(r, {64 * kMiB, 24 * kMiB, 40 * kMiB}, 0);
-    EXPECT_EQ(text(r.out, "memory ", "from"), fs::canonical(GPUSHARE_TEST_SHADOW).string()) << r.out;
-    EXPECT_EQ(text(r.out, "memory_v2 ", "from"), fs::canonical(GPUSHARE_TEST_SHADOW).string()) << r.out;
+    EXPECT_EQ(output_value(r.out, "from", "memory "), fs::canonical(GPUSHARE_TEST_SHADOW).string()) << r.out;
+    EXPECT_EQ(output_value(r.out, "from", "memory_v2 "), fs::canonical(GPUSHARE_TEST_SHADOW).string()) << r.out;
     // A function the shadow does not define comes from the real library.
-    EXPECT_EQ(number(r.out, "driver ", "rc"), 0u) << r.out;
-    EXPECT_EQ(text(r.out, "driver ", "version"), "999.99-fake") << r.out;
-    EXPECT_EQ(text(r.out, "driver ", "from"), (dir_ / "forwarder" / GPUSHARE_TEST_FORWARDER_NAME).string());
+    EXPECT_EQ(output_u64(r.out, "rc", "driver "), 0u) << r.out;
+    EXPECT_EQ(output_value(r.out, "version", "driver "), "999.99-fake") << r.out;
+    EXPECT_EQ(output_value(r.out, "from", "driver "), (dir_ / "forwarder" / GPUSHARE_TEST_FORWARDER_NAME).string());
     EXPECT_EQ(r.err, "");
   }
   // Every query reads the state afresh: a new limit shows at once.
@@ -168,7 +126,7 @@ TEST_F(ShadowNvml, WithoutTheFlagTheRealFiguresComeBack) {
                                     {{"LD_LIBRARY_PATH", fs::path(GPUSHARE_TEST_FAKE_NVML).parent_path().string()}});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   expect_real_figures(r);
-  EXPECT_EQ(text(r.out, "memory ", "from"), GPUSHARE_TEST_FAKE_NVML) << r.out;
+  EXPECT_EQ(output_value(r.out, "from", "memory "), GPUSHARE_TEST_FAKE_NVML) << r.out;
 }
 
 TEST_F(ShadowNvml, ATenantNotYetOnTheGpuSeesTheLimitItsNextProcessWouldGet) {
@@ -223,13 +181,14 @@ TEST_F(ShadowNvml, AnUnusableStateShowsTheCardAsItIs) {
 TEST_F(ShadowNvml, ErrorsOfTheRealLibraryPassThroughUntouched) {
   auto holder = hold("train", "64MiB", 40 * kMiB);
   ProcessResult r = run_probe({"--nvml", "--tenant", "train"}, {}, {{"FAKE_NVML_FAIL", "3"}});
-  EXPECT_EQ(number(r.out, "memory ", "rc"), 3u) << r.out;
-  EXPECT_EQ(number(r.out, "memory_v2 ", "rc"), 3u) << r.out;
+  EXPECT_EQ(output_u64(r.out, "rc", "memory "), 3u) << r.out;
+  EXPECT_EQ(output_u64(r.out, "rc", "memory_v2 "), 3u) << r.out;
   // A caller's wrong struct version is refused by the real library, and left as it was.
   r = run_probe({"--nvml", "--tenant", "train"}, {"0", "1"});
-  EXPECT_EQ(number(r.out, "memory_v2 ", "rc"), static_cast<std::uint64_t>(gpushare::nvml::kErrorArgumentVersionMismatch));
-  EXPECT_EQ(number(r.out, "memory_v2 ", "version"), 1u);
-  EXPECT_EQ(number(r.out, "memory_v2 ", "total"), 0u);
+  EXPECT_EQ(output_u64(r.out, "rc", "memory_v2 "),
+            static_cast<std::uint64_t>(gpushare::nvml::kErrorArgumentVersionMismatch));
+  EXPECT_EQ(output_u64(r.out, "version", "memory_v2 "), 1u);
+  EXPECT_EQ(output_u64(r.out, "total", "memory_v2 "), 0u);
 }
 
 TEST_F(ShadowNvml, NoRealNvmlIsACleanErrorNotACrash) {
@@ -247,8 +206,9 @@ TEST_F(ShadowNvml, NoRealNvmlIsACleanErrorNotACrash) {
     GTEST_SKIP() << "a real NVML is installed in one of the standard places";
   }
   EXPECT_NE(r.out.find("missing=nvmlSystemGetDriverVersion"), std::string::npos) << r.out;
-  EXPECT_EQ(number(r.out, "memory ", "rc"), static_cast<std::uint64_t>(gpushare::nvml::kErrorLibraryNotFound));
-  EXPECT_EQ(number(r.out, "memory_v2 ", "rc"), static_cast<std::uint64_t>(gpushare::nvml::kErrorLibraryNotFound));
+  EXPECT_EQ(output_u64(r.out, "rc", "memory "), static_cast<std::uint64_t>(gpushare::nvml::kErrorLibraryNotFound));
+  EXPECT_EQ(output_u64(r.out, "rc", "memory_v2 "), static_cast<std::uint64_t>(gpushare::nvml::kErrorLibraryNotFound));
 }
 
 }  // namespace
+}  // namespace gpushare::testing
