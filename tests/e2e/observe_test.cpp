@@ -72,7 +72,7 @@ TEST_F(Observe, StatusShowsEachGpuItsTenantsAndTheirProcesses) {
                                  R"("memory_limit_bytes":67108864,"memory_peak_bytes":41943040,"oom_refusals":0,)"))
       << json.out;
   EXPECT_TRUE(contains(json.out, R"("processes":[{"pid":)" + std::to_string(train->pid()) +
-                                     R"(,"alive":true,"held_bytes":41943040}])"))
+                                     R"(,"alive":true,"held_bytes":41943040,"slot":)"))
       << json.out;
   EXPECT_TRUE(contains(json.out, R"({"tenant":"serve","live":false,"memory_used_bytes":0,"memory_limit_bytes":16777216,)"
                                  R"("memory_peak_bytes":16777216,"oom_refusals":1,)"))
@@ -103,9 +103,15 @@ TEST_F(Observe, AKilledTenantIsShownInactiveAndItsBytesReturned) {
 }
 
 TEST_F(Observe, TopShowsGpuTimeAsRatesWithinEightyColumns) {
-  Process busy(tenant("busy-tenant", {"--share", "30"}, {GPUSHARE_TEST_WORKLOAD, "linked", "saturate", "3", "1000"}),
+  Process busy(tenant("busy-tenant", {"--share", "30"}, {GPUSHARE_TEST_WORKLOAD, "linked", "saturate", "4", "1000"}),
                env());
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // Until it holds the GPU: starting takes longer on a loaded machine.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!contains(tool({"status", "--json"}).out, R"("tenant":"busy-tenant","live":true,)") ||
+         !contains(tool({"status", "--json"}).out, R"("holds_slice":true)")) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the workload never held the GPU";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   const ProcessResult top = tool({"top", "-n", "3", "-d", "0.3"});
   ASSERT_EQ(top.exit_code, 0) << top.err;
   const auto lines = lines_of(top.out);
