@@ -69,7 +69,7 @@ std::optional<TenantQuota> TenantQuotaLookup::find(std::string_view gpu_uuid) {
       return std::nullopt;
     }
     // Only looks: a state nobody uses is never created from here.
-    auto opened = SharedState::open(state_path_, SharedState::Mode::kExistingOnly);
+    auto opened = SharedState::open(state_path_, SharedState::Mode::kReadOnly);
     if (!opened) return std::nullopt;
     state_ = std::move(opened).value();
   }

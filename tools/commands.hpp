@@ -19,8 +19,10 @@ inline constexpr int kExitCannotExec = 127;
 
 // --state, else $GPUSHARE_STATE, else the default path.
 std::string state_path_or_default(const std::string& path);
-// Opens an existing state file; a clear error when there is none yet.
-Result<std::unique_ptr<SharedState>> open_existing(const std::string& path_option);
+// Opens an existing state file; a clear error when there is none yet. Watchers (top) open it
+// read-only: they need only read permission and can change nothing.
+Result<std::unique_ptr<SharedState>> open_existing(const std::string& path_option,
+                                                   SharedState::Mode mode = SharedState::Mode::kExistingOnly);
 // A file installed beside the `gpushare` binary (relative to bin/), else the build-tree path.
 std::optional<std::string> find_installed(const char* from_bindir, const char* build_path);
 // Parses a size option, printing a clear error for bad input.

@@ -16,14 +16,14 @@ std::string state_path_or_default(const std::string& path) {
   return default_state_path();
 }
 
-Result<std::unique_ptr<SharedState>> open_existing(const std::string& path_option) {
+Result<std::unique_ptr<SharedState>> open_existing(const std::string& path_option, SharedState::Mode mode) {
   const std::string path = state_path_or_default(path_option);
   if (!fs::exists(path)) {
     return Error{fmt::format("no shared state at {} (no tenant has run with it yet; --state or GPUSHARE_STATE "
                              "chooses another)",
                              path)};
   }
-  return SharedState::open(path, SharedState::Mode::kExistingOnly);
+  return SharedState::open(path, mode);
 }
 
 std::optional<std::string> find_installed(const char* from_bindir, const char* build_path) {

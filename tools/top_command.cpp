@@ -96,7 +96,7 @@ bool write_frame(const std::string& text) {
 }  // namespace
 
 int top_command(const TopOptions& options) {
-  auto state = open_existing(options.state);
+  auto state = open_existing(options.state, SharedState::Mode::kReadOnly);
   if (!state) {
     fmt::print(stderr, "gpushare top: {}\n", state.error().message);
     return kExitFailure;

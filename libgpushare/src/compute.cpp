@@ -211,6 +211,7 @@ void end_slice(StateLayout& state, std::uint32_t gpu, std::uint64_t now) {
     schedule.holder_word.store(0, kRelease);
     return;
   }
+  schedule.charge_seq.fetch_add(1, std::memory_order_acq_rel);  // odd: charging
   const std::uint32_t tenant = state.slots[holder].tenant_index.load(kRelaxed);
   if (tenant < kMaxTenants) {
     auto& record = state.tenants[tenant];
@@ -226,6 +227,7 @@ void end_slice(StateLayout& state, std::uint32_t gpu, std::uint64_t now) {
     if (!tenant_waits(state, gpu, tenant)) entry.active.store(0, kRelaxed);
   }
   schedule.holder_word.store(0, kRelease);
+  schedule.charge_seq.fetch_add(1, kRelease);  // even: charged, and no slice in progress
   schedule.grant_seq.fetch_add(1, kRelease);
 }
 
@@ -330,6 +332,8 @@ Result<ScheduleLock> ScheduleLock::acquire(StateLayout& state, std::uint32_t gpu
     // A process died deciding: whatever it half-did, the safe state is a free GPU (the holder, if
     // any, asks again at its next launch).
     state.schedules[gpu].holder_word.store(0, kRelease);
+    // A death in the middle of end_slice leaves the sequence odd: readers would retry forever.
+    if ((state.schedules[gpu].charge_seq.load(kAcquire) & 1) != 0) state.schedules[gpu].charge_seq.fetch_add(1, kRelease);
     state.schedules[gpu].grant_seq.fetch_add(1, kRelease);
     shared_mutex::mark_consistent(mutex);
     wake_waiters(state, gpu);

@@ -500,12 +500,9 @@ std::vector<TenantSnapshot> snapshot_tenants(SharedState& shared) {
       process.slot = s;
       process.pid = slot.pid;
       process.started_unix_ns = slot.started_unix_ns.load(kRelaxed);
-      // A free liveness lock means the owner is gone; take it only for the look.
-      {
-        std::lock_guard probing(shared.probe_mutex());
-        process.alive = !shared.try_lock_slot(s);
-        if (!process.alive) shared.unlock_slot(s);
-      }
+      // A free liveness lock means the owner is gone. Tested, not taken: a sweep running at this
+      // moment must not find the lock held by a mere look.
+      process.alive = shared.slot_locked(s);
       for (std::uint32_t g = 0; g < kMaxGpus; ++g) process.held_bytes[g] = slot.held_bytes[g].load(kRelaxed);
       snap.processes.push_back(process);
     }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -14,16 +15,45 @@ namespace {
 constexpr auto kRelaxed = std::memory_order_relaxed;
 constexpr auto kAcquire = std::memory_order_acquire;
 
-// The holder's use of its current slice so far: up to now while it is alive and inside a launch
-// or its launch count moved since the arbiter last looked, else up to when it was last seen
-// launching (a holder that exited or was killed is not charged for the time since).
-std::uint64_t current_slice_ns(const layout::GpuSchedule& schedule, const layout::SlotCompute& holder, bool alive,
-                               std::uint64_t now) {
-  const std::uint64_t start = schedule.slice_start_ns.load(kRelaxed);
-  const std::uint64_t launches = holder.launches.load(kRelaxed);
-  const bool busy = alive && ((launches & 1) != 0 || launches != schedule.observed_launches.load(kRelaxed));
-  const std::uint64_t until = busy ? now : gone_holder_used_until(schedule, now);
-  return until > start ? until - start : 0;
+// A tenant's GPU time and launches on one GPU: what has been charged, plus the slice in progress
+// when one of its processes holds it. The slice in progress counts only up to the holder's last
+// observed launch (never beyond what end_slice will charge), and the charged counters and the slice
+// are read under the schedule's charge sequence, so that successive reports never go down (the
+// exporter's counters must not).
+struct ComputeUse {
+  std::uint64_t gpu_ns = 0;
+  std::uint64_t launches = 0;
+  bool holds_slice = false;
+};
+ComputeUse compute_use(const layout::StateLayout& state, std::uint32_t gpu, const TenantSnapshot& tenant,
+                       std::uint64_t now) {
+  const auto& schedule = state.schedules[gpu];
+  const auto& entry = state.tenants[tenant.index].compute[gpu];
+  ComputeUse use;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const std::uint32_t seq = schedule.charge_seq.load(kAcquire);
+    if ((seq & 1) != 0) {  // end_slice is moving the slice into the counters right now
+      std::this_thread::yield();
+      continue;
+    }
+    use = {entry.gpu_ns.load(kAcquire), entry.launches.load(kAcquire), false};
+    const std::uint32_t word = schedule.holder_word.load(kAcquire);
+    const std::uint32_t holder = (word & ~layout::kHandoverBit) - 1;
+    if (word != 0 && holder < layout::kMaxSlots && state.slots[holder].tenant_index.load(kRelaxed) == tenant.index) {
+      const std::uint64_t start = schedule.slice_start_ns.load(kAcquire);
+      const std::uint64_t until = gone_holder_used_until(schedule, now);
+      use.gpu_ns += until > start ? until - start : 0;
+      const std::uint64_t at_grant = schedule.launches_at_grant.load(kAcquire);
+      const std::uint64_t observed = schedule.observed_launches.load(kAcquire);
+      if (observed >= at_grant) use.launches += (observed - at_grant) / 2;
+      for (const ProcessSnapshot& process : tenant.processes) {
+        use.holds_slice = use.holds_slice || (process.slot == holder && process.alive);
+      }
+    }
+    if (schedule.charge_seq.load(kAcquire) == seq) return use;
+  }
+  // The sequence never settled (a writer stuck mid-charge): what is charged is still right.
+  return {entry.gpu_ns.load(kAcquire), entry.launches.load(kAcquire), false};
 }
 
 }  // namespace
@@ -80,22 +110,12 @@ Report build_report(SharedState& shared) {
         }
       }
       // The slice in progress has not been charged yet: add it, so that a tenant alone on the GPU
-      // (which never hands over) does not look idle.
-      const auto& schedule = state.schedules[ledger.gpu];
-      const std::uint32_t word = schedule.holder_word.load(kAcquire);
-      const std::uint32_t holder = (word & ~layout::kHandoverBit) - 1;
-      if (word != 0 && holder < layout::kMaxSlots && state.slots[holder].tenant_index.load(kRelaxed) == tenant.index &&
-          state.slots[holder].state.load(kAcquire) == layout::kInUse) {
-        const auto& slot_compute = state.slots[holder].compute[ledger.gpu];
-        bool alive = false;
-        for (const ProcessSnapshot& process : tenant.processes) alive = alive || (process.slot == holder && process.alive);
-        use.holds_slice = alive;
-        use.gpu_ns += current_slice_ns(schedule, slot_compute, alive, report.monotonic_ns);
-        const std::uint64_t at_grant = schedule.launches_at_grant.load(kRelaxed);
-        const std::uint64_t now_count = slot_compute.launches.load(kRelaxed);
-        if (now_count >= at_grant) use.launches += (now_count - at_grant) / 2;
-        if (alive) gpu.slice_holder = tenant.name;
-      }
+      // does not look idle between renewals.
+      const ComputeUse compute = compute_use(state, ledger.gpu, tenant, report.monotonic_ns);
+      use.gpu_ns = compute.gpu_ns;
+      use.launches = compute.launches;
+      use.holds_slice = compute.holds_slice;
+      if (compute.holds_slice) gpu.slice_holder = tenant.name;
       gpu.tenants.push_back(std::move(use));
     }
     report.tenants.push_back(std::move(summary));

@@ -58,8 +58,8 @@ bool try_lock(int fd, std::int64_t offset) {
   return ::fcntl(fd, F_OFD_SETLK, &request) == 0;
 }
 
-Status lock_wait(int fd, std::int64_t offset) {
-  struct flock request = one_byte(F_WRLCK, offset);
+Status lock_wait(int fd, std::int64_t offset, bool shared) {
+  struct flock request = one_byte(shared ? F_RDLCK : F_WRLCK, offset);
   while (::fcntl(fd, F_OFD_SETLKW, &request) != 0) {
     if (errno != EINTR) return Error{fmt::format("cannot lock the state file: {}", std::strerror(errno))};
   }
@@ -69,6 +69,12 @@ Status lock_wait(int fd, std::int64_t offset) {
 void unlock(int fd, std::int64_t offset) {
   struct flock request = one_byte(F_UNLCK, offset);
   ::fcntl(fd, F_OFD_SETLK, &request);
+}
+
+bool held_elsewhere(int fd, std::int64_t offset) {
+  struct flock request = one_byte(F_WRLCK, offset);
+  if (::fcntl(fd, F_OFD_GETLK, &request) != 0) return true;  // cannot tell: never call a process dead
+  return request.l_type != F_UNLCK;
 }
 }  // namespace ofd_lock
 
@@ -153,7 +159,8 @@ Status validate(const StateLayout& state, const std::string& path) {
 Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, Mode mode) {
   std::unique_ptr<SharedState> self(new SharedState());
   self->path_ = path;
-  const int flags = O_RDWR | O_CLOEXEC | (mode == Mode::kCreateIfMissing ? O_CREAT : 0);
+  const bool read_only = mode == Mode::kReadOnly;
+  const int flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (mode == Mode::kCreateIfMissing ? O_CREAT : 0);
   // 0666 (less the umask): tenants of one GPU may run as different users; access to the state is
   // controlled by the permissions of the folder it lives in (docs/configuration.md).
   self->fd_ = ::open(path.c_str(), flags, 0666);
@@ -161,8 +168,10 @@ Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, 
     return Error{fmt::format("cannot open state file {}: {}", path, std::strerror(errno))};
   }
   // Creation and validation happen under an exclusive lock, so a second process never maps a file
-  // that the first is still initialising.
-  if (auto locked = ofd_lock::lock_wait(self->fd_, layout::kInitLockOffset); !locked) return locked.error();
+  // that the first is still initialising (a reader takes it shared: it only waits for a creator).
+  if (auto locked = ofd_lock::lock_wait(self->fd_, layout::kInitLockOffset, read_only); !locked) {
+    return locked.error();
+  }
   struct Unlock {
     int fd;
     ~Unlock() { ofd_lock::unlock(fd, layout::kInitLockOffset); }
@@ -173,6 +182,7 @@ Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, 
     return Error{fmt::format("cannot stat state file {}: {}", path, std::strerror(errno))};
   }
   bool fresh = info.st_size == 0;
+  if (fresh && read_only) return Error{fmt::format("{} is empty: no tenant has used it yet", path)};
   if (fresh) {
     if (::ftruncate(self->fd_, static_cast<off_t>(sizeof(StateLayout))) != 0) {
       return Error{fmt::format("cannot size state file {}: {}", path, std::strerror(errno))};
@@ -186,8 +196,9 @@ Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, 
     auto mapping = std::make_unique<Mapping>();
     // Map the file this descriptor has open, not whatever the path names by now: someone may have
     // replaced the file, and the liveness locks are taken on this descriptor's file.
-    mapping->file = bip::file_mapping(self->descriptor_path().c_str(), bip::read_write);
-    mapping->region = bip::mapped_region(mapping->file, bip::read_write);
+    const auto access = read_only ? bip::read_only : bip::read_write;
+    mapping->file = bip::file_mapping(self->descriptor_path().c_str(), access);
+    mapping->region = bip::mapped_region(mapping->file, access);
     if (mapping->region.get_size() < sizeof(layout::StateHeader)) {
       return Error{fmt::format("{} is too short to be a gpushare state file", path)};
     }
@@ -202,6 +213,7 @@ Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, 
       self->mapping_->region.get_size() == sizeof(StateLayout)) {
     fresh = true;
   }
+  if (fresh && read_only) return Error{fmt::format("{} is not initialised yet: no tenant has used it", path)};
   if (fresh) {
     initialise(state);
   } else {
@@ -228,5 +240,9 @@ bool SharedState::try_lock_slot(std::uint32_t slot_index) {
 }
 
 void SharedState::unlock_slot(std::uint32_t slot_index) { ofd_lock::unlock(fd_, layout::kSlotLockBase + slot_index); }
+
+bool SharedState::slot_locked(std::uint32_t slot_index) const {
+  return ofd_lock::held_elsewhere(fd_, layout::kSlotLockBase + slot_index);
+}
 
 }  // namespace gpushare

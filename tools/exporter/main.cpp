@@ -35,9 +35,12 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitBadInput = 2;
 
-// Scrapes come seconds apart and take a millisecond at most: a few threads are plenty, and the exporter
-// stays small beside the tenants it watches.
-constexpr std::size_t kServerThreads = 4;
+// Scrapes come seconds apart and take a millisecond at most. Each thread serves one connection at
+// a time, though, so idle connections (a browser's keep-alive, a stalled client) must not hold a
+// thread for long: they are dropped after a second without a request (httplib's default is 5 s,
+// and a handful of idle connections would then stall every scrape past Prometheus's timeout).
+constexpr std::size_t kServerThreads = 8;
+constexpr time_t kIdleConnectionSeconds = 1;
 
 constexpr const char* kIndexPage =
     "<!DOCTYPE html>\n<html><head><title>gpushare exporter</title></head>\n"
@@ -57,7 +60,7 @@ class StateReader {
     if (!fs::exists(path_, error)) {
       return unavailable(fmt::format("no shared state at {} yet: no tenant has run with it", path_));
     }
-    auto state = SharedState::open(path_, SharedState::Mode::kExistingOnly);
+    auto state = SharedState::open(path_, SharedState::Mode::kReadOnly);
     if (!state) return unavailable(state.error().message);
     log_if_changed(fmt::format("reading the shared state at {}", path_));
     return render_prometheus(gpushare::build_report(**state));
@@ -164,6 +167,8 @@ int main(int argc, char** argv) {
     const int yes = 1;
     ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
+  server.set_read_timeout(kIdleConnectionSeconds, 0);
+  server.set_keep_alive_timeout(kIdleConnectionSeconds);
   server.Get("/metrics", [&reader](const httplib::Request&, httplib::Response& response) {
     response.set_content(reader.scrape(), std::string(kExpositionContentType));
   });

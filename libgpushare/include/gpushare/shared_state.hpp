@@ -15,7 +15,9 @@ class SharedState {
  public:
   enum class Mode {
     kCreateIfMissing,  // processes of tenants: the first one creates the file
-    kExistingOnly,     // tools that only look (status) must not create a state nobody uses
+    kExistingOnly,     // tools that change or sweep it (status, quota set) must not create a state nobody uses
+    kReadOnly,         // watchers (top, the exporter, the NVML shadow): need only read permission, never
+                       // create, initialise or write; state() must then only be read
   };
 
   // Maps the state at `path`. Refuses, with a message that says what to do, a file that is not
@@ -41,6 +43,9 @@ class SharedState {
   bool try_lock_slot(std::uint32_t slot_index);
   void unlock_slot(std::uint32_t slot_index);
   std::mutex& probe_mutex() { return probe_mutex_; }
+  // Whether some process holds the slot's liveness lock, tested without taking it (so a watcher
+  // never makes a dead process look alive to a concurrent sweep). Works in every mode.
+  bool slot_locked(std::uint32_t slot_index) const;
 
  private:
   SharedState() = default;
@@ -67,7 +72,9 @@ void unlock(pthread_mutex_t* mutex);
 // work across PID namespaces.
 namespace ofd_lock {
 bool try_lock(int fd, std::int64_t offset);  // non-blocking, exclusive
-Status lock_wait(int fd, std::int64_t offset);
+Status lock_wait(int fd, std::int64_t offset, bool shared = false);
+// Whether another open file description holds a lock on the byte (F_OFD_GETLK: takes nothing).
+bool held_elsewhere(int fd, std::int64_t offset);
 void unlock(int fd, std::int64_t offset);
 }  // namespace ofd_lock
 

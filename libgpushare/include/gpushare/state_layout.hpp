@@ -116,7 +116,9 @@ struct alignas(64) GpuSchedule {
   std::atomic<std::uint32_t> holder_word;
   std::atomic<std::uint32_t> grant_seq;
   std::atomic<std::uint32_t> waiting;        // processes waiting for this GPU
-  std::uint32_t reserved;
+  // Odd while end_slice moves the slice's time into its tenant's counters: readers that add the
+  // slice in progress to those counters (report.cpp) retry rather than count it twice.
+  std::atomic<std::uint32_t> charge_seq;
   pthread_mutex_t mutex;                     // process-shared, robust: guards everything below
   std::atomic<std::uint64_t> slice_start_ns;
   std::atomic<std::uint64_t> slice_end_ns;
