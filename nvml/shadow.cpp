@@ -4,7 +4,9 @@
 // docs/architecture.md). Nothing runs at load time, and no C++ exception leaves these functions:
 // on any problem the real library's answer is returned unchanged.
 #include <dlfcn.h>
+#include <pthread.h>
 
+#include <atomic>
 #include <optional>
 
 #include "nvml_types.hpp"
@@ -50,14 +52,33 @@ const RealNvml& real_nvml() {
   return real;
 }
 
+// The process's lookup. Never destroyed (NVML users' threads may still ask while the process
+// exits), and replaced in a child after fork: another thread of the parent may have held its mutex
+// at the fork, which would then stay locked in the child for ever. The parent's copy is left as is.
+std::atomic<TenantQuotaLookup*> g_lookup{nullptr};
+
+void forget_lookup_in_child() { g_lookup.store(nullptr, std::memory_order_release); }
+
+TenantQuotaLookup& quota_lookup() {
+  static const bool registered = ::pthread_atfork(nullptr, nullptr, &forget_lookup_in_child) == 0;
+  (void)registered;
+  TenantQuotaLookup* current = g_lookup.load(std::memory_order_acquire);
+  if (current != nullptr) return *current;
+  auto* fresh = new TenantQuotaLookup();
+  if (!g_lookup.compare_exchange_strong(current, fresh, std::memory_order_acq_rel)) {
+    delete fresh;
+    return *current;
+  }
+  return *fresh;
+}
+
 std::optional<TenantQuota> tenant_quota(const RealNvml& real, Device device) {
   if (real.get_uuid == nullptr) return std::nullopt;
   char uuid[kUuidBufferSize] = {};
   if (real.get_uuid(device, uuid, kUuidBufferSize) != kSuccess) return std::nullopt;
   uuid[kUuidBufferSize - 1] = '\0';
   try {
-    static TenantQuotaLookup lookup;
-    return lookup.find(uuid);
+    return quota_lookup().find(uuid);
   } catch (...) {
     // Out of memory in the lookup's own bookkeeping: the real figures stand.
     return std::nullopt;
