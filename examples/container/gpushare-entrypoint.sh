@@ -76,15 +76,11 @@ for name in $(compgen -e); do
   fi
 done
 
-# The tenant. Without a name `gpushare run` makes a new tenant for this container run. HAMi's value
-# is a per-container file path; gpushare takes it as the name, and keeps the last 95 bytes of a
-# longer one (the part that differs between containers) so that `gpushare run` accepts it.
+# The tenant. Without a name `gpushare run` keeps the one the environment gives (HAMi's
+# CUDA_DEVICE_MEMORY_SHARED_CACHE included, which the library shortens its own way), else it makes
+# a new tenant for this container run.
 if [[ -n ${GPUSHARE_TENANT+set} ]]; then
   options+=(--tenant "$GPUSHARE_TENANT")
-elif [[ -n ${CUDA_DEVICE_MEMORY_SHARED_CACHE:-} ]]; then
-  tenant=$CUDA_DEVICE_MEMORY_SHARED_CACHE
-  ((${#tenant} <= 95)) || tenant=${tenant: -95}
-  options+=(--tenant "$tenant")
 fi
 
 # exec: CMD takes this process's place (PID 1 in a container without --init) and gets its signals.

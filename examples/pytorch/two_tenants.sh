@@ -23,8 +23,12 @@ if [[ -z $gpushare || ! -x $gpushare ]]; then
   exit 1
 fi
 python=${PYTHON:-python3}
-read -r -a train_command <<<"${TRAIN_COMMAND:-$python $here/train.py --steps 300}"
-read -r -a eval_command <<<"${EVAL_COMMAND:-$python $here/train.py --steps 300 --width 2048}"
+# TRAIN_COMMAND / EVAL_COMMAND are split at spaces; the defaults are arrays, so that a checkout
+# path with a space in it still works.
+train_command=("$python" "$here/train.py" --steps 300)
+eval_command=("$python" "$here/train.py" --steps 300 --width 2048)
+if [[ -n ${TRAIN_COMMAND+set} ]]; then read -r -a train_command <<<"$TRAIN_COMMAND"; fi
+if [[ -n ${EVAL_COMMAND+set} ]]; then read -r -a eval_command <<<"$EVAL_COMMAND"; fi
 if ((${#train_command[@]} == 0 || ${#eval_command[@]} == 0)); then
   echo "two_tenants.sh: TRAIN_COMMAND and EVAL_COMMAND must not be empty" >&2
   exit 2
@@ -50,7 +54,7 @@ wait "$eval_pid" || eval_status=$?
 trap - INT TERM
 
 echo "\$ gpushare status"
-"$gpushare" status
+"$gpushare" status || true  # the tenants' exit statuses below matter more
 echo "train exited with status $train_status, eval with status $eval_status"
 if ((train_status != 0 || eval_status != 0)); then
   exit 1
