@@ -17,8 +17,6 @@ inline constexpr int kExitBadInput = 2;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitCannotExec = 127;
 
-// --state, else $GPUSHARE_STATE, else the default path.
-std::string state_path_or_default(const std::string& path);
 // Opens an existing state file; a clear error when there is none yet. Watchers (top) open it
 // read-only: they need only read permission and can change nothing.
 Result<std::unique_ptr<SharedState>> open_existing(const std::string& path_option,

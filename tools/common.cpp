@@ -10,14 +10,8 @@ namespace fs = std::filesystem;
 
 namespace gpushare::tools {
 
-std::string state_path_or_default(const std::string& path) {
-  if (!path.empty()) return path;
-  if (const char* env = std::getenv("GPUSHARE_STATE"); env && *env) return env;
-  return default_state_path();
-}
-
 Result<std::unique_ptr<SharedState>> open_existing(const std::string& path_option, SharedState::Mode mode) {
-  const std::string path = state_path_or_default(path_option);
+  const std::string path = state_path_for_command(path_option);
   if (!fs::exists(path)) {
     return Error{fmt::format("no shared state at {} (no tenant has run with it yet; --state or GPUSHARE_STATE "
                              "chooses another)",

@@ -84,13 +84,6 @@ class StateReader {
   std::string last_condition_;
 };
 
-// --state, else $GPUSHARE_STATE, else the default path: as the other commands choose it.
-std::string state_path_or_default(const std::string& option) {
-  if (!option.empty()) return option;
-  if (const char* env = std::getenv("GPUSHARE_STATE"); env != nullptr && *env != '\0') return env;
-  return gpushare::default_state_path();
-}
-
 // Returns the port now bound (the one picked, for port 0), or -1.
 int bind_listen_address(httplib::Server& server, const ListenAddress& address) {
   if (address.port == 0) return server.bind_to_any_port(address.host);
@@ -157,7 +150,7 @@ int main(int argc, char** argv) {
   const sigset_t signals = stop_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  StateReader reader(state_path_or_default(state_option));
+  StateReader reader(gpushare::state_path_for_command(state_option));
   httplib::Server server;
   server.new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
   // SO_REUSEADDR only: a restarted exporter gets its port back at once, but a second one on a port

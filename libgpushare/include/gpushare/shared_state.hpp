@@ -80,6 +80,8 @@ void unlock(int fd, std::int64_t offset);
 
 // The state path used when GPUSHARE_STATE is not set.
 std::string default_state_path();
+// The state a command works on: `option` (its --state), else $GPUSHARE_STATE, else the default.
+std::string state_path_for_command(const std::string& option);
 
 std::uint64_t unix_now_ns();
 
