@@ -3,7 +3,10 @@
 // and ratios are printed at the end.
 //   - cuMemAlloc_v2 + cuMemFree_v2 of 1 MiB (the memory ledger)
 //   - cuMemGetInfo_v2 (the tenant's view)
-//   - cuLaunchKernel of an empty kernel (the time-slice gate, holding the slice)
+//   - cuLaunchKernel of an empty kernel (the time-slice gate, holding the slice), back to back
+//     (on a real GPU this loop runs at the GPU's own launch throughput, so waits for the GPU show),
+//     and in batches of 16 onto an idle GPU with a synchronize between batches outside the timing
+//     (the host-side cost alone)
 //
 // Environment:
 //   GPUSHARE_BENCH_DRIVER   driver to call (default: the fake driver of this build tree;
@@ -15,6 +18,7 @@
 #include <benchmark/benchmark.h>
 #include <cuda.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -28,6 +32,9 @@ struct Calls {
   decltype(&::cuMemGetInfo_v2) get_info = nullptr;
   decltype(&::cuLaunchKernel) launch = nullptr;
 };
+// Waits for the GPU between timed batches; the driver's own, for both variants, so the timed part
+// is all that differs.
+decltype(&::cuCtxSynchronize) g_synchronize = nullptr;
 
 // An empty kernel for real drivers; the fake driver accepts any non-null function.
 constexpr const char* kEmptyKernelPtx = R"(.version 8.0
@@ -98,6 +105,25 @@ void launch(benchmark::State& state, const Calls& calls) {
   }
 }
 
+// Batches of kLaunchBatch launches, each timed on its own, onto an idle GPU: never more than a batch
+// in flight, so neither the driver's queue nor gpushare's in-flight bound ever waits, and the time
+// is the host's. Reported per launch (one clock read pair per batch, the same in both variants).
+constexpr int kLaunchBatch = 16;
+void launch_batches(benchmark::State& state, const Calls& calls) {
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < kLaunchBatch; ++i) {
+      if (calls.launch(g_kernel, 1, 1, 1, 1, 1, 1, 0, nullptr, nullptr, nullptr) != CUDA_SUCCESS) {
+        state.SkipWithError("launch failed");
+        return;
+      }
+    }
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    state.SetIterationTime(took.count() / kLaunchBatch);
+    g_synchronize();
+  }
+}
+
 void BM_AllocFree_Direct(benchmark::State& state) { alloc_free_pair(state, g_direct); }
 void BM_AllocFree_Hooked(benchmark::State& state) { alloc_free_pair(state, g_hooked); }
 void BM_MemGetInfo_Direct(benchmark::State& state) { get_info(state, g_direct); }
@@ -110,6 +136,10 @@ void BM_Launch_Direct(benchmark::State& state) { launch(state, g_direct); }
 void BM_Launch_Hooked(benchmark::State& state) { launch(state, g_hooked); }
 BENCHMARK(BM_Launch_Direct);
 BENCHMARK(BM_Launch_Hooked);
+void BM_LaunchBatch_Direct(benchmark::State& state) { launch_batches(state, g_direct); }
+void BM_LaunchBatch_Hooked(benchmark::State& state) { launch_batches(state, g_hooked); }
+BENCHMARK(BM_LaunchBatch_Direct)->UseManualTime();
+BENCHMARK(BM_LaunchBatch_Hooked)->UseManualTime();
 
 // What the launch gate's own driver call costs, to attribute the launch overhead.
 decltype(&::cuCtxGetCurrent) g_ctx_get_current = nullptr;
@@ -144,6 +174,7 @@ class ComparingReporter : public benchmark::ConsoleReporter {
     compare("BM_AllocFree_Direct", "BM_AllocFree_Hooked", "cuMemAlloc_v2+cuMemFree_v2 (1 MiB)");
     compare("BM_MemGetInfo_Direct", "BM_MemGetInfo_Hooked", "cuMemGetInfo_v2");
     compare("BM_Launch_Direct", "BM_Launch_Hooked", "cuLaunchKernel (empty kernel)");
+    compare("BM_LaunchBatch_Direct", "BM_LaunchBatch_Hooked", "cuLaunchKernel, batches of 16 (host)");
   }
 
  private:
@@ -184,6 +215,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   g_ctx_get_current = symbol<decltype(&::cuCtxGetCurrent)>(driver, "cuCtxGetCurrent");
+  g_synchronize = symbol<decltype(&::cuCtxSynchronize)>(driver, "cuCtxSynchronize");
   g_direct = calls_from(driver);
   g_hooked = calls_from(preload);
   using LoadData = CUresult (*)(CUmodule*, const void*);

@@ -4,7 +4,7 @@
 // one load of the schedule's holder word, two atomic adds to this process's launch count (in and
 // out), a thread-local countdown. No lock, no system call. At each checkpoint (every
 // GPUSHARE_INFLIGHT_LAUNCHES / 2 launches, or 2 near a higher class) the slow path bounds the work in
-// flight (recording an event at most every 200 us) and checks whether the slice is over.
+// flight and checks whether the slice is over.
 #include <algorithm>
 #include <optional>
 
@@ -30,26 +30,15 @@ void drain(std::uint32_t /*gpu*/) {
   if (driver != nullptr && driver->cuCtxSynchronize != nullptr) driver->cuCtxSynchronize();
 }
 
-// Recording an event costs the real driver about as much as a launch, so the bound is checked at
-// most once per kMinRecordSpacingNs of submission: for kernels longer than a few microseconds,
-// checkpoint_every() launches take longer than that anyway and nothing changes; for a stream of
-// tiny kernels the bound grows to the launches of two such spells (their GPU time is of the same
-// order), and the per-launch cost of the bound shrinks accordingly. Near a higher priority class
-// every checkpoint records, so the few launches queued stay few.
-constexpr std::uint64_t kMinRecordSpacingNs = 200'000;
-
-// At most checkpoint_every() x (events in the ring) launches in flight (more for tiny kernels, see
-// above): before an event of the ring is recorded again, the work it marked must have finished.
-void bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream, std::uint64_t now,
-                    bool near_higher_class) {
+// At most checkpoint_every() x (events in the ring) launches in flight: before an event of the ring
+// is recorded again, the work it marked must have finished.
+void bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream) {
   if (driver.cuEventCreate == nullptr || driver.cuEventRecord == nullptr || driver.cuEventSynchronize == nullptr) {
     return;
   }
   // Another thread of this process is bounding the same GPU's work right now: that is enough.
   std::unique_lock lock(bound.mutex, std::try_to_lock);
   if (!lock.owns_lock()) return;
-  if (!near_higher_class && now - bound.last_record_ns < kMinRecordSpacingNs) return;
-  bound.last_record_ns = now;
   const unsigned i = bound.next;
   bound.next = (bound.next + 1) % static_cast<unsigned>(bound.events.size());
   if (bound.events[i] == nullptr && driver.cuEventCreate(&bound.events[i], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
@@ -110,10 +99,7 @@ CUresult gated(CUstream stream, Launch&& launch) {
     }
   }
   if (t_until_checkpoint[*gpu] <= 1) {
-    if (process_settings().settings.inflight_launches != 0) {
-      const std::uint64_t now = monotonic_now_ns();
-      bound_inflight(*driver, tenancy.inflight(*gpu), stream, now, gate.higher_class_recently(*gpu, now));
-    }
+    if (process_settings().settings.inflight_launches != 0) bound_inflight(*driver, tenancy.inflight(*gpu), stream);
     (void)gate.checkpoint(*gpu, drain);
     t_until_checkpoint[*gpu] = gate.higher_class_recently(*gpu, monotonic_now_ns()) ? kNearHigherClass : checkpoint_every();
   } else {

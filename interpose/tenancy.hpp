@@ -58,7 +58,6 @@ class Tenancy {
     std::array<CUevent, 2> events{};
     std::array<bool, 2> recorded{};
     unsigned next = 0;
-    std::uint64_t last_record_ns = 0;  // monotonic
   };
   InflightBound& inflight(std::uint32_t gpu) { return inflight_[gpu]; }
   std::uint64_t physical_bytes(CUdevice ordinal) const;

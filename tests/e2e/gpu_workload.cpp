@@ -7,6 +7,7 @@
 //     saturate SECONDS KERNEL_US        launch KERNEL_US kernels back to back on one stream for
 //                                       SECONDS, then synchronize; prints
 //                                       kernel_us=<launched> launches=<n> wall_us=<first launch to end>
+//                                       max_queued_us=<the deepest queue a launch found, -1 if unknown>
 //     saturate-ex | saturate-graph | saturate-coop SECONDS KERNEL_US
 //                                       the same through cuLaunchKernelEx, cuGraphLaunch (the fake's
 //                                       graph lasts as many us as its handle's value) or
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include <cuda.h>
+#include <dlfcn.h>
 
 #include "driver_api.hpp"
 
@@ -114,6 +116,13 @@ std::function<CUresult(CUstream)> launcher(const Api& api, const std::string& mo
 unsigned number(const char* text) { return static_cast<unsigned>(std::strtoul(text, nullptr, 0)); }
 
 // Nearest-rank percentile of sorted values.
+// The fake driver's record of the deepest queue this process's launches found (test hook).
+long long max_queued_us() {
+  void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  auto* hook = driver != nullptr ? reinterpret_cast<uint64_t (*)()>(dlsym(driver, "fake_cuda_max_queued_ns")) : nullptr;
+  return hook != nullptr ? static_cast<long long>(hook() / 1000) : -1;
+}
+
 int64_t percentile(const std::vector<int64_t>& sorted, unsigned p) {
   size_t rank = (sorted.size() * p + 99) / 100;
   return sorted[rank == 0 ? 0 : rank - 1];
@@ -163,8 +172,9 @@ int main(int argc, char** argv) {
       if (burst != 0 && launches % burst == 0) check(api.stream_synchronize(stream));
     }
     check(api.stream_synchronize(stream));
-    std::printf("kernel_us=%llu launches=%llu wall_us=%lld\n", static_cast<unsigned long long>(launches * kernel_us),
-                static_cast<unsigned long long>(launches), static_cast<long long>(micros(Clock::now() - begin)));
+    std::printf("kernel_us=%llu launches=%llu wall_us=%lld max_queued_us=%lld\n",
+                static_cast<unsigned long long>(launches * kernel_us), static_cast<unsigned long long>(launches),
+                static_cast<long long>(micros(Clock::now() - begin)), max_queued_us());
   }
   check(api.stream_destroy(stream));
   return 0;

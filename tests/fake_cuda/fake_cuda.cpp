@@ -213,6 +213,7 @@ std::atomic<bool> g_initialized{false};
 std::atomic<uint64_t> g_alloc_calls{0};
 std::atomic<uint64_t> g_kernel_ns{0};
 std::atomic<uint64_t> g_launches{0};
+std::atomic<uint64_t> g_max_queued_ns{0};
 
 // Per-thread context stack, as in the real driver. Plain arrays keep the TLS
 // trivially destructible: a driver should not register TLS destructors.
@@ -318,6 +319,12 @@ CUresult launch(CUstream s, uint64_t duration_us) {
   uint64_t end = fake_engine::launch(c->phys, earliest, duration, config().max_queue_ns);
   g_kernel_ns.fetch_add(duration, std::memory_order_relaxed);
   g_launches.fetch_add(1, std::memory_order_relaxed);
+  // How long this kernel waits behind work already on the device: the queue depth it found.
+  const uint64_t start = end - duration, now = fake_engine::now_ns();
+  const uint64_t queued = start > now ? start - now : 0;
+  uint64_t seen = g_max_queued_ns.load(std::memory_order_relaxed);
+  while (queued > seen && !g_max_queued_ns.compare_exchange_weak(seen, queued, std::memory_order_relaxed)) {
+  }
   Lock lock;
   // Contexts live forever, but the stream may have been destroyed meanwhile.
   if (!is_default_stream(s) && state().streams.count(s) == 0) tail = &c->latest_tail;
@@ -1272,3 +1279,4 @@ FAKE_EXPORT uint64_t fake_cuda_alloc_calls(void) { return g_alloc_calls.load(std
 
 FAKE_EXPORT uint64_t fake_cuda_kernel_ns(void) { return g_kernel_ns.load(std::memory_order_relaxed); }
 FAKE_EXPORT uint64_t fake_cuda_launches(void) { return g_launches.load(std::memory_order_relaxed); }
+FAKE_EXPORT uint64_t fake_cuda_max_queued_ns(void) { return g_max_queued_ns.load(std::memory_order_relaxed); }

@@ -172,6 +172,84 @@ TEST_F(ArbiterTest, HighPriorityTakesTheGpuAtOnceAndLowerClassesWait) {
   }
 }
 
+// A high service that pauses between requests keeps the GPU through pauses shorter than its slice
+// while only lower classes wait: handing over in each pause would put the low tenant's kernels in
+// front of its next request.
+TEST_F(ArbiterTest, AHigherClassKeepsTheGpuThroughShortPauses) {
+  const auto low = add("low", 90, 0, Priority::kLow), high = add("high", 10, 0, Priority::kHigh);
+  want(high);
+  decide();
+  ASSERT_EQ(holder(), high);
+  launch(high);
+  want(low);
+  for (int pause = 0; pause < 20; ++pause) {
+    // 5 ms without a launch (past idle_after, 2 ms; short of the 10 ms slice), low looking every
+    // millisecond as a waiter does.
+    for (int look = 0; look < 5; ++look) {
+      now_ += kMs;
+      decide(low);
+      ASSERT_EQ(holder(), high) << "pause " << pause << ", look " << look;
+    }
+    launch(high);
+  }
+  // Past its slice, with only a lower class waiting: high keeps the GPU, and is not asked to
+  // hand over (it would only drain and be granted again).
+  EXPECT_EQ(s().schedules[kGpu].holder_word.load() & layout::kHandoverBit, 0u);
+  // A pause longer than its slice: the GPU goes to low.
+  for (int look = 0; look < 10; ++look) {
+    now_ += kMs;
+    decide(low);
+    ASSERT_EQ(holder(), high) << "look " << look;
+  }
+  now_ += kMs;
+  EXPECT_TRUE(decide(low).granted_to_requester);
+  EXPECT_EQ(holder(), low);
+}
+
+// The hold is only for classes above every waiter: between equals idleness is 2 ms, as before.
+TEST_F(ArbiterTest, PausesAreNotHeldAgainstTheSameClass) {
+  const auto a = add("a", 50, 0, Priority::kHigh), b = add("b", 50, 0, Priority::kHigh);
+  want(a);
+  decide();
+  ASSERT_EQ(holder(), a);
+  launch(a);
+  want(b);
+  decide(b);
+  now_ += 3 * kMs;
+  EXPECT_TRUE(decide(b).granted_to_requester);
+}
+
+// A capped tenant's budget pays for GPU work, not for keeping the GPU idle.
+TEST_F(ArbiterTest, ACappedHigherClassDoesNotHoldThroughPauses) {
+  const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 50, Priority::kHigh);
+  want(high);
+  decide();
+  ASSERT_EQ(holder(), high);
+  launch(high);
+  want(low);
+  decide(low);
+  now_ += 3 * kMs;
+  EXPECT_TRUE(decide(low).granted_to_requester);
+}
+
+// At the end of its slice a holder with only lower classes waiting renews its slice at a
+// checkpoint; it does not drain.
+TEST_F(ArbiterTest, AHigherClassRenewsItsSliceWithoutDraining) {
+  const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh);
+  ComputeGate gate(*state_, high);
+  want(high);
+  decide();
+  ASSERT_EQ(holder(), high);
+  want(low);
+  // checkpoint() reads the real clock: put the slice's end in the past.
+  s().schedules[kGpu].slice_end_ns.store(1);
+  int drains = 0;
+  ASSERT_TRUE(gate.checkpoint(kGpu, [&](std::uint32_t) { ++drains; }).ok());
+  EXPECT_EQ(drains, 0);
+  EXPECT_TRUE(gate.holds(kGpu));
+  EXPECT_GT(s().schedules[kGpu].slice_end_ns.load(), monotonic_now_ns()) << "a fresh slice";
+}
+
 TEST_F(ArbiterTest, ALowerClassKnowsAHigherOneWasAroundRecently) {
   const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh);
   const ComputeGate low_gate(*state_, low), high_gate(*state_, high);
