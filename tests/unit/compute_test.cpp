@@ -73,6 +73,8 @@ class ArbiterTest : public testing::StateTest {
     }
   }
 
+  bool taken_after_a_short_pause(std::uint32_t holder_slot, std::uint32_t waiter);
+
   std::vector<std::unique_ptr<TenantMembership>> members_;
   std::uint64_t now_ = 1'000 * kMs;
   ArbiterTiming timing_;
@@ -206,30 +208,28 @@ TEST_F(ArbiterTest, AHigherClassKeepsTheGpuThroughShortPauses) {
   EXPECT_EQ(holder(), low);
 }
 
+// Whether `waiter` gets the GPU from `holder` after the holder pauses 3 ms (past idle_after).
+bool ArbiterTest::taken_after_a_short_pause(std::uint32_t holder_slot, std::uint32_t waiter) {
+  want(holder_slot);
+  decide();
+  EXPECT_EQ(holder(), holder_slot);
+  launch(holder_slot);
+  want(waiter);
+  decide(waiter);
+  now_ += 3 * kMs;
+  return decide(waiter).granted_to_requester;
+}
+
 // The hold is only for classes above every waiter: between equals idleness is 2 ms, as before.
 TEST_F(ArbiterTest, PausesAreNotHeldAgainstTheSameClass) {
   const auto a = add("a", 50, 0, Priority::kHigh), b = add("b", 50, 0, Priority::kHigh);
-  want(a);
-  decide();
-  ASSERT_EQ(holder(), a);
-  launch(a);
-  want(b);
-  decide(b);
-  now_ += 3 * kMs;
-  EXPECT_TRUE(decide(b).granted_to_requester);
+  EXPECT_TRUE(taken_after_a_short_pause(a, b));
 }
 
 // A capped tenant's budget pays for GPU work, not for keeping the GPU idle.
 TEST_F(ArbiterTest, ACappedHigherClassDoesNotHoldThroughPauses) {
   const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 50, Priority::kHigh);
-  want(high);
-  decide();
-  ASSERT_EQ(holder(), high);
-  launch(high);
-  want(low);
-  decide(low);
-  now_ += 3 * kMs;
-  EXPECT_TRUE(decide(low).granted_to_requester);
+  EXPECT_TRUE(taken_after_a_short_pause(high, low));
 }
 
 // At the end of its slice a holder with only lower classes waiting renews its slice at a
