@@ -3,8 +3,8 @@
 // Hot path (holding the slice): the current context (cuCtxGetCurrent, its GPU cached per thread),
 // one load of the schedule's holder word, two atomic adds to this process's launch count (in and
 // out), a thread-local countdown. No lock, no system call. At each checkpoint (every
-// GPUSHARE_INFLIGHT_LAUNCHES / 2 launches, or 2 near a higher class) the slow path bounds the work in
-// flight and checks whether the slice is over.
+// GPUSHARE_INFLIGHT_LAUNCHES / 2 launches, fewer for long kernels, at most 2 near a higher class)
+// the slow path bounds the work in flight and checks whether the slice is over.
 #include <algorithm>
 #include <optional>
 
@@ -16,9 +16,13 @@
 namespace gpushare::interpose::hooks {
 namespace {
 
-// Launches between checkpoints: half the in-flight bound (two events in the ring), at least 1.
+// Launches between checkpoints at most: half the in-flight bound (two events in the ring), at
+// least 1; 16 (the default's) when the bound is off, for the slice checks alone.
 unsigned checkpoint_every() {
-  static const unsigned every = std::max(1u, process_settings().settings.inflight_launches / 2);
+  static const unsigned every = [] {
+    const unsigned launches = process_settings().settings.inflight_launches;
+    return launches == 0 ? 16u : std::max(1u, launches / 2);
+  }();
   return every;
 }
 
@@ -30,23 +34,64 @@ void drain(std::uint32_t /*gpu*/) {
   if (driver != nullptr && driver->cuCtxSynchronize != nullptr) driver->cuCtxSynchronize();
 }
 
-// At most checkpoint_every() x (events in the ring) launches in flight: before an event of the ring
-// is recorded again, the work it marked must have finished.
-void bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream) {
+// The bound in time (GPUSHARE_INFLIGHT_MS, default 2 ms, about the driver's own time-slice): in
+// launches alone, 32 kernels of 1 ms would put 32 ms in front of a handover or of a higher class's
+// next request, while 32 tiny kernels are a few microseconds. 0: launches only.
+std::uint64_t queue_target_ns() {
+  static const std::uint64_t target = std::uint64_t{process_settings().settings.inflight_ms} * 1'000'000;
+  return target;
+}
+// An event synchronize that took longer than this waited for the GPU (on finished work it costs
+// well under a microsecond).
+constexpr std::uint64_t kWaitedNs = 20'000;
+
+// At most (launches between checkpoints) x (events in the ring) launches in flight: before an event
+// of the ring is recorded again, the work it marked must have finished. The launches between
+// checkpoints adapt, between 1 and checkpoint_every(), so that the queue stays near
+// queue_target_ns(). When a wait for an event ends as it finishes, the event spent (now - recorded)
+// queued: the GPU time of the work ahead of it, about two intervals' worth; over the target, the
+// interval is scaled down by target / that. Under half the target (or finished that soon), it grows
+// by one: only slowly, because a short queue may just mean the GPU caught up while this thread was
+// descheduled, and says little about the kernels. It starts at 1, so that a program of long kernels
+// never queues much even at its start. Returns the interval for the next checkpoint.
+unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream) {
+  const unsigned most = checkpoint_every();
+  const unsigned current = std::max(1u, bound.interval.load(std::memory_order_relaxed));
   if (driver.cuEventCreate == nullptr || driver.cuEventRecord == nullptr || driver.cuEventSynchronize == nullptr) {
-    return;
+    return most;
   }
   // Another thread of this process is bounding the same GPU's work right now: that is enough.
   std::unique_lock lock(bound.mutex, std::try_to_lock);
-  if (!lock.owns_lock()) return;
+  if (!lock.owns_lock()) return current;
   const unsigned i = bound.next;
   bound.next = (bound.next + 1) % static_cast<unsigned>(bound.events.size());
   if (bound.events[i] == nullptr && driver.cuEventCreate(&bound.events[i], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
     bound.events[i] = nullptr;
-    return;
+    return most;
   }
-  if (bound.recorded[i]) driver.cuEventSynchronize(bound.events[i]);
-  bound.recorded[i] = driver.cuEventRecord(bound.events[i], stream) == CUDA_SUCCESS;
+  const std::uint64_t target = queue_target_ns();
+  unsigned interval = target == 0 ? most : current;
+  std::uint64_t now = monotonic_now_ns();
+  if (bound.recorded_at_ns[i] != 0) {
+    const std::uint64_t before = now;
+    driver.cuEventSynchronize(bound.events[i]);
+    now = monotonic_now_ns();
+    // How long the event was queued: exactly, if this wait ended when it finished; at most, if it
+    // had finished before (this look may simply be late).
+    const std::uint64_t queued = now - bound.recorded_at_ns[i];
+    const bool waited = now - before >= kWaitedNs;
+    if (target != 0 && waited && queued > target) {
+      const std::uint64_t scaled = bound.interval_at_record[i] * target / queued;
+      interval = static_cast<unsigned>(std::clamp<std::uint64_t>(scaled, 1, most));
+    } else if (target != 0 && queued < target / 2) {
+      interval = std::min(most, interval + 1);
+    }
+  }
+  const bool recorded = driver.cuEventRecord(bound.events[i], stream) == CUDA_SUCCESS;
+  bound.recorded_at_ns[i] = recorded ? now : 0;
+  bound.interval_at_record[i] = interval;
+  bound.interval.store(interval, std::memory_order_relaxed);
+  return interval;
 }
 
 // The GPU of the current context, remembered per thread for the last context seen: asking the
@@ -58,9 +103,9 @@ struct LastContext {
   std::uint32_t gpu = 0;
 };
 __attribute__((tls_model("initial-exec"))) thread_local LastContext t_last;
-// Launches until the next checkpoint, per GPU: checkpoint_every(), or kNearHigherClass while a
-// higher priority class is around (then at most ~4 launches of this process are queued). Decided
-// at each checkpoint, so the hot path reads no clock.
+// Launches until the next checkpoint, per GPU: the bound's interval, at most kNearHigherClass while
+// a higher priority class is around (then at most ~4-6 launches of this process are queued).
+// Decided at each checkpoint, so the hot path reads no clock.
 constexpr unsigned kNearHigherClass = 2;
 __attribute__((tls_model("initial-exec"))) thread_local std::array<unsigned, layout::kMaxGpus> t_until_checkpoint{};
 
@@ -99,9 +144,12 @@ CUresult gated(CUstream stream, Launch&& launch) {
     }
   }
   if (t_until_checkpoint[*gpu] <= 1) {
-    if (process_settings().settings.inflight_launches != 0) bound_inflight(*driver, tenancy.inflight(*gpu), stream);
+    const unsigned interval = process_settings().settings.inflight_launches != 0
+                                  ? bound_inflight(*driver, tenancy.inflight(*gpu), stream)
+                                  : checkpoint_every();
     (void)gate.checkpoint(*gpu, drain);
-    t_until_checkpoint[*gpu] = gate.higher_class_recently(*gpu, monotonic_now_ns()) ? kNearHigherClass : checkpoint_every();
+    t_until_checkpoint[*gpu] =
+        gate.higher_class_recently(*gpu, monotonic_now_ns()) ? std::min(interval, kNearHigherClass) : interval;
   } else {
     --t_until_checkpoint[*gpu];
   }

@@ -52,12 +52,16 @@ class Tenancy {
   ComputeGate& gate() { return *gate_; }
 
   // Per GPU: bounds this process's work in flight with events (so that a handover or a
-  // higher-priority tenant never waits behind a deep queue). Touched only on the slow path.
+  // higher-priority tenant never waits behind a deep queue). Touched only on the slow path
+  // (compute_hooks.cpp), under `mutex` except `interval`.
   struct InflightBound {
     std::mutex mutex;
     std::array<CUevent, 2> events{};
-    std::array<bool, 2> recorded{};
+    std::array<std::uint64_t, 2> recorded_at_ns{};  // when each event was recorded; 0 = not pending
+    std::array<unsigned, 2> interval_at_record{};   // the interval in force then
     unsigned next = 0;
+    // Launches between checkpoints, adapted so that the queue stays short in time; 0 = not yet (1).
+    std::atomic<unsigned> interval{0};
   };
   InflightBound& inflight(std::uint32_t gpu) { return inflight_[gpu]; }
   std::uint64_t physical_bytes(CUdevice ordinal) const;

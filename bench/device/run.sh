@@ -92,8 +92,10 @@ echo "== priority: short kernel + sync every 2 ms, p50/p99 (3 s)"
 printf '  alone:                     '; "$spin" latency 3 2000
 "$spin" saturate 4 1000 >/dev/null & sleep 0.5
 printf '  beside a saturating one:   '; "$spin" latency 3 2000; wait
-"$gpushare" run --tenant low-$$ --priority low --state "$state" -- "$spin" saturate 4 1000 >/dev/null & sleep 0.5
+"$gpushare" run --tenant low-$$ --priority low --state "$state" -- "$spin" saturate 4 1000 >"$work/low.out" & sleep 0.5
 printf '  gpushare high beside low:  '; "$gpushare" run --tenant high-$$ --priority high --state "$state" -- "$spin" latency 3 2000; wait
+# The price: low runs before and after the high tenant (its pauses, ~2 ms, are kept for it).
+echo "  low meanwhile: $(kernels "$work/low.out") kernels in 4 s ($(percent "$(kernels "$work/low.out")" $((solo * 4 / 5))) % of one alone)"
 fi
 
 if want matmul; then

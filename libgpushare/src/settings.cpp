@@ -1,6 +1,7 @@
 #include "gpushare/settings.hpp"
 
 #include <array>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
@@ -43,10 +44,15 @@ constexpr std::array kOptions{
                "high, normal or low. A waiting higher class takes the GPU at once; lower classes wait while "
                "it is busy."},
     OptionSpec{"GPUSHARE_SLICE_MS", "", "--slice-ms", "10",
-               "Length of a time slice in milliseconds (1-1000)."},
+               "Length of a time slice in milliseconds (1-1000); also the longest pause through which a "
+               "tenant keeps the GPU while only lower priority classes wait."},
     OptionSpec{"GPUSHARE_INFLIGHT_LAUNCHES", "", "", "32",
                "Launches a process may have queued on a GPU (a multiple of 2 up to 4096; 0 = no bound). Smaller "
                "values make handovers and priority more responsive, larger ones cost fewer event waits."},
+    OptionSpec{"GPUSHARE_INFLIGHT_MS", "", "", "2",
+               "GPU time a process may have queued on a GPU, in milliseconds (0-1000; 0 = bound in launches "
+               "only), estimated from how long its events wait. Smaller values make handovers and priority "
+               "more responsive; larger ones absorb longer stalls of the program's own threads."},
 };
 
 // Reads gpushare's variable, else HAMi's alias.
@@ -81,32 +87,30 @@ Result<LogLevel> parse_log_level(std::string_view text) {
   return Error{fmt::format("invalid log level '{}' (expected error, warn, info or debug)", text)};
 }
 
+namespace {
+// A whole number written with decimal digits only, in [low, high]; nullopt otherwise.
+std::optional<std::uint32_t> whole_number(std::string_view text, std::uint32_t low, std::uint32_t high) {
+  if (text.empty() || text.size() > 9) return std::nullopt;
+  std::uint32_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + static_cast<std::uint32_t>(c - '0');
+  }
+  if (value < low || value > high) return std::nullopt;
+  return value;
+}
+}  // namespace
+
 Result<std::uint32_t> parse_percent(std::string_view text) {
   std::string_view digits = text;
   if (!digits.empty() && digits.back() == '%') digits.remove_suffix(1);
-  std::uint32_t value = 0;
-  bool ok = !digits.empty() && digits.size() <= 3;
-  for (char c : digits) {
-    if (c < '0' || c > '9') ok = false;
-    else value = value * 10 + static_cast<std::uint32_t>(c - '0');
-  }
-  if (!ok || value < 1 || value > 100) {
-    return Error{fmt::format("invalid percentage '{}' (expected a whole number from 1 to 100)", text)};
-  }
-  return value;
+  if (auto value = whole_number(digits, 1, 100)) return *value;
+  return Error{fmt::format("invalid percentage '{}' (expected a whole number from 1 to 100)", text)};
 }
 
 Result<std::chrono::microseconds> parse_slice_ms(std::string_view text) {
-  std::uint32_t value = 0;
-  bool ok = !text.empty() && text.size() <= 4;
-  for (char c : text) {
-    if (c < '0' || c > '9') ok = false;
-    else value = value * 10 + static_cast<std::uint32_t>(c - '0');
-  }
-  if (!ok || value < 1 || value > 1000) {
-    return Error{fmt::format("invalid slice length '{}' (expected milliseconds from 1 to 1000)", text)};
-  }
-  return std::chrono::microseconds(value * 1000);
+  if (auto value = whole_number(text, 1, 1000)) return std::chrono::microseconds(*value * 1000);
+  return Error{fmt::format("invalid slice length '{}' (expected milliseconds from 1 to 1000)", text)};
 }
 
 Result<FailPolicy> parse_fail_policy(std::string_view text) {
@@ -159,17 +163,17 @@ LoadedSettings load_settings(const EnvLookup& env) {
     if (auto slice = parse_slice_ms(v)) s.compute.slice = slice.value(); else complain(slice.error());
   }
   if (const char* v = lookup(env, "GPUSHARE_INFLIGHT_LAUNCHES", "", &used)) {
-    const std::string_view text = v;
-    std::uint32_t value = 0;
-    bool ok = !text.empty() && text.size() <= 4;
-    for (char c : text) {
-      if (c < '0' || c > '9') ok = false;
-      else value = value * 10 + static_cast<std::uint32_t>(c - '0');
-    }
-    if (ok && value <= 4096 && value % 2 == 0) {
-      s.inflight_launches = value;
+    if (auto value = whole_number(v, 0, 4096); value && *value % 2 == 0) {
+      s.inflight_launches = *value;
     } else {
-      complain(Error{fmt::format("invalid launch count '{}' (expected an even number from 0 to 4096)", text)});
+      complain(Error{fmt::format("invalid launch count '{}' (expected an even number from 0 to 4096)", v)});
+    }
+  }
+  if (const char* v = lookup(env, "GPUSHARE_INFLIGHT_MS", "", &used)) {
+    if (auto value = whole_number(v, 0, 1000)) {
+      s.inflight_ms = *value;
+    } else {
+      complain(Error{fmt::format("invalid queue length '{}' (expected milliseconds from 0 to 1000)", v)});
     }
   }
   if (const char* v = lookup(env, "GPUSHARE_TENANT", "", &used)) {

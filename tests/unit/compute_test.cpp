@@ -389,5 +389,22 @@ TEST(ComputeSettings, InflightLaunchesFromTheEnvironment) {
   }
 }
 
+TEST(ComputeSettings, InflightMillisecondsFromTheEnvironment) {
+  auto load = [](const char* value) {
+    return load_settings([value](const char* name) -> const char* {
+      return std::string_view(name) == "GPUSHARE_INFLIGHT_MS" ? value : nullptr;
+    });
+  };
+  EXPECT_EQ(load_settings([](const char*) -> const char* { return nullptr; }).settings.inflight_ms, 2u);
+  EXPECT_EQ(load("5").settings.inflight_ms, 5u);
+  EXPECT_EQ(load("0").settings.inflight_ms, 0u);
+  for (const char* bad : {"1001", "-1", "1.5", "2ms", ""}) {
+    const auto loaded = load(bad);
+    ASSERT_EQ(loaded.errors.size(), 1u) << bad;
+    EXPECT_NE(loaded.errors[0].find("GPUSHARE_INFLIGHT_MS"), std::string::npos) << loaded.errors[0];
+    EXPECT_EQ(loaded.settings.inflight_ms, 2u) << "a bad value keeps the default";
+  }
+}
+
 }  // namespace
 }  // namespace gpushare

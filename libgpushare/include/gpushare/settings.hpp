@@ -42,6 +42,8 @@ struct Settings {
   ComputePolicyValues compute;
   // Launches a process may have queued on a GPU (the in-flight bound); 0 turns the bound off.
   std::uint32_t inflight_launches = 32;
+  // GPU time a process may have queued, in milliseconds, as the bound estimates it; 0: launches only.
+  std::uint32_t inflight_ms = 2;
 
   std::uint64_t memory_limit_for(int ordinal) const;
 };
