@@ -94,6 +94,38 @@ unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound,
   return interval;
 }
 
+// Whether work sent to `stream` is being captured into a CUDA graph (PyTorch's CUDA graphs,
+// torch.compile's "reduce-overhead", vLLM): it does not run now, so the gate lets it through.
+bool capturing(const RealDriver& driver, CUstream stream) {
+  CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+  return driver.cuStreamIsCapturing != nullptr && driver.cuStreamIsCapturing(stream, &status) == CUDA_SUCCESS &&
+         status != CU_STREAM_CAPTURE_STATUS_NONE;
+}
+
+// The gate's own synchronizations (the in-flight bound's event waits, a handover's drain) are
+// "potentially unsafe" calls while a stream capture is going on in this process: in the default
+// (global) capture mode they would fail and invalidate the program's capture. In relaxed mode
+// they are allowed, as PyTorch's allocator does for its own calls during capture.
+class RelaxedCaptureMode {
+ public:
+  explicit RelaxedCaptureMode(const RealDriver& driver) : driver_(driver) {
+    if (driver_.cuThreadExchangeStreamCaptureMode != nullptr &&
+        driver_.cuThreadExchangeStreamCaptureMode(&previous_) == CUDA_SUCCESS) {
+      exchanged_ = true;
+    }
+  }
+  ~RelaxedCaptureMode() {
+    if (exchanged_) driver_.cuThreadExchangeStreamCaptureMode(&previous_);
+  }
+  RelaxedCaptureMode(const RelaxedCaptureMode&) = delete;
+  RelaxedCaptureMode& operator=(const RelaxedCaptureMode&) = delete;
+
+ private:
+  const RealDriver& driver_;
+  CUstreamCaptureMode previous_ = CU_STREAM_CAPTURE_MODE_RELAXED;
+  bool exchanged_ = false;
+};
+
 // The GPU of the current context, remembered per thread for the last context seen: asking the
 // driver for the current context is cheaper than asking for its device, and a context never
 // changes device. Initial-exec TLS: no __tls_get_addr call on the hot path.
@@ -124,6 +156,8 @@ std::optional<std::uint32_t> current_gpu(const RealDriver& driver, Tenancy& tena
   return gpu;
 }
 
+CUstream per_thread_stream(CUstream stream) { return stream == nullptr ? CU_STREAM_PER_THREAD : stream; }
+
 template <typename Launch>
 CUresult gated(CUstream stream, Launch&& launch) {
   const RealDriver* driver = real_driver();
@@ -137,19 +171,28 @@ CUresult gated(CUstream stream, Launch&& launch) {
   // Odd from here to the end: draining at a handover, waiting for the slice and a launch blocked on
   // a full GPU queue all mean "this process's work is on the GPU", never "idle".
   gate.begin_launch(*gpu);
-  if (!gate.holds(*gpu)) {
-    if (auto acquired = gate.acquire(*gpu, drain); !acquired) {
-      log(LogLevel::kError, "device {}: time-slice arbiter unusable ({}); launching ungated", device,
-          acquired.error().message);
+  if (!gate.holds(*gpu) || t_until_checkpoint[*gpu] <= 1) {
+    // Slow path, unless this launch is being captured into a graph: then it needs no slice, and
+    // an event recorded on its stream would end up in the program's graph.
+    if (!capturing(*driver, stream)) {
+      const RelaxedCaptureMode relaxed(*driver);
+      if (!gate.holds(*gpu)) {
+        if (auto acquired = gate.acquire(*gpu, drain); !acquired) {
+          log(LogLevel::kError, "device {}: time-slice arbiter unusable ({}); launching ungated", device,
+              acquired.error().message);
+        }
+      }
+      if (t_until_checkpoint[*gpu] <= 1) {
+        const unsigned interval = process_settings().settings.inflight_launches != 0
+                                      ? bound_inflight(*driver, tenancy.inflight(*gpu), stream)
+                                      : checkpoint_every();
+        (void)gate.checkpoint(*gpu, drain);
+        t_until_checkpoint[*gpu] =
+            gate.higher_class_recently(*gpu, monotonic_now_ns()) ? std::min(interval, kNearHigherClass) : interval;
+      } else {
+        --t_until_checkpoint[*gpu];
+      }
     }
-  }
-  if (t_until_checkpoint[*gpu] <= 1) {
-    const unsigned interval = process_settings().settings.inflight_launches != 0
-                                  ? bound_inflight(*driver, tenancy.inflight(*gpu), stream)
-                                  : checkpoint_every();
-    (void)gate.checkpoint(*gpu, drain);
-    t_until_checkpoint[*gpu] =
-        gate.higher_class_recently(*gpu, monotonic_now_ns()) ? std::min(interval, kNearHigherClass) : interval;
   } else {
     --t_until_checkpoint[*gpu];
   }
@@ -186,27 +229,31 @@ CUresult busy_waiting(Wait&& wait) {
   }
 #define GPUSHARE_GATED_LAUNCH(name, stream_expr, call_args) \
   GPUSHARE_WRAPPED_CALL(name, [&](auto&& call) { return gated(stream_expr, call); }, call_args)
+// In a `_ptsz` entry point the null stream is the calling thread's default stream: the gate's own
+// calls (capture query, event record) name it explicitly, since they go through legacy entries.
+#define GPUSHARE_GATED_LAUNCH_PTSZ(name, stream_expr, call_args) \
+  GPUSHARE_GATED_LAUNCH(name, per_thread_stream(stream_expr), call_args)
 
 CUresult cuLaunchKernel GPUSHARE_LAUNCH_KERNEL_PARAMS
 GPUSHARE_GATED_LAUNCH(cuLaunchKernel, hStream, GPUSHARE_LAUNCH_KERNEL_ARGS)
 CUresult cuLaunchKernel_ptsz GPUSHARE_LAUNCH_KERNEL_PARAMS
-GPUSHARE_GATED_LAUNCH(cuLaunchKernel_ptsz, hStream, GPUSHARE_LAUNCH_KERNEL_ARGS)
+GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchKernel_ptsz, hStream, GPUSHARE_LAUNCH_KERNEL_ARGS)
 CUresult cuLaunchCooperativeKernel GPUSHARE_COOPERATIVE_PARAMS
 GPUSHARE_GATED_LAUNCH(cuLaunchCooperativeKernel, hStream, GPUSHARE_COOPERATIVE_ARGS)
 CUresult cuLaunchCooperativeKernel_ptsz GPUSHARE_COOPERATIVE_PARAMS
-GPUSHARE_GATED_LAUNCH(cuLaunchCooperativeKernel_ptsz, hStream, GPUSHARE_COOPERATIVE_ARGS)
+GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchCooperativeKernel_ptsz, hStream, GPUSHARE_COOPERATIVE_ARGS)
 
 CUresult cuLaunchKernelEx(const CUlaunchConfig* config, CUfunction f, void** kernelParams, void** extra)
 GPUSHARE_GATED_LAUNCH(cuLaunchKernelEx, config != nullptr ? config->hStream : nullptr, (config, f, kernelParams, extra))
 CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig* config, CUfunction f, void** kernelParams, void** extra)
-GPUSHARE_GATED_LAUNCH(cuLaunchKernelEx_ptsz, config != nullptr ? config->hStream : nullptr,
+GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchKernelEx_ptsz, config != nullptr ? config->hStream : nullptr,
                       (config, f, kernelParams, extra))
 
 // CUDA graphs: one launch of a whole graph, gated like a kernel.
 CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
 GPUSHARE_GATED_LAUNCH(cuGraphLaunch, hStream, (hGraphExec, hStream))
 CUresult cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream)
-GPUSHARE_GATED_LAUNCH(cuGraphLaunch_ptsz, hStream, (hGraphExec, hStream))
+GPUSHARE_GATED_LAUNCH_PTSZ(cuGraphLaunch_ptsz, hStream, (hGraphExec, hStream))
 
 CUresult cuCtxSynchronize(void) GPUSHARE_WRAPPED_CALL(cuCtxSynchronize, busy_waiting, ())
 // CUDA 13's cudaDeviceSynchronize (torch.cuda.synchronize) comes here.

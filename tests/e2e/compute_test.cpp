@@ -147,6 +147,22 @@ TEST_F(TimeSlicing, HighPriorityLatencyStaysNearSolo) {
   EXPECT_LT(low_busy, 0.55) << low_result.out;
 }
 
+// CUDA graph capture (PyTorch's CUDA graphs, torch.compile, vLLM) beside a saturating tenant:
+// captured launches pass the gate untouched, and the gate's own synchronizations (event waits,
+// handover drains) made while the capture goes on do not invalidate it. Before, every capture of
+// more than a few launches failed: the gate recorded its events into the graph and then waited on
+// them, which the driver refuses during capture.
+TEST_F(TimeSlicing, StreamCapturesSurviveTheGate) {
+  auto other = start({"other", {}, {"saturate", "3", "1000"}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const ProcessResult r = start({"capturing", {}, {"capture", "2", "100"}})->wait();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GT(output_u64(r.out, "captures").value(), 20u) << r.out;
+  EXPECT_EQ(output_u64(r.out, "failed").value(), 0u) << r.out;
+  EXPECT_EQ(output_u64(r.out, "wrong_nodes").value(), 0u) << r.out;
+  EXPECT_EQ(other->wait().exit_code, 0);
+}
+
 TEST_F(TimeSlicing, KillingTheHolderReleasesTheGpuWithinASecond) {
   auto victim = start({"victim", {}, {"saturate", "30", "1000"}});
   std::this_thread::sleep_for(std::chrono::milliseconds(300));

@@ -13,6 +13,8 @@
 //                                       graph lasts as many us as its handle's value) or
 //                                       cuLaunchCooperativeKernel
 //     bursts SECONDS KERNEL_US          like saturate, but waits for every 10 kernels (a training step)
+//     capture SECONDS KERNEL_US         stream captures (global mode) of 40 launches, interleaved
+//                                       with launches that run; prints captures= failed= wrong_nodes=
 //     latency SECONDS KERNEL_US INTERVAL_US
 //                                       launch one kernel, synchronize, sleep INTERVAL_US, repeat;
 //                                       prints count=<n> p50_us= p99_us= max_us= (launch to sync return)
@@ -95,7 +97,7 @@ CUfunction kernel() { return reinterpret_cast<CUfunction>(&g_kernel_image); }
 
 // One kernel of `us` microseconds on `stream`, through the entry point `mode` names.
 std::function<CUresult(CUstream)> launcher(const Api& api, const std::string& mode, unsigned us) {
-  if (mode == "saturate" || mode == "latency" || mode == "bursts")
+  if (mode == "saturate" || mode == "latency" || mode == "bursts" || mode == "capture")
     return [&api, us](CUstream s) { return api.launch_kernel(kernel(), us, 1, 1, 1, 1, 1, 0, s, nullptr, nullptr); };
   if (mode == "saturate-coop")
     return [&api, us](CUstream s) { return api.launch_cooperative_kernel(kernel(), us, 1, 1, 1, 1, 1, 0, s, nullptr); };
@@ -115,13 +117,20 @@ std::function<CUresult(CUstream)> launcher(const Api& api, const std::string& mo
 
 unsigned number(const char* text) { return static_cast<unsigned>(std::strtoul(text, nullptr, 0)); }
 
-// Nearest-rank percentile of sorted values.
-// The fake driver's record of the deepest queue this process's launches found (test hook).
-long long max_queued_us() {
+// A test hook of the fake driver, or null.
+template <typename Fn>
+Fn fake_hook(const char* name) {
   void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-  auto* hook = driver != nullptr ? reinterpret_cast<uint64_t (*)()>(dlsym(driver, "fake_cuda_max_queued_ns")) : nullptr;
+  return driver != nullptr ? reinterpret_cast<Fn>(dlsym(driver, name)) : nullptr;
+}
+
+// The fake driver's record of the deepest queue this process's launches found.
+long long max_queued_us() {
+  auto* hook = fake_hook<uint64_t (*)()>("fake_cuda_max_queued_ns");
   return hook != nullptr ? static_cast<long long>(hook() / 1000) : -1;
 }
+
+// Nearest-rank percentile of sorted values.
 
 int64_t percentile(const std::vector<int64_t>& sorted, unsigned p) {
   size_t rank = (sorted.size() * p + 99) / 100;
@@ -144,7 +153,35 @@ int main(int argc, char** argv) {
   CUstream stream = nullptr;
   check(api.stream_create(&stream, 0));
 
-  if (mode == "latency") {
+  if (mode == "capture") {
+    // CUDA graph capture as PyTorch does it (global mode), of kCaptured launches on a stream of its
+    // own, each followed by a launch on `stream` that really runs (so the gate, its checkpoints and
+    // handovers work while the capture is going). Every capture must end with its graph, holding
+    // exactly the captured launches.
+    constexpr unsigned kCaptured = 40;
+    auto* nodes_of = fake_hook<unsigned (*)(CUgraph)>("fake_cuda_graph_nodes");
+    if (nodes_of == nullptr) die("capture needs the fake driver");
+    CUstream captured = nullptr;
+    check(api.stream_create(&captured, CU_STREAM_NON_BLOCKING));
+    unsigned captures = 0, failed = 0, wrong = 0;
+    const auto begin = Clock::now();
+    while (Clock::now() - begin < duration) {
+      check(cuStreamBeginCapture(captured, CU_STREAM_CAPTURE_MODE_GLOBAL));
+      bool ok = true;
+      for (unsigned i = 0; i < kCaptured; ++i) {
+        ok = launch(captured) == CUDA_SUCCESS && ok;
+        check(launch(stream));
+      }
+      CUgraph graph = nullptr;
+      ok = cuStreamEndCapture(captured, &graph) == CUDA_SUCCESS && ok;
+      ++captures;
+      if (!ok) ++failed;
+      else if (nodes_of(graph) != kCaptured) ++wrong;
+      check(api.stream_synchronize(stream));
+    }
+    std::printf("captures=%u failed=%u wrong_nodes=%u\n", captures, failed, wrong);
+    check(api.stream_destroy(captured));
+  } else if (mode == "latency") {
     if (argc < 6) die("latency needs INTERVAL_US");
     const auto interval = std::chrono::microseconds(number(argv[5]));
     std::vector<int64_t> latencies;

@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -61,10 +62,14 @@ FAKE_EXPORT CUresult cuEventRecordWithFlags_ptsz(CUevent hEvent, CUstream hStrea
 FAKE_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream hStream);
 FAKE_EXPORT CUresult cuStreamQuery_ptsz(CUstream hStream);
 FAKE_EXPORT CUresult cuStreamWaitEvent_ptsz(CUstream hStream, CUevent hEvent, unsigned int Flags);
+FAKE_EXPORT CUresult cuStreamEndCapture_ptsz(CUstream hStream, CUgraph* phGraph);
+FAKE_EXPORT CUresult cuStreamIsCapturing_ptsz(CUstream hStream, CUstreamCaptureStatus* captureStatus);
 FAKE_EXPORT uint64_t fake_cuda_allocated_bytes(int physical_device);
 FAKE_EXPORT uint64_t fake_cuda_alloc_calls(void);
 FAKE_EXPORT uint64_t fake_cuda_kernel_ns(void);
 FAKE_EXPORT uint64_t fake_cuda_launches(void);
+FAKE_EXPORT uint64_t fake_cuda_max_queued_ns(void);
+FAKE_EXPORT unsigned fake_cuda_graph_nodes(CUgraph graph);
 
 // cuda.h only forward-declares the handle structs, so the fake defines them.
 // Contexts are never freed: another thread may still have a destroyed one
@@ -81,15 +86,24 @@ struct CUctx_st {
   uint64_t latest_tail = 0;   // latest tail of any of its streams: cuCtxSynchronize
 };
 struct CUstream_st {
-  CUctx_st* ctx;  // the context that was current at creation
-  int priority;   // recorded only
-  uint64_t tail;  // end of its last kernel, or the time it was made to wait for
+  CUctx_st* ctx = nullptr;  // the context that was current at creation
+  int priority = 0;         // recorded only
+  uint64_t tail = 0;        // end of its last kernel, or the time it was made to wait for
+  // Stream capture: the CUstreamCaptureMode it began with, -1 when not capturing.
+  int capture = -1;
+  bool capture_invalidated = false;
+  unsigned capture_nodes = 0;  // launches and event records captured so far
+  std::thread::id capture_thread;
 };
 struct CUevent_st {
-  CUctx_st* ctx;      // the context that was current at creation
-  unsigned flags;     // CU_EVENT_*
-  bool recorded;      // false until the first cuEventRecord
-  uint64_t time;      // when the work it was recorded after completes
+  CUctx_st* ctx = nullptr;  // the context that was current at creation
+  unsigned flags = 0;       // CU_EVENT_*
+  bool recorded = false;    // false until the first cuEventRecord
+  uint64_t time = 0;        // when the work it was recorded after completes
+  bool captured = false;  // last recorded in a capturing stream
+};
+struct CUgraph_st {
+  unsigned nodes;
 };
 
 namespace {
@@ -302,6 +316,42 @@ CUresult event_locked(CUevent e) {
   return e != nullptr && state().events.count(e) != 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
+// ---------------------------------------------------------- stream capture --
+// Work sent to a capturing stream is recorded into its graph instead of run. A
+// thread's capture mode (cuThreadExchangeStreamCaptureMode) decides which
+// synchronizations it may make while captures are going, as in the driver: not
+// relaxed and with a capture of its own going, or global while another thread
+// has a global capture going, a synchronization fails and invalidates those
+// captures. In relaxed mode every synchronization is allowed.
+thread_local CUstreamCaptureMode t_capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
+
+CUstream_st* capturing_locked(CUstream s) {
+  if (is_default_stream(s) || state().streams.count(s) == 0 || s->capture < 0) return nullptr;
+  return s;
+}
+
+CUresult unsafe_call_locked() {
+  if (t_capture_mode == CU_STREAM_CAPTURE_MODE_RELAXED) return CUDA_SUCCESS;
+  bool refused = false;
+  for (CUstream s : state().streams) {
+    if (s->capture < 0 || s->capture == CU_STREAM_CAPTURE_MODE_RELAXED) continue;
+    const bool own = s->capture_thread == std::this_thread::get_id();
+    const bool global = t_capture_mode == CU_STREAM_CAPTURE_MODE_GLOBAL && s->capture == CU_STREAM_CAPTURE_MODE_GLOBAL;
+    if (own || global) {
+      s->capture_invalidated = true;
+      refused = true;
+    }
+  }
+  return refused ? CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED : CUDA_SUCCESS;
+}
+
+// A launch or event record on a capturing stream: one more node, nothing runs.
+CUresult capture_node_locked(CUstream_st* s) {
+  if (s->capture_invalidated) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+  ++s->capture_nodes;
+  return CUDA_SUCCESS;
+}
+
 // Every launch entry point: a kernel of `duration_us` microseconds on `s`. The
 // process lock is not held while the launch waits for room in the queue.
 CUresult launch(CUstream s, uint64_t duration_us) {
@@ -314,6 +364,7 @@ CUresult launch(CUstream s, uint64_t duration_us) {
   {
     Lock lock;
     RETURN_IF_ERROR(stream_tail_locked(s, &c, &tail));
+    if (CUstream_st* capturing = capturing_locked(s)) return capture_node_locked(capturing);
     earliest = *tail;
   }
   uint64_t end = fake_engine::launch(c->phys, earliest, duration, config().max_queue_ns);
@@ -339,6 +390,11 @@ CUresult stream_synchronize(CUstream s, bool query) {
     CUctx_st* c = nullptr;
     uint64_t* tail = nullptr;
     RETURN_IF_ERROR(stream_tail_locked(s, &c, &tail));
+    if (CUstream_st* capturing = capturing_locked(s)) {
+      capturing->capture_invalidated = true;
+      return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
+    RETURN_IF_ERROR(unsafe_call_locked());
     until = *tail;
   }
   if (query) return fake_engine::now_ns() < until ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
@@ -366,15 +422,24 @@ CUresult event_record(CUevent e, CUstream s, unsigned flags) {
   uint64_t* tail = nullptr;
   RETURN_IF_ERROR(stream_tail_locked(s, &c, &tail));
   if (c != e->ctx) return CUDA_ERROR_INVALID_HANDLE;
+  if (CUstream_st* capturing = capturing_locked(s)) {
+    RETURN_IF_ERROR(capture_node_locked(capturing));
+    e->captured = true;
+    return CUDA_SUCCESS;
+  }
+  e->captured = false;
   e->recorded = true;
   e->time = std::max(fake_engine::now_ns(), *tail);
   return CUDA_SUCCESS;
 }
 
-// The time the event completes (0 if never recorded) through *until.
+// The time the event completes (0 if never recorded) through *until, for a
+// query or a synchronization (both potentially unsafe during capture).
 CUresult event_time(CUevent e, uint64_t* until) {
   Lock lock;
   RETURN_IF_ERROR(event_locked(e));
+  if (e->captured) return CUDA_ERROR_CAPTURED_EVENT;
+  RETURN_IF_ERROR(unsafe_call_locked());
   *until = e->recorded ? e->time : 0;
   return CUDA_SUCCESS;
 }
@@ -384,7 +449,9 @@ CUresult create_stream(CUstream* out, unsigned flags, int priority) {
   Lock lock;
   CUctx_st* c = nullptr;
   RETURN_IF_ERROR(current_ctx_locked(&c));
-  auto s = std::make_unique<CUstream_st>(CUstream_st{c, priority, 0});
+  auto s = std::make_unique<CUstream_st>();
+  s->ctx = c;
+  s->priority = priority;
   state().streams.insert(s.get());
   *out = s.release();
   return CUDA_SUCCESS;
@@ -788,6 +855,7 @@ FAKE_EXPORT CUresult cuCtxSynchronize(void) {
       Lock lock;
       CUctx_st* c = nullptr;
       RETURN_IF_ERROR(current_ctx_locked(&c));
+      RETURN_IF_ERROR(unsafe_call_locked());
       until = c->latest_tail;
     }
     fake_engine::sleep_until(until);
@@ -842,6 +910,60 @@ FAKE_EXPORT_AND_PTSZ(cuStreamWaitEvent, (CUstream hStream, CUevent hEvent, unsig
   return api([&] { return stream_wait_event(hStream, hEvent, Flags); });
 })
 
+// Capture on created streams only (the default streams are refused).
+FAKE_EXPORT CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode) {
+  return api([&] {
+    if (mode < CU_STREAM_CAPTURE_MODE_GLOBAL || mode > CU_STREAM_CAPTURE_MODE_RELAXED) return CUDA_ERROR_INVALID_VALUE;
+    Lock lock;
+    if (is_default_stream(hStream)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    if (state().streams.count(hStream) == 0) return CUDA_ERROR_INVALID_HANDLE;
+    if (hStream->capture >= 0) return CUDA_ERROR_ILLEGAL_STATE;
+    hStream->capture = mode;
+    hStream->capture_invalidated = false;
+    hStream->capture_nodes = 0;
+    hStream->capture_thread = std::this_thread::get_id();
+    return CUDA_SUCCESS;
+  });
+}
+
+// Ends the capture: its graph, or CUDA_ERROR_STREAM_CAPTURE_INVALIDATED.
+FAKE_EXPORT_AND_PTSZ(cuStreamEndCapture, (CUstream hStream, CUgraph* phGraph), {
+  return api([&] {
+    if (phGraph == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    Lock lock;
+    CUstream_st* s = capturing_locked(hStream);
+    if (s == nullptr) return CUDA_ERROR_ILLEGAL_STATE;
+    s->capture = -1;
+    *phGraph = nullptr;
+    if (s->capture_invalidated) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+    *phGraph = new CUgraph_st{s->capture_nodes};  // the fake never frees graphs
+    return CUDA_SUCCESS;
+  });
+})
+
+FAKE_EXPORT_AND_PTSZ(cuStreamIsCapturing, (CUstream hStream, CUstreamCaptureStatus* captureStatus), {
+  return api([&] {
+    if (captureStatus == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    Lock lock;
+    CUctx_st* c = nullptr;
+    RETURN_IF_ERROR(stream_ctx_locked(hStream, &c));
+    const CUstream_st* s = capturing_locked(hStream);
+    *captureStatus = s == nullptr           ? CU_STREAM_CAPTURE_STATUS_NONE
+                     : s->capture_invalidated ? CU_STREAM_CAPTURE_STATUS_INVALIDATED
+                                              : CU_STREAM_CAPTURE_STATUS_ACTIVE;
+    return CUDA_SUCCESS;
+  });
+})
+
+FAKE_EXPORT CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode* mode) {
+  return api([&] {
+    if (mode == nullptr || *mode < CU_STREAM_CAPTURE_MODE_GLOBAL || *mode > CU_STREAM_CAPTURE_MODE_RELAXED)
+      return CUDA_ERROR_INVALID_VALUE;
+    std::swap(*mode, t_capture_mode);
+    return CUDA_SUCCESS;
+  });
+}
+
 // ----------------------------------------------------------------- kernels --
 // Any non-null CUfunction will do. A kernel lasts gridDimX microseconds; a
 // graph launch lasts as many microseconds as the CUgraphExec handle's value.
@@ -882,7 +1004,9 @@ FAKE_EXPORT CUresult cuEventCreate(CUevent* phEvent, unsigned int Flags) {
     Lock lock;
     CUctx_st* c = nullptr;
     RETURN_IF_ERROR(current_ctx_locked(&c));
-    auto e = std::make_unique<CUevent_st>(CUevent_st{c, Flags, false, 0});
+    auto e = std::make_unique<CUevent_st>();
+    e->ctx = c;
+    e->flags = Flags;
     state().events.insert(e.get());
     *phEvent = e.release();
     return CUDA_SUCCESS;
@@ -1203,7 +1327,9 @@ void* lookup_export(const char* name) {
       FAKE_ENTRY(cuEventCreate), FAKE_ENTRY(cuEventDestroy_v2), FAKE_ENTRY(cuEventRecord),
       FAKE_ENTRY(cuEventRecord_ptsz), FAKE_ENTRY(cuEventRecordWithFlags), FAKE_ENTRY(cuEventRecordWithFlags_ptsz),
       FAKE_ENTRY(cuEventQuery), FAKE_ENTRY(cuEventSynchronize), FAKE_ENTRY(cuEventElapsedTime),
-      FAKE_ENTRY(cuEventElapsedTime_v2),
+      FAKE_ENTRY(cuEventElapsedTime_v2), FAKE_ENTRY(cuStreamBeginCapture_v2), FAKE_ENTRY(cuStreamEndCapture),
+      FAKE_ENTRY(cuStreamEndCapture_ptsz), FAKE_ENTRY(cuStreamIsCapturing), FAKE_ENTRY(cuStreamIsCapturing_ptsz),
+      FAKE_ENTRY(cuThreadExchangeStreamCaptureMode),
   };
 #undef FAKE_ENTRY
   for (const Entry& e : kEntries)
@@ -1228,12 +1354,13 @@ constexpr Renamed kRenames[] = {
     {"cuDevicePrimaryCtxRelease", 11000, "cuDevicePrimaryCtxRelease_v2"},
     {"cuDeviceGetUuid", 11040, "cuDeviceGetUuid_v2"}, {"cuGetProcAddress", 12000, "cuGetProcAddress_v2"},
     {"cuEventDestroy", 4000, "cuEventDestroy_v2"}, {"cuEventElapsedTime", 12080, "cuEventElapsedTime_v2"},
+    {"cuStreamBeginCapture", 10010, "cuStreamBeginCapture_v2"},
 };
 // Functions with a per-thread-default-stream export.
 constexpr const char* kPtsz[] = {
     "cuMemAllocAsync", "cuMemAllocFromPoolAsync", "cuMemFreeAsync", "cuLaunchKernel", "cuLaunchKernelEx",
     "cuLaunchCooperativeKernel", "cuGraphLaunch", "cuEventRecord", "cuEventRecordWithFlags", "cuStreamSynchronize",
-    "cuStreamQuery", "cuStreamWaitEvent",
+    "cuStreamQuery", "cuStreamWaitEvent", "cuStreamEndCapture", "cuStreamIsCapturing",
 };
 
 CUresult get_proc_address(const char* symbol, void** pfn, int version, cuuint64_t flags,
@@ -1279,4 +1406,5 @@ FAKE_EXPORT uint64_t fake_cuda_alloc_calls(void) { return g_alloc_calls.load(std
 
 FAKE_EXPORT uint64_t fake_cuda_kernel_ns(void) { return g_kernel_ns.load(std::memory_order_relaxed); }
 FAKE_EXPORT uint64_t fake_cuda_launches(void) { return g_launches.load(std::memory_order_relaxed); }
+FAKE_EXPORT unsigned fake_cuda_graph_nodes(CUgraph graph) { return graph != nullptr ? graph->nodes : 0; }
 FAKE_EXPORT uint64_t fake_cuda_max_queued_ns(void) { return g_max_queued_ns.load(std::memory_order_relaxed); }
