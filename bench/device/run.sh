@@ -5,7 +5,7 @@
 #                                 probe, the benchmark and its one shared library
 #   bench/device/run.sh [SECTION...]  on the GPU machine, from the repository root, .device/
 #                                 carried: checks and prints a table (under 5 minutes). Sections:
-#                                 memory, compute, matmul, overhead (default: all four)
+#                                 memory, compute, matmul, graphs, overhead (default: all five)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bundle="$root/.device"
@@ -29,7 +29,7 @@ work=$(mktemp -d)
 state="$work/state"
 out="${OUT:-$work}"
 
-sections=" ${*:-memory compute matmul overhead} "
+sections=" ${*:-memory compute matmul graphs overhead} "
 want() { [[ $sections == *" $1 "* ]]; }
 
 echo "== card"
@@ -107,6 +107,13 @@ echo "  --share 30: $(cat "$work/m30.out")"
 echo "  --share 70: $(cat "$work/m70.out")"
 "$gpushare" status --state "$state" | grep -E "tenant|gpu time" | head -40
 
+fi
+
+if want graphs; then
+echo "== CUDA graph capture (torch.cuda.graph, 200 kernels a graph) under gpushare, beside a saturating tenant"
+nvcc -O2 -arch=sm_90 -o "$work/spin" "$root/bench/device/spin.cu"
+"$gpushare" run --tenant busy-$$ --state "$state" -- "$work/spin" saturate 6 1000 >/dev/null & sleep 0.5
+printf '  '; "$gpushare" run --tenant graphs-$$ --state "$state" -- python3 "$root/bench/device/torch_graph.py" 20; wait
 fi
 
 if want overhead; then
