@@ -373,37 +373,37 @@ TEST(ComputeSettings, PercentagesPrioritiesAndSlices) {
   EXPECT_FALSE(parse_slice_ms("5000").ok());
 }
 
-TEST(ComputeSettings, InflightLaunchesFromTheEnvironment) {
-  auto load = [](const char* value) {
-    return load_settings([value](const char* name) -> const char* {
-      return std::string_view(name) == "GPUSHARE_INFLIGHT_LAUNCHES" ? value : nullptr;
-    });
-  };
-  EXPECT_EQ(load("64").settings.inflight_launches, 64u);
-  EXPECT_EQ(load("0").settings.inflight_launches, 0u);
-  for (const char* bad : {"33", "-2", "8192", "many", ""}) {
-    const auto loaded = load(bad);
-    ASSERT_EQ(loaded.errors.size(), 1u) << bad;
-    EXPECT_NE(loaded.errors[0].find("GPUSHARE_INFLIGHT_LAUNCHES"), std::string::npos) << loaded.errors[0];
-    EXPECT_EQ(loaded.settings.inflight_launches, 32u) << "a bad value keeps the default";
+// Settings loaded from an environment where only `variable` is set.
+LoadedSettings load_only(const char* variable, const char* value) {
+  return load_settings([variable, value](const char* name) -> const char* {
+    return std::string_view(name) == variable ? value : nullptr;
+  });
+}
+
+// Each bad value is one error naming the variable, and leaves `field` at its default.
+template <typename Field>
+void expect_refused(const char* variable, std::initializer_list<const char*> bad, Field Settings::*field) {
+  const Settings defaults;
+  for (const char* value : bad) {
+    const auto loaded = load_only(variable, value);
+    ASSERT_EQ(loaded.errors.size(), 1u) << value;
+    EXPECT_NE(loaded.errors[0].find(variable), std::string::npos) << loaded.errors[0];
+    EXPECT_EQ(loaded.settings.*field, defaults.*field) << "a bad value keeps the default";
   }
 }
 
+TEST(ComputeSettings, InflightLaunchesFromTheEnvironment) {
+  EXPECT_EQ(Settings{}.inflight_launches, 32u);
+  EXPECT_EQ(load_only("GPUSHARE_INFLIGHT_LAUNCHES", "64").settings.inflight_launches, 64u);
+  EXPECT_EQ(load_only("GPUSHARE_INFLIGHT_LAUNCHES", "0").settings.inflight_launches, 0u);
+  expect_refused("GPUSHARE_INFLIGHT_LAUNCHES", {"33", "-2", "8192", "many", ""}, &Settings::inflight_launches);
+}
+
 TEST(ComputeSettings, InflightMillisecondsFromTheEnvironment) {
-  auto load = [](const char* value) {
-    return load_settings([value](const char* name) -> const char* {
-      return std::string_view(name) == "GPUSHARE_INFLIGHT_MS" ? value : nullptr;
-    });
-  };
-  EXPECT_EQ(load_settings([](const char*) -> const char* { return nullptr; }).settings.inflight_ms, 2u);
-  EXPECT_EQ(load("5").settings.inflight_ms, 5u);
-  EXPECT_EQ(load("0").settings.inflight_ms, 0u);
-  for (const char* bad : {"1001", "-1", "1.5", "2ms", ""}) {
-    const auto loaded = load(bad);
-    ASSERT_EQ(loaded.errors.size(), 1u) << bad;
-    EXPECT_NE(loaded.errors[0].find("GPUSHARE_INFLIGHT_MS"), std::string::npos) << loaded.errors[0];
-    EXPECT_EQ(loaded.settings.inflight_ms, 2u) << "a bad value keeps the default";
-  }
+  EXPECT_EQ(Settings{}.inflight_ms, 2u);
+  EXPECT_EQ(load_only("GPUSHARE_INFLIGHT_MS", "5").settings.inflight_ms, 5u);
+  EXPECT_EQ(load_only("GPUSHARE_INFLIGHT_MS", "0").settings.inflight_ms, 0u);
+  expect_refused("GPUSHARE_INFLIGHT_MS", {"1001", "-1", "1.5", "2ms", ""}, &Settings::inflight_ms);
 }
 
 }  // namespace
