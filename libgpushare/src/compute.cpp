@@ -188,9 +188,13 @@ int highest_waiting_class(const StateLayout& state, std::uint32_t gpu, std::uint
 
 // Whether someone who could take the holder's place waits: a process of the holder's class or a
 // higher one. Lower classes get nothing while a higher one wants the GPU, so asking the holder to
-// hand over to them would only cost it a drain before being granted again.
+// hand over to them would only cost it a drain before being granted again. For a capped holder
+// anyone waiting counts: its slice ends when its budget does.
 bool contender_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder) {
-  return highest_waiting_class(state, gpu, holder) >= static_cast<int>(priority_of_slot(state, holder));
+  const int highest = highest_waiting_class(state, gpu, holder);
+  const std::uint32_t tenant = state.slots[holder].tenant_index.load(kRelaxed);
+  if (tenant < kMaxTenants && capped(state.tenants[tenant])) return highest >= 0;
+  return highest >= static_cast<int>(priority_of_slot(state, holder));
 }
 
 // How long the holder's launch count may stand still before it loses the slice for idleness.
@@ -204,8 +208,7 @@ std::uint64_t idle_after_for(const StateLayout& state, std::uint32_t gpu, std::u
                              const ArbiterTiming& timing) {
   const auto idle_after = static_cast<std::uint64_t>(timing.idle_after.count());
   const std::uint32_t tenant = state.slots[holder].tenant_index.load(kRelaxed);
-  if (tenant >= kMaxTenants || capped(state.tenants[tenant])) return idle_after;
-  if (contender_waits(state, gpu, holder)) return idle_after;
+  if (tenant >= kMaxTenants || contender_waits(state, gpu, holder)) return idle_after;
   return std::max(idle_after, slice_ns_of(state.tenants[tenant]));
 }
 
@@ -257,6 +260,10 @@ void end_slice(StateLayout& state, std::uint32_t gpu, std::uint64_t now) {
     const std::uint64_t launches = state.slots[holder].compute[gpu].launches.load(kRelaxed);
     entry.launches.fetch_add((launches - schedule.launches_at_grant.load(kRelaxed)) / 2, kRelaxed);
     if (!tenant_waits(state, gpu, tenant)) entry.active.store(0, kRelaxed);
+    // The class held the GPU until now: a long tenure (a hold through pauses, renewals only every
+    // few launches) must not look like a class long gone to the lower ones that come next.
+    const std::uint32_t priority = std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2);
+    schedule.class_granted_ns[priority].store(now, kRelaxed);
   }
   schedule.holder_word.store(0, kRelease);
   schedule.charge_seq.fetch_add(1, kRelease);  // even: charged, and no slice in progress
@@ -281,6 +288,8 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
     // Up to when the holder is charged: now, unless it lost the slice for idleness, in which case
     // its use ended when it was last seen launching.
     std::uint64_t charge_until = now;
+    // How long the holder's launch count has stood still (0 when it just moved).
+    std::uint64_t stood = 0;
     if (!take_away) {
       // Idle (or dead) holders: their launch count stops moving.
       auto& launches = state.slots[holder].compute[gpu].launches;
@@ -293,27 +302,30 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         schedule.observed_launches.store(seen, kRelaxed);
         schedule.observed_at_ns.store(watched ? now : std::max(last_look, schedule.observed_at_ns.load(kRelaxed)),
                                       kRelaxed);
-      } else if (now - schedule.observed_at_ns.load(kRelaxed) >= idle_after_for(state, gpu, holder, timing)) {
-        if ((seen & 1) == 0) {
-          // Idle between launches. The hot path bumps its count and then reads the holder word;
-          // here the word is changed and then the count read again (both sequentially
-          // consistent), so a launch that starts at this moment is either seen here or sees the
-          // handover bit and hands over itself.
-          schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
-          if (launches.load(std::memory_order_seq_cst) == seen) {
-            take_away = true;
-            charge_until = std::min(now, std::max(schedule.observed_at_ns.load(kRelaxed),
-                                                  schedule.slice_start_ns.load(kRelaxed)));
-          } else {
-            std::uint32_t asked = word | kHandoverBit;
-            schedule.holder_word.compare_exchange_strong(asked, word, std::memory_order_seq_cst);
-          }
-        } else if (slot_alive && !slot_alive(holder)) {
-          // Stuck inside a launch with its liveness lock free: it died there. It is no waiter
-          // either, whatever its slot says, until its slot is reclaimed.
+      } else {
+        stood = now - schedule.observed_at_ns.load(kRelaxed);
+      }
+      if (stood >= static_cast<std::uint64_t>(timing.idle_after.count()) && slot_alive && !slot_alive(holder)) {
+        // Gone (its liveness lock is free), perhaps inside a launch: it loses the slice whatever
+        // hold it had, charged up to when it was last seen launching. It is no waiter either,
+        // whatever its slot says, until its slot is reclaimed.
+        take_away = true;
+        charge_until = gone_holder_used_until(schedule, now);
+        auto& since = state.slots[holder].compute[gpu].waiting_since_ns;
+        if (since.exchange(0, kRelaxed) != 0) schedule.waiting.fetch_sub(1, kRelaxed);
+      } else if ((seen & 1) == 0 && stood != 0 && stood >= idle_after_for(state, gpu, holder, timing)) {
+        // Idle between launches. The hot path bumps its count and then reads the holder word;
+        // here the word is changed and then the count read again (both sequentially
+        // consistent), so a launch that starts at this moment is either seen here or sees the
+        // handover bit and hands over itself.
+        schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
+        if (launches.load(std::memory_order_seq_cst) == seen) {
           take_away = true;
-          auto& since = state.slots[holder].compute[gpu].waiting_since_ns;
-          if (since.exchange(0, kRelaxed) != 0) schedule.waiting.fetch_sub(1, kRelaxed);
+          charge_until = std::min(now, std::max(schedule.observed_at_ns.load(kRelaxed),
+                                                schedule.slice_start_ns.load(kRelaxed)));
+        } else {
+          std::uint32_t asked = word | kHandoverBit;
+          schedule.holder_word.compare_exchange_strong(asked, word, std::memory_order_seq_cst);
         }
       }
     }
@@ -326,7 +338,15 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
       take_away = tenant < kMaxTenants && refill_budget(state.tenants[tenant], gpu, now, &unused);
     }
     const std::uint64_t slice_end = schedule.slice_end_ns.load(kRelaxed);
-    if (!take_away && now >= slice_end && contender_waits(state, gpu, holder)) {
+    // A holder whose count has stood still for a whole slice and the grace period is blocked (in a
+    // synchronize, say) on something that may depend on a waiter of a lower class: it is asked,
+    // and then made, to hand over to anyone waiting. Holding the GPU is for pauses between launches.
+    const std::uint32_t holder_tenant = state.slots[holder].tenant_index.load(kRelaxed);
+    const bool stuck = holder_tenant < kMaxTenants &&
+                       stood >= slice_ns_of(state.tenants[holder_tenant]) +
+                                    static_cast<std::uint64_t>(timing.handover_grace.count()) &&
+                       highest_waiting_class(state, gpu, holder) >= 0;
+    if (!take_away && now >= slice_end && (stuck || contender_waits(state, gpu, holder))) {
       if ((word & kHandoverBit) == 0) {
         schedule.holder_word.store(word | kHandoverBit, kRelease);
         schedule.handover_asked_ns.store(now, kRelaxed);

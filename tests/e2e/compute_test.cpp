@@ -135,16 +135,18 @@ TEST_F(TimeSlicing, HighPriorityLatencyStaysNearSolo) {
   ASSERT_EQ(high.exit_code, 0) << high.err;
   const ProcessResult low_result = low->wait();
   ASSERT_EQ(low_result.exit_code, 0) << low_result.err;
-  const double solo_p99 = output_double(solo.out, "p99_us").value();
-  const double p99 = output_double(high.out, "p99_us").value();
   EXPECT_GT(output_double(high.out, "count").value(), 300);
-  // 1.2 x solo is the target on a GPU; 300 us more absorbs a wake-up on a loaded 2-core machine.
-  EXPECT_LT(p99, 1.2 * solo_p99 + 300) << "solo: " << solo.out << "beside low: " << high.out;
+  // The median, as alone (about 110 us here; ~600 us when low gets the pauses). The p99 is the
+  // target on a GPU (bench/device); here ~6 samples of a 2-core machine's wake-ups decide it, so
+  // it only has to stay clear of the fake GPU's queue.
+  const std::string both = "solo: " + solo.out + "beside low: " + high.out;
+  EXPECT_LT(output_double(high.out, "p50_us").value(), 1.2 * output_double(solo.out, "p50_us").value() + 100) << both;
+  EXPECT_LT(output_double(high.out, "p99_us").value(), 3'000) << both;
   // Low ran alone for ~2 of its 5 s (before the high one came and after it left), and got next to
-  // nothing in between: without the hold it would get most of the GPU during the pauses (~80 %).
+  // nothing in between: 0.39-0.40 here, 0.67-0.69 without the hold, 0.54 when pauses are misdated.
   const double low_busy = output_double(low_result.out, "kernel_us").value() / output_double(low_result.out, "wall_us").value();
   EXPECT_GT(low_busy, 0.25) << low_result.out;
-  EXPECT_LT(low_busy, 0.55) << low_result.out;
+  EXPECT_LT(low_busy, 0.48) << low_result.out;
 }
 
 // CUDA graph capture (PyTorch's CUDA graphs, torch.compile, vLLM) beside a saturating tenant:

@@ -208,6 +208,86 @@ TEST_F(ArbiterTest, AHigherClassKeepsTheGpuThroughShortPauses) {
   EXPECT_EQ(holder(), low);
 }
 
+// A hold is for pauses between launches. A holder stuck in a synchronize (its count odd and still)
+// may be waiting for something only a lower class would produce: after its slice and the grace
+// period it is asked, and then made, to hand over.
+TEST_F(ArbiterTest, AHigherClassStuckInASynchronizeIsMadeToHandOver) {
+  const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh);
+  want(high);
+  decide();
+  ASSERT_EQ(holder(), high);
+  s().slots[high].compute[kGpu].launches.fetch_add(1);  // inside a synchronize, for good
+  want(low);
+  const std::uint64_t start = now_;
+  while (holder() == high && now_ - start < 1'000 * kMs) {
+    now_ += kMs;
+    decide(low);
+  }
+  EXPECT_EQ(holder(), low);
+  const std::uint64_t waited = now_ - start;
+  EXPECT_GE(waited, 60 * kMs) << "not before the slice (10 ms) and the grace (50 ms)";
+  EXPECT_LE(waited, 120 * kMs);
+}
+
+// A holder that died loses the GPU once its count has stood still for idle_after, whatever hold
+// its class and slice would give it: a killed `high` tenant with a 1 s slice must not keep the GPU
+// from a `low` one for a second.
+TEST_F(ArbiterTest, ADeadHigherClassHolderLosesTheGpuAtOnce) {
+  const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh);
+  s().tenants[s().slots[high].tenant_index.load()].compute_policy.slice_us.store(1'000'000);
+  want(high);
+  decide();
+  ASSERT_EQ(holder(), high);
+  launch(high);
+  want(low);
+  bool high_alive = true;
+  const SlotAlive alive = [&](std::uint32_t slot) { return slot != high || high_alive; };
+  arbitrate(s(), kGpu, now_, low, timing_, alive);
+  now_ += 5 * kMs;
+  arbitrate(s(), kGpu, now_, low, timing_, alive);
+  ASSERT_EQ(holder(), high) << "alive, pausing: held";
+  high_alive = false;
+  now_ += kMs;
+  EXPECT_TRUE(arbitrate(s(), kGpu, now_, low, timing_, alive).granted_to_requester);
+}
+
+// When a higher class's long tenure ends, the lower class that comes next still knows it was
+// around: the end of a slice counts as the class holding the GPU, not only its grant.
+TEST_F(ArbiterTest, ALowerClassKnowsAboutALongHoldThatJustEnded) {
+  const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh);
+  const ComputeGate low_gate(*state_, low);
+  want(high);
+  decide();
+  ASSERT_EQ(holder(), high);
+  want(low);
+  for (int i = 0; i < 200; ++i) {  // 200 ms of launches every 5 ms, never renewed
+    if (i % 5 == 0) launch(high);
+    now_ += kMs;
+    decide(low);
+    ASSERT_EQ(holder(), high);
+  }
+  for (int i = 0; i < 12 && holder() == high; ++i) {  // then quiet past its slice
+    now_ += kMs;
+    decide(low);
+  }
+  ASSERT_EQ(holder(), low);
+  EXPECT_TRUE(low_gate.higher_class_recently(kGpu, now_));
+}
+
+// A capped holder's slice ends with its budget: it is asked to hand over at the end of its slice
+// even when only a lower class waits.
+TEST_F(ArbiterTest, ACappedHolderIsAskedToHandOverToALowerClass) {
+  const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 30, Priority::kHigh);
+  want(high);
+  decide();
+  ASSERT_EQ(holder(), high);
+  want(low);
+  now_ = s().schedules[kGpu].slice_end_ns.load() + 1;
+  launch(high);
+  decide(low);
+  EXPECT_NE(s().schedules[kGpu].holder_word.load() & layout::kHandoverBit, 0u);
+}
+
 // Whether `waiter` gets the GPU from `holder` after the holder pauses 3 ms (past idle_after).
 bool ArbiterTest::taken_after_a_short_pause(std::uint32_t holder_slot, std::uint32_t waiter) {
   want(holder_slot);

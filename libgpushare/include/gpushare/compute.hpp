@@ -18,8 +18,10 @@
 //     100 among themselves (equally with the others when nothing is left).
 //   * A hard cap (limit, %) is a token bucket refilled at limit% of wall time, at most one slice
 //     deep: a capped tenant is not granted a slice until its budget is back, even on an idle GPU.
-//   * A holder is asked to hand over when its slice has ended and someone else waits; a holder that
-//     stops launching (idle) or dies loses the slice without being asked.
+//   * A holder is asked to hand over when its slice has ended and someone of its class or a higher
+//     one waits (anyone, if it is capped or has been stuck for a slice and the grace period); a
+//     holder that stops launching (idle: 2 ms, or up to its slice length while only lower classes
+//     wait) or dies loses the slice without being asked.
 #pragma once
 
 #include <chrono>
