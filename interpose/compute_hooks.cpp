@@ -6,6 +6,7 @@
 // GPUSHARE_INFLIGHT_LAUNCHES / 2 launches, fewer for long kernels, at most 2 near a higher class)
 // the slow path bounds the work in flight and checks whether the slice is over.
 #include <algorithm>
+#include <atomic>
 #include <optional>
 
 #include "driver.hpp"
@@ -26,12 +27,30 @@ unsigned checkpoint_every() {
   return every;
 }
 
+// Stream captures going on in this process (begun and not yet ended, counted by the capture
+// hooks below).
+std::atomic<int> g_captures{0};
+
 // What handing over means for this process: wait until all it submitted to the GPU has run.
 // cuCtxSynchronize covers every stream of the current context, including ones the program may
-// have destroyed since (a stream list could dangle).
-void drain(std::uint32_t /*gpu*/) {
+// have destroyed since (a stream list could dangle). But while a stream of the process is
+// capturing a graph, the driver refuses to synchronize its context and invalidates the capture:
+// then the drain waits for the newest event of the in-flight bound instead, the launching
+// stream's work up to its last checkpoint (work queued on other streams may still be running when
+// the next holder starts).
+void drain(std::uint32_t gpu) {
   const RealDriver* driver = real_driver();
-  if (driver != nullptr && driver->cuCtxSynchronize != nullptr) driver->cuCtxSynchronize();
+  if (driver == nullptr) return;
+  if (g_captures.load(std::memory_order_acquire) <= 0) {
+    if (driver->cuCtxSynchronize != nullptr) driver->cuCtxSynchronize();
+    return;
+  }
+  Tenancy::InflightBound& bound = Tenancy::get().inflight(gpu);
+  const std::lock_guard lock(bound.mutex);
+  const unsigned newest = (bound.next + 1) % static_cast<unsigned>(bound.events.size());
+  if (bound.recorded_at_ns[newest] != 0 && driver->cuEventSynchronize != nullptr) {
+    driver->cuEventSynchronize(bound.events[newest]);
+  }
 }
 
 // The bound in time (GPUSHARE_INFLIGHT_MS, default 2 ms, about the driver's own time-slice): in
@@ -47,22 +66,22 @@ constexpr std::uint64_t kWaitedNs = 20'000;
 
 // At most (launches between checkpoints) x (events in the ring) launches in flight: before an event
 // of the ring is recorded again, the work it marked must have finished. The launches between
-// checkpoints adapt, between 1 and checkpoint_every(), so that the queue stays near
+// checkpoints adapt, between 1 and `most` (checkpoint_every(), or kNearHigherClass), so that the
+// queue stays near
 // queue_target_ns(). When a wait for an event ends as it finishes, the event spent (now - recorded)
 // queued: the GPU time of the work ahead of it, about two intervals' worth; over the target, the
 // interval is scaled down by target / that. Under half the target (or finished that soon), it grows
 // by one: only slowly, because a short queue may just mean the GPU caught up while this thread was
 // descheduled, and says little about the kernels. It starts at 1, so that a program of long kernels
 // never queues much even at its start. Returns the interval for the next checkpoint.
-unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream) {
-  const unsigned most = checkpoint_every();
-  const unsigned current = std::max(1u, bound.interval.load(std::memory_order_relaxed));
+unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream, unsigned most) {
   if (driver.cuEventCreate == nullptr || driver.cuEventRecord == nullptr || driver.cuEventSynchronize == nullptr) {
     return most;
   }
-  // Another thread of this process is bounding the same GPU's work right now: that is enough.
-  std::unique_lock lock(bound.mutex, std::try_to_lock);
-  if (!lock.owns_lock()) return current;
+  // Every launching thread of the process takes its turn: while one waits for an event, the others
+  // wait for it, or they would queue without bound meanwhile.
+  const std::lock_guard lock(bound.mutex);
+  const unsigned current = std::clamp(bound.interval.load(std::memory_order_relaxed), 1u, most);
   const unsigned i = bound.next;
   bound.next = (bound.next + 1) % static_cast<unsigned>(bound.events.size());
   if (bound.events[i] == nullptr && driver.cuEventCreate(&bound.events[i], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
@@ -96,10 +115,12 @@ unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound,
 
 // Whether work sent to `stream` is being captured into a CUDA graph (PyTorch's CUDA graphs,
 // torch.compile's "reduce-overhead", vLLM): it does not run now, so the gate lets it through.
+// A failed query counts as capturing (the legacy stream answers CUDA_ERROR_STREAM_CAPTURE_IMPLICIT
+// while a blocking stream captures): the gate then adds nothing of its own to that stream.
 bool capturing(const RealDriver& driver, CUstream stream) {
+  if (driver.cuStreamIsCapturing == nullptr) return false;
   CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
-  return driver.cuStreamIsCapturing != nullptr && driver.cuStreamIsCapturing(stream, &status) == CUDA_SUCCESS &&
-         status != CU_STREAM_CAPTURE_STATUS_NONE;
+  return driver.cuStreamIsCapturing(stream, &status) != CUDA_SUCCESS || status != CU_STREAM_CAPTURE_STATUS_NONE;
 }
 
 // The gate's own synchronizations (the in-flight bound's event waits, a handover's drain) are
@@ -183,12 +204,13 @@ CUresult gated(CUstream stream, Launch&& launch) {
         }
       }
       if (t_until_checkpoint[*gpu] <= 1) {
-        const unsigned interval = process_settings().settings.inflight_launches != 0
-                                      ? bound_inflight(*driver, tenancy.inflight(*gpu), stream)
-                                      : checkpoint_every();
+        const unsigned most = gate.higher_class_recently(*gpu, monotonic_now_ns())
+                                  ? std::min(kNearHigherClass, checkpoint_every())
+                                  : checkpoint_every();
+        t_until_checkpoint[*gpu] = process_settings().settings.inflight_launches != 0
+                                       ? bound_inflight(*driver, tenancy.inflight(*gpu), stream, most)
+                                       : most;
         (void)gate.checkpoint(*gpu, drain);
-        t_until_checkpoint[*gpu] =
-            gate.higher_class_recently(*gpu, monotonic_now_ns()) ? std::min(interval, kNearHigherClass) : interval;
       } else {
         --t_until_checkpoint[*gpu];
       }
@@ -262,5 +284,45 @@ CUresult cuStreamSynchronize(CUstream hStream) GPUSHARE_WRAPPED_CALL(cuStreamSyn
 CUresult cuStreamSynchronize_ptsz(CUstream hStream)
 GPUSHARE_WRAPPED_CALL(cuStreamSynchronize_ptsz, busy_waiting, (hStream))
 CUresult cuEventSynchronize(CUevent hEvent) GPUSHARE_WRAPPED_CALL(cuEventSynchronize, busy_waiting, (hEvent))
+
+namespace {
+template <typename Begin>
+CUresult capture_begun(Begin&& begin) {
+  const CUresult result = begin();
+  if (result == CUDA_SUCCESS) g_captures.fetch_add(1, std::memory_order_acq_rel);
+  return result;
+}
+// A capture ends with its graph, or invalidated; other errors (not capturing, wrong thread) leave
+// it going. Never below zero: a capture begun through an entry point not counted here.
+template <typename End>
+CUresult capture_ended(End&& end) {
+  const CUresult result = end();
+  if (result == CUDA_SUCCESS || result == CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) {
+    int captures = g_captures.load(std::memory_order_acquire);
+    while (captures > 0 && !g_captures.compare_exchange_weak(captures, captures - 1, std::memory_order_acq_rel)) {
+    }
+  }
+  return result;
+}
+}  // namespace
+
+CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode)
+GPUSHARE_WRAPPED_CALL(cuStreamBeginCapture_v2, capture_begun, (hStream, mode))
+CUresult cuStreamBeginCapture_v2_ptsz(CUstream hStream, CUstreamCaptureMode mode)
+GPUSHARE_WRAPPED_CALL(cuStreamBeginCapture_v2_ptsz, capture_begun, (hStream, mode))
+CUresult cuStreamBeginCaptureToGraph(CUstream hStream, CUgraph hGraph, const CUgraphNode* dependencies,
+                                     const CUgraphEdgeData* dependencyData, size_t numDependencies,
+                                     CUstreamCaptureMode mode)
+GPUSHARE_WRAPPED_CALL(cuStreamBeginCaptureToGraph, capture_begun,
+                      (hStream, hGraph, dependencies, dependencyData, numDependencies, mode))
+CUresult cuStreamBeginCaptureToGraph_ptsz(CUstream hStream, CUgraph hGraph, const CUgraphNode* dependencies,
+                                          const CUgraphEdgeData* dependencyData, size_t numDependencies,
+                                          CUstreamCaptureMode mode)
+GPUSHARE_WRAPPED_CALL(cuStreamBeginCaptureToGraph_ptsz, capture_begun,
+                      (hStream, hGraph, dependencies, dependencyData, numDependencies, mode))
+CUresult cuStreamEndCapture(CUstream hStream, CUgraph* phGraph)
+GPUSHARE_WRAPPED_CALL(cuStreamEndCapture, capture_ended, (hStream, phGraph))
+CUresult cuStreamEndCapture_ptsz(CUstream hStream, CUgraph* phGraph)
+GPUSHARE_WRAPPED_CALL(cuStreamEndCapture_ptsz, capture_ended, (hStream, phGraph))
 
 }  // namespace gpushare::interpose::hooks

@@ -110,15 +110,24 @@ TEST_F(TimeSlicing, TheWorkInFlightIsBoundedInLaunches) {
   EXPECT_GE(output_double(unbounded.out, "max_queued_us").value(), 15'000) << unbounded.out;
 }
 
-// ... and in time: 32 launches of 1 ms kernels would fill the fake GPU's whole 20 ms queue; the
-// bound keeps about 2 ms (the launches between checkpoints shrink to 1) from the first launch on, and
-// the GPU stays busy. The deepest queue is 3-4 ms on a quiet machine, 5-7 ms with both cores busy
-// elsewhere (a descheduled thread comes back to an empty queue and lets it grow a little).
+// ... and in time: 32 launches of 1 ms kernels would be 32-48 ms queued (here the fake GPU's queue
+// is 50 ms); the bound keeps about 2 ms (the launches between checkpoints shrink to 1) from the
+// first launch on, and the GPU stays busy. The deepest queue is 3-5 ms on a quiet machine, ~7 ms
+// with both cores busy elsewhere (a descheduled thread comes back to an empty queue and lets it grow
+// a little). With two launching threads, each on its own stream, ~8 ms: they take turns at the
+// bound (before, while one waited the other launched freely and filled the queue).
 TEST_F(TimeSlicing, TheWorkInFlightIsBoundedInTime) {
-  const ProcessResult r = start({"long-kernels", {}, {"saturate", "2", "1000"}})->wait();
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_LE(output_double(r.out, "max_queued_us").value(), 9'000) << r.out;
-  EXPECT_GE(output_double(r.out, "kernel_us").value() / output_double(r.out, "wall_us").value(), 0.95) << r.out;
+  for (const char* threads : {"1", "2"}) {
+    const ProcessResult r =
+        start({std::string("long-kernels-") + threads, {}, {"saturate", "2", "1000"}, "linked",
+               {{"WORKLOAD_THREADS", threads}, {"FAKE_CUDA_MAX_QUEUE_US", "50000"}}})
+            ->wait();
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_LE(output_double(r.out, "max_queued_us").value(), std::string(threads) == "1" ? 9'000 : 15'000)
+        << threads << " threads: " << r.out;
+    EXPECT_GE(output_double(r.out, "kernel_us").value() / output_double(r.out, "wall_us").value(), 0.95)
+        << threads << " threads: " << r.out;
+  }
 }
 
 // A high tenant's short kernels (50 us, then a pause of 5 ms) beside a saturating low tenant

@@ -18,12 +18,14 @@
 //     latency SECONDS KERNEL_US INTERVAL_US
 //                                       launch one kernel, synchronize, sleep INTERVAL_US, repeat;
 //                                       prints count=<n> p50_us= p99_us= max_us= (launch to sync return)
-//   Environment: PROBE_DEVICE (ordinal, default 0). Any launch or sync error: error=<code> on stderr,
+//   Environment: PROBE_DEVICE (ordinal, default 0); WORKLOAD_THREADS (saturate, bursts: launching
+//   threads, each on a stream of its own; default 1). Any launch or sync error: error=<code> on stderr,
 //   exit status 3.
 //
 // procaddress resolves everything through cuGetProcAddress_v2 by base name, with the per-thread
 // default stream flag for launches and synchronization, as libcudart built that way does.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -145,7 +147,7 @@ int main(int argc, char** argv) {
   const std::string mode = argv[2];
   if (lookup != "linked" && lookup != "procaddress") die("unknown lookup");
   const Api api = lookup == "linked" ? linked_api() : procaddress_api();
-  driver_api::primary_context(api);
+  const driver_api::PrimaryContext context = driver_api::primary_context(api);
   std::setvbuf(stdout, nullptr, _IONBF, 0);
   const auto duration = std::chrono::duration<double>(std::strtod(argv[3], nullptr));
   const unsigned kernel_us = number(argv[4]);
@@ -201,16 +203,34 @@ int main(int argc, char** argv) {
   } else {
     // bursts: ten kernels, then wait for them, like a training step ending in loss.item().
     const uint64_t burst = mode == "bursts" ? 10 : 0;
-    uint64_t launches = 0;
     const auto begin = Clock::now();
-    while (Clock::now() - begin < duration) {
-      check(launch(stream));
-      ++launches;
-      if (burst != 0 && launches % burst == 0) check(api.stream_synchronize(stream));
+    // One launching thread, or WORKLOAD_THREADS, each on a stream of its own.
+    auto run = [&](CUstream s) {
+      uint64_t n = 0;
+      while (Clock::now() - begin < duration) {
+        check(launch(s));
+        ++n;
+        if (burst != 0 && n % burst == 0) check(api.stream_synchronize(s));
+      }
+      check(api.stream_synchronize(s));
+      return n;
+    };
+    const unsigned threads = std::getenv("WORKLOAD_THREADS") ? number(std::getenv("WORKLOAD_THREADS")) : 1;
+    std::vector<std::thread> others;
+    std::atomic<uint64_t> launches{0};
+    for (unsigned t = 1; t < threads; ++t) {
+      others.emplace_back([&] {
+        check(api.ctx_set_current(context.context));
+        CUstream own = nullptr;
+        check(api.stream_create(&own, 0));
+        launches += run(own);
+        check(api.stream_destroy(own));
+      });
     }
-    check(api.stream_synchronize(stream));
+    launches += run(stream);
+    for (auto& thread : others) thread.join();
     std::printf("kernel_us=%llu launches=%llu wall_us=%lld max_queued_us=%lld\n",
-                static_cast<unsigned long long>(launches * kernel_us), static_cast<unsigned long long>(launches),
+                static_cast<unsigned long long>(launches.load() * kernel_us), static_cast<unsigned long long>(launches.load()),
                 static_cast<long long>(micros(Clock::now() - begin)), max_queued_us());
   }
   check(api.stream_destroy(stream));

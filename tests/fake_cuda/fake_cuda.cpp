@@ -345,6 +345,19 @@ CUresult unsafe_call_locked() {
   return refused ? CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED : CUDA_SUCCESS;
 }
 
+// Synchronizing a context while one of its streams captures conflicts with the capture whatever
+// the thread's mode (the driver refuses it and invalidates the capture); otherwise the mode rules.
+CUresult context_synchronize_allowed_locked(CUctx_st* c) {
+  bool refused = false;
+  for (CUstream s : state().streams) {
+    if (s->ctx == c && s->capture >= 0) {
+      s->capture_invalidated = true;
+      refused = true;
+    }
+  }
+  return refused ? CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED : unsafe_call_locked();
+}
+
 // A launch or event record on a capturing stream: one more node, nothing runs.
 CUresult capture_node_locked(CUstream_st* s) {
   if (s->capture_invalidated) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
@@ -855,7 +868,7 @@ FAKE_EXPORT CUresult cuCtxSynchronize(void) {
       Lock lock;
       CUctx_st* c = nullptr;
       RETURN_IF_ERROR(current_ctx_locked(&c));
-      RETURN_IF_ERROR(unsafe_call_locked());
+      RETURN_IF_ERROR(context_synchronize_allowed_locked(c));
       until = c->latest_tail;
     }
     fake_engine::sleep_until(until);
