@@ -74,6 +74,20 @@ class ArbiterTest : public testing::StateTest {
   }
 
   bool taken_after_a_short_pause(std::uint32_t holder_slot, std::uint32_t waiter);
+  // `slot` asks for the free GPU and gets it.
+  void grant_to(std::uint32_t slot) {
+    want(slot);
+    decide();
+    EXPECT_EQ(holder(), slot);
+  }
+  // `waiter` looks every millisecond for `ms` milliseconds; `kept` holds the GPU all along.
+  void look_for(int ms, std::uint32_t waiter, std::uint32_t kept) {
+    for (int i = 0; i < ms; ++i) {
+      now_ += kMs;
+      decide(waiter);
+      ASSERT_EQ(holder(), kept) << "after " << i + 1 << " ms";
+    }
+  }
 
   std::vector<std::unique_ptr<TenantMembership>> members_;
   std::uint64_t now_ = 1'000 * kMs;
@@ -179,30 +193,20 @@ TEST_F(ArbiterTest, HighPriorityTakesTheGpuAtOnceAndLowerClassesWait) {
 // front of its next request.
 TEST_F(ArbiterTest, AHigherClassKeepsTheGpuThroughShortPauses) {
   const auto low = add("low", 90, 0, Priority::kLow), high = add("high", 10, 0, Priority::kHigh);
-  want(high);
-  decide();
-  ASSERT_EQ(holder(), high);
+  grant_to(high);
   launch(high);
   want(low);
   for (int pause = 0; pause < 20; ++pause) {
     // 5 ms without a launch (past idle_after, 2 ms; short of the 10 ms slice), low looking every
     // millisecond as a waiter does.
-    for (int look = 0; look < 5; ++look) {
-      now_ += kMs;
-      decide(low);
-      ASSERT_EQ(holder(), high) << "pause " << pause << ", look " << look;
-    }
+    look_for(5, low, high);
     launch(high);
   }
   // Past its slice, with only a lower class waiting: high keeps the GPU, and is not asked to
   // hand over (it would only drain and be granted again).
   EXPECT_EQ(s().schedules[kGpu].holder_word.load() & layout::kHandoverBit, 0u);
   // A pause longer than its slice: the GPU goes to low.
-  for (int look = 0; look < 10; ++look) {
-    now_ += kMs;
-    decide(low);
-    ASSERT_EQ(holder(), high) << "look " << look;
-  }
+  look_for(10, low, high);
   now_ += kMs;
   EXPECT_TRUE(decide(low).granted_to_requester);
   EXPECT_EQ(holder(), low);
@@ -213,9 +217,7 @@ TEST_F(ArbiterTest, AHigherClassKeepsTheGpuThroughShortPauses) {
 // period it is asked, and then made, to hand over.
 TEST_F(ArbiterTest, AHigherClassStuckInASynchronizeIsMadeToHandOver) {
   const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh);
-  want(high);
-  decide();
-  ASSERT_EQ(holder(), high);
+  grant_to(high);
   s().slots[high].compute[kGpu].launches.fetch_add(1);  // inside a synchronize, for good
   want(low);
   const std::uint64_t start = now_;
@@ -235,9 +237,7 @@ TEST_F(ArbiterTest, AHigherClassStuckInASynchronizeIsMadeToHandOver) {
 TEST_F(ArbiterTest, ADeadHigherClassHolderLosesTheGpuAtOnce) {
   const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh);
   s().tenants[s().slots[high].tenant_index.load()].compute_policy.slice_us.store(1'000'000);
-  want(high);
-  decide();
-  ASSERT_EQ(holder(), high);
+  grant_to(high);
   launch(high);
   want(low);
   bool high_alive = true;
@@ -256,15 +256,11 @@ TEST_F(ArbiterTest, ADeadHigherClassHolderLosesTheGpuAtOnce) {
 TEST_F(ArbiterTest, ALowerClassKnowsAboutALongHoldThatJustEnded) {
   const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh);
   const ComputeGate low_gate(*state_, low);
-  want(high);
-  decide();
-  ASSERT_EQ(holder(), high);
+  grant_to(high);
   want(low);
-  for (int i = 0; i < 200; ++i) {  // 200 ms of launches every 5 ms, never renewed
-    if (i % 5 == 0) launch(high);
-    now_ += kMs;
-    decide(low);
-    ASSERT_EQ(holder(), high);
+  for (int i = 0; i < 40; ++i) {  // 200 ms of launches every 5 ms, never renewed
+    launch(high);
+    look_for(5, low, high);
   }
   for (int i = 0; i < 12 && holder() == high; ++i) {  // then quiet past its slice
     now_ += kMs;
@@ -278,9 +274,7 @@ TEST_F(ArbiterTest, ALowerClassKnowsAboutALongHoldThatJustEnded) {
 // even when only a lower class waits.
 TEST_F(ArbiterTest, ACappedHolderIsAskedToHandOverToALowerClass) {
   const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 30, Priority::kHigh);
-  want(high);
-  decide();
-  ASSERT_EQ(holder(), high);
+  grant_to(high);
   want(low);
   now_ = s().schedules[kGpu].slice_end_ns.load() + 1;
   launch(high);
@@ -317,9 +311,7 @@ TEST_F(ArbiterTest, ACappedHigherClassDoesNotHoldThroughPauses) {
 TEST_F(ArbiterTest, AHigherClassRenewsItsSliceWithoutDraining) {
   const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh);
   ComputeGate gate(*state_, high);
-  want(high);
-  decide();
-  ASSERT_EQ(holder(), high);
+  grant_to(high);
   want(low);
   // checkpoint() reads the real clock: put the slice's end in the past.
   s().schedules[kGpu].slice_end_ns.store(1);
@@ -334,9 +326,7 @@ TEST_F(ArbiterTest, ALowerClassKnowsAHigherOneWasAroundRecently) {
   const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh);
   const ComputeGate low_gate(*state_, low), high_gate(*state_, high);
   EXPECT_FALSE(low_gate.higher_class_recently(kGpu, now_));
-  want(high);
-  decide();
-  ASSERT_EQ(holder(), high);
+  grant_to(high);
   EXPECT_TRUE(low_gate.higher_class_recently(kGpu, now_ + 50 * kMs));
   EXPECT_FALSE(high_gate.higher_class_recently(kGpu, now_ + 50 * kMs)) << "nothing is above high";
   EXPECT_FALSE(low_gate.higher_class_recently(kGpu, now_ + 150 * kMs)) << "100 ms later it is forgotten";
