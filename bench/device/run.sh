@@ -31,6 +31,9 @@ out="${OUT:-$work}"
 
 sections=" ${*:-memory compute matmul graphs overhead} "
 want() { [[ $sections == *" $1 "* ]]; }
+spin="$work/spin"
+# The spin benchmark (a CUDA C++ kernel loop), compiled once for the sections that use it.
+need_spin() { [[ -x "$spin" ]] || nvcc -O2 -arch=sm_90 -o "$spin" "$root/bench/device/spin.cu"; }
 
 echo "== card"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -57,8 +60,7 @@ fi
 
 if want compute; then
 echo "== time-slicing (spin: every SM busy ~1 ms per kernel; 5 s per run)"
-nvcc -O2 -arch=sm_90 -o "$work/spin" "$root/bench/device/spin.cu"
-spin="$work/spin"
+need_spin
 kernels() { sed -n 's/.*kernels=\([0-9]*\).*/\1/p' "$1"; }
 percent() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", 100 * a / b }'; }
 # tenants NAME:OPTIONS... : runs them side by side under gpushare, prints each one's share
@@ -111,8 +113,8 @@ fi
 
 if want graphs; then
 echo "== CUDA graph capture (torch.cuda.graph, 200 kernels a graph) under gpushare, beside a saturating tenant"
-nvcc -O2 -arch=sm_90 -o "$work/spin" "$root/bench/device/spin.cu"
-"$gpushare" run --tenant busy-$$ --state "$state" -- "$work/spin" saturate 6 1000 >/dev/null & sleep 0.5
+need_spin
+"$gpushare" run --tenant busy-$$ --state "$state" -- "$spin" saturate 6 1000 >/dev/null & sleep 0.5
 printf '  '; "$gpushare" run --tenant graphs-$$ --state "$state" -- python3 "$root/bench/device/torch_graph.py" 20; wait
 fi
 
