@@ -12,7 +12,8 @@ bundle="$root/.device"
 
 if [[ "${1:-}" == "prepare" ]]; then
   cmake -S "$root" -B "$root/build-device" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$bundle/install" >/dev/null
-  cmake --build "$root/build-device" --target gpushare gpushare_preload alloc_probe hook_bench
+  cmake --build "$root/build-device" --target gpushare gpushare_preload gpushare_nvml gpushare_real_nvml gpushare_exporter \
+    alloc_probe hook_bench
   rm -rf "$bundle"
   cmake --install "$root/build-device" >/dev/null
   mkdir -p "$bundle/bin" "$bundle/lib"
