@@ -74,7 +74,9 @@ constexpr std::uint64_t kWaitedNs = 20'000;
 // by one: only slowly, because a short queue may just mean the GPU caught up while this thread was
 // descheduled, and says little about the kernels. It starts at 1, so that a program of long kernels
 // never queues much even at its start. Returns the interval for the next checkpoint.
-unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream, unsigned most) {
+// `*now`: the clock when called, and on return (it moves on when the bound waited).
+unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream, unsigned most,
+                        std::uint64_t* now) {
   if (driver.cuEventCreate == nullptr || driver.cuEventRecord == nullptr || driver.cuEventSynchronize == nullptr) {
     return most;
   }
@@ -90,15 +92,14 @@ unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound,
   }
   const std::uint64_t target = queue_target_ns();
   unsigned interval = target == 0 ? most : current;
-  std::uint64_t now = monotonic_now_ns();
   if (bound.recorded_at_ns[i] != 0) {
-    const std::uint64_t before = now;
+    const std::uint64_t before = *now;
     driver.cuEventSynchronize(bound.events[i]);
-    now = monotonic_now_ns();
+    *now = monotonic_now_ns();
     // How long the event was queued: exactly, if this wait ended when it finished; at most, if it
     // had finished before (this look may simply be late).
-    const std::uint64_t queued = now - bound.recorded_at_ns[i];
-    const bool waited = now - before >= kWaitedNs;
+    const std::uint64_t queued = *now - bound.recorded_at_ns[i];
+    const bool waited = *now - before >= kWaitedNs;
     if (target != 0 && waited && queued > target) {
       const std::uint64_t scaled = bound.interval_at_record[i] * target / queued;
       interval = static_cast<unsigned>(std::clamp<std::uint64_t>(scaled, 1, most));
@@ -107,7 +108,7 @@ unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound,
     }
   }
   const bool recorded = driver.cuEventRecord(bound.events[i], stream) == CUDA_SUCCESS;
-  bound.recorded_at_ns[i] = recorded ? now : 0;
+  bound.recorded_at_ns[i] = recorded ? std::max<std::uint64_t>(*now, 1) : 0;
   bound.interval_at_record[i] = interval;
   bound.interval.store(interval, std::memory_order_relaxed);
   return interval;
@@ -194,9 +195,12 @@ CUresult gated(CUstream stream, Launch&& launch) {
   gate.begin_launch(*gpu);
   if (!gate.holds(*gpu) || t_until_checkpoint[*gpu] <= 1) {
     // Slow path, unless this launch is being captured into a graph: then it needs no slice, and
-    // an event recorded on its stream would end up in the program's graph.
-    if (!capturing(*driver, stream)) {
-      const RelaxedCaptureMode relaxed(*driver);
+    // an event recorded on its stream would end up in the program's graph. Without a capture going
+    // on in the process (the common case) there is nothing to ask the driver.
+    const bool captures = g_captures.load(std::memory_order_acquire) > 0;
+    if (!captures || !capturing(*driver, stream)) {
+      std::optional<RelaxedCaptureMode> relaxed;
+      if (captures) relaxed.emplace(*driver);
       if (!gate.holds(*gpu)) {
         if (auto acquired = gate.acquire(*gpu, drain); !acquired) {
           log(LogLevel::kError, "device {}: time-slice arbiter unusable ({}); launching ungated", device,
@@ -204,13 +208,13 @@ CUresult gated(CUstream stream, Launch&& launch) {
         }
       }
       if (t_until_checkpoint[*gpu] <= 1) {
-        const unsigned most = gate.higher_class_recently(*gpu, monotonic_now_ns())
-                                  ? std::min(kNearHigherClass, checkpoint_every())
-                                  : checkpoint_every();
+        std::uint64_t now = monotonic_now_ns();
+        const unsigned most =
+            gate.higher_class_recently(*gpu, now) ? std::min(kNearHigherClass, checkpoint_every()) : checkpoint_every();
         t_until_checkpoint[*gpu] = process_settings().settings.inflight_launches != 0
-                                       ? bound_inflight(*driver, tenancy.inflight(*gpu), stream, most)
+                                       ? bound_inflight(*driver, tenancy.inflight(*gpu), stream, most, &now)
                                        : most;
-        (void)gate.checkpoint(*gpu, drain);
+        (void)gate.checkpoint(*gpu, drain, now);
       } else {
         --t_until_checkpoint[*gpu];
       }

@@ -469,10 +469,9 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   return status;
 }
 
-Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain) {
+Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint64_t now) {
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
-  const std::uint64_t now = monotonic_now_ns();
   if (now < schedule.slice_end_ns.load(kRelaxed)) return Ok{};
   const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
   if (tenant >= kMaxTenants || !capped(state.tenants[tenant])) {

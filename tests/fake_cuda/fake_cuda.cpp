@@ -380,12 +380,11 @@ CUresult launch(CUstream s, uint64_t duration_us) {
     if (CUstream_st* capturing = capturing_locked(s)) return capture_node_locked(capturing);
     earliest = *tail;
   }
-  uint64_t end = fake_engine::launch(c->phys, earliest, duration, config().max_queue_ns);
+  uint64_t queued = 0;
+  uint64_t end = fake_engine::launch(c->phys, earliest, duration, config().max_queue_ns, &queued);
   g_kernel_ns.fetch_add(duration, std::memory_order_relaxed);
   g_launches.fetch_add(1, std::memory_order_relaxed);
   // How long this kernel waits behind work already on the device: the queue depth it found.
-  const uint64_t start = end - duration, now = fake_engine::now_ns();
-  const uint64_t queued = start > now ? start - now : 0;
   uint64_t seen = g_max_queued_ns.load(std::memory_order_relaxed);
   while (queued > seen && !g_max_queued_ns.compare_exchange_weak(seen, queued, std::memory_order_relaxed)) {
   }

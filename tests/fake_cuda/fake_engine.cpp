@@ -92,7 +92,7 @@ void sleep_until(uint64_t t) {
 }
 
 // Kernels of all processes run one at a time, in the order their CAS won.
-uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue) {
+uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue, uint64_t* queued) {
   std::atomic<uint64_t>& busy = g_shared->busy_until_ns[phys];
   for (;;) {
     uint64_t now = now_ns();
@@ -102,7 +102,10 @@ uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_que
       sleep_until(start - max_queue);  // the queue is full: wait for room, then look again
       continue;
     }
-    if (busy.compare_exchange_weak(last, start + duration, std::memory_order_acq_rel)) return start + duration;
+    if (busy.compare_exchange_weak(last, start + duration, std::memory_order_acq_rel)) {
+      *queued = start - now;
+      return start + duration;
+    }
   }
 }
 

@@ -25,7 +25,7 @@ void sleep_until(uint64_t t);
 // `earliest` (the stream's tail), after everything reserved before on that
 // device by any process. While the kernel would start more than `max_queue`
 // ns from now, sleeps first, like a host blocked on a full launch queue.
-// Returns the kernel's end time.
-uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue);
+// Returns the kernel's end time; *queued is how long it waits to start, from now.
+uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue, uint64_t* queued);
 
 }  // namespace fake_engine

@@ -134,7 +134,8 @@ class ComputeGate {
   Status acquire(std::uint32_t gpu, const Drain& drain);
   // Called by the holder every few launches: ends its slice when it is over and someone waits,
   // or when its tenant's cap is spent; then waits for its next turn.
-  Status checkpoint(std::uint32_t gpu, const Drain& drain);
+  // `now`: the monotonic clock, if the caller has just read it.
+  Status checkpoint(std::uint32_t gpu, const Drain& drain, std::uint64_t now = monotonic_now_ns());
   // Whether a higher priority class than this process's held the GPU recently (timing_).
   bool higher_class_recently(std::uint32_t gpu, std::uint64_t now) const;
 
