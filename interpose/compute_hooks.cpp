@@ -198,7 +198,12 @@ CUresult gated(CUstream stream, Launch&& launch) {
     // an event recorded on its stream would end up in the program's graph. Without a capture going
     // on in the process (the common case) there is nothing to ask the driver.
     const bool captures = g_captures.load(std::memory_order_acquire) > 0;
-    if (!captures || !capturing(*driver, stream)) {
+    if (captures && capturing(*driver, stream)) {
+      // Holding the slice through a capture (vLLM's warm-up captures graphs for seconds) would
+      // keep everyone else off an idle GPU: give it up if someone waits.
+      const RelaxedCaptureMode relaxed(*driver);
+      (void)gate.release_if_wanted(*gpu, drain);
+    } else {
       std::optional<RelaxedCaptureMode> relaxed;
       if (captures) relaxed.emplace(*driver);
       if (!gate.holds(*gpu)) {

@@ -431,6 +431,13 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
   return Ok{};
 }
 
+Status ComputeGate::release_if_wanted(std::uint32_t gpu, const Drain& drain) {
+  const GpuSchedule& schedule = state_.state().schedules[gpu];
+  if (holder_of(schedule.holder_word.load(kAcquire)) != slot_) return Ok{};
+  if (schedule.waiting.load(kRelaxed) == 0) return Ok{};  // a hint, enough here: nobody to give it to
+  return hand_over(gpu, drain);
+}
+
 Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];

@@ -174,6 +174,20 @@ TEST_F(TimeSlicing, StreamCapturesSurviveTheGate) {
   EXPECT_EQ(other->wait().exit_code, 0);
 }
 
+// A `high` process that only captures graphs for a while (vLLM's warm-up) uses no GPU: it must not
+// keep a saturating `low` neighbour off the GPU meanwhile (its launches move its launch count, so
+// to the arbiter it looks busy).
+TEST_F(TimeSlicing, ACaptureOnlyPhaseLeavesTheGpuToOthers) {
+  auto low = start({"low", {"--priority", "low"}, {"saturate", "3", "1000"}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const ProcessResult capturing = start({"warm-up", {"--priority", "high"}, {"capture-only", "2", "100"}})->wait();
+  ASSERT_EQ(capturing.exit_code, 0) << capturing.err;
+  EXPECT_EQ(output_u64(capturing.out, "failed").value(), 0u) << capturing.out;
+  const ProcessResult r = low->wait();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GE(output_double(r.out, "kernel_us").value() / output_double(r.out, "wall_us").value(), 0.85) << r.out;
+}
+
 TEST_F(TimeSlicing, KillingTheHolderReleasesTheGpuWithinASecond) {
   auto victim = start({"victim", {}, {"saturate", "30", "1000"}});
   std::this_thread::sleep_for(std::chrono::milliseconds(300));

@@ -15,6 +15,8 @@
 //     bursts SECONDS KERNEL_US          like saturate, but waits for every 10 kernels (a training step)
 //     capture SECONDS KERNEL_US         stream captures (global mode) of 40 launches, interleaved
 //                                       with launches that run; prints captures= failed= wrong_nodes=
+//     capture-only SECONDS KERNEL_US    20 kernels that run, then the same captures and nothing
+//                                       else (a warm-up phase)
 //     latency SECONDS KERNEL_US INTERVAL_US
 //                                       launch one kernel, synchronize, sleep INTERVAL_US, repeat;
 //                                       prints count=<n> p50_us= p99_us= max_us= (launch to sync return)
@@ -99,7 +101,7 @@ CUfunction kernel() { return reinterpret_cast<CUfunction>(&g_kernel_image); }
 
 // One kernel of `us` microseconds on `stream`, through the entry point `mode` names.
 std::function<CUresult(CUstream)> launcher(const Api& api, const std::string& mode, unsigned us) {
-  if (mode == "saturate" || mode == "latency" || mode == "bursts" || mode == "capture")
+  if (mode == "saturate" || mode == "latency" || mode == "bursts" || mode == "capture" || mode == "capture-only")
     return [&api, us](CUstream s) { return api.launch_kernel(kernel(), us, 1, 1, 1, 1, 1, 0, s, nullptr, nullptr); };
   if (mode == "saturate-coop")
     return [&api, us](CUstream s) { return api.launch_cooperative_kernel(kernel(), us, 1, 1, 1, 1, 1, 0, s, nullptr); };
@@ -155,7 +157,7 @@ int main(int argc, char** argv) {
   CUstream stream = nullptr;
   check(api.stream_create(&stream, 0));
 
-  if (mode == "capture") {
+  if (mode == "capture" || mode == "capture-only") {
     // CUDA graph capture as PyTorch does it (global mode), of kCaptured launches on a stream of its
     // own, each followed by a launch on `stream` that really runs (so the gate, its checkpoints and
     // handovers work while the capture is going). Every capture must end with its graph, holding
@@ -165,6 +167,11 @@ int main(int argc, char** argv) {
     if (nodes_of == nullptr) die("capture needs the fake driver");
     CUstream captured = nullptr;
     check(api.stream_create(&captured, CU_STREAM_NON_BLOCKING));
+    if (mode == "capture-only") {
+      // A warm-up begins with real work (loading, a profiling run): it holds the GPU when its
+      // captures start.
+      for (int i = 0; i < 20; ++i) check(launch(stream));
+    }
     unsigned captures = 0, failed = 0, wrong = 0;
     const auto begin = Clock::now();
     while (Clock::now() - begin < duration) {
@@ -172,7 +179,7 @@ int main(int argc, char** argv) {
       bool ok = true;
       for (unsigned i = 0; i < kCaptured; ++i) {
         ok = launch(captured) == CUDA_SUCCESS && ok;
-        check(launch(stream));
+        if (mode == "capture") check(launch(stream));
       }
       CUgraph graph = nullptr;
       ok = cuStreamEndCapture(captured, &graph) == CUDA_SUCCESS && ok;
