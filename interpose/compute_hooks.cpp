@@ -200,7 +200,8 @@ CUresult gated(CUstream stream, Launch&& launch) {
     const bool captures = g_captures.load(std::memory_order_acquire) > 0;
     if (captures && capturing(*driver, stream)) {
       // Holding the slice through a capture (vLLM's warm-up captures graphs for seconds) would
-      // keep everyone else off an idle GPU: give it up if someone waits.
+      // keep everyone else off an idle GPU: give it up when asked, or at the end of the slice if
+      // someone waits (as a checkpoint would, but without waiting for the next turn).
       const RelaxedCaptureMode relaxed(*driver);
       (void)gate.release_if_wanted(*gpu, drain);
     } else {

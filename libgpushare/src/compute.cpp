@@ -431,11 +431,14 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
   return Ok{};
 }
 
-Status ComputeGate::release_if_wanted(std::uint32_t gpu, const Drain& drain) {
+Status ComputeGate::release_if_wanted(std::uint32_t gpu, const Drain& drain, std::uint64_t now) {
   const GpuSchedule& schedule = state_.state().schedules[gpu];
-  if (holder_of(schedule.holder_word.load(kAcquire)) != slot_) return Ok{};
-  if (schedule.waiting.load(kRelaxed) == 0) return Ok{};  // a hint, enough here: nobody to give it to
-  return hand_over(gpu, drain);
+  const std::uint32_t word = schedule.holder_word.load(kAcquire);
+  if (holder_of(word) != slot_) return Ok{};
+  const bool asked = (word & kHandoverBit) != 0;
+  // `waiting` is a hint, enough here: nobody to give it to.
+  const bool over = now >= schedule.slice_end_ns.load(kRelaxed) && schedule.waiting.load(kRelaxed) != 0;
+  return asked || over ? hand_over(gpu, drain) : Status{Ok{}};
 }
 
 Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {

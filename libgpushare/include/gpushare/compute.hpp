@@ -132,9 +132,10 @@ class ComputeGate {
   // Slow path before a launch when holds() is false: hands over first if this process was asked
   // to, then waits until it holds the slice.
   Status acquire(std::uint32_t gpu, const Drain& drain);
-  // Gives the slice up, without waiting for it again, if this process holds it and someone else
-  // waits: for a process whose launches are being captured into a graph (they need no GPU now).
-  Status release_if_wanted(std::uint32_t gpu, const Drain& drain);
+  // Gives the slice up, without waiting for it again, if this process holds it and was asked to
+  // hand over, or its slice is over and someone else waits: for a process whose launches are
+  // being captured into a graph (they need no GPU now, so it has no reason to wait for its turn).
+  Status release_if_wanted(std::uint32_t gpu, const Drain& drain, std::uint64_t now = monotonic_now_ns());
   // Called by the holder every few launches: ends its slice when it is over and someone waits,
   // or when its tenant's cap is spent; then waits for its next turn.
   // `now`: the monotonic clock, if the caller has just read it.
