@@ -66,27 +66,39 @@ std::uint64_t weight_of(const StateLayout& state, std::uint32_t gpu, std::uint32
   return std::max<std::uint64_t>(1, explicit_sum / std::max<std::uint64_t>(active, 1));
 }
 
+// A capped tenant's hard-cap budget at `now`: what it had, refilled at limit% of the time since,
+// at most one slice deep (a new tenant starts with a full slice).
+std::int64_t budget_at(const layout::TenantRecord& tenant, std::uint32_t gpu, std::uint64_t now) {
+  const std::uint32_t limit = tenant.compute_policy.limit_pct.load(kRelaxed);
+  const auto& entry = tenant.compute[gpu];
+  const auto depth = static_cast<std::int64_t>(slice_ns_of(tenant));
+  const std::uint64_t last = entry.budget_at_ns.load(kRelaxed);
+  if (last == 0) return depth;
+  std::int64_t budget = entry.budget_ns.load(kRelaxed);
+  if (now > last) budget += static_cast<std::int64_t>((now - last) * limit / 100);
+  return std::min(budget, depth);
+}
+
+// Grant only with at least half a slice of budget: tiny slices would cost a handover each.
+std::int64_t budget_needed(const layout::TenantRecord& tenant) {
+  return static_cast<std::int64_t>(slice_ns_of(tenant) / 2);
+}
+
+// Whether a tenant may be granted a slice at `now` (uncapped, or with budget enough).
+bool may_be_granted(const layout::TenantRecord& tenant, std::uint32_t gpu, std::uint64_t now) {
+  return !capped(tenant) || budget_at(tenant, gpu, now) >= budget_needed(tenant);
+}
+
 // Refills a capped tenant's budget; returns whether it may be granted a slice now, and if not,
 // how long until it may.
 bool refill_budget(layout::TenantRecord& tenant, std::uint32_t gpu, std::uint64_t now, std::uint64_t* wait_ns) {
-  const std::uint32_t limit = tenant.compute_policy.limit_pct.load(kRelaxed);
-  auto& entry = tenant.compute[gpu];
-  if (limit == 0 || limit >= 100) return true;
-  const std::uint64_t depth = slice_ns_of(tenant);
-  const std::uint64_t last = entry.budget_at_ns.load(kRelaxed);
-  std::int64_t budget = entry.budget_ns.load(kRelaxed);
-  if (last == 0) {
-    budget = static_cast<std::int64_t>(depth);  // a new tenant starts with one full slice
-  } else if (now > last) {
-    budget += static_cast<std::int64_t>((now - last) * limit / 100);
-  }
-  budget = std::min(budget, static_cast<std::int64_t>(depth));
-  entry.budget_ns.store(budget, kRelaxed);
-  entry.budget_at_ns.store(now, kRelaxed);
-  // Grant only with at least half a slice of budget: tiny slices would cost a handover each.
-  const auto needed = static_cast<std::int64_t>(depth / 2);
+  if (!capped(tenant)) return true;
+  const std::int64_t budget = budget_at(tenant, gpu, now);
+  tenant.compute[gpu].budget_ns.store(budget, kRelaxed);
+  tenant.compute[gpu].budget_at_ns.store(now, kRelaxed);
+  const std::int64_t needed = budget_needed(tenant);
   if (budget >= needed) return true;
-  *wait_ns = static_cast<std::uint64_t>(needed - budget) * 100 / limit + 1;
+  *wait_ns = static_cast<std::uint64_t>(needed - budget) * 100 / tenant.compute_policy.limit_pct.load(kRelaxed) + 1;
   return false;
 }
 
@@ -174,14 +186,18 @@ std::uint32_t priority_of_slot(const StateLayout& state, std::uint32_t slot) {
                               : 0;
 }
 
-// The highest priority class among the processes other than `holder` waiting for the GPU, or -1.
-int highest_waiting_class(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder) {
+// The highest priority class among the processes other than `holder` waiting for the GPU that
+// could be granted it at `now` (a capped tenant out of budget could not), or -1.
+int highest_waiting_class(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder, std::uint64_t now) {
   int highest = -1;
   for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
-    if (s != holder && state.slots[s].compute[gpu].waiting_since_ns.load(kRelaxed) != 0 &&
-        state.slots[s].state.load(kAcquire) == kInUse) {
-      highest = std::max(highest, static_cast<int>(priority_of_slot(state, s)));
+    if (s == holder || state.slots[s].compute[gpu].waiting_since_ns.load(kRelaxed) == 0 ||
+        state.slots[s].state.load(kAcquire) != kInUse) {
+      continue;
     }
+    const std::uint32_t tenant = state.slots[s].tenant_index.load(kRelaxed);
+    if (tenant < kMaxTenants && !may_be_granted(state.tenants[tenant], gpu, now)) continue;
+    highest = std::max(highest, static_cast<int>(priority_of_slot(state, s)));
   }
   return highest;
 }
@@ -190,8 +206,8 @@ int highest_waiting_class(const StateLayout& state, std::uint32_t gpu, std::uint
 // higher one. Lower classes get nothing while a higher one wants the GPU, so asking the holder to
 // hand over to them would only cost it a drain before being granted again. For a capped holder
 // anyone waiting counts: its slice ends when its budget does.
-bool contender_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder) {
-  const int highest = highest_waiting_class(state, gpu, holder);
+bool contender_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder, std::uint64_t now) {
+  const int highest = highest_waiting_class(state, gpu, holder, now);
   const std::uint32_t tenant = state.slots[holder].tenant_index.load(kRelaxed);
   if (tenant < kMaxTenants && capped(state.tenants[tenant])) return highest >= 0;
   return highest >= static_cast<int>(priority_of_slot(state, holder));
@@ -205,10 +221,10 @@ bool contender_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t 
 // H200 that put the high tenant's p99 at 6.7x its solo p99). The pause is charged to the holder:
 // the GPU was kept for it. Not for capped tenants, whose budget should go to work.
 std::uint64_t idle_after_for(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder,
-                             const ArbiterTiming& timing) {
+                             const ArbiterTiming& timing, std::uint64_t now) {
   const auto idle_after = static_cast<std::uint64_t>(timing.idle_after.count());
   const std::uint32_t tenant = state.slots[holder].tenant_index.load(kRelaxed);
-  if (tenant >= kMaxTenants || contender_waits(state, gpu, holder)) return idle_after;
+  if (tenant >= kMaxTenants || contender_waits(state, gpu, holder, now)) return idle_after;
   return std::max(idle_after, slice_ns_of(state.tenants[tenant]));
 }
 
@@ -313,7 +329,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         charge_until = gone_holder_used_until(schedule, now);
         auto& since = state.slots[holder].compute[gpu].waiting_since_ns;
         if (since.exchange(0, kRelaxed) != 0) schedule.waiting.fetch_sub(1, kRelaxed);
-      } else if ((seen & 1) == 0 && stood != 0 && stood >= idle_after_for(state, gpu, holder, timing)) {
+      } else if ((seen & 1) == 0 && stood != 0 && stood >= idle_after_for(state, gpu, holder, timing, now)) {
         // Idle between launches. The hot path bumps its count and then reads the holder word;
         // here the word is changed and then the count read again (both sequentially
         // consistent), so a launch that starts at this moment is either seen here or sees the
@@ -345,8 +361,8 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
     const bool stuck = holder_tenant < kMaxTenants &&
                        stood >= slice_ns_of(state.tenants[holder_tenant]) +
                                     static_cast<std::uint64_t>(timing.handover_grace.count()) &&
-                       highest_waiting_class(state, gpu, holder) >= 0;
-    if (!take_away && now >= slice_end && (stuck || contender_waits(state, gpu, holder))) {
+                       highest_waiting_class(state, gpu, holder, now) >= 0;
+    if (!take_away && now >= slice_end && (stuck || contender_waits(state, gpu, holder, now))) {
       if ((word & kHandoverBit) == 0) {
         schedule.holder_word.store(word | kHandoverBit, kRelease);
         schedule.handover_asked_ns.store(now, kRelaxed);
@@ -491,7 +507,7 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint6
     auto lock = ScheduleLock::acquire(state, gpu);
     if (!lock) return lock.error();
     if (schedule.holder_word.load(std::memory_order_seq_cst) != holder_token(slot_)) return Ok{};
-    if (!contender_waits(state, gpu, slot_)) {
+    if (!contender_waits(state, gpu, slot_, now)) {
       end_slice(state, gpu, now);
       grant(state, gpu, slot_, now);
       return Ok{};

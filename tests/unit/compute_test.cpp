@@ -300,6 +300,21 @@ TEST_F(ArbiterTest, PausesAreNotHeldAgainstTheSameClass) {
   EXPECT_TRUE(taken_after_a_short_pause(a, b));
 }
 
+// A waiter of the holder's class that is out of budget could not take over: it does not cut the
+// hold short (the GPU would only go to the lower class behind it).
+TEST_F(ArbiterTest, AWaiterOutOfBudgetDoesNotEndAHold) {
+  const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh),
+             spent = add("spent", 50, 30, Priority::kHigh);
+  auto& budget = s().tenants[s().slots[spent].tenant_index.load()].compute[kGpu];
+  budget.budget_ns.store(-1'000 * static_cast<std::int64_t>(kMs));
+  budget.budget_at_ns.store(now_);
+  grant_to(high);
+  launch(high);
+  want(low);
+  want(spent);
+  look_for(5, low, high);
+}
+
 // A capped tenant's budget pays for GPU work, not for keeping the GPU idle.
 TEST_F(ArbiterTest, ACappedHigherClassDoesNotHoldThroughPauses) {
   const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 50, Priority::kHigh);
