@@ -201,6 +201,22 @@ TEST_F(TimeSlicing, KillingTheHolderReleasesTheGpuWithinASecond) {
   EXPECT_GE(output_double(r.out, "kernel_us").value() / output_double(r.out, "wall_us").value(), 0.45);
 }
 
+// The same with a `high` holder that has a 1 s slice and only a `low` process waiting: its hold
+// through pauses must not outlive it.
+TEST_F(TimeSlicing, KillingAHighHolderReleasesTheGpuToALowOne) {
+  auto victim = start({"victim", {"--priority", "high", "--slice-ms", "1000"}, {"saturate", "30", "1000"}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto survivor = start({"survivor", {"--priority", "low"}, {"saturate", "3", "1000"}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  victim->kill(SIGKILL);
+  EXPECT_EQ(victim->wait().exit_code, 128 + SIGKILL);
+  const ProcessResult r = survivor->wait();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Nothing for the first ~0.5 s (strict priority), then all of it: ~0.83. Holding on for the
+  // victim's 1 s slice would leave ~0.5.
+  EXPECT_GE(output_double(r.out, "kernel_us").value() / output_double(r.out, "wall_us").value(), 0.7) << r.out;
+}
+
 TEST_F(TimeSlicing, AWaitingProcessSleeps) {
   auto high = start({"busy", {"--priority", "high"}, {"saturate", "3", "1000"}});
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
