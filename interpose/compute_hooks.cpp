@@ -67,14 +67,13 @@ constexpr std::uint64_t kWaitedNs = 20'000;
 // At most (launches between checkpoints) x (events in the ring) launches in flight: before an event
 // of the ring is recorded again, the work it marked must have finished. The launches between
 // checkpoints adapt, between 1 and `most` (checkpoint_every(), or kNearHigherClass), so that the
-// queue stays near
-// queue_target_ns(). When a wait for an event ends as it finishes, the event spent (now - recorded)
-// queued: the GPU time of the work ahead of it, about two intervals' worth; over the target, the
-// interval is scaled down by target / that. Under half the target (or finished that soon), it grows
-// by one: only slowly, because a short queue may just mean the GPU caught up while this thread was
-// descheduled, and says little about the kernels. It starts at 1, so that a program of long kernels
-// never queues much even at its start. Returns the interval for the next checkpoint.
-// `*now`: the clock when called, and on return (it moves on when the bound waited).
+// queue stays near queue_target_ns(). When a wait for an event ends as it finishes, the event spent
+// (now - recorded) queued: the GPU time of the work ahead of it, about two intervals' worth; over
+// the target, the interval is scaled down by target / that. Under half the target (or finished that
+// soon), it grows by one: only slowly, because a short queue may just mean the GPU caught up while
+// this thread was descheduled, and says little about the kernels. It starts at 1, so that a program
+// of long kernels never queues much even at its start. Returns the interval for the next
+// checkpoint. `*now`: the clock when called, and on return (it moves on when the bound waited).
 unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream, unsigned most,
                         std::uint64_t* now) {
   if (driver.cuEventCreate == nullptr || driver.cuEventRecord == nullptr || driver.cuEventSynchronize == nullptr) {
@@ -100,10 +99,12 @@ unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound,
     // had finished before (this look may simply be late).
     const std::uint64_t queued = *now - bound.recorded_at_ns[i];
     const bool waited = *now - before >= kWaitedNs;
-    if (target != 0 && waited && queued > target) {
+    if (target == 0) {
+      // bounded in launches only
+    } else if (waited && queued > target) {
       const std::uint64_t scaled = bound.interval_at_record[i] * target / queued;
       interval = static_cast<unsigned>(std::clamp<std::uint64_t>(scaled, 1, most));
-    } else if (target != 0 && queued < target / 2) {
+    } else if (queued < target / 2) {
       interval = std::min(most, interval + 1);
     }
   }
