@@ -179,6 +179,43 @@ std::optional<std::uint32_t> current_gpu(const RealDriver& driver, Tenancy& tena
   return gpu;
 }
 
+// A launch that does not hold the slice, or whose thread is due a checkpoint. Unless it is being
+// captured into a graph: then it needs no slice, and an event recorded on its stream would end up
+// in the program's graph. Without a capture going on in the process (the common case) there is
+// nothing to ask the driver.
+void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::uint32_t gpu, CUdevice device,
+                             CUstream stream) {
+  ComputeGate& gate = tenancy.gate();
+  const bool captures = g_captures.load(std::memory_order_acquire) > 0;
+  if (captures && capturing(driver, stream)) {
+    // Holding the slice through a capture (vLLM's warm-up captures graphs for seconds) would keep
+    // everyone else off an idle GPU: give it up when asked, or at the end of the slice if someone
+    // waits (as a checkpoint would, but without waiting for the next turn).
+    const RelaxedCaptureMode relaxed(driver);
+    (void)gate.release_if_wanted(gpu, drain);
+    return;
+  }
+  std::optional<RelaxedCaptureMode> relaxed;
+  if (captures) relaxed.emplace(driver);
+  if (!gate.holds(gpu)) {
+    if (auto acquired = gate.acquire(gpu, drain); !acquired) {
+      log(LogLevel::kError, "device {}: time-slice arbiter unusable ({}); launching ungated", device,
+          acquired.error().message);
+    }
+  }
+  if (t_until_checkpoint[gpu] > 1) {
+    --t_until_checkpoint[gpu];
+    return;
+  }
+  std::uint64_t now = monotonic_now_ns();
+  const unsigned most =
+      gate.higher_class_recently(gpu, now) ? std::min(kNearHigherClass, checkpoint_every()) : checkpoint_every();
+  t_until_checkpoint[gpu] = process_settings().settings.inflight_launches != 0
+                                ? bound_inflight(driver, tenancy.inflight(gpu), stream, most, &now)
+                                : most;
+  (void)gate.checkpoint(gpu, drain, now);
+}
+
 CUstream per_thread_stream(CUstream stream) { return stream == nullptr ? CU_STREAM_PER_THREAD : stream; }
 
 template <typename Launch>
@@ -195,37 +232,7 @@ CUresult gated(CUstream stream, Launch&& launch) {
   // a full GPU queue all mean "this process's work is on the GPU", never "idle".
   gate.begin_launch(*gpu);
   if (!gate.holds(*gpu) || t_until_checkpoint[*gpu] <= 1) {
-    // Slow path, unless this launch is being captured into a graph: then it needs no slice, and
-    // an event recorded on its stream would end up in the program's graph. Without a capture going
-    // on in the process (the common case) there is nothing to ask the driver.
-    const bool captures = g_captures.load(std::memory_order_acquire) > 0;
-    if (captures && capturing(*driver, stream)) {
-      // Holding the slice through a capture (vLLM's warm-up captures graphs for seconds) would
-      // keep everyone else off an idle GPU: give it up when asked, or at the end of the slice if
-      // someone waits (as a checkpoint would, but without waiting for the next turn).
-      const RelaxedCaptureMode relaxed(*driver);
-      (void)gate.release_if_wanted(*gpu, drain);
-    } else {
-      std::optional<RelaxedCaptureMode> relaxed;
-      if (captures) relaxed.emplace(*driver);
-      if (!gate.holds(*gpu)) {
-        if (auto acquired = gate.acquire(*gpu, drain); !acquired) {
-          log(LogLevel::kError, "device {}: time-slice arbiter unusable ({}); launching ungated", device,
-              acquired.error().message);
-        }
-      }
-      if (t_until_checkpoint[*gpu] <= 1) {
-        std::uint64_t now = monotonic_now_ns();
-        const unsigned most =
-            gate.higher_class_recently(*gpu, now) ? std::min(kNearHigherClass, checkpoint_every()) : checkpoint_every();
-        t_until_checkpoint[*gpu] = process_settings().settings.inflight_launches != 0
-                                       ? bound_inflight(*driver, tenancy.inflight(*gpu), stream, most, &now)
-                                       : most;
-        (void)gate.checkpoint(*gpu, drain, now);
-      } else {
-        --t_until_checkpoint[*gpu];
-      }
-    }
+    before_launch_slow_path(*driver, tenancy, *gpu, device, stream);
   } else {
     --t_until_checkpoint[*gpu];
   }
