@@ -18,11 +18,11 @@ namespace gpushare::interpose::hooks {
 namespace {
 
 // Launches between checkpoints at most: half the in-flight bound (two events in the ring), at
-// least 1; 16 (the default's) when the bound is off, for the slice checks alone.
+// least 1; the default's when the bound is off, for the slice checks alone.
 unsigned checkpoint_every() {
   static const unsigned every = [] {
     const unsigned launches = process_settings().settings.inflight_launches;
-    return launches == 0 ? 16u : std::max(1u, launches / 2);
+    return std::max(1u, (launches == 0 ? Settings::kDefaultInflightLaunches : launches) / 2);
   }();
   return every;
 }
@@ -54,8 +54,8 @@ void drain(std::uint32_t gpu) {
 }
 
 // The bound in time (GPUSHARE_INFLIGHT_MS, default 2 ms, about the driver's own time-slice): in
-// launches alone, 32 kernels of 1 ms would put 32 ms in front of a handover or of a higher class's
-// next request, while 32 tiny kernels are a few microseconds. 0: launches only.
+// launches alone, 64 kernels of 1 ms would put 64 ms in front of a handover or of a higher class's
+// next request, while 64 tiny kernels are a few hundred microseconds. 0: launches only.
 std::uint64_t queue_target_ns() {
   static const std::uint64_t target = std::uint64_t{process_settings().settings.inflight_ms} * 1'000'000;
   return target;

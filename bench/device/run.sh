@@ -124,10 +124,14 @@ echo "== hook overhead, real driver: alloc+free pair (1 MiB), cuMemGetInfo_v2, c
 GPUSHARE_BENCH_DRIVER=libcuda.so.1 GPUSHARE_BENCH_PRELOAD="$bundle/install/lib/gpushare/libgpushare-preload.so" \
   "$bundle/bin/hook_bench" --benchmark_min_time=1 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
   2>&1 | grep -v WARNING
-echo "-- the same launch with the in-flight bound off (GPUSHARE_INFLIGHT_LAUNCHES=0), to attribute its cost"
-GPUSHARE_INFLIGHT_LAUNCHES=0 GPUSHARE_BENCH_DRIVER=libcuda.so.1 \
-  GPUSHARE_BENCH_PRELOAD="$bundle/install/lib/gpushare/libgpushare-preload.so" \
-  "$bundle/bin/hook_bench" --benchmark_filter=Launch --benchmark_min_time=1 --benchmark_repetitions=3 \
-  --benchmark_report_aggregates_only=true 2>&1 | grep ratio
+# The launch alone, with the in-flight bound at other sizes (0: off), to attribute its cost: the
+# bound's checkpoint (an event record and a wait) comes every GPUSHARE_INFLIGHT_LAUNCHES / 2 launches.
+for launches in 0 32 128; do
+  echo "-- the same launch with GPUSHARE_INFLIGHT_LAUNCHES=$launches (default 64)"
+  GPUSHARE_INFLIGHT_LAUNCHES=$launches GPUSHARE_BENCH_DRIVER=libcuda.so.1 \
+    GPUSHARE_BENCH_PRELOAD="$bundle/install/lib/gpushare/libgpushare-preload.so" \
+    "$bundle/bin/hook_bench" --benchmark_filter=Launch --benchmark_min_time=1 --benchmark_repetitions=3 \
+    --benchmark_report_aggregates_only=true 2>&1 | grep ratio
+done
 fi
 rm -rf "$work"

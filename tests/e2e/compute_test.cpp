@@ -110,7 +110,7 @@ TEST_F(TimeSlicing, TheWorkInFlightIsBoundedInLaunches) {
   EXPECT_GE(output_double(unbounded.out, "max_queued_us").value(), 15'000) << unbounded.out;
 }
 
-// ... and in time: 32 launches of 1 ms kernels would be 32-48 ms queued (here the fake GPU's queue
+// ... and in time: 64 launches of 1 ms kernels would be 64-96 ms queued (here the fake GPU's queue
 // is 50 ms); the bound keeps about 2 ms (the launches between checkpoints shrink to 1) from the
 // first launch on, and the GPU stays busy. The deepest queue is 3-5 ms on a quiet machine, ~7 ms
 // with both cores busy elsewhere (a descheduled thread comes back to an empty queue and lets it grow

@@ -478,7 +478,7 @@ void expect_refused(const char* variable, std::initializer_list<const char*> bad
 }
 
 TEST(ComputeSettings, InflightLaunchesFromTheEnvironment) {
-  EXPECT_EQ(Settings{}.inflight_launches, 32u);
+  EXPECT_EQ(Settings{}.inflight_launches, 64u);
   EXPECT_EQ(load_only("GPUSHARE_INFLIGHT_LAUNCHES", "64").settings.inflight_launches, 64u);
   EXPECT_EQ(load_only("GPUSHARE_INFLIGHT_LAUNCHES", "0").settings.inflight_launches, 0u);
   expect_refused("GPUSHARE_INFLIGHT_LAUNCHES", {"33", "-2", "8192", "many", ""}, &Settings::inflight_launches);
