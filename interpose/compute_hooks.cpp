@@ -1,7 +1,7 @@
 // Launch hooks: a process submits work to a GPU only while it holds that GPU's time slice.
 //
 // Hot path (holding the slice): the current context (cuCtxGetCurrent, its GPU cached per thread),
-// one load of the schedule's holder word, two atomic adds to this process's launch count (in and
+// one load of the schedule's holder word, two atomic adds to this process's activity word (in and
 // out), a thread-local countdown. No lock, no system call. At each checkpoint (every
 // GPUSHARE_INFLIGHT_LAUNCHES / 2 launches, fewer for long kernels, at most 2 near a higher class)
 // the slow path bounds the work in flight and checks whether the slice is over.
@@ -210,13 +210,31 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   std::uint64_t now = monotonic_now_ns();
   const unsigned most =
       gate.higher_class_recently(gpu, now) ? std::min(kNearHigherClass, checkpoint_every()) : checkpoint_every();
-  t_until_checkpoint[gpu] = process_settings().settings.inflight_launches != 0
-                                ? bound_inflight(driver, tenancy.inflight(gpu), stream, most, &now)
-                                : most;
+  if (process_settings().settings.inflight_launches != 0) {
+    const ComputeGate::OwnWorkWait waiting(gate, gpu);
+    t_until_checkpoint[gpu] = bound_inflight(driver, tenancy.inflight(gpu), stream, most, &now);
+  } else {
+    t_until_checkpoint[gpu] = most;
+  }
   (void)gate.checkpoint(gpu, drain, now);
 }
 
 CUstream per_thread_stream(CUstream stream) { return stream == nullptr ? CU_STREAM_PER_THREAD : stream; }
+
+// A thread of this process inside a gated call, for the arbiter (ComputeGate::begin_launch): left
+// again however the call ends, so an exception on the way out (caught at the C boundary) cannot
+// leave the process looking busy for good.
+class InsideCall {
+ public:
+  InsideCall(ComputeGate& gate, std::uint32_t gpu) : gate_(gate), gpu_(gpu) { gate_.begin_launch(gpu_); }
+  ~InsideCall() { gate_.end_launch(gpu_); }
+  InsideCall(const InsideCall&) = delete;
+  InsideCall& operator=(const InsideCall&) = delete;
+
+ private:
+  ComputeGate& gate_;
+  std::uint32_t gpu_;
+};
 
 template <typename Launch>
 CUresult gated(CUstream stream, Launch&& launch) {
@@ -228,17 +246,15 @@ CUresult gated(CUstream stream, Launch&& launch) {
   const auto gpu = current_gpu(*driver, tenancy, &device);
   if (!gpu) return launch();
   ComputeGate& gate = tenancy.gate();
-  // Odd from here to the end: draining at a handover, waiting for the slice and a launch blocked on
-  // a full GPU queue all mean "this process's work is on the GPU", never "idle".
-  gate.begin_launch(*gpu);
+  // Inside from here to the end: draining at a handover, waiting for the slice and a launch blocked
+  // on a full GPU queue all mean "this process's work is on the GPU", never "idle".
+  const InsideCall inside(gate, *gpu);
   if (!gate.holds(*gpu) || t_until_checkpoint[*gpu] <= 1) {
     before_launch_slow_path(*driver, tenancy, *gpu, device, stream);
   } else {
     --t_until_checkpoint[*gpu];
   }
-  const CUresult result = launch();
-  gate.end_launch(*gpu);
-  return result;
+  return launch();
 }
 
 // A wait for the GPU by the slice holder counts as "inside a launch", so it is not taken for idleness.
@@ -251,10 +267,8 @@ CUresult busy_waiting(Wait&& wait) {
   CUdevice device = 0;
   const auto gpu = current_gpu(*driver, tenancy, &device);
   if (!gpu || !tenancy.gate().holds(*gpu)) return wait();
-  tenancy.gate().begin_launch(*gpu);
-  const CUresult result = wait();
-  tenancy.gate().end_launch(*gpu);
-  return result;
+  const InsideCall inside(tenancy.gate(), *gpu);
+  return wait();
 }
 
 }  // namespace

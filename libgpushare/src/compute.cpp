@@ -50,6 +50,19 @@ bool tenant_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t ten
   return false;
 }
 
+// Whether a process of the tenant waits for a GPU other than `gpu`. Then the tenant's work here
+// may be blocked on that (a collective across GPUs, NCCL): a holder that waits for it only stalls
+// both GPUs, and gets no more than the ordinary grace to hand over.
+bool tenant_waits_elsewhere(const StateLayout& state, std::uint32_t gpu, std::uint32_t tenant) {
+  for (const auto& slot : state.slots) {
+    if (slot.state.load(kAcquire) != kInUse || slot.tenant_index.load(kRelaxed) != tenant) continue;
+    for (std::uint32_t other = 0; other < layout::kMaxGpus; ++other) {
+      if (other != gpu && slot.compute[other].waiting_since_ns.load(kRelaxed) != 0) return true;
+    }
+  }
+  return false;
+}
+
 // Weight in percent points: the share, or an equal part of what the shares leave.
 std::uint64_t weight_of(const StateLayout& state, std::uint32_t gpu, std::uint32_t tenant) {
   const std::uint32_t own = state.tenants[tenant].compute_policy.share_pct.load(kRelaxed);
@@ -111,14 +124,14 @@ void grant(StateLayout& state, std::uint32_t gpu, std::uint32_t slot, std::uint6
     slice = std::min<std::uint64_t>(slice, static_cast<std::uint64_t>(std::max<std::int64_t>(
                                                record.compute[gpu].budget_ns.load(kRelaxed), 0)));
   }
-  const std::uint64_t launches = state.slots[slot].compute[gpu].launches.load(kRelaxed);
+  const std::uint64_t activity = state.slots[slot].compute[gpu].activity.load(kRelaxed);
   schedule.slice_start_ns.store(now, kRelaxed);
   schedule.slice_end_ns.store(now + slice, kRelaxed);
   schedule.handover_asked_ns.store(0, kRelaxed);
-  schedule.observed_launches.store(launches, kRelaxed);
+  schedule.observed_activity.store(activity, kRelaxed);
   schedule.observed_at_ns.store(now, kRelaxed);
   schedule.looked_at_ns.store(now, kRelaxed);
-  schedule.launches_at_grant.store(launches, kRelaxed);
+  schedule.activity_at_grant.store(activity, kRelaxed);
   const std::uint32_t priority = std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2);
   schedule.virtual_clock_ns[priority].store(record.compute[gpu].virtual_ns.load(kRelaxed), kRelaxed);
   schedule.class_granted_ns[priority].store(now, kRelaxed);
@@ -273,8 +286,9 @@ void end_slice(StateLayout& state, std::uint32_t gpu, std::uint64_t now) {
     entry.gpu_ns.fetch_add(used, kRelaxed);
     entry.virtual_ns.fetch_add(used * 100 / weight_of(state, gpu, tenant), kRelaxed);
     if (capped(record)) entry.budget_ns.fetch_sub(static_cast<std::int64_t>(used), kRelaxed);
-    const std::uint64_t launches = state.slots[holder].compute[gpu].launches.load(kRelaxed);
-    entry.launches.fetch_add((launches - schedule.launches_at_grant.load(kRelaxed)) / 2, kRelaxed);
+    entry.launches.fetch_add(layout::calls_between(schedule.activity_at_grant.load(kRelaxed),
+                                           state.slots[holder].compute[gpu].activity.load(kRelaxed)),
+                             kRelaxed);
     if (!tenant_waits(state, gpu, tenant)) entry.active.store(0, kRelaxed);
     // The class held the GPU until now: a long tenure (a hold through pauses, renewals only every
     // few launches) must not look like a class long gone to the lower ones that come next.
@@ -307,15 +321,15 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
     // How long the holder's launch count has stood still (0 when it just moved).
     std::uint64_t stood = 0;
     if (!take_away) {
-      // Idle (or dead) holders: their launch count stops moving.
-      auto& launches = state.slots[holder].compute[gpu].launches;
-      const std::uint64_t seen = launches.load(std::memory_order_seq_cst);
+      // Idle (or dead) holders: their activity word stops moving.
+      auto& activity = state.slots[holder].compute[gpu].activity;
+      const std::uint64_t seen = activity.load(std::memory_order_seq_cst);
       const std::uint64_t last_look = schedule.looked_at_ns.exchange(now, kRelaxed);
-      if (seen != schedule.observed_launches.load(kRelaxed)) {
+      if (seen != schedule.observed_activity.load(kRelaxed)) {
         // When nobody looked for a while, the change happened at some unknown moment since the last
         // look: take the earliest, so that an idle spell is never charged as use.
         const bool watched = now - last_look <= 2 * static_cast<std::uint64_t>(timing.max_sleep.count());
-        schedule.observed_launches.store(seen, kRelaxed);
+        schedule.observed_activity.store(seen, kRelaxed);
         schedule.observed_at_ns.store(watched ? now : std::max(last_look, schedule.observed_at_ns.load(kRelaxed)),
                                       kRelaxed);
       } else {
@@ -329,13 +343,13 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         charge_until = gone_holder_used_until(schedule, now);
         auto& since = state.slots[holder].compute[gpu].waiting_since_ns;
         if (since.exchange(0, kRelaxed) != 0) schedule.waiting.fetch_sub(1, kRelaxed);
-      } else if ((seen & 1) == 0 && stood != 0 && stood >= idle_after_for(state, gpu, holder, timing, now)) {
-        // Idle between launches. The hot path bumps its count and then reads the holder word;
+      } else if (layout::threads_inside(seen) == 0 && stood != 0 && stood >= idle_after_for(state, gpu, holder, timing, now)) {
+        // Idle between launches. The hot path adds to its word and then reads the holder word;
         // here the word is changed and then the count read again (both sequentially
         // consistent), so a launch that starts at this moment is either seen here or sees the
         // handover bit and hands over itself.
         schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
-        if (launches.load(std::memory_order_seq_cst) == seen) {
+        if (activity.load(std::memory_order_seq_cst) == seen) {
           take_away = true;
           charge_until = std::min(now, std::max(schedule.observed_at_ns.load(kRelaxed),
                                                 schedule.slice_start_ns.load(kRelaxed)));
@@ -366,9 +380,11 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
       if ((word & kHandoverBit) == 0) {
         schedule.holder_word.store(word | kHandoverBit, kRelease);
         schedule.handover_asked_ns.store(now, kRelaxed);
-      } else if (now - schedule.handover_asked_ns.load(kRelaxed) >=
-                 static_cast<std::uint64_t>(timing.handover_grace.count())) {
-        take_away = true;
+      } else {
+        const bool own_work = state.slots[holder].compute[gpu].own_work_waits.load(kRelaxed) != 0 &&
+                              holder_tenant < kMaxTenants && !tenant_waits_elsewhere(state, gpu, holder_tenant);
+        const auto grace = own_work ? timing.own_work_grace : timing.handover_grace;
+        take_away = now - schedule.handover_asked_ns.load(kRelaxed) >= static_cast<std::uint64_t>(grace.count());
       }
     } else if (!take_away && now < slice_end) {
       recheck = std::min(recheck, slice_end - now);
@@ -435,9 +451,23 @@ ComputeGate::~ComputeGate() {
 
 Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
   // Stop submitting, wait for what is in flight, then pass the GPU on: the charge runs to the
-  // end of the drain.
-  if (drain) drain(gpu);
+  // end of the drain. The handover is asked for first (unless a waiter did), so that the
+  // process's other launching threads stop too (holds() turns false for them) instead of adding
+  // to what the drain waits for.
   StateLayout& state = state_.state();
+  {
+    auto lock = ScheduleLock::acquire(state, gpu);
+    if (!lock) return lock.error();
+    GpuSchedule& schedule = state.schedules[gpu];
+    if (schedule.holder_word.load(kAcquire) == holder_token(slot_)) {
+      schedule.handover_asked_ns.store(monotonic_now_ns(), kRelaxed);
+      schedule.holder_word.store(holder_token(slot_) | kHandoverBit, std::memory_order_seq_cst);
+    }
+  }
+  if (drain) {
+    const OwnWorkWait waiting(*this, gpu);
+    drain(gpu);
+  }
   {
     auto lock = ScheduleLock::acquire(state, gpu);
     if (!lock) return lock.error();
@@ -496,6 +526,9 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
 }
 
 Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint64_t now) {
+  // The slice may have gone while the caller waited (in the in-flight bound): then the slice end
+  // below is someone else's.
+  if (!holds(gpu)) return acquire(gpu, drain);
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
   if (now < schedule.slice_end_ns.load(kRelaxed)) return Ok{};

@@ -116,7 +116,8 @@ void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot, SlotOwner
     if (slot.compute[gpu].waiting_since_ns.exchange(0, kRelaxed) != 0) {
       state.schedules[gpu].waiting.fetch_sub(1, kRelaxed);
     }
-    slot.compute[gpu].launches.store(0, kRelaxed);
+    slot.compute[gpu].activity.store(0, kRelaxed);
+    slot.compute[gpu].own_work_waits.store(0, kRelaxed);
   }
 }
 
@@ -453,7 +454,18 @@ Status set_tenant_compute_policy(SharedState& shared, std::string_view name, con
     auto& policy = record.compute_policy;
     if (change.share_pct) policy.share_pct.store(*change.share_pct, kRelaxed);
     if (change.limit_pct) policy.limit_pct.store(*change.limit_pct, kRelaxed);
-    if (change.priority) policy.priority.store(static_cast<std::uint32_t>(*change.priority), kRelaxed);
+    if (change.priority) {
+      const std::uint32_t priority = std::min(static_cast<std::uint32_t>(*change.priority), 2u);
+      if (policy.priority.exchange(priority, kRelaxed) != priority) {
+        // Virtual times are compared within a class: one earned in the old class would put the
+        // tenant far behind its new peers (it would take the GPU until it caught up) or far ahead
+        // (it would starve). It starts where its new class is.
+        for (std::uint32_t g = 0; g < kMaxGpus; ++g) {
+          const auto& clock = shared.state().schedules[g].virtual_clock_ns[priority];
+          record.compute[g].virtual_ns.store(clock.load(kRelaxed), kRelaxed);
+        }
+      }
+    }
     record.compute_configured.store(1, kRelease);
   });
 }

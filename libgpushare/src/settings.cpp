@@ -46,7 +46,7 @@ constexpr std::array kOptions{
     OptionSpec{"GPUSHARE_SLICE_MS", "", "--slice-ms", "10",
                "Length of a time slice in milliseconds (1-1000); also the longest pause through which a "
                "tenant keeps the GPU while only lower priority classes wait."},
-    OptionSpec{"GPUSHARE_INFLIGHT_LAUNCHES", "", "", "32",
+    OptionSpec{"GPUSHARE_INFLIGHT_LAUNCHES", "", "", "64",
                "Launches a process may have queued on a GPU (a multiple of 2 up to 4096; 0 = no bound). Smaller "
                "values make handovers and priority more responsive, larger ones cost fewer event waits."},
     OptionSpec{"GPUSHARE_INFLIGHT_MS", "", "", "2",

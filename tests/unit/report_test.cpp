@@ -71,13 +71,14 @@ TEST_F(ReportTest, TheSliceInProgressCountsUpToTheHoldersLastObservedLaunch) {
   auto& state = state_->state();
   auto& schedule = state.schedules[gpu->gpu];
   const std::uint32_t slot = (*tenant)->slot_index();
-  // Granted 50 ms ago; the arbiter last saw it launching 10 ms ago, at its 9th half-step.
+  // Granted 50 ms ago; the arbiter last saw it launching 10 ms ago, inside its 5th launch.
   const std::uint64_t now = monotonic_now_ns();
   schedule.slice_start_ns.store(now - 50'000'000);
   schedule.observed_at_ns.store(now - 10'000'000);
-  schedule.launches_at_grant.store(0);
-  schedule.observed_launches.store(9);
-  state.slots[slot].compute[gpu->gpu].launches.store(13);
+  const std::uint64_t whole = layout::kCallBegun - layout::kCallEnded;
+  schedule.activity_at_grant.store(3 * whole);
+  schedule.observed_activity.store(7 * whole + layout::kCallBegun);
+  state.slots[slot].compute[gpu->gpu].activity.store(9 * whole);
   schedule.holder_word.store(holder_token(slot));
 
   const Report report = build_report(*state_);
@@ -87,7 +88,7 @@ TEST_F(ReportTest, TheSliceInProgressCountsUpToTheHoldersLastObservedLaunch) {
   EXPECT_TRUE(use.holds_slice);
   // Never more than end_slice will charge: up to the observation, not up to now.
   EXPECT_EQ(use.gpu_ns, 40'000'000u);
-  EXPECT_EQ(use.launches, 4u);
+  EXPECT_EQ(use.launches, 5u);  // begun since the grant, the one in progress included
   schedule.holder_word.store(0);
 }
 

@@ -48,10 +48,16 @@ struct ComputePolicyValues {
 
 // Tunables of the arbiter (not per tenant).
 struct ArbiterTiming {
-  // A holder whose launch count has not moved for this long is idle and loses the slice.
+  // A holder whose activity word has not moved for this long, no thread inside, is idle and
+  // loses the slice.
   std::chrono::nanoseconds idle_after{std::chrono::milliseconds(2)};
-  // A holder asked to hand over that has not done so after this long loses the slice anyway.
+  // A holder asked to hand over that has not done so after this long loses the slice anyway ...
   std::chrono::nanoseconds handover_grace{std::chrono::milliseconds(50)};
+  // ... or after this long while the gate waits for the holder's own queued work (the in-flight
+  // bound, the handover's drain): graphs or kernels of tens of milliseconds take longer than the
+  // grace to drain, and a holder taken then would leave that work to run, uncharged, into the
+  // next holder's slice. Still bounded: the work may wait on another process (CUDA IPC, NCCL).
+  std::chrono::nanoseconds own_work_grace{std::chrono::seconds(1)};
   // Longest a waiter sleeps before looking again (it is woken at once on every grant).
   std::chrono::nanoseconds max_sleep{std::chrono::milliseconds(1)};
   // A lower class keeps almost nothing in flight for this long after a higher class last held the
@@ -71,8 +77,8 @@ inline std::uint32_t holder_token(std::uint32_t slot) { return slot + 1; }
 
 // REQUIRES: the GPU's schedule mutex held (see ScheduleLock). `requester` is the slot asking
 // (it has set its waiting_since), or kNoRequester for a look by someone who only passes by.
-// A holder whose launch count has stopped moving is idle when it is outside a launch (even
-// count), and dead when `slot_alive` says so (a launch blocked on a full GPU queue is neither).
+// A holder whose activity word has stopped moving is idle when no thread of it is inside a
+// launch, and dead when `slot_alive` says so (a launch blocked on a full GPU queue is neither).
 inline constexpr std::uint32_t kNoRequester = UINT32_MAX;
 using SlotAlive = std::function<bool(std::uint32_t slot)>;
 Arbitration arbitrate(layout::StateLayout& state, std::uint32_t gpu, std::uint64_t now_ns, std::uint32_t requester,
@@ -118,16 +124,17 @@ class ComputeGate {
   ComputeGate& operator=(const ComputeGate&) = delete;
 
   // Hot path: no lock, no system call.
-  // Sequentially consistent, like bump(): pairs with the idle check in arbitrate (a plain load on
-  // x86).
+  // Sequentially consistent, like begin_launch(): pairs with the idle check in arbitrate (a plain
+  // load on x86).
   bool holds(std::uint32_t gpu) const {
     return state_.state().schedules[gpu].holder_word.load(std::memory_order_seq_cst) == holder_token(slot_);
   }
-  // Brackets each gated launch: the count moves with every launch and is odd while a thread of
-  // this process is inside one (perhaps blocked on a full GPU queue). Only this process writes it;
-  // an atomic add keeps the count right when several of its threads launch at once.
-  void begin_launch(std::uint32_t gpu) { bump(gpu); }
-  void end_launch(std::uint32_t gpu) { bump(gpu); }
+  // Bracket each gated launch or synchronize: the process's activity word (layout::kCallBegun)
+  // moves with every call and counts the threads inside one (perhaps blocked on a full GPU queue,
+  // or waiting for their work), so that a busy process is never taken for idle. Only this process
+  // writes it; atomic adds keep it right when several of its threads call at once.
+  void begin_launch(std::uint32_t gpu) { activity(gpu).fetch_add(layout::kCallBegun, std::memory_order_seq_cst); }
+  void end_launch(std::uint32_t gpu) { activity(gpu).fetch_sub(layout::kCallEnded, std::memory_order_seq_cst); }
 
   // Slow path before a launch when holds() is false: hands over first if this process was asked
   // to, then waits until it holds the slice.
@@ -143,12 +150,26 @@ class ComputeGate {
   // Whether a higher priority class than this process's held the GPU recently (timing_).
   bool higher_class_recently(std::uint32_t gpu, std::uint64_t now) const;
 
+  // Marks, for as long as it lives, a wait of this process for its own work on the GPU (see
+  // ArbiterTiming::own_work_grace).
+  class OwnWorkWait {
+   public:
+    OwnWorkWait(ComputeGate& gate, std::uint32_t gpu) : waits_(gate.slot_compute(gpu).own_work_waits) {
+      waits_.fetch_add(1, std::memory_order_relaxed);
+    }
+    ~OwnWorkWait() { waits_.fetch_sub(1, std::memory_order_relaxed); }
+    OwnWorkWait(const OwnWorkWait&) = delete;
+    OwnWorkWait& operator=(const OwnWorkWait&) = delete;
+
+   private:
+    std::atomic<std::uint32_t>& waits_;
+  };
+
  private:
   Status hand_over(std::uint32_t gpu, const Drain& drain);
   bool slot_alive(std::uint32_t slot);
-  void bump(std::uint32_t gpu) {
-    state_.state().slots[slot_].compute[gpu].launches.fetch_add(1, std::memory_order_seq_cst);
-  }
+  layout::SlotCompute& slot_compute(std::uint32_t gpu) { return state_.state().slots[slot_].compute[gpu]; }
+  std::atomic<std::uint64_t>& activity(std::uint32_t gpu) { return slot_compute(gpu).activity; }
 
   SharedState& state_;
   std::uint32_t slot_;

@@ -30,7 +30,8 @@
 namespace gpushare::layout {
 
 inline constexpr std::uint64_t kStateMagic = 0x3145544154535047ull;  // "GPSTATE1", little endian
-inline constexpr std::uint32_t kStateAbiVersion = 3;  // 2: compute time-slicing; 3: GPU names
+// 2: compute time-slicing; 3: GPU names; 4: SlotCompute::activity counts threads inside a launch.
+inline constexpr std::uint32_t kStateAbiVersion = 4;
 
 inline constexpr std::uint32_t kMaxGpus = 16;
 inline constexpr std::uint32_t kMaxTenants = 128;
@@ -123,22 +124,39 @@ struct alignas(64) GpuSchedule {
   std::atomic<std::uint64_t> slice_start_ns;
   std::atomic<std::uint64_t> slice_end_ns;
   std::atomic<std::uint64_t> handover_asked_ns;
-  std::atomic<std::uint64_t> observed_launches;  // the holder's launch count when last looked at
+  std::atomic<std::uint64_t> observed_activity;  // the holder's SlotCompute::activity when last looked at
   std::atomic<std::uint64_t> observed_at_ns;     // ... and when it last changed
   std::atomic<std::uint64_t> virtual_clock_ns[3];  // per priority class: virtual time of its last grant
-  std::atomic<std::uint64_t> launches_at_grant;  // the holder's launch count when it was granted
+  std::atomic<std::uint64_t> activity_at_grant;  // the holder's activity word when it was granted
   std::atomic<std::uint64_t> class_granted_ns[3];  // per priority class: when it last held the GPU (a grant or a slice's end)
-  // When a waiter last looked at the holder's launch count: a change seen long after the last look
+  // When a waiter last looked at the holder's activity word: a change seen long after the last look
   // may have happened at any moment since. Added to ABI 3 in what was padding (zero in older files,
   // which only means "not looked at recently"), so the size is unchanged.
   std::atomic<std::uint64_t> looked_at_ns;
 };
-static_assert(sizeof(GpuSchedule) == 192, "GpuSchedule's size is part of state ABI 3");
+static_assert(sizeof(GpuSchedule) == 192, "GpuSchedule's size is part of state ABI 4");
+
+// SlotCompute::activity, one word so that a gated call costs two atomic adds: the launches (and
+// synchronizes) the process has begun in the high bits, and how many of its threads are inside one
+// right now in the low kInsideBits. A thread adds kCallBegun as it enters and kCallEnded as it
+// leaves. The word stands still while the process submits nothing; a holder is idle when it stands
+// still with no thread inside (several threads may be: one waiting for the GPU, one launching).
+inline constexpr unsigned kInsideBits = 24;
+inline constexpr std::uint64_t kCallBegun = (std::uint64_t{1} << kInsideBits) + 1;
+inline constexpr std::uint64_t kCallEnded = 1;
+constexpr std::uint64_t threads_inside(std::uint64_t activity) {
+  return activity & ((std::uint64_t{1} << kInsideBits) - 1);
+}
+// Calls begun between two readings of the word (the count wraps after 2^40).
+constexpr std::uint64_t calls_between(std::uint64_t before, std::uint64_t after) {
+  return ((after >> kInsideBits) - (before >> kInsideBits)) & ((std::uint64_t{1} << (64 - kInsideBits)) - 1);
+}
 
 // What one process does on one GPU, for the arbiter. Written by the process, read by waiters.
 struct alignas(64) SlotCompute {
-  std::atomic<std::uint64_t> launches;       // written by the holder on every gated launch
+  std::atomic<std::uint64_t> activity;          // see kCallBegun; written on every gated call
   std::atomic<std::uint64_t> waiting_since_ns;  // 0 when not waiting
+  std::atomic<std::uint32_t> own_work_waits;    // threads waiting for the process's own GPU work
 };
 
 struct alignas(64) ProcessSlot {
