@@ -74,43 +74,67 @@ constexpr std::uint64_t kWaitedNs = 20'000;
 // this thread was descheduled, and says little about the kernels. It starts at 1, so that a program
 // of long kernels never queues much even at its start. Returns the interval for the next
 // checkpoint. `*now`: the clock when called, and on return (it moves on when the bound waited).
+// `queue_empty`: the caller was just granted the slice (after its handover's drain, or for its
+// first launch), so the event recorded now marks no work: its finishing at once says nothing about
+// how long launches are.
 unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream, unsigned most,
-                        std::uint64_t* now) {
+                        bool queue_empty, std::uint64_t* now) {
   if (driver.cuEventCreate == nullptr || driver.cuEventRecord == nullptr || driver.cuEventSynchronize == nullptr) {
     return most;
   }
   // Every launching thread of the process takes its turn: while one waits for an event, the others
   // wait for it, or they would queue without bound meanwhile.
   const std::lock_guard lock(bound.mutex);
-  const unsigned current = std::clamp(bound.interval.load(std::memory_order_relaxed), 1u, most);
+  const auto size = static_cast<unsigned>(bound.events.size());
   const unsigned i = bound.next;
-  bound.next = (bound.next + 1) % static_cast<unsigned>(bound.events.size());
+  const unsigned newest = (i + size - 1) % size;
+  bound.next = (i + 1) % size;
   if (bound.events[i] == nullptr && driver.cuEventCreate(&bound.events[i], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
     bound.events[i] = nullptr;
     return most;
   }
   const std::uint64_t target = queue_target_ns();
-  unsigned interval = target == 0 ? most : current;
-  if (bound.recorded_at_ns[i] != 0) {
+  unsigned interval = target == 0 ? most : std::clamp(bound.interval.load(std::memory_order_relaxed), 1u, most);
+  // Waits for event `e`; returns how long it was queued: exactly, if this wait ended when it
+  // finished; at most, if it had finished before (this look may simply be late).
+  const auto wait_for = [&](unsigned e, bool* waited) {
     const std::uint64_t before = *now;
-    driver.cuEventSynchronize(bound.events[i]);
+    driver.cuEventSynchronize(bound.events[e]);
     *now = monotonic_now_ns();
-    // How long the event was queued: exactly, if this wait ended when it finished; at most, if it
-    // had finished before (this look may simply be late).
-    const std::uint64_t queued = *now - bound.recorded_at_ns[i];
-    const bool waited = *now - before >= kWaitedNs;
+    *waited = *now - before >= kWaitedNs;
+    return *now - bound.recorded_at_ns[e];
+  };
+  if (bound.recorded_at_ns[i] != 0) {
+    bool waited = false;
+    const std::uint64_t queued = wait_for(i, &waited);
     if (target == 0) {
       // bounded in launches only
     } else if (waited && queued > target) {
       const std::uint64_t scaled = bound.interval_at_record[i] * target / queued;
       interval = static_cast<unsigned>(std::clamp<std::uint64_t>(scaled, 1, most));
-    } else if (queued < target / 2) {
+      bound.long_launches = interval == 1;
+    } else if (queued < target / 2 && bound.marked_work[i] && !bound.long_launches) {
       interval = std::min(most, interval + 1);
     }
+  }
+  // Even one launch per checkpoint queues too much when a launch alone is over half the target
+  // (whole captured steps of tens of milliseconds): wait for the newest event too, so that one
+  // launch runs while the next is queued, two in flight instead of three. A handover drains, and a
+  // higher class waits behind, one launch fewer; the GPU stays busy all the same. How long that
+  // event was queued is one launch's GPU time: it says when launches have become short again.
+  if (bound.long_launches && interval == 1) {
+    if (bound.recorded_at_ns[newest] != 0) {
+      bool waited = false;
+      const std::uint64_t queued = wait_for(newest, &waited);
+      if (bound.marked_work[newest]) bound.long_launches = queued > target / 2;
+    }
+  } else {
+    bound.long_launches = false;
   }
   const bool recorded = driver.cuEventRecord(bound.events[i], stream) == CUDA_SUCCESS;
   bound.recorded_at_ns[i] = recorded ? std::max<std::uint64_t>(*now, 1) : 0;
   bound.interval_at_record[i] = interval;
+  bound.marked_work[i] = !queue_empty;
   bound.interval.store(interval, std::memory_order_relaxed);
   return interval;
 }
@@ -197,7 +221,8 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   }
   std::optional<RelaxedCaptureMode> relaxed;
   if (captures) relaxed.emplace(driver);
-  if (!gate.holds(gpu)) {
+  const bool granted_now = !gate.holds(gpu);
+  if (granted_now) {
     if (auto acquired = gate.acquire(gpu, drain); !acquired) {
       log(LogLevel::kError, "device {}: time-slice arbiter unusable ({}); launching ungated", device,
           acquired.error().message);
@@ -212,7 +237,7 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
       gate.higher_class_recently(gpu, now) ? std::min(kNearHigherClass, checkpoint_every()) : checkpoint_every();
   if (process_settings().settings.inflight_launches != 0) {
     const ComputeGate::OwnWorkWait waiting(gate, gpu);
-    t_until_checkpoint[gpu] = bound_inflight(driver, tenancy.inflight(gpu), stream, most, &now);
+    t_until_checkpoint[gpu] = bound_inflight(driver, tenancy.inflight(gpu), stream, most, granted_now, &now);
   } else {
     t_until_checkpoint[gpu] = most;
   }
