@@ -91,6 +91,14 @@ echo "  $(kernels "$work/n1.out") / $(kernels "$work/n2.out") kernels = $(percen
 echo "gpushare --share 30 / --share 70:"; tenants "a30:--share 30" "b70:--share 70"
 echo "gpushare 10/20/30/40:"; tenants "t10:--share 10" "t20:--share 20" "t30:--share 30" "t40:--share 40"
 echo "gpushare --limit 30 alone:"; tenants "cap30:--limit 30"
+# Launches longer than the handover grace (whole captured steps): the holder's drain must be
+# charged to it, not run into the other tenant's slice. Shares in GPU time (kernels x length).
+echo "gpushare --share 50 / --share 50, 50 ms kernels against 1 ms ones:"
+"$gpushare" run --tenant long-$$ --share 50 --state "$state" -- "$spin" saturate 5 50000 >"$work/long.out" &
+"$gpushare" run --tenant short-$$ --share 50 --state "$state" -- "$spin" saturate 5 1000 >"$work/short.out"; wait
+long_ms=$(($(kernels "$work/long.out") * 50)); short_ms=$(kernels "$work/short.out")
+echo "  50 ms kernels: $long_ms ms = $(percent "$long_ms" $((long_ms + short_ms))) %;" \
+  "1 ms kernels: $short_ms ms = $(percent "$short_ms" $((long_ms + short_ms))) %"
 echo "== priority: short kernel + sync every 2 ms, p50/p99 (3 s)"
 printf '  alone:                     '; "$spin" latency 3 2000
 "$spin" saturate 4 1000 >/dev/null & sleep 0.5
