@@ -59,7 +59,7 @@ class Tenancy {
     std::array<CUevent, 2> events{};
     std::array<std::uint64_t, 2> recorded_at_ns{};  // when each event was recorded; 0 = not pending
     std::array<unsigned, 2> interval_at_record{};   // the interval in force then
-    std::array<bool, 2> marked_work{};               // whether work was queued ahead of it, as far as known
+    std::array<bool, 2> marked_work{};              // whether work was queued ahead of it, as far as known
     unsigned next = 0;
     // One launch is over half the time target: wait for the newest event too. Assumed at first,
     // like the interval of 1, until an event shows launches short.

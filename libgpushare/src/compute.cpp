@@ -287,7 +287,7 @@ void end_slice(StateLayout& state, std::uint32_t gpu, std::uint64_t now) {
     entry.virtual_ns.fetch_add(used * 100 / weight_of(state, gpu, tenant), kRelaxed);
     if (capped(record)) entry.budget_ns.fetch_sub(static_cast<std::int64_t>(used), kRelaxed);
     entry.launches.fetch_add(layout::calls_between(schedule.activity_at_grant.load(kRelaxed),
-                                           state.slots[holder].compute[gpu].activity.load(kRelaxed)),
+                                                   state.slots[holder].compute[gpu].activity.load(kRelaxed)),
                              kRelaxed);
     if (!tenant_waits(state, gpu, tenant)) entry.active.store(0, kRelaxed);
     // The class held the GPU until now: a long tenure (a hold through pauses, renewals only every
@@ -343,7 +343,8 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         charge_until = gone_holder_used_until(schedule, now);
         auto& since = state.slots[holder].compute[gpu].waiting_since_ns;
         if (since.exchange(0, kRelaxed) != 0) schedule.waiting.fetch_sub(1, kRelaxed);
-      } else if (layout::threads_inside(seen) == 0 && stood != 0 && stood >= idle_after_for(state, gpu, holder, timing, now)) {
+      } else if (layout::threads_inside(seen) == 0 && stood != 0 &&
+                 stood >= idle_after_for(state, gpu, holder, timing, now)) {
         // Idle between launches. The hot path adds to its word and then reads the holder word;
         // here the word is changed and then the count read again (both sequentially
         // consistent), so a launch that starts at this moment is either seen here or sees the

@@ -159,7 +159,8 @@ TEST_F(TimeSlicing, TheWorkInFlightIsBoundedInTime) {
 // real programs): one runs while the next waits, two in flight, so a new launch finds at most one
 // kernel's time ahead of it (three in flight before: up to two kernels'), and the GPU stays busy.
 TEST_F(TimeSlicing, LongLaunchesKeepOneQueuedBehindTheRunningOne) {
-  const ProcessResult r = start({"long", {}, {"saturate", "2", "10000"}, "linked", {{"FAKE_CUDA_MAX_QUEUE_US", "100000"}}})->wait();
+  const ProcessResult r =
+      start({"long", {}, {"saturate", "2", "10000"}, "linked", {{"FAKE_CUDA_MAX_QUEUE_US", "100000"}}})->wait();
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_LE(output_double(r.out, "max_queued_us").value(), 12'000) << r.out;
   EXPECT_GE(output_double(r.out, "kernel_us").value() / output_double(r.out, "wall_us").value(), 0.95) << r.out;

@@ -55,7 +55,9 @@ class ArbiterTest : public testing::StateTest {
     return result;
   }
   // One whole launch: in and out again.
-  void launch(std::uint32_t slot) { s().slots[slot].compute[kGpu].activity.fetch_add(layout::kCallBegun - layout::kCallEnded); }
+  void launch(std::uint32_t slot) {
+    s().slots[slot].compute[kGpu].activity.fetch_add(layout::kCallBegun - layout::kCallEnded);
+  }
   // A thread of the slot's process enters a launch or a synchronize and stays there.
   void enter(std::uint32_t slot) { s().slots[slot].compute[kGpu].activity.fetch_add(layout::kCallBegun); }
   std::uint64_t gpu_ns(std::uint32_t slot) {
@@ -524,7 +526,7 @@ TEST_F(ArbiterTest, AChangeOfClassStartsTheTenantAtItsNewClassClock) {
   set_priority("x", Priority::kNormal);
   EXPECT_NEAR(share_of_x({a, b, x}), 1.0 / 3, 0.03) << "promoted: one of three equals";
 
-  run_saturated({a, b, x}, 60'000 * kMs);  // a minute as three equals
+  run_saturated({a, b, x}, 60'000 * kMs);          // a minute as three equals
   const auto y = add("y", 50, 0, Priority::kLow);  // a low tenant that has never run
   run_saturated({a, b, x, y}, 1'000 * kMs);
   for (const char* tenant : {"a", "b", "x"}) set_priority(tenant, Priority::kLow);

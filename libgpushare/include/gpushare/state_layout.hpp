@@ -127,7 +127,7 @@ struct alignas(64) GpuSchedule {
   std::atomic<std::uint64_t> observed_activity;  // the holder's SlotCompute::activity when last looked at
   std::atomic<std::uint64_t> observed_at_ns;     // ... and when it last changed
   std::atomic<std::uint64_t> virtual_clock_ns[3];  // per priority class: virtual time of its last grant
-  std::atomic<std::uint64_t> activity_at_grant;  // the holder's activity word when it was granted
+  std::atomic<std::uint64_t> activity_at_grant;    // the holder's activity word when it was granted
   std::atomic<std::uint64_t> class_granted_ns[3];  // per priority class: when it last held the GPU (a grant or a slice's end)
   // When a waiter last looked at the holder's activity word: a change seen long after the last look
   // may have happened at any moment since. Added to ABI 3 in what was padding (zero in older files,
