@@ -76,15 +76,21 @@ constexpr std::uint64_t kWaitedNs = 20'000;
 // checkpoint. `*now`: the clock when called, and on return (it moves on when the bound waited).
 // `queue_empty`: the caller was just granted the slice (after its handover's drain, or for its
 // first launch), so the event recorded now marks no work: its finishing at once says nothing about
-// how long launches are.
-unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUstream stream, unsigned most,
-                        bool queue_empty, std::uint64_t* now) {
+// how long launches are. `context`, `device`: the launch's (the current) context and its device.
+unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound, CUcontext context, CUdevice device,
+                        CUstream stream, unsigned most, bool queue_empty, std::uint64_t* now) {
   if (driver.cuEventCreate == nullptr || driver.cuEventRecord == nullptr || driver.cuEventSynchronize == nullptr) {
     return most;
   }
   // Every launching thread of the process takes its turn: while one waits for an event, the others
   // wait for it, or they would queue without bound meanwhile.
   const std::lock_guard lock(bound.mutex);
+  if (bound.context == nullptr) {
+    bound.context = context;
+    bound.device = device;
+  } else if (bound.context != context) {
+    return most;  // the events live in another context of this GPU
+  }
   const auto size = static_cast<unsigned>(bound.events.size());
   const unsigned i = bound.next;
   const unsigned newest = (i + size - 1) % size;
@@ -173,13 +179,19 @@ class RelaxedCaptureMode {
   bool exchanged_ = false;
 };
 
+// Contexts ended so far in this process (the hooks below count them): a handle of an ended context
+// may come back for a new one, perhaps on another device.
+std::atomic<unsigned> g_contexts_ended{0};
+
 // The GPU of the current context, remembered per thread for the last context seen: asking the
 // driver for the current context is cheaper than asking for its device, and a context never
-// changes device. Initial-exec TLS: no __tls_get_addr call on the hot path.
+// changes device (while no context has ended since). Initial-exec TLS: no __tls_get_addr call on
+// the hot path.
 struct LastContext {
   CUcontext context = nullptr;
   CUdevice device = 0;
   std::uint32_t gpu = 0;
+  unsigned contexts_ended = 0;
 };
 __attribute__((tls_model("initial-exec"))) thread_local LastContext t_last;
 // Launches until the next checkpoint, per GPU: the bound's interval, at most kNearHigherClass while
@@ -193,13 +205,14 @@ std::optional<std::uint32_t> current_gpu(const RealDriver& driver, Tenancy& tena
   if (driver.cuCtxGetCurrent == nullptr || driver.cuCtxGetCurrent(&context) != CUDA_SUCCESS || context == nullptr) {
     return std::nullopt;
   }
-  if (context == t_last.context) {
+  const unsigned ended = g_contexts_ended.load(std::memory_order_relaxed);
+  if (context == t_last.context && ended == t_last.contexts_ended) {
     *device = t_last.device;
     return t_last.gpu;
   }
   if (driver.cuCtxGetDevice == nullptr || driver.cuCtxGetDevice(device) != CUDA_SUCCESS) return std::nullopt;
   const auto gpu = tenancy.gpu_for(*device);
-  if (gpu) t_last = {context, *device, *gpu};
+  if (gpu) t_last = {context, *device, *gpu, ended};
   return gpu;
 }
 
@@ -237,7 +250,8 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
       gate.higher_class_recently(gpu, now) ? std::min(kNearHigherClass, checkpoint_every()) : checkpoint_every();
   if (process_settings().settings.inflight_launches != 0) {
     const ComputeGate::OwnWorkWait waiting(gate, gpu);
-    t_until_checkpoint[gpu] = bound_inflight(driver, tenancy.inflight(gpu), stream, most, granted_now, &now);
+    t_until_checkpoint[gpu] =
+        bound_inflight(driver, tenancy.inflight(gpu), t_last.context, device, stream, most, granted_now, &now);
   } else {
     t_until_checkpoint[gpu] = most;
   }
@@ -343,6 +357,39 @@ GPUSHARE_WRAPPED_CALL(cuStreamSynchronize_ptsz, busy_waiting, (hStream))
 CUresult cuEventSynchronize(CUevent hEvent) GPUSHARE_WRAPPED_CALL(cuEventSynchronize, busy_waiting, (hEvent))
 
 namespace {
+// The in-flight bound's events die with their context: destroy them while it still lives (before
+// the driver call that ends it), and let a later checkpoint create new ones in whatever context is
+// current then. Otherwise a checkpoint would record into a stale handle, one the driver may by then
+// have given to an event of the program's own. `ends`: whether the call ends the bound's context.
+template <typename Ends>
+void forget_events_in_ending_contexts(Ends&& ends) {
+  Tenancy* tenancy = Tenancy::if_started();
+  const RealDriver* driver = real_driver();
+  if (tenancy == nullptr || driver == nullptr) return;
+  for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
+    Tenancy::InflightBound& bound = tenancy->inflight(gpu);
+    const std::lock_guard lock(bound.mutex);
+    if (bound.context == nullptr || !ends(bound)) continue;
+    for (CUevent& event : bound.events) {
+      if (event != nullptr && driver->cuEventDestroy_v2 != nullptr) driver->cuEventDestroy_v2(event);
+      event = nullptr;
+    }
+    bound.recorded_at_ns = {};
+    bound.marked_work = {};
+    bound.next = 0;
+    bound.context = nullptr;
+  }
+}
+
+// A driver call that may end a context: `ends` says which in-flight bounds lose their events.
+template <typename Ends, typename End>
+CUresult context_ending(Ends&& ends, End&& end) {
+  forget_events_in_ending_contexts(ends);
+  const CUresult result = end();
+  g_contexts_ended.fetch_add(1, std::memory_order_relaxed);
+  return result;
+}
+
 template <typename Begin>
 CUresult capture_begun(Begin&& begin) {
   const CUresult result = begin();
@@ -362,6 +409,22 @@ CUresult capture_ended(End&& end) {
   return result;
 }
 }  // namespace
+
+CUresult cuCtxDestroy_v2(CUcontext ctx)
+GPUSHARE_WRAPPED_CALL(cuCtxDestroy_v2, [&](auto&& destroy) {
+  return context_ending([ctx](const Tenancy::InflightBound& bound) { return bound.context == ctx; }, destroy);
+}, (ctx))
+// Reset ends the device's primary context; the last release does too (an earlier one does not, and
+// then the events are only made again). A bound in another context of the device loses its events
+// as well: it makes new ones at its next checkpoint.
+CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
+GPUSHARE_WRAPPED_CALL(cuDevicePrimaryCtxReset_v2, [&](auto&& reset) {
+  return context_ending([dev](const Tenancy::InflightBound& bound) { return bound.device == dev; }, reset);
+}, (dev))
+CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
+GPUSHARE_WRAPPED_CALL(cuDevicePrimaryCtxRelease_v2, [&](auto&& release) {
+  return context_ending([dev](const Tenancy::InflightBound& bound) { return bound.device == dev; }, release);
+}, (dev))
 
 CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode)
 GPUSHARE_WRAPPED_CALL(cuStreamBeginCapture_v2, capture_begun, (hStream, mode))

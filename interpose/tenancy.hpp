@@ -66,6 +66,10 @@ class Tenancy {
     bool long_launches = true;
     // Launches between checkpoints, adapted so that the queue stays short in time; 0 = not yet (1).
     std::atomic<unsigned> interval{0};
+    // The context the events were created in (null: none yet), and its device. Launches in another
+    // context of the GPU are not bounded: an event can only be recorded in its own context.
+    CUcontext context = nullptr;
+    CUdevice device = -1;
   };
   InflightBound& inflight(std::uint32_t gpu) { return inflight_[gpu]; }
   std::uint64_t physical_bytes(CUdevice ordinal) const;

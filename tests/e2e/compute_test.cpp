@@ -158,6 +158,17 @@ TEST_F(TimeSlicing, TheWorkInFlightIsBoundedInTime) {
   }
 }
 
+// The gate's events live in the context they were made in, and die with it (cudaDeviceReset, a
+// library's own context destroyed): they are destroyed first and made again in the next context,
+// so launches there are bounded too (before: unbounded, the fake GPU's whole 20 ms queue; on a
+// real driver a stale handle may even be reused for one of the program's own events).
+TEST_F(TimeSlicing, TheBoundStartsAgainAfterItsContextEnds) {
+  const ProcessResult r =
+      start({"first-context", {}, {"saturate", "1", "1000"}, "linked", {{"WORKLOAD_FIRST_CONTEXT", "1"}}})->wait();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_LE(output_double(r.out, "max_queued_us").value(), 9'000) << r.out;
+}
+
 // Launches longer than the time bound's target (here 10 ms kernels, a whole captured step in
 // real programs): one runs while the next waits, two in flight, so a new launch finds at most one
 // kernel's time ahead of it (three in flight before: up to two kernels'), and the GPU stays busy.
@@ -256,12 +267,15 @@ TEST_F(TimeSlicing, KillingAHighHolderReleasesTheGpuToALowOne) {
   EXPECT_GE(output_double(r.out, "kernel_us").value() / output_double(r.out, "wall_us").value(), 0.7) << r.out;
 }
 
+// The low process waits ~4.8 s for the GPU (its first launch returns when the high one ends); its
+// CPU time, start-up included, is taken over 4 s, so a machine busy with other work (which makes
+// start-up dearer) does not decide the result.
 TEST_F(TimeSlicing, AWaitingProcessSleeps) {
-  auto high = start({"busy", {"--priority", "high"}, {"saturate", "3", "1000"}});
+  auto high = start({"busy", {"--priority", "high"}, {"saturate", "5", "1000"}});
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   const ProcessResult waiting = start({"starved", {"--priority", "low"}, {"saturate", "2", "1000"}})->wait();
   ASSERT_EQ(waiting.exit_code, 0) << waiting.err;
-  EXPECT_LT(waiting.cpu_seconds / 2.0, 0.05) << "cpu " << waiting.cpu_seconds << " s";
+  EXPECT_LT(waiting.cpu_seconds / 4.0, 0.05) << "cpu " << waiting.cpu_seconds << " s";
   EXPECT_EQ(high->wait().exit_code, 0);
 }
 

@@ -21,7 +21,8 @@
 //                                       launch one kernel, synchronize, sleep INTERVAL_US, repeat;
 //                                       prints count=<n> p50_us= p99_us= max_us= (launch to sync return)
 //   Environment: PROBE_DEVICE (ordinal, default 0); WORKLOAD_THREADS (saturate, bursts: launching
-//   threads, each on a stream of its own; default 1). Any launch or sync error: error=<code> on stderr,
+//   threads, each on a stream of its own; default 1); WORKLOAD_FIRST_CONTEXT (saturate, bursts: first
+//   launch 10 kernels in a context made with cuCtxCreate, destroy it, then go on in the primary one). Any launch or sync error: error=<code> on stderr,
 //   exit status 3.
 //
 // procaddress resolves everything through cuGetProcAddress_v2 by base name, with the per-thread
@@ -43,6 +44,10 @@
 #include "driver_api.hpp"
 
 const char* const driver_api::kProgramName = "gpu_workload";
+
+// cuda.h 13 maps cuCtxCreate to cuCtxCreate_v4 and no longer declares _v2, which every driver
+// (and the fake) still exports.
+extern "C" CUresult cuCtxCreate_v2(CUcontext* pctx, unsigned int flags, CUdevice dev);
 
 namespace {
 
@@ -208,6 +213,16 @@ int main(int argc, char** argv) {
                 static_cast<long long>(percentile(latencies, 50)), static_cast<long long>(percentile(latencies, 99)),
                 static_cast<long long>(latencies.back()));
   } else {
+    if (std::getenv("WORKLOAD_FIRST_CONTEXT") != nullptr) {
+      // A context of its own first (a library's, pycuda's), used and destroyed: the gate's events,
+      // made in it, must not outlive it.
+      CUcontext own = nullptr;
+      check(cuCtxCreate_v2(&own, 0, context.device));
+      for (int i = 0; i < 10; ++i) check(api.launch_kernel(kernel(), kernel_us, 1, 1, 1, 1, 1, 0, nullptr, nullptr, nullptr));
+      check(cuCtxSynchronize());
+      check(cuCtxDestroy_v2(own));
+      check(api.ctx_set_current(context.context));
+    }
     // bursts: ten kernels, then wait for them, like a training step ending in loss.item().
     const uint64_t burst = mode == "bursts" ? 10 : 0;
     const auto begin = Clock::now();
