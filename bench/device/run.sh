@@ -133,8 +133,9 @@ GPUSHARE_BENCH_DRIVER=libcuda.so.1 GPUSHARE_BENCH_PRELOAD="$bundle/install/lib/g
   "$bundle/bin/hook_bench" --benchmark_min_time=1 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
   2>&1 | grep -v WARNING
 # The launch alone, with the in-flight bound at other sizes (0: off), to attribute its cost: the
-# bound's checkpoint (an event record and a wait) comes every GPUSHARE_INFLIGHT_LAUNCHES / 2 launches.
-for launches in 0 32 128; do
+# bound's checkpoint (an event record and a wait) comes every GPUSHARE_INFLIGHT_LAUNCHES / 2 launches
+# (2: every launch, so the added time is about one checkpoint's cost).
+for launches in 0 2 32 128; do
   echo "-- the same launch with GPUSHARE_INFLIGHT_LAUNCHES=$launches (default 64)"
   GPUSHARE_INFLIGHT_LAUNCHES=$launches GPUSHARE_BENCH_DRIVER=libcuda.so.1 \
     GPUSHARE_BENCH_PRELOAD="$bundle/install/lib/gpushare/libgpushare-preload.so" \
