@@ -132,11 +132,20 @@ unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound,
     if (bound.recorded_at_ns[newest] != 0) {
       bool waited = false;
       const std::uint64_t queued = wait_for(newest, &waited);
-      if (bound.marked_work[newest]) bound.long_launches = queued > target / 2;
+      if (bound.marked_work[newest]) {
+        bound.long_launches = queued > target / 2;
+        bound.recent_launch_ns[bound.recent_next++ % bound.recent_launch_ns.size()] = queued;
+      }
     }
   } else {
     bound.long_launches = false;
   }
+  if (!bound.long_launches) bound.recent_launch_ns = {};
+  std::uint64_t shortest = 0;
+  for (const std::uint64_t ns : bound.recent_launch_ns) {
+    if (ns != 0 && (shortest == 0 || ns < shortest)) shortest = ns;
+  }
+  bound.launch_ns.store(shortest, std::memory_order_relaxed);
   const bool recorded = driver.cuEventRecord(bound.events[i], stream) == CUDA_SUCCESS;
   bound.recorded_at_ns[i] = recorded ? std::max<std::uint64_t>(*now, 1) : 0;
   bound.interval_at_record[i] = interval;
@@ -249,9 +258,9 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   const unsigned most =
       gate.higher_class_recently(gpu, now) ? std::min(kNearHigherClass, checkpoint_every()) : checkpoint_every();
   if (process_settings().settings.inflight_launches != 0) {
-    const ComputeGate::OwnWorkWait waiting(gate, gpu);
-    t_until_checkpoint[gpu] =
-        bound_inflight(driver, tenancy.inflight(gpu), t_last.context, device, stream, most, granted_now, &now);
+    Tenancy::InflightBound& bound = tenancy.inflight(gpu);
+    t_until_checkpoint[gpu] = bound_inflight(driver, bound, t_last.context, device, stream, most, granted_now, &now);
+    gate.set_launch_ns(gpu, bound.launch_ns.load(std::memory_order_relaxed));
   } else {
     t_until_checkpoint[gpu] = most;
   }

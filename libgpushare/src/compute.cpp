@@ -63,6 +63,18 @@ bool tenant_waits_elsewhere(const StateLayout& state, std::uint32_t gpu, std::ui
   return false;
 }
 
+// How long a holder asked to hand over has to do it (see ArbiterTiming::handover_grace): enough to
+// drain about three of its launches, unless its tenant waits for another GPU.
+std::uint64_t handover_grace(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder,
+                             const ArbiterTiming& timing) {
+  const auto grace = static_cast<std::uint64_t>(timing.handover_grace.count());
+  const std::uint64_t launch = state.slots[holder].compute[gpu].launch_ns.load(kRelaxed);
+  const std::uint32_t tenant = state.slots[holder].tenant_index.load(kRelaxed);
+  if (launch == 0 || tenant >= kMaxTenants || tenant_waits_elsewhere(state, gpu, tenant)) return grace;
+  return std::min(grace + 3 * std::min(launch, std::uint64_t{1} << 40),
+                  static_cast<std::uint64_t>(timing.max_handover_grace.count()));
+}
+
 // Weight in percent points: the share, or an equal part of what the shares leave.
 std::uint64_t weight_of(const StateLayout& state, std::uint32_t gpu, std::uint32_t tenant) {
   const std::uint32_t own = state.tenants[tenant].compute_policy.share_pct.load(kRelaxed);
@@ -382,10 +394,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         schedule.holder_word.store(word | kHandoverBit, kRelease);
         schedule.handover_asked_ns.store(now, kRelaxed);
       } else {
-        const bool own_work = state.slots[holder].compute[gpu].own_work_waits.load(kRelaxed) != 0 &&
-                              holder_tenant < kMaxTenants && !tenant_waits_elsewhere(state, gpu, holder_tenant);
-        const auto grace = own_work ? timing.own_work_grace : timing.handover_grace;
-        take_away = now - schedule.handover_asked_ns.load(kRelaxed) >= static_cast<std::uint64_t>(grace.count());
+        take_away = now - schedule.handover_asked_ns.load(kRelaxed) >= handover_grace(state, gpu, holder, timing);
       }
     } else if (!take_away && now < slice_end) {
       recheck = std::min(recheck, slice_end - now);
@@ -453,26 +462,30 @@ ComputeGate::~ComputeGate() {
 Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
   // Stop submitting, wait for what is in flight, then pass the GPU on: the charge runs to the
   // end of the drain. The handover is asked for first (unless a waiter did), so that the
-  // process's other launching threads stop too (holds() turns false for them) instead of adding
-  // to what the drain waits for.
+  // process's other launching threads stop at their next launch (holds() turns false for them;
+  // one already inside a launch still submits it) instead of adding to what the drain waits for.
+  // They come here too, each with a drain of its own: only the slice seen now is ended, never one
+  // granted to the process again while a sibling was still draining.
   StateLayout& state = state_.state();
+  std::uint32_t slice_seen = 0;
   {
     auto lock = ScheduleLock::acquire(state, gpu);
     if (!lock) return lock.error();
     GpuSchedule& schedule = state.schedules[gpu];
+    slice_seen = schedule.grant_seq.load(kRelaxed);
     if (schedule.holder_word.load(kAcquire) == holder_token(slot_)) {
       schedule.handover_asked_ns.store(monotonic_now_ns(), kRelaxed);
       schedule.holder_word.store(holder_token(slot_) | kHandoverBit, std::memory_order_seq_cst);
     }
   }
-  if (drain) {
-    const OwnWorkWait waiting(*this, gpu);
-    drain(gpu);
-  }
+  if (drain) drain(gpu);
   {
     auto lock = ScheduleLock::acquire(state, gpu);
     if (!lock) return lock.error();
-    if (holder_of(state.schedules[gpu].holder_word.load(kAcquire)) == slot_) end_slice(state, gpu, monotonic_now_ns());
+    const GpuSchedule& schedule = state.schedules[gpu];
+    if (holder_of(schedule.holder_word.load(kAcquire)) == slot_ && schedule.grant_seq.load(kRelaxed) == slice_seen) {
+      end_slice(state, gpu, monotonic_now_ns());
+    }
   }
   wake_waiters(state, gpu);
   return Ok{};

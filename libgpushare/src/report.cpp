@@ -43,8 +43,11 @@ ComputeUse compute_use(const layout::StateLayout& state, std::uint32_t gpu, cons
       const std::uint64_t start = schedule.slice_start_ns.load(kAcquire);
       const std::uint64_t until = gone_holder_used_until(schedule, now);
       use.gpu_ns += until > start ? until - start : 0;
-      use.launches +=
+      // The two words of one slice only grow apart; a huge difference means a slot reset between
+      // them (its process left as another thread of it was granted): nothing to add then.
+      const std::uint64_t calls =
           layout::calls_between(schedule.activity_at_grant.load(kAcquire), schedule.observed_activity.load(kAcquire));
+      if (calls < (std::uint64_t{1} << 32)) use.launches += calls;
       for (const ProcessSnapshot& process : tenant.processes) {
         use.holds_slice = use.holds_slice || (process.slot == holder && process.alive);
       }

@@ -87,7 +87,8 @@ TEST_F(TimeSlicing, ThirtySeventyWithTwoLaunchingThreadsEach) {
 // tens of milliseconds: the in-flight bound keeps two in flight (one running, one queued), so a
 // handover's drain may outlast the 50 ms grace. Taken then, the holder's graphs ran on, uncharged,
 // in the next holder's slice: 50 ms graphs got 83 % (with three in flight, 20 ms graphs got 83 % and
-// 100 ms ones 99 %). The gate's waits for its own work now get ArbiterTiming::own_work_grace (1 s).
+// 100 ms ones 99 %). The grace now allows for three of the holder's launches as its bound measured
+// them (ArbiterTiming::handover_grace).
 TEST_F(TimeSlicing, LongGraphsAgainstShortKernelsAtEqualShares) {
   for (const char* graph_us : {"20000", "50000"}) {
     const Env deep_queue{{"FAKE_CUDA_MAX_QUEUE_US", "500000"}};

@@ -51,13 +51,13 @@ struct ArbiterTiming {
   // A holder whose activity word has not moved for this long, no thread inside, is idle and
   // loses the slice.
   std::chrono::nanoseconds idle_after{std::chrono::milliseconds(2)};
-  // A holder asked to hand over that has not done so after this long loses the slice anyway ...
+  // A holder asked to hand over that has not done so after this long, plus three of its launches
+  // (SlotCompute::launch_ns: a handover may have to drain that much of its own work), at most
+  // max_handover_grace, loses the slice anyway. Taken earlier, its graphs or long kernels would run
+  // on, uncharged, into the next holder's slice. Short launches get the plain grace: a holder whose
+  // work waits on another process (CUDA IPC) is not waited for long.
   std::chrono::nanoseconds handover_grace{std::chrono::milliseconds(50)};
-  // ... or after this long while the gate waits for the holder's own queued work (the in-flight
-  // bound, the handover's drain): graphs or kernels of tens of milliseconds take longer than the
-  // grace to drain, and a holder taken then would leave that work to run, uncharged, into the
-  // next holder's slice. Still bounded: the work may wait on another process (CUDA IPC, NCCL).
-  std::chrono::nanoseconds own_work_grace{std::chrono::seconds(1)};
+  std::chrono::nanoseconds max_handover_grace{std::chrono::seconds(1)};
   // Longest a waiter sleeps before looking again (it is woken at once on every grant).
   std::chrono::nanoseconds max_sleep{std::chrono::milliseconds(1)};
   // A lower class keeps almost nothing in flight for this long after a higher class last held the
@@ -150,20 +150,9 @@ class ComputeGate {
   // Whether a higher priority class than this process's held the GPU recently (timing_).
   bool higher_class_recently(std::uint32_t gpu, std::uint64_t now) const;
 
-  // Marks, for as long as it lives, a wait of this process for its own work on the GPU (see
-  // ArbiterTiming::own_work_grace).
-  class OwnWorkWait {
-   public:
-    OwnWorkWait(ComputeGate& gate, std::uint32_t gpu) : waits_(gate.slot_compute(gpu).own_work_waits) {
-      waits_.fetch_add(1, std::memory_order_relaxed);
-    }
-    ~OwnWorkWait() { waits_.fetch_sub(1, std::memory_order_relaxed); }
-    OwnWorkWait(const OwnWorkWait&) = delete;
-    OwnWorkWait& operator=(const OwnWorkWait&) = delete;
-
-   private:
-    std::atomic<std::uint32_t>& waits_;
-  };
+  // How long one of this process's launches keeps the GPU when launches are long, 0 when they are
+  // short (see SlotCompute::launch_ns), as the in-flight bound measures it.
+  void set_launch_ns(std::uint32_t gpu, std::uint64_t ns) { slot_compute(gpu).launch_ns.store(ns, std::memory_order_relaxed); }
 
  private:
   Status hand_over(std::uint32_t gpu, const Drain& drain);

@@ -156,7 +156,10 @@ constexpr std::uint64_t calls_between(std::uint64_t before, std::uint64_t after)
 struct alignas(64) SlotCompute {
   std::atomic<std::uint64_t> activity;          // see kCallBegun; written on every gated call
   std::atomic<std::uint64_t> waiting_since_ns;  // 0 when not waiting
-  std::atomic<std::uint32_t> own_work_waits;    // threads waiting for the process's own GPU work
+  // How long one of the process's launches keeps the GPU, as its in-flight bound measured it when
+  // launches are long (the shortest of the last few); 0 when they are short. A handover drains
+  // about three of them: the arbiter's grace allows for that.
+  std::atomic<std::uint64_t> launch_ns;
 };
 
 struct alignas(64) ProcessSlot {
