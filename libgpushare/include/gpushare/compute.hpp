@@ -152,7 +152,9 @@ class ComputeGate {
 
   // How long one of this process's launches keeps the GPU when launches are long, 0 when they are
   // short (see SlotCompute::launch_ns), as the in-flight bound measures it.
-  void set_launch_ns(std::uint32_t gpu, std::uint64_t ns) { slot_compute(gpu).launch_ns.store(ns, std::memory_order_relaxed); }
+  void set_launch_ns(std::uint32_t gpu, std::uint64_t ns) {
+    slot_compute(gpu).launch_ns.store(ns, std::memory_order_relaxed);
+  }
 
  private:
   Status hand_over(std::uint32_t gpu, const Drain& drain);
