@@ -132,7 +132,8 @@ unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound,
     if (bound.recorded_at_ns[newest] != 0) {
       bool waited = false;
       const std::uint64_t queued = wait_for(newest, &waited);
-      if (bound.marked_work[newest]) {
+      // Not just after a wait for the slice either: the event finished at some moment of it.
+      if (bound.marked_work[newest] && !queue_empty) {
         bound.long_launches = queued > target / 2;
         bound.recent_launch_ns[bound.recent_next++ % bound.recent_launch_ns.size()] = queued;
       }
