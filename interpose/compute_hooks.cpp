@@ -127,26 +127,17 @@ unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound,
   // (whole captured steps of tens of milliseconds): wait for the newest event too, so that one
   // launch runs while the next is queued, two in flight instead of three. A handover drains, and a
   // higher class waits behind, one launch fewer; the GPU stays busy all the same. How long that
-  // event was queued is one launch's GPU time: it says when launches have become short again.
+  // event was queued is one launch's GPU time: it says when launches have become short again (not
+  // when looked at just after a wait for the slice: it finished at some moment of that wait).
   if (bound.long_launches && interval == 1) {
     if (bound.recorded_at_ns[newest] != 0) {
       bool waited = false;
       const std::uint64_t queued = wait_for(newest, &waited);
-      // Not just after a wait for the slice either: the event finished at some moment of it.
-      if (bound.marked_work[newest] && !queue_empty) {
-        bound.long_launches = queued > target / 2;
-        bound.recent_launch_ns[bound.recent_next++ % bound.recent_launch_ns.size()] = queued;
-      }
+      if (bound.marked_work[newest] && !queue_empty) bound.long_launches = queued > target / 2;
     }
   } else {
     bound.long_launches = false;
   }
-  if (!bound.long_launches) bound.recent_launch_ns = {};
-  std::uint64_t shortest = 0;
-  for (const std::uint64_t ns : bound.recent_launch_ns) {
-    if (ns != 0 && (shortest == 0 || ns < shortest)) shortest = ns;
-  }
-  bound.launch_ns.store(shortest, std::memory_order_relaxed);
   const bool recorded = driver.cuEventRecord(bound.events[i], stream) == CUDA_SUCCESS;
   bound.recorded_at_ns[i] = recorded ? std::max<std::uint64_t>(*now, 1) : 0;
   bound.interval_at_record[i] = interval;
@@ -259,9 +250,8 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   const unsigned most =
       gate.higher_class_recently(gpu, now) ? std::min(kNearHigherClass, checkpoint_every()) : checkpoint_every();
   if (process_settings().settings.inflight_launches != 0) {
-    Tenancy::InflightBound& bound = tenancy.inflight(gpu);
-    t_until_checkpoint[gpu] = bound_inflight(driver, bound, t_last.context, device, stream, most, granted_now, &now);
-    gate.set_launch_ns(gpu, bound.launch_ns.load(std::memory_order_relaxed));
+    t_until_checkpoint[gpu] =
+        bound_inflight(driver, tenancy.inflight(gpu), t_last.context, device, stream, most, granted_now, &now);
   } else {
     t_until_checkpoint[gpu] = most;
   }
@@ -435,6 +425,26 @@ CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
 GPUSHARE_WRAPPED_CALL(cuDevicePrimaryCtxRelease_v2, [&](auto&& release) {
   return context_ending([dev](const Tenancy::InflightBound& bound) { return bound.device == dev; }, release);
 }, (dev))
+
+namespace {
+template <typename Open>
+CUresult importing_from_another_process(Open&& open) {
+  const CUresult result = open();
+  if (result == CUDA_SUCCESS) {
+    Tenancy& tenancy = Tenancy::get();
+    if (tenancy.mode() == Tenancy::Mode::kEnforce) tenancy.gate().note_depends_on_other_processes();
+  }
+  return result;
+}
+}  // namespace
+
+CUresult cuIpcOpenEventHandle(CUevent* phEvent, CUipcEventHandle handle)
+GPUSHARE_WRAPPED_CALL(cuIpcOpenEventHandle, importing_from_another_process, (phEvent, handle))
+CUresult cuIpcOpenMemHandle_v2(CUdeviceptr* pdptr, CUipcMemHandle handle, unsigned int Flags)
+GPUSHARE_WRAPPED_CALL(cuIpcOpenMemHandle_v2, importing_from_another_process, (pdptr, handle, Flags))
+CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle* handle, void* osHandle,
+                                        CUmemAllocationHandleType shHandleType)
+GPUSHARE_WRAPPED_CALL(cuMemImportFromShareableHandle, importing_from_another_process, (handle, osHandle, shHandleType))
 
 CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode)
 GPUSHARE_WRAPPED_CALL(cuStreamBeginCapture_v2, capture_begun, (hStream, mode))

@@ -64,13 +64,6 @@ class Tenancy {
     // One launch is over half the time target: wait for the newest event too. Assumed at first,
     // like the interval of 1, until an event shows launches short.
     bool long_launches = true;
-    // While launches are long, how long each of the last few kept the GPU (at most: from its
-    // event's record to the look that found it done; 0 = none), and the shortest of them, which the
-    // arbiter is told (ComputeGate::set_launch_ns): the shortest, because a launch stuck behind
-    // another process's work (CUDA IPC) must not make the grace long.
-    std::array<std::uint64_t, 8> recent_launch_ns{};
-    unsigned recent_next = 0;
-    std::atomic<std::uint64_t> launch_ns{0};
     // Launches between checkpoints, adapted so that the queue stays short in time; 0 = not yet (1).
     std::atomic<unsigned> interval{0};
     // The context the events were created in (null: none yet), and its device. Launches in another

@@ -63,16 +63,14 @@ bool tenant_waits_elsewhere(const StateLayout& state, std::uint32_t gpu, std::ui
   return false;
 }
 
-// How long a holder asked to hand over has to do it (see ArbiterTiming::handover_grace): enough to
-// drain about three of its launches, unless its tenant waits for another GPU.
+// How long a holder asked to hand over has to do it (see ArbiterTiming::handover_grace).
 std::uint64_t handover_grace(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder,
                              const ArbiterTiming& timing) {
-  const auto grace = static_cast<std::uint64_t>(timing.handover_grace.count());
-  const std::uint64_t launch = state.slots[holder].compute[gpu].launch_ns.load(kRelaxed);
   const std::uint32_t tenant = state.slots[holder].tenant_index.load(kRelaxed);
-  if (launch == 0 || tenant >= kMaxTenants || tenant_waits_elsewhere(state, gpu, tenant)) return grace;
-  return std::min(grace + 3 * std::min(launch, std::uint64_t{1} << 40),
-                  static_cast<std::uint64_t>(timing.max_handover_grace.count()));
+  const bool may_wait_for_others = state.slots[holder].compute[gpu].depends_on_others.load(kRelaxed) != 0 ||
+                                   tenant >= kMaxTenants || tenant_waits_elsewhere(state, gpu, tenant);
+  return static_cast<std::uint64_t>(may_wait_for_others ? timing.short_handover_grace.count()
+                                                        : timing.handover_grace.count());
 }
 
 // Weight in percent points: the share, or an equal part of what the shares leave.
@@ -381,20 +379,19 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
       take_away = tenant < kMaxTenants && refill_budget(state.tenants[tenant], gpu, now, &unused);
     }
     const std::uint64_t slice_end = schedule.slice_end_ns.load(kRelaxed);
-    // A holder whose count has stood still for a whole slice and the grace period is blocked (in a
-    // synchronize, say) on something that may depend on a waiter of a lower class: it is asked,
+    // A holder whose activity has stood still for a whole slice and its grace period is blocked (in
+    // a synchronize, say) on something that may depend on a waiter of a lower class: it is asked,
     // and then made, to hand over to anyone waiting. Holding the GPU is for pauses between launches.
     const std::uint32_t holder_tenant = state.slots[holder].tenant_index.load(kRelaxed);
-    const bool stuck = holder_tenant < kMaxTenants &&
-                       stood >= slice_ns_of(state.tenants[holder_tenant]) +
-                                    static_cast<std::uint64_t>(timing.handover_grace.count()) &&
+    const std::uint64_t grace = handover_grace(state, gpu, holder, timing);
+    const bool stuck = holder_tenant < kMaxTenants && stood >= slice_ns_of(state.tenants[holder_tenant]) + grace &&
                        highest_waiting_class(state, gpu, holder, now) >= 0;
     if (!take_away && now >= slice_end && (stuck || contender_waits(state, gpu, holder, now))) {
       if ((word & kHandoverBit) == 0) {
         schedule.holder_word.store(word | kHandoverBit, kRelease);
         schedule.handover_asked_ns.store(now, kRelaxed);
       } else {
-        take_away = now - schedule.handover_asked_ns.load(kRelaxed) >= handover_grace(state, gpu, holder, timing);
+        take_away = now - schedule.handover_asked_ns.load(kRelaxed) >= grace;
       }
     } else if (!take_away && now < slice_end) {
       recheck = std::min(recheck, slice_end - now);

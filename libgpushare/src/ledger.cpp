@@ -117,7 +117,7 @@ void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot, SlotOwner
       state.schedules[gpu].waiting.fetch_sub(1, kRelaxed);
     }
     slot.compute[gpu].activity.store(0, kRelaxed);
-    slot.compute[gpu].launch_ns.store(0, kRelaxed);
+    slot.compute[gpu].depends_on_others.store(0, kRelaxed);
   }
 }
 

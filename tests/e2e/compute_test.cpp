@@ -99,6 +99,25 @@ TEST_F(TimeSlicing, LongGraphsAgainstShortKernelsAtEqualShares) {
   }
 }
 
+// The same with one long step per turn, each ending in a synchronize (a training step's
+// loss.item() after a captured graph): the holder is asked while it waits in the program's own
+// synchronize. A process that uses CUDA IPC gets only 50 ms (its work may wait for the waiter), so
+// its step runs on into the other's slice.
+TEST_F(TimeSlicing, LongStepsEachEndingInASynchronizeAtEqualShares) {
+  for (const bool ipc : {false, true}) {
+    Env env{{"FAKE_CUDA_MAX_QUEUE_US", "500000"}, {"WORKLOAD_BURST", "1"}};
+    if (ipc) env.insert({"WORKLOAD_IPC", "1"});
+    const auto got = shares({{"a", {"--share", "50"}, {"bursts", "5", "100000"}, "linked", env},
+                             {"b", {"--share", "50"}, {"saturate", "5", "1000"}, "linked", env}});
+    if (ipc) {
+      EXPECT_GE(got[0], 0.65) << "with IPC, the short grace";
+    } else {
+      EXPECT_NEAR(got[0], 0.50, 0.03);
+      EXPECT_NEAR(got[1], 0.50, 0.03);
+    }
+  }
+}
+
 TEST_F(TimeSlicing, FourTenantsTenTwentyThirtyForty) {
   const auto got = shares({{"a", {"--share", "10"}, {"saturate", "5", "1000"}},
                            {"b", {"--share", "20"}, {"saturate-ex", "5", "1000"}},

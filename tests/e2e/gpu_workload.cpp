@@ -12,7 +12,8 @@
 //                                       the same through cuLaunchKernelEx, cuGraphLaunch (the fake's
 //                                       graph lasts as many us as its handle's value) or
 //                                       cuLaunchCooperativeKernel
-//     bursts SECONDS KERNEL_US          like saturate, but waits for every 10 kernels (a training step)
+//     bursts SECONDS KERNEL_US          like saturate, but waits for every 10 kernels (a training step;
+//                                       WORKLOAD_BURST kernels if set)
 //     capture SECONDS KERNEL_US         stream captures (global mode) of 40 launches, interleaved
 //                                       with launches that run; prints captures= failed= wrong_nodes=
 //     capture-only SECONDS KERNEL_US    20 kernels that run, then the same captures and nothing
@@ -22,7 +23,9 @@
 //                                       prints count=<n> p50_us= p99_us= max_us= (launch to sync return)
 //   Environment: PROBE_DEVICE (ordinal, default 0); WORKLOAD_THREADS (saturate, bursts: launching
 //   threads, each on a stream of its own; default 1); WORKLOAD_FIRST_CONTEXT (saturate, bursts: first
-//   launch 10 kernels in a context made with cuCtxCreate, destroy it, then go on in the primary one). Any launch or sync error: error=<code> on stderr,
+//   launch 10 kernels in a context made with cuCtxCreate, destroy it, then go on in the primary one);
+//   WORKLOAD_IPC (saturate, bursts: first open an event of "another process" with
+//   cuIpcOpenEventHandle, as torch.multiprocessing does for CUDA tensors). Any launch or sync error: error=<code> on stderr,
 //   exit status 3.
 //
 // procaddress resolves everything through cuGetProcAddress_v2 by base name, with the per-thread
@@ -223,8 +226,13 @@ int main(int argc, char** argv) {
       check(cuCtxDestroy_v2(own));
       check(api.ctx_set_current(context.context));
     }
+    if (std::getenv("WORKLOAD_IPC") != nullptr) {
+      CUevent shared = nullptr;
+      check(cuIpcOpenEventHandle(&shared, CUipcEventHandle{}));
+    }
     // bursts: ten kernels, then wait for them, like a training step ending in loss.item().
-    const uint64_t burst = mode == "bursts" ? 10 : 0;
+    const char* burst_size = std::getenv("WORKLOAD_BURST");
+    const uint64_t burst = mode != "bursts" ? 0 : burst_size != nullptr ? number(burst_size) : 10;
     const auto begin = Clock::now();
     // One launching thread, or WORKLOAD_THREADS, each on a stream of its own.
     auto run = [&](CUstream s) {

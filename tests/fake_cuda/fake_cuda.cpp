@@ -1025,6 +1025,12 @@ FAKE_EXPORT CUresult cuEventCreate(CUevent* phEvent, unsigned int Flags) {
   });
 }
 
+// Another process's event: the fake shares no events between processes, so the handle's bytes are
+// not read and a new never-recorded event is made in the current context.
+FAKE_EXPORT CUresult cuIpcOpenEventHandle(CUevent* phEvent, CUipcEventHandle /*handle*/) {
+  return cuEventCreate(phEvent, CU_EVENT_DISABLE_TIMING | CU_EVENT_INTERPROCESS);
+}
+
 FAKE_EXPORT CUresult cuEventDestroy_v2(CUevent hEvent) {
   return api([&] {
     Lock lock;
@@ -1336,7 +1342,7 @@ void* lookup_export(const char* name) {
       FAKE_ENTRY(cuLaunchKernel), FAKE_ENTRY(cuLaunchKernel_ptsz), FAKE_ENTRY(cuLaunchKernelEx),
       FAKE_ENTRY(cuLaunchKernelEx_ptsz), FAKE_ENTRY(cuLaunchCooperativeKernel),
       FAKE_ENTRY(cuLaunchCooperativeKernel_ptsz), FAKE_ENTRY(cuGraphLaunch), FAKE_ENTRY(cuGraphLaunch_ptsz),
-      FAKE_ENTRY(cuEventCreate), FAKE_ENTRY(cuEventDestroy_v2), FAKE_ENTRY(cuEventRecord),
+      FAKE_ENTRY(cuEventCreate), FAKE_ENTRY(cuIpcOpenEventHandle), FAKE_ENTRY(cuEventDestroy_v2), FAKE_ENTRY(cuEventRecord),
       FAKE_ENTRY(cuEventRecord_ptsz), FAKE_ENTRY(cuEventRecordWithFlags), FAKE_ENTRY(cuEventRecordWithFlags_ptsz),
       FAKE_ENTRY(cuEventQuery), FAKE_ENTRY(cuEventSynchronize), FAKE_ENTRY(cuEventElapsedTime),
       FAKE_ENTRY(cuEventElapsedTime_v2), FAKE_ENTRY(cuStreamBeginCapture_v2), FAKE_ENTRY(cuStreamEndCapture),

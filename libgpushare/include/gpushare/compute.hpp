@@ -51,13 +51,14 @@ struct ArbiterTiming {
   // A holder whose activity word has not moved for this long, no thread inside, is idle and
   // loses the slice.
   std::chrono::nanoseconds idle_after{std::chrono::milliseconds(2)};
-  // A holder asked to hand over that has not done so after this long, plus three of its launches
-  // (SlotCompute::launch_ns: a handover may have to drain that much of its own work), at most
-  // max_handover_grace, loses the slice anyway. Taken earlier, its graphs or long kernels would run
-  // on, uncharged, into the next holder's slice. Short launches get the plain grace: a holder whose
-  // work waits on another process (CUDA IPC) is not waited for long.
-  std::chrono::nanoseconds handover_grace{std::chrono::milliseconds(50)};
-  std::chrono::nanoseconds max_handover_grace{std::chrono::seconds(1)};
+  // A holder asked to hand over that has not done so after this long loses the slice anyway. It is
+  // still waiting for its own work then (a whole captured step, a synchronize after one): taken
+  // earlier, that work would run on, uncharged, into the next holder's slice. So the grace is long,
+  // and bounded; it is short for a holder whose work may wait for another process, perhaps for the
+  // waiter itself: one that uses CUDA IPC (SlotCompute::depends_on_others), or whose tenant waits
+  // for another GPU (a collective across GPUs).
+  std::chrono::nanoseconds handover_grace{std::chrono::seconds(1)};
+  std::chrono::nanoseconds short_handover_grace{std::chrono::milliseconds(50)};
   // Longest a waiter sleeps before looking again (it is woken at once on every grant).
   std::chrono::nanoseconds max_sleep{std::chrono::milliseconds(1)};
   // A lower class keeps almost nothing in flight for this long after a higher class last held the
@@ -150,10 +151,10 @@ class ComputeGate {
   // Whether a higher priority class than this process's held the GPU recently (timing_).
   bool higher_class_recently(std::uint32_t gpu, std::uint64_t now) const;
 
-  // How long one of this process's launches keeps the GPU when launches are long, 0 when they are
-  // short (see SlotCompute::launch_ns), as the in-flight bound measures it.
-  void set_launch_ns(std::uint32_t gpu, std::uint64_t ns) {
-    slot_compute(gpu).launch_ns.store(ns, std::memory_order_relaxed);
+  // The process has opened another process's GPU memory or events (see
+  // SlotCompute::depends_on_others).
+  void note_depends_on_other_processes() {
+    for (auto& compute : state_.state().slots[slot_].compute) compute.depends_on_others.store(1, std::memory_order_relaxed);
   }
 
  private:

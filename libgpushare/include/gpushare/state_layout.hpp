@@ -156,10 +156,10 @@ constexpr std::uint64_t calls_between(std::uint64_t before, std::uint64_t after)
 struct alignas(64) SlotCompute {
   std::atomic<std::uint64_t> activity;          // see kCallBegun; written on every gated call
   std::atomic<std::uint64_t> waiting_since_ns;  // 0 when not waiting
-  // How long one of the process's launches keeps the GPU, as its in-flight bound measured it when
-  // launches are long (the shortest of the last few); 0 when they are short. A handover drains
-  // about three of them: the arbiter's grace allows for that.
-  std::atomic<std::uint64_t> launch_ns;
+  // Non-zero once the process has opened another process's GPU memory or events (CUDA IPC,
+  // imported memory): its queued work may then wait for another process, perhaps for the very
+  // waiter that asks it to hand over, and it gets only the plain handover grace.
+  std::atomic<std::uint32_t> depends_on_others;
 };
 
 struct alignas(64) ProcessSlot {
