@@ -25,8 +25,8 @@
 //   threads, each on a stream of its own; default 1); WORKLOAD_FIRST_CONTEXT (saturate, bursts: first
 //   launch 10 kernels in a context made with cuCtxCreate, destroy it, then go on in the primary one);
 //   WORKLOAD_IPC (saturate, bursts: first open an event of "another process" with
-//   cuIpcOpenEventHandle, as torch.multiprocessing does for CUDA tensors). Any launch or sync error: error=<code> on stderr,
-//   exit status 3.
+//   cuIpcOpenEventHandle, as torch.multiprocessing does for CUDA tensors). Any launch or sync
+//   error: error=<code> on stderr, exit status 3.
 //
 // procaddress resolves everything through cuGetProcAddress_v2 by base name, with the per-thread
 // default stream flag for launches and synchronization, as libcudart built that way does.

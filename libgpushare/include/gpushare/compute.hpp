@@ -154,7 +154,8 @@ class ComputeGate {
   // The process has opened another process's GPU memory or events (see
   // SlotCompute::depends_on_others).
   void note_depends_on_other_processes() {
-    for (auto& compute : state_.state().slots[slot_].compute) compute.depends_on_others.store(1, std::memory_order_relaxed);
+    for (auto& compute : state_.state().slots[slot_].compute)
+      compute.depends_on_others.store(1, std::memory_order_relaxed);
   }
 
  private:
