@@ -184,6 +184,13 @@ class RelaxedCaptureMode {
 // may come back for a new one, perhaps on another device.
 std::atomic<unsigned> g_contexts_ended{0};
 
+// Whether the process has mapped another process's GPU memory (CUDA IPC, imported allocations:
+// NCCL, custom all-reduce kernels). Kernels that poll such memory wait for another process's
+// kernels, which may be waiting for this GPU: the arbiter must not wait long for this process
+// (ComputeGate::note_depends_on_other_processes). Events cannot cause that: an event wait only
+// waits for work already submitted, which runs whoever holds the slice.
+std::atomic<bool> g_imports_memory{false};
+
 // The GPU of the current context, remembered per thread for the last context seen: asking the
 // driver for the current context is cheaper than asking for its device, and a context never
 // changes device (while no context has ended since). Initial-exec TLS: no __tls_get_addr call on
@@ -235,6 +242,7 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   }
   std::optional<RelaxedCaptureMode> relaxed;
   if (captures) relaxed.emplace(driver);
+  if (g_imports_memory.load(std::memory_order_relaxed)) gate.note_depends_on_other_processes();
   const bool granted_now = !gate.holds(gpu);
   if (granted_now) {
     if (auto acquired = gate.acquire(gpu, drain); !acquired) {
@@ -385,6 +393,8 @@ void forget_events_in_ending_contexts(Ends&& ends) {
 template <typename Ends, typename End>
 CUresult context_ending(Ends&& ends, End&& end) {
   forget_events_in_ending_contexts(ends);
+  // Counted before and after: a thread that caches its context while the call runs looks again.
+  g_contexts_ended.fetch_add(1, std::memory_order_relaxed);
   const CUresult result = end();
   g_contexts_ended.fetch_add(1, std::memory_order_relaxed);
   return result;
@@ -428,23 +438,24 @@ GPUSHARE_WRAPPED_CALL(cuDevicePrimaryCtxRelease_v2, [&](auto&& release) {
 
 namespace {
 template <typename Open>
-CUresult importing_from_another_process(Open&& open) {
+CUresult importing_memory(Open&& open) {
   const CUresult result = open();
   if (result == CUDA_SUCCESS) {
-    Tenancy& tenancy = Tenancy::get();
-    if (tenancy.mode() == Tenancy::Mode::kEnforce) tenancy.gate().note_depends_on_other_processes();
+    g_imports_memory.store(true, std::memory_order_relaxed);
+    // Started or not, never started here: a process that only imports and copies need not join.
+    if (Tenancy* tenancy = Tenancy::if_started(); tenancy != nullptr && tenancy->mode() == Tenancy::Mode::kEnforce) {
+      tenancy->gate().note_depends_on_other_processes();
+    }
   }
   return result;
 }
 }  // namespace
 
-CUresult cuIpcOpenEventHandle(CUevent* phEvent, CUipcEventHandle handle)
-GPUSHARE_WRAPPED_CALL(cuIpcOpenEventHandle, importing_from_another_process, (phEvent, handle))
 CUresult cuIpcOpenMemHandle_v2(CUdeviceptr* pdptr, CUipcMemHandle handle, unsigned int Flags)
-GPUSHARE_WRAPPED_CALL(cuIpcOpenMemHandle_v2, importing_from_another_process, (pdptr, handle, Flags))
+GPUSHARE_WRAPPED_CALL(cuIpcOpenMemHandle_v2, importing_memory, (pdptr, handle, Flags))
 CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle* handle, void* osHandle,
                                         CUmemAllocationHandleType shHandleType)
-GPUSHARE_WRAPPED_CALL(cuMemImportFromShareableHandle, importing_from_another_process, (handle, osHandle, shHandleType))
+GPUSHARE_WRAPPED_CALL(cuMemImportFromShareableHandle, importing_memory, (handle, osHandle, shHandleType))
 
 CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode)
 GPUSHARE_WRAPPED_CALL(cuStreamBeginCapture_v2, capture_begun, (hStream, mode))

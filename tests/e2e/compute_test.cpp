@@ -87,8 +87,7 @@ TEST_F(TimeSlicing, ThirtySeventyWithTwoLaunchingThreadsEach) {
 // tens of milliseconds: the in-flight bound keeps two in flight (one running, one queued), so a
 // handover's drain may outlast the 50 ms grace. Taken then, the holder's graphs ran on, uncharged,
 // in the next holder's slice: 50 ms graphs got 83 % (with three in flight, 20 ms graphs got 83 % and
-// 100 ms ones 99 %). The grace now allows for three of the holder's launches as its bound measured
-// them (ArbiterTiming::handover_grace).
+// 100 ms ones 99 %). A holder asked to hand over now has 1 s (ArbiterTiming::handover_grace).
 TEST_F(TimeSlicing, LongGraphsAgainstShortKernelsAtEqualShares) {
   for (const char* graph_us : {"20000", "50000"}) {
     const Env deep_queue{{"FAKE_CUDA_MAX_QUEUE_US", "500000"}};
@@ -101,8 +100,8 @@ TEST_F(TimeSlicing, LongGraphsAgainstShortKernelsAtEqualShares) {
 
 // The same with one long step per turn, each ending in a synchronize (a training step's
 // loss.item() after a captured graph): the holder is asked while it waits in the program's own
-// synchronize. A process that uses CUDA IPC gets only 50 ms (its work may wait for the waiter), so
-// its step runs on into the other's slice.
+// synchronize. A process that maps another process's memory gets only 50 ms (its kernels may wait
+// for the waiter's), so its step runs on into the other's slice.
 TEST_F(TimeSlicing, LongStepsEachEndingInASynchronizeAtEqualShares) {
   for (const bool ipc : {false, true}) {
     Env env{{"FAKE_CUDA_MAX_QUEUE_US", "500000"}, {"WORKLOAD_BURST", "1"}};
@@ -110,7 +109,7 @@ TEST_F(TimeSlicing, LongStepsEachEndingInASynchronizeAtEqualShares) {
     const auto got = shares({{"a", {"--share", "50"}, {"bursts", "5", "100000"}, "linked", env},
                              {"b", {"--share", "50"}, {"saturate", "5", "1000"}, "linked", env}});
     if (ipc) {
-      EXPECT_GE(got[0], 0.65) << "with IPC, the short grace";
+      EXPECT_GE(got[0], 0.65) << "mapping another process's memory: the short grace";
     } else {
       EXPECT_NEAR(got[0], 0.50, 0.03);
       EXPECT_NEAR(got[1], 0.50, 0.03);

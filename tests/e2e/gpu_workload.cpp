@@ -24,8 +24,8 @@
 //   Environment: PROBE_DEVICE (ordinal, default 0); WORKLOAD_THREADS (saturate, bursts: launching
 //   threads, each on a stream of its own; default 1); WORKLOAD_FIRST_CONTEXT (saturate, bursts: first
 //   launch 10 kernels in a context made with cuCtxCreate, destroy it, then go on in the primary one);
-//   WORKLOAD_IPC (saturate, bursts: first open an event of "another process" with
-//   cuIpcOpenEventHandle, as torch.multiprocessing does for CUDA tensors). Any launch or sync
+//   WORKLOAD_IPC (saturate, bursts: first map an allocation of "another process" with
+//   cuIpcOpenMemHandle, as NCCL and custom all-reduce kernels do). Any launch or sync
 //   error: error=<code> on stderr, exit status 3.
 //
 // procaddress resolves everything through cuGetProcAddress_v2 by base name, with the per-thread
@@ -227,8 +227,8 @@ int main(int argc, char** argv) {
       check(api.ctx_set_current(context.context));
     }
     if (std::getenv("WORKLOAD_IPC") != nullptr) {
-      CUevent shared = nullptr;
-      check(cuIpcOpenEventHandle(&shared, CUipcEventHandle{}));
+      CUdeviceptr shared = 0;
+      check(cuIpcOpenMemHandle(&shared, CUipcMemHandle{}, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS));
     }
     // bursts: ten kernels, then wait for them, like a training step ending in loss.item().
     const char* burst_size = std::getenv("WORKLOAD_BURST");

@@ -1007,6 +1007,18 @@ FAKE_EXPORT_AND_PTSZ(cuGraphLaunch, (CUgraphExec hGraphExec, CUstream hStream), 
 
 // ------------------------------------------------------------------ events --
 
+// Another process's allocation: the fake shares no memory between processes, so the handle's bytes
+// are not read; the address given is never a real one (and is charged to no one: the memory is the
+// exporter's).
+FAKE_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr* pdptr, CUipcMemHandle /*handle*/, unsigned int /*flags*/) {
+  return api([&] {
+    if (pdptr == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    static std::atomic<CUdeviceptr> next{CUdeviceptr{0x7e00} << 32};
+    *pdptr = next.fetch_add(CUdeviceptr{1} << 21);
+    return CUDA_SUCCESS;
+  });
+}
+
 FAKE_EXPORT CUresult cuEventCreate(CUevent* phEvent, unsigned int Flags) {
   return api([&] {
     constexpr unsigned kKnown = CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING | CU_EVENT_INTERPROCESS;
@@ -1023,12 +1035,6 @@ FAKE_EXPORT CUresult cuEventCreate(CUevent* phEvent, unsigned int Flags) {
     *phEvent = e.release();
     return CUDA_SUCCESS;
   });
-}
-
-// Another process's event: the fake shares no events between processes, so the handle's bytes are
-// not read and a new never-recorded event is made in the current context.
-FAKE_EXPORT CUresult cuIpcOpenEventHandle(CUevent* phEvent, CUipcEventHandle /*handle*/) {
-  return cuEventCreate(phEvent, CU_EVENT_DISABLE_TIMING | CU_EVENT_INTERPROCESS);
 }
 
 FAKE_EXPORT CUresult cuEventDestroy_v2(CUevent hEvent) {
@@ -1342,7 +1348,7 @@ void* lookup_export(const char* name) {
       FAKE_ENTRY(cuLaunchKernel), FAKE_ENTRY(cuLaunchKernel_ptsz), FAKE_ENTRY(cuLaunchKernelEx),
       FAKE_ENTRY(cuLaunchKernelEx_ptsz), FAKE_ENTRY(cuLaunchCooperativeKernel),
       FAKE_ENTRY(cuLaunchCooperativeKernel_ptsz), FAKE_ENTRY(cuGraphLaunch), FAKE_ENTRY(cuGraphLaunch_ptsz),
-      FAKE_ENTRY(cuEventCreate), FAKE_ENTRY(cuIpcOpenEventHandle), FAKE_ENTRY(cuEventDestroy_v2), FAKE_ENTRY(cuEventRecord),
+      FAKE_ENTRY(cuEventCreate), FAKE_ENTRY(cuIpcOpenMemHandle_v2), FAKE_ENTRY(cuEventDestroy_v2), FAKE_ENTRY(cuEventRecord),
       FAKE_ENTRY(cuEventRecord_ptsz), FAKE_ENTRY(cuEventRecordWithFlags), FAKE_ENTRY(cuEventRecordWithFlags_ptsz),
       FAKE_ENTRY(cuEventQuery), FAKE_ENTRY(cuEventSynchronize), FAKE_ENTRY(cuEventElapsedTime),
       FAKE_ENTRY(cuEventElapsedTime_v2), FAKE_ENTRY(cuStreamBeginCapture_v2), FAKE_ENTRY(cuStreamEndCapture),

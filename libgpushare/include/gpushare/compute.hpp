@@ -55,8 +55,8 @@ struct ArbiterTiming {
   // still waiting for its own work then (a whole captured step, a synchronize after one): taken
   // earlier, that work would run on, uncharged, into the next holder's slice. So the grace is long,
   // and bounded; it is short for a holder whose work may wait for another process, perhaps for the
-  // waiter itself: one that uses CUDA IPC (SlotCompute::depends_on_others), or whose tenant waits
-  // for another GPU (a collective across GPUs).
+  // waiter itself: one that maps another process's GPU memory (SlotCompute::depends_on_others), or
+  // whose tenant waits for another GPU (a collective across GPUs).
   std::chrono::nanoseconds handover_grace{std::chrono::seconds(1)};
   std::chrono::nanoseconds short_handover_grace{std::chrono::milliseconds(50)};
   // Longest a waiter sleeps before looking again (it is woken at once on every grant).
@@ -154,8 +154,11 @@ class ComputeGate {
   // The process has opened another process's GPU memory or events (see
   // SlotCompute::depends_on_others).
   void note_depends_on_other_processes() {
-    for (auto& compute : state_.state().slots[slot_].compute)
-      compute.depends_on_others.store(1, std::memory_order_relaxed);
+    for (auto& compute : state_.state().slots[slot_].compute) {
+      if (compute.depends_on_others.load(std::memory_order_relaxed) == 0) {
+        compute.depends_on_others.store(1, std::memory_order_relaxed);
+      }
+    }
   }
 
  private:

@@ -156,9 +156,9 @@ constexpr std::uint64_t calls_between(std::uint64_t before, std::uint64_t after)
 struct alignas(64) SlotCompute {
   std::atomic<std::uint64_t> activity;          // see kCallBegun; written on every gated call
   std::atomic<std::uint64_t> waiting_since_ns;  // 0 when not waiting
-  // Non-zero once the process has opened another process's GPU memory or events (CUDA IPC,
-  // imported memory): its queued work may then wait for another process, perhaps for the very
-  // waiter that asks it to hand over, and it gets only the plain handover grace.
+  // Non-zero once the process has mapped another process's GPU memory (CUDA IPC, imported
+  // allocations): its kernels may then wait for another process's, perhaps the very waiter's that
+  // asks it to hand over, and it gets only the short handover grace.
   std::atomic<std::uint32_t> depends_on_others;
 };
 
