@@ -63,6 +63,8 @@ std::uint64_t queue_target_ns() {
 // An event synchronize that took longer than this waited for the GPU (on finished work it costs
 // well under a microsecond).
 constexpr std::uint64_t kWaitedNs = 20'000;
+// Checkpoints in a row in another context than the in-flight bound's before the bound moves there.
+constexpr unsigned kMoveAfterCheckpoints = 8;
 
 // At most (launches between checkpoints) x (events in the ring) launches in flight: before an event
 // of the ring is recorded again, the work it marked must have finished. The launches between
@@ -85,11 +87,24 @@ unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound,
   // Every launching thread of the process takes its turn: while one waits for an event, the others
   // wait for it, or they would queue without bound meanwhile.
   const std::lock_guard lock(bound.mutex);
+  if (bound.context != nullptr && bound.context != context) {
+    // The events live in another context of this GPU (an event is recorded only in its own): this
+    // launch is not bounded. Unless this context keeps launching (pycuda's context made before
+    // PyTorch's, then left alone): then the bound moves here, after a few launches, each a
+    // checkpoint meanwhile.
+    if (++bound.checkpoints_elsewhere < kMoveAfterCheckpoints) return 1;
+    for (CUevent& event : bound.events) {
+      if (event != nullptr && driver.cuEventDestroy_v2 != nullptr) driver.cuEventDestroy_v2(event);
+      event = nullptr;
+    }
+    bound.recorded_at_ns = {};
+    bound.marked_work = {};
+    bound.context = nullptr;
+  }
+  bound.checkpoints_elsewhere = 0;
   if (bound.context == nullptr) {
     bound.context = context;
     bound.device = device;
-  } else if (bound.context != context) {
-    return most;  // the events live in another context of this GPU
   }
   const auto size = static_cast<unsigned>(bound.events.size());
   const unsigned i = bound.next;

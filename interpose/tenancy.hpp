@@ -70,6 +70,7 @@ class Tenancy {
     // context of the GPU are not bounded: an event can only be recorded in its own context.
     CUcontext context = nullptr;
     CUdevice device = -1;
+    unsigned checkpoints_elsewhere = 0;  // in a row, in another context
   };
   InflightBound& inflight(std::uint32_t gpu) { return inflight_[gpu]; }
   std::uint64_t physical_bytes(CUdevice ordinal) const;

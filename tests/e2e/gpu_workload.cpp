@@ -23,7 +23,8 @@
 //                                       prints count=<n> p50_us= p99_us= max_us= (launch to sync return)
 //   Environment: PROBE_DEVICE (ordinal, default 0); WORKLOAD_THREADS (saturate, bursts: launching
 //   threads, each on a stream of its own; default 1); WORKLOAD_FIRST_CONTEXT (saturate, bursts: first
-//   launch 10 kernels in a context made with cuCtxCreate, destroy it, then go on in the primary one);
+//   launch 10 kernels in a context made with cuCtxCreate, destroy it unless the value is "keep",
+//   then go on in the primary one);
 //   WORKLOAD_IPC (saturate, bursts: first map an allocation of "another process" with
 //   cuIpcOpenMemHandle, as NCCL and custom all-reduce kernels do). Any launch or sync
 //   error: error=<code> on stderr, exit status 3.
@@ -223,7 +224,7 @@ int main(int argc, char** argv) {
       check(cuCtxCreate_v2(&own, 0, context.device));
       for (int i = 0; i < 10; ++i) check(api.launch_kernel(kernel(), kernel_us, 1, 1, 1, 1, 1, 0, nullptr, nullptr, nullptr));
       check(cuCtxSynchronize());
-      check(cuCtxDestroy_v2(own));
+      if (std::string(std::getenv("WORKLOAD_FIRST_CONTEXT")) != "keep") check(cuCtxDestroy_v2(own));
       check(api.ctx_set_current(context.context));
     }
     if (std::getenv("WORKLOAD_IPC") != nullptr) {
