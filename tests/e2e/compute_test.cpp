@@ -179,11 +179,11 @@ TEST_F(TimeSlicing, TheWorkInFlightIsBoundedInTime) {
 
 // The gate's events live in the context they were made in, and die with it (cudaDeviceReset, a
 // library's own context destroyed): they are destroyed first and made again in the next context,
-// so launches there are bounded too (before: unbounded, the fake GPU's whole 20 ms queue; on a
-// real driver a stale handle may even be reused for one of the program's own events).
+// so launches there are bounded too (before: unbounded, the fake GPU's whole queue, 100 ms here;
+// on a real driver a stale handle may even be reused for one of the program's own events).
 // The same when that context lives on unused (pycuda's made before PyTorch's): after 8 launches
 // in the context now launching, the bound moves there (those 8 and the bound's start-up queue
-// ~14 ms once; unbounded, the fake GPU's whole 100 ms queue here).
+// ~14 ms once).
 TEST_F(TimeSlicing, TheBoundStartsAgainAfterItsContextEnds) {
   for (const char* first : {"destroyed", "keep"}) {
     const ProcessResult r =
