@@ -382,11 +382,13 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
     // A holder whose activity has stood still for a whole slice and its grace period is blocked (in
     // a synchronize, say) on something that may depend on a waiter of a lower class: it is asked,
     // and then made, to hand over to anyone waiting. Holding the GPU is for pauses between launches.
+    const bool over = !take_away && now >= slice_end;
+    const std::uint64_t grace = over ? handover_grace(state, gpu, holder, timing) : 0;  // it scans the slots
     const std::uint32_t holder_tenant = state.slots[holder].tenant_index.load(kRelaxed);
-    const std::uint64_t grace = handover_grace(state, gpu, holder, timing);
-    const bool stuck = holder_tenant < kMaxTenants && stood >= slice_ns_of(state.tenants[holder_tenant]) + grace &&
+    const bool stuck = over && holder_tenant < kMaxTenants &&
+                       stood >= slice_ns_of(state.tenants[holder_tenant]) + grace &&
                        highest_waiting_class(state, gpu, holder, now) >= 0;
-    if (!take_away && now >= slice_end && (stuck || contender_waits(state, gpu, holder, now))) {
+    if (over && (stuck || contender_waits(state, gpu, holder, now))) {
       if ((word & kHandoverBit) == 0) {
         schedule.holder_word.store(word | kHandoverBit, kRelease);
         schedule.handover_asked_ns.store(now, kRelaxed);
