@@ -137,6 +137,11 @@ class ComputeGate {
   void begin_launch(std::uint32_t gpu) { activity(gpu).fetch_add(layout::kCallBegun, std::memory_order_seq_cst); }
   void end_launch(std::uint32_t gpu) { activity(gpu).fetch_sub(layout::kCallEnded, std::memory_order_seq_cst); }
 
+  // How many threads of this process are inside a gated call on the GPU now.
+  std::uint64_t threads_inside(std::uint32_t gpu) {
+    return layout::threads_inside(activity(gpu).load(std::memory_order_seq_cst));
+  }
+
   // Slow path before a launch when holds() is false: hands over first if this process was asked
   // to, then waits until it holds the slice.
   Status acquire(std::uint32_t gpu, const Drain& drain);
