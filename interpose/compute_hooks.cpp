@@ -64,7 +64,8 @@ void drain(std::uint32_t gpu) {
   // Launches of other threads that passed their holds() check before the handover was asked go in
   // first: submitted after the drain, their kernels would run, uncharged, in the next holder's
   // slice (a 30/70 pair with two launching threads each, on two busy cores, ran 37/63).
-  ComputeGate& gate = Tenancy::get().gate();
+  Tenancy& tenancy = Tenancy::get();
+  ComputeGate& gate = tenancy.gate();
   const std::uint64_t give_up = monotonic_now_ns() + kLaunchesInFlightWaitNs;
   while (gate.threads_inside(gpu) > static_cast<std::uint64_t>(g_parked[gpu].load(std::memory_order_seq_cst)) &&
          monotonic_now_ns() < give_up) {
@@ -74,7 +75,7 @@ void drain(std::uint32_t gpu) {
     if (driver->cuCtxSynchronize != nullptr) driver->cuCtxSynchronize();
     return;
   }
-  Tenancy::InflightBound& bound = Tenancy::get().inflight(gpu);
+  Tenancy::InflightBound& bound = tenancy.inflight(gpu);
   const std::lock_guard lock(bound.mutex);
   const unsigned newest = (bound.next + 1) % static_cast<unsigned>(bound.events.size());
   if (bound.recorded_at_ns[newest] != 0 && driver->cuEventSynchronize != nullptr) {
@@ -94,6 +95,19 @@ std::uint64_t queue_target_ns() {
 constexpr std::uint64_t kWaitedNs = 20'000;
 // Checkpoints in a row in another context than the in-flight bound's before the bound moves there.
 constexpr unsigned kMoveAfterCheckpoints = 8;
+
+// Destroys the in-flight bound's events, which live in `bound.context`, and forgets that context:
+// the next checkpoint makes new ones in its own. REQUIRES: bound.mutex held.
+void release_events(const RealDriver& driver, Tenancy::InflightBound& bound) {
+  for (CUevent& event : bound.events) {
+    if (event != nullptr && driver.cuEventDestroy_v2 != nullptr) driver.cuEventDestroy_v2(event);
+    event = nullptr;
+  }
+  bound.recorded_at_ns = {};
+  bound.marked_work = {};
+  bound.next = 0;
+  bound.context = nullptr;
+}
 
 // At most (launches between checkpoints) x (events in the ring) launches in flight: before an event
 // of the ring is recorded again, the work it marked must have finished. The launches between
@@ -122,13 +136,7 @@ unsigned bound_inflight(const RealDriver& driver, Tenancy::InflightBound& bound,
     // PyTorch's, then left alone): then the bound moves here, after a few launches, each a
     // checkpoint meanwhile.
     if (++bound.checkpoints_elsewhere < kMoveAfterCheckpoints) return 1;
-    for (CUevent& event : bound.events) {
-      if (event != nullptr && driver.cuEventDestroy_v2 != nullptr) driver.cuEventDestroy_v2(event);
-      event = nullptr;
-    }
-    bound.recorded_at_ns = {};
-    bound.marked_work = {};
-    bound.context = nullptr;
+    release_events(driver, bound);
   }
   bound.checkpoints_elsewhere = 0;
   if (bound.context == nullptr) {
@@ -423,15 +431,7 @@ void forget_events_in_ending_contexts(Ends&& ends) {
   for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
     Tenancy::InflightBound& bound = tenancy->inflight(gpu);
     const std::lock_guard lock(bound.mutex);
-    if (bound.context == nullptr || !ends(bound)) continue;
-    for (CUevent& event : bound.events) {
-      if (event != nullptr && driver->cuEventDestroy_v2 != nullptr) driver->cuEventDestroy_v2(event);
-      event = nullptr;
-    }
-    bound.recorded_at_ns = {};
-    bound.marked_work = {};
-    bound.next = 0;
-    bound.context = nullptr;
+    if (bound.context != nullptr && ends(bound)) release_events(*driver, bound);
   }
 }
 

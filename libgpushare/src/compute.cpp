@@ -328,7 +328,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
     // Up to when the holder is charged: now, unless it lost the slice for idleness, in which case
     // its use ended when it was last seen launching.
     std::uint64_t charge_until = now;
-    // How long the holder's launch count has stood still (0 when it just moved).
+    // How long the holder's activity word has stood still (0 when it just moved).
     std::uint64_t stood = 0;
     if (!take_away) {
       // Idle (or dead) holders: their activity word stops moving.
