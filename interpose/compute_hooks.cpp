@@ -1,8 +1,9 @@
 // Launch hooks: a process submits work to a GPU only while it holds that GPU's time slice.
 //
 // Hot path (holding the slice): the current context (cuCtxGetCurrent, its GPU cached per thread),
-// one load of the schedule's holder word, two atomic adds to this process's activity word (in and
-// out), a thread-local countdown. No lock, no system call. At each checkpoint (every
+// one load of the schedule's holder word, a plain store into this thread's lane of the process's
+// activity on the way in and out (ComputeGate::begin_launch), a thread-local countdown. No lock,
+// no system call, no locked instruction. At each checkpoint (every
 // GPUSHARE_INFLIGHT_LAUNCHES / 2 launches, fewer for long kernels, at most 2 near a higher class)
 // the slow path bounds the work in flight and checks whether the slice is over.
 #include <algorithm>
@@ -66,10 +67,14 @@ void drain(std::uint32_t gpu) {
   // slice (a 30/70 pair with two launching threads each, on two busy cores, ran 37/63).
   Tenancy& tenancy = Tenancy::get();
   ComputeGate& gate = tenancy.gate();
-  const std::uint64_t give_up = monotonic_now_ns() + kLaunchesInFlightWaitNs;
-  while (gate.threads_inside(gpu) > static_cast<std::uint64_t>(g_parked[gpu].load(std::memory_order_seq_cst)) &&
-         monotonic_now_ns() < give_up) {
-    std::this_thread::yield();
+  // A thread's entry may still be on its way out of its core's store buffer: look for at least
+  // kStoreVisibleNs (ComputeGate::begin_launch).
+  const std::uint64_t began = monotonic_now_ns();
+  for (std::uint64_t now = began; now < began + kLaunchesInFlightWaitNs; now = monotonic_now_ns()) {
+    const bool launching =
+        gate.threads_inside(gpu) > static_cast<std::uint64_t>(g_parked[gpu].load(std::memory_order_seq_cst));
+    if (!launching && now - began >= kStoreVisibleNs) break;
+    if (launching) std::this_thread::yield();
   }
   if (g_captures.load(std::memory_order_acquire) <= 0) {
     if (driver->cuCtxSynchronize != nullptr) driver->cuCtxSynchronize();
@@ -326,14 +331,13 @@ CUstream per_thread_stream(CUstream stream) { return stream == nullptr ? CU_STRE
 // leave the process looking busy for good.
 class InsideCall {
  public:
-  InsideCall(ComputeGate& gate, std::uint32_t gpu) : gate_(gate), gpu_(gpu) { gate_.begin_launch(gpu_); }
-  ~InsideCall() { gate_.end_launch(gpu_); }
+  InsideCall(ComputeGate& gate, std::uint32_t gpu) : lane_(gate.begin_launch(gpu)) {}
+  ~InsideCall() { ComputeGate::end_launch(lane_); }
   InsideCall(const InsideCall&) = delete;
   InsideCall& operator=(const InsideCall&) = delete;
 
  private:
-  ComputeGate& gate_;
-  std::uint32_t gpu_;
+  ActivityLane lane_;
 };
 
 template <typename Launch>

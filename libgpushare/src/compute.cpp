@@ -29,6 +29,18 @@ constexpr std::uint64_t kDefaultSliceNs = 10'000'000;
 
 std::uint32_t holder_of(std::uint32_t word) { return word == 0 ? kNone : (word & ~kHandoverBit) - 1; }
 
+// Whether a process's activity stays at `seen` for kStoreVisibleNs. A thread that owns an activity
+// lane moves it with a plain store, which may wait in its core's store buffer while the thread
+// already reads the holder word: a single look right after asking for a handover could miss a
+// launch that did not see the request either.
+bool stands_still(const layout::SlotCompute& compute, std::uint64_t seen) {
+  const std::uint64_t until = monotonic_now_ns() + kStoreVisibleNs;
+  do {
+    if (layout::activity_of(compute) != seen) return false;
+  } while (monotonic_now_ns() < until);
+  return true;
+}
+
 std::uint64_t slice_ns_of(const layout::TenantRecord& tenant) {
   const std::uint32_t slice_us = tenant.compute_policy.slice_us.load(kRelaxed);
   return slice_us == 0 ? kDefaultSliceNs : std::uint64_t{slice_us} * 1000;
@@ -134,7 +146,7 @@ void grant(StateLayout& state, std::uint32_t gpu, std::uint32_t slot, std::uint6
     slice = std::min<std::uint64_t>(slice, static_cast<std::uint64_t>(std::max<std::int64_t>(
                                                record.compute[gpu].budget_ns.load(kRelaxed), 0)));
   }
-  const std::uint64_t activity = state.slots[slot].compute[gpu].activity.load(kRelaxed);
+  const std::uint64_t activity = layout::activity_of(state.slots[slot].compute[gpu]);
   schedule.slice_start_ns.store(now, kRelaxed);
   schedule.slice_end_ns.store(now + slice, kRelaxed);
   schedule.handover_asked_ns.store(0, kRelaxed);
@@ -297,7 +309,7 @@ void end_slice(StateLayout& state, std::uint32_t gpu, std::uint64_t now) {
     entry.virtual_ns.fetch_add(used * 100 / weight_of(state, gpu, tenant), kRelaxed);
     if (capped(record)) entry.budget_ns.fetch_sub(static_cast<std::int64_t>(used), kRelaxed);
     entry.launches.fetch_add(layout::calls_between(schedule.activity_at_grant.load(kRelaxed),
-                                                   state.slots[holder].compute[gpu].activity.load(kRelaxed)),
+                                                   layout::activity_of(state.slots[holder].compute[gpu])),
                              kRelaxed);
     if (!tenant_waits(state, gpu, tenant)) entry.active.store(0, kRelaxed);
     // The class held the GPU until now: a long tenure (a hold through pauses, renewals only every
@@ -328,12 +340,12 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
     // Up to when the holder is charged: now, unless it lost the slice for idleness, in which case
     // its use ended when it was last seen launching.
     std::uint64_t charge_until = now;
-    // How long the holder's activity word has stood still (0 when it just moved).
+    // How long the holder's activity has stood still (0 when it just moved).
     std::uint64_t stood = 0;
     if (!take_away) {
-      // Idle (or dead) holders: their activity word stops moving.
-      auto& activity = state.slots[holder].compute[gpu].activity;
-      const std::uint64_t seen = activity.load(std::memory_order_seq_cst);
+      // Idle (or dead) holders: their activity stops moving.
+      const layout::SlotCompute& activity = state.slots[holder].compute[gpu];
+      const std::uint64_t seen = layout::activity_of(activity);
       const std::uint64_t last_look = schedule.looked_at_ns.exchange(now, kRelaxed);
       if (seen != schedule.observed_activity.load(kRelaxed)) {
         // When nobody looked for a while, the change happened at some unknown moment since the last
@@ -355,12 +367,12 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         if (since.exchange(0, kRelaxed) != 0) schedule.waiting.fetch_sub(1, kRelaxed);
       } else if (layout::threads_inside(seen) == 0 && stood != 0 &&
                  stood >= idle_after_for(state, gpu, holder, timing, now)) {
-        // Idle between launches. The hot path adds to its word and then reads the holder word;
-        // here the word is changed and then the count read again (both sequentially
-        // consistent), so a launch that starts at this moment is either seen here or sees the
-        // handover bit and hands over itself.
+        // Idle between launches. The hot path moves its lane and then reads the holder word; here
+        // the word is changed and then the lanes read again, long enough for a lane's store to
+        // have left its core (stands_still), so a launch that starts at this moment is either seen
+        // here or sees the handover bit and hands over itself.
         schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
-        if (activity.load(std::memory_order_seq_cst) == seen) {
+        if (stands_still(activity, seen)) {
           take_away = true;
           charge_until = std::min(now, std::max(schedule.observed_at_ns.load(kRelaxed),
                                                 schedule.slice_start_ns.load(kRelaxed)));
@@ -448,11 +460,31 @@ void wait_for_grant(StateLayout& state, std::uint32_t gpu, std::uint32_t seen, s
   futex(&state.schedules[gpu].grant_seq, FUTEX_WAIT, seen, &timeout);
 }
 
+namespace {
+// 0 is no gate: a thread's LaneClaim starts there.
+std::atomic<std::uint64_t> g_next_gate_id{1};
+}  // namespace
+
 ComputeGate::ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing)
     : state_(state),
       slot_(slot),
+      id_(g_next_gate_id.fetch_add(1, kRelaxed)),
       timing_(timing),
       probe_fd_(::open(state.descriptor_path().c_str(), O_RDWR | O_CLOEXEC)) {}
+
+unsigned ComputeGate::claim_lane() {
+  // Threads past the private lanes share lane 0 for good; the count stops there.
+  unsigned claimed = lanes_claimed_.load(kRelaxed);
+  unsigned lane = 0;
+  while (claimed + 1 < layout::kActivityLanes) {
+    if (lanes_claimed_.compare_exchange_weak(claimed, claimed + 1, kRelaxed)) {
+      lane = claimed + 1;
+      break;
+    }
+  }
+  detail::t_lane_claim = {id_, lane};
+  return lane;
+}
 
 ComputeGate::~ComputeGate() {
   if (probe_fd_ >= 0) ::close(probe_fd_);

@@ -116,7 +116,7 @@ void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot, SlotOwner
     if (slot.compute[gpu].waiting_since_ns.exchange(0, kRelaxed) != 0) {
       state.schedules[gpu].waiting.fetch_sub(1, kRelaxed);
     }
-    slot.compute[gpu].activity.store(0, kRelaxed);
+    for (auto& lane : slot.compute[gpu].activity) lane.store(0, kRelaxed);
     slot.compute[gpu].depends_on_others.store(0, kRelaxed);
   }
 }

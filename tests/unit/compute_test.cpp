@@ -58,10 +58,10 @@ class ArbiterTest : public testing::StateTest {
   }
   // One whole launch: in and out again.
   void launch(std::uint32_t slot) {
-    s().slots[slot].compute[kGpu].activity.fetch_add(layout::kCallBegun - layout::kCallEnded);
+    s().slots[slot].compute[kGpu].activity[0].fetch_add(layout::kCallBegun - layout::kCallEnded);
   }
   // A thread of the slot's process enters a launch or a synchronize and stays there.
-  void enter(std::uint32_t slot) { s().slots[slot].compute[kGpu].activity.fetch_add(layout::kCallBegun); }
+  void enter(std::uint32_t slot) { s().slots[slot].compute[kGpu].activity[0].fetch_add(layout::kCallBegun); }
   std::uint64_t gpu_ns(std::uint32_t slot) {
     return s().tenants[s().slots[slot].tenant_index.load()].compute[kGpu].gpu_ns.load();
   }
@@ -455,7 +455,7 @@ TEST_F(ArbiterTest, QuotaSetTakesEffectWithinOneSlice) {
 
 // Two threads of the holder inside at once (one waiting for the GPU in a synchronize, one
 // launching) are as busy as one: the holder is not idle while any thread is inside, however long
-// its activity word stands still. (It once counted odd/even: two threads inside looked idle, and
+// its activity stands still. (It once counted odd/even: two threads inside looked idle, and
 // a 30/70 pair with two launching threads each ran 50/50.)
 TEST_F(ArbiterTest, AHolderWithTwoThreadsInsideIsNotIdle) {
   const auto a = add("a", 50), b = add("b", 50);
@@ -464,7 +464,7 @@ TEST_F(ArbiterTest, AHolderWithTwoThreadsInsideIsNotIdle) {
   enter(a);
   want(b);
   look_for(8, b, a);  // well past the 2 ms idleness, within the slice
-  s().slots[a].compute[kGpu].activity.fetch_sub(2 * layout::kCallEnded);  // both leave
+  s().slots[a].compute[kGpu].activity[0].fetch_sub(2 * layout::kCallEnded);  // both leave
   now_ += kMs;
   decide(b);
   EXPECT_EQ(holder(), a) << "it just moved";
@@ -473,6 +473,68 @@ TEST_F(ArbiterTest, AHolderWithTwoThreadsInsideIsNotIdle) {
     decide(b);
   }
   EXPECT_EQ(holder(), b) << "idle once nobody is inside";
+}
+
+// The activity lanes: the first threads of a process to launch own a lane each and move it with
+// plain stores; later ones share lane 0 with atomic adds. More threads than lanes, all launching at
+// once: no call is lost (two threads on one private lane would lose some) and none is left inside.
+TEST_F(ArbiterTest, ThreadsPastThePrivateLanesShareOneAndNoCallIsLost) {
+  const auto a = add("a", 50);
+  ComputeGate gate(*state_, a);
+  constexpr unsigned kThreads = layout::kActivityLanes + 4;
+  constexpr std::uint64_t kCalls = 20'000;
+  std::atomic<unsigned> ready{0};
+  std::vector<std::thread> threads;
+  for (unsigned t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      ++ready;
+      while (ready < kThreads) std::this_thread::yield();  // all at once, lanes claimed together
+      for (std::uint64_t i = 0; i < kCalls; ++i) ComputeGate::end_launch(gate.begin_launch(kGpu));
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  const layout::SlotCompute& compute = s().slots[a].compute[kGpu];
+  EXPECT_EQ(layout::calls_between(0, layout::activity_of(compute)), kThreads * kCalls);
+  EXPECT_EQ(gate.threads_inside(kGpu), 0u);
+  for (unsigned lane = 1; lane < layout::kActivityLanes; ++lane) {
+    EXPECT_EQ(layout::calls_between(0, compute.activity[lane].load()), kCalls) << "lane " << lane << ": one thread";
+  }
+  EXPECT_EQ(layout::calls_between(0, compute.activity[0].load()), (kThreads - layout::kActivityLanes + 1) * kCalls);
+}
+
+// A thread inside a call on its own lane keeps its process busy, and the arbiter sees its calls.
+TEST_F(ArbiterTest, AThreadOnItsOwnLaneKeepsTheHolderBusy) {
+  const auto a = add("a", 50), b = add("b", 50);
+  ComputeGate gate(*state_, a);
+  grant_to(a);
+  const ActivityLane lane = gate.begin_launch(kGpu);
+  ASSERT_FALSE(lane.shared) << "the first thread to call gets a lane of its own";
+  EXPECT_EQ(gate.threads_inside(kGpu), 1u);
+  want(b);
+  look_for(8, b, a);  // inside: never idle
+  ComputeGate::end_launch(lane);
+  now_ += kMs;
+  decide(b);
+  EXPECT_EQ(holder(), a) << "it just moved";
+  for (int i = 0; i < 3; ++i) {
+    now_ += kMs;
+    decide(b);
+  }
+  EXPECT_EQ(holder(), b) << "idle once it stands still with nobody inside";
+}
+
+// A thread's lane is its process's: in another gate (another process's slot here, the child's new
+// slot after a fork) it takes a lane there, and its calls count where it made them.
+TEST_F(ArbiterTest, AThreadHasALaneInEachGateItCallsThrough) {
+  const auto a = add("a", 50), b = add("b", 50);
+  ComputeGate first(*state_, a), second(*state_, b);
+  for (int i = 0; i < 3; ++i) {
+    ComputeGate::end_launch(first.begin_launch(kGpu));
+    ComputeGate::end_launch(second.begin_launch(kGpu));
+  }
+  EXPECT_EQ(layout::calls_between(0, layout::activity_of(s().slots[a].compute[kGpu])), 3u);
+  EXPECT_EQ(layout::calls_between(0, layout::activity_of(s().slots[b].compute[kGpu])), 3u);
+  EXPECT_EQ(first.threads_inside(kGpu) + second.threads_inside(kGpu), 0u);
 }
 
 // A holder asked to hand over is still waiting for its own work (a whole captured step, a

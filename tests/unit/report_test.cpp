@@ -78,7 +78,7 @@ TEST_F(ReportTest, TheSliceInProgressCountsUpToTheHoldersLastObservedLaunch) {
   const std::uint64_t whole = layout::kCallBegun - layout::kCallEnded;
   schedule.activity_at_grant.store(3 * whole);
   schedule.observed_activity.store(7 * whole + layout::kCallBegun);
-  state.slots[slot].compute[gpu->gpu].activity.store(9 * whole);
+  state.slots[slot].compute[gpu->gpu].activity[0].store(9 * whole);
   schedule.holder_word.store(holder_token(slot));
 
   const Report report = build_report(*state_);

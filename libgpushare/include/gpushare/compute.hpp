@@ -48,7 +48,7 @@ struct ComputePolicyValues {
 
 // Tunables of the arbiter (not per tenant).
 struct ArbiterTiming {
-  // A holder whose activity word has not moved for this long, no thread inside, is idle and
+  // A holder whose activity has not moved for this long, no thread inside, is idle and
   // loses the slice.
   std::chrono::nanoseconds idle_after{std::chrono::milliseconds(2)};
   // A holder asked to hand over that has not done so after this long loses the slice anyway. It is
@@ -78,7 +78,7 @@ inline std::uint32_t holder_token(std::uint32_t slot) { return slot + 1; }
 
 // REQUIRES: the GPU's schedule mutex held (see ScheduleLock). `requester` is the slot asking
 // (it has set its waiting_since), or kNoRequester for a look by someone who only passes by.
-// A holder whose activity word has stopped moving is idle when no thread of it is inside a
+// A holder whose activity has stopped moving is idle when no thread of it is inside a
 // launch, and dead when `slot_alive` says so (a launch blocked on a full GPU queue is neither).
 inline constexpr std::uint32_t kNoRequester = UINT32_MAX;
 using SlotAlive = std::function<bool(std::uint32_t slot)>;
@@ -114,6 +114,28 @@ void wait_for_grant(layout::StateLayout& state, std::uint32_t gpu, std::uint32_t
 
 std::uint64_t monotonic_now_ns();
 
+// How long a reader that pairs with a plain store of the hot path (ComputeGate::begin_launch)
+// keeps looking: far longer than a store takes to leave its core's store buffer (nanoseconds to a
+// few hundred, a cache miss included).
+inline constexpr std::uint64_t kStoreVisibleNs = 10'000;
+
+// A thread's activity lane, from begin_launch to end_launch.
+struct ActivityLane {
+  std::atomic<std::uint64_t>* word;
+  bool shared;  // lane 0, written by several threads
+};
+
+namespace detail {
+// The activity lane the calling thread owns in the gate whose id is `gate_id` (ComputeGate ids are
+// never reused, so a claim made in a gate the thread no longer uses, or in the parent's gate before
+// a fork, can never be taken for one in another). Initial-exec: the hot path reads it with no call.
+struct LaneClaim {
+  std::uint64_t gate_id = 0;
+  unsigned lane = 0;
+};
+__attribute__((tls_model("initial-exec"))) inline thread_local LaneClaim t_lane_claim;
+}  // namespace detail
+
 // A process's side of the arbiter on every GPU: the hot-path check and the slow paths.
 class ComputeGate {
  public:
@@ -130,17 +152,34 @@ class ComputeGate {
   bool holds(std::uint32_t gpu) const {
     return state_.state().schedules[gpu].holder_word.load(std::memory_order_seq_cst) == holder_token(slot_);
   }
-  // Bracket each gated launch or synchronize: the process's activity word (layout::kCallBegun)
-  // moves with every call and counts the threads inside one (perhaps blocked on a full GPU queue,
-  // or waiting for their work), so that a busy process is never taken for idle. Only this process
-  // writes it; atomic adds keep it right when several of its threads call at once.
-  void begin_launch(std::uint32_t gpu) { activity(gpu).fetch_add(layout::kCallBegun, std::memory_order_seq_cst); }
-  void end_launch(std::uint32_t gpu) { activity(gpu).fetch_sub(layout::kCallEnded, std::memory_order_seq_cst); }
+  // Bracket each gated launch or synchronize: the process's activity (layout::kCallBegun) moves
+  // with every call and counts the threads inside one (perhaps blocked on a full GPU queue, or
+  // waiting for their work), so that a busy process is never taken for idle. Only this process
+  // writes it. A thread with a lane of its own moves it with a plain load and store, no locked
+  // instruction; the compiler keeps that store ahead of the holds() that follows, and readers
+  // that pair with it allow for the store buffer (kStoreVisibleNs). Threads past the private lanes
+  // add to lane 0 atomically.
+  ActivityLane begin_launch(std::uint32_t gpu) {
+    const unsigned lane = detail::t_lane_claim.gate_id == id_ ? detail::t_lane_claim.lane : claim_lane();
+    std::atomic<std::uint64_t>& word = slot_compute(gpu).activity[lane];
+    if (lane == 0) {
+      word.fetch_add(layout::kCallBegun, std::memory_order_seq_cst);
+    } else {
+      word.store(word.load(std::memory_order_relaxed) + layout::kCallBegun, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    }
+    return {&word, lane == 0};
+  }
+  static void end_launch(ActivityLane lane) {
+    if (lane.shared) {
+      lane.word->fetch_sub(layout::kCallEnded, std::memory_order_seq_cst);
+    } else {
+      lane.word->store(lane.word->load(std::memory_order_relaxed) - layout::kCallEnded, std::memory_order_release);
+    }
+  }
 
   // How many threads of this process are inside a gated call on the GPU now.
-  std::uint64_t threads_inside(std::uint32_t gpu) {
-    return layout::threads_inside(activity(gpu).load(std::memory_order_seq_cst));
-  }
+  std::uint64_t threads_inside(std::uint32_t gpu) { return layout::threads_inside(layout::activity_of(slot_compute(gpu))); }
 
   // Slow path before a launch when holds() is false: hands over first if this process was asked
   // to, then waits until it holds the slice.
@@ -170,10 +209,14 @@ class ComputeGate {
   Status hand_over(std::uint32_t gpu, const Drain& drain);
   bool slot_alive(std::uint32_t slot);
   layout::SlotCompute& slot_compute(std::uint32_t gpu) { return state_.state().slots[slot_].compute[gpu]; }
-  std::atomic<std::uint64_t>& activity(std::uint32_t gpu) { return slot_compute(gpu).activity; }
+  // Gives the calling thread the next private activity lane, or the shared lane 0 when none is
+  // left (threads never give one back: launching threads usually live as long as the process).
+  unsigned claim_lane();
 
   SharedState& state_;
   std::uint32_t slot_;
+  std::uint64_t id_;  // unique in the process, never reused: what a thread's LaneClaim names
+  std::atomic<unsigned> lanes_claimed_{0};
   ArbiterTiming timing_;
   int probe_fd_;  // its own open file description of the state, for liveness probes
 };

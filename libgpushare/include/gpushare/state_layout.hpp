@@ -30,8 +30,9 @@
 namespace gpushare::layout {
 
 inline constexpr std::uint64_t kStateMagic = 0x3145544154535047ull;  // "GPSTATE1", little endian
-// 2: compute time-slicing; 3: GPU names; 4: SlotCompute::activity counts threads inside a launch.
-inline constexpr std::uint32_t kStateAbiVersion = 4;
+// 2: compute time-slicing; 3: GPU names; 4: SlotCompute::activity counts threads inside a launch;
+// 5: SlotCompute::activity is split into per-thread lanes.
+inline constexpr std::uint32_t kStateAbiVersion = 5;
 
 inline constexpr std::uint32_t kMaxGpus = 16;
 inline constexpr std::uint32_t kMaxTenants = 128;
@@ -127,40 +128,58 @@ struct alignas(64) GpuSchedule {
   std::atomic<std::uint64_t> observed_activity;  // the holder's SlotCompute::activity when last looked at
   std::atomic<std::uint64_t> observed_at_ns;     // ... and when it last changed
   std::atomic<std::uint64_t> virtual_clock_ns[3];  // per priority class: virtual time of its last grant
-  std::atomic<std::uint64_t> activity_at_grant;    // the holder's activity word when it was granted
+  std::atomic<std::uint64_t> activity_at_grant;    // the holder's activity_of() when it was granted
   std::atomic<std::uint64_t> class_granted_ns[3];  // per priority class: when it last held the GPU (a grant or a slice's end)
-  // When a waiter last looked at the holder's activity word: a change seen long after the last look
+  // When a waiter last looked at the holder's activity: a change seen long after the last look
   // may have happened at any moment since. Added to ABI 3 in what was padding (zero in older files,
   // which only means "not looked at recently"), so the size is unchanged.
   std::atomic<std::uint64_t> looked_at_ns;
 };
-static_assert(sizeof(GpuSchedule) == 192, "GpuSchedule's size is part of state ABI 4");
+static_assert(sizeof(GpuSchedule) == 192, "GpuSchedule's size is part of state ABI 5");
 
-// SlotCompute::activity, one word so that a gated call costs two atomic adds: the launches (and
-// synchronizes) the process has begun in the high bits, and how many of its threads are inside one
-// right now in the low kInsideBits. A thread adds kCallBegun as it enters and kCallEnded as it
-// leaves. The word stands still while the process submits nothing; a holder is idle when it stands
-// still with no thread inside (several threads may be: one waiting for the GPU, one launching).
+// SlotCompute::activity: what a gated call writes, so that a busy process is never taken for idle.
+// Each lane is one word: the launches (and synchronizes) begun in the high bits, and how many
+// threads are inside one right now in the low kInsideBits. A thread adds kCallBegun as it enters and
+// kCallEnded as it leaves. The words stand still while the process submits nothing; a holder is
+// idle when they stand still with no thread inside (several threads may be: one waiting for the
+// GPU, one launching).
+//
+// Lanes keep the hot path free of locked instructions: lanes 1.. each belong to one thread of the
+// process (the first kActivityLanes - 1 threads that call), which moves its lane with a plain load
+// and store; later threads share lane 0 and add to it atomically. A locked add costs ~6 ns on its
+// own and waits for every store before it to drain, the driver's writes of the previous launch
+// included. Readers add the lanes up (activity_of).
 inline constexpr unsigned kInsideBits = 24;
 inline constexpr std::uint64_t kCallBegun = (std::uint64_t{1} << kInsideBits) + 1;
 inline constexpr std::uint64_t kCallEnded = 1;
+inline constexpr unsigned kActivityLanes = 6;
 constexpr std::uint64_t threads_inside(std::uint64_t activity) {
   return activity & ((std::uint64_t{1} << kInsideBits) - 1);
 }
-// Calls begun between two readings of the word (the count wraps after 2^40).
+// Calls begun between two readings of the activity (the count wraps after 2^40).
 constexpr std::uint64_t calls_between(std::uint64_t before, std::uint64_t after) {
   return ((after >> kInsideBits) - (before >> kInsideBits)) & ((std::uint64_t{1} << (64 - kInsideBits)) - 1);
 }
 
 // What one process does on one GPU, for the arbiter. Written by the process, read by waiters.
 struct alignas(64) SlotCompute {
-  std::atomic<std::uint64_t> activity;          // see kCallBegun; written on every gated call
-  std::atomic<std::uint64_t> waiting_since_ns;  // 0 when not waiting
+  std::atomic<std::uint64_t> activity[kActivityLanes];  // see kCallBegun; written on every gated call
+  std::atomic<std::uint64_t> waiting_since_ns;          // 0 when not waiting
   // Non-zero once the process has mapped another process's GPU memory (CUDA IPC, imported
   // allocations): its kernels may then wait for another process's, perhaps the very waiter's that
   // asks it to hand over, and it gets only the short handover grace.
   std::atomic<std::uint32_t> depends_on_others;
 };
+static_assert(sizeof(SlotCompute) == 64, "one cache line per process and GPU");
+
+// The process's activity on one GPU: its lanes added up (a sum of words that each only grow in
+// their high bits, so it moves whenever one of them does). Sequentially consistent loads (plain
+// loads on x86): arbitrate pairs them with its own store of the handover bit.
+inline std::uint64_t activity_of(const SlotCompute& compute) {
+  std::uint64_t sum = 0;
+  for (const auto& lane : compute.activity) sum += lane.load(std::memory_order_seq_cst);
+  return sum;
+}
 
 struct alignas(64) ProcessSlot {
   std::atomic<std::uint32_t> state;
