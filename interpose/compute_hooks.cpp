@@ -265,7 +265,8 @@ __attribute__((tls_model("initial-exec"))) thread_local LastContext t_last;
 constexpr unsigned kNearHigherClass = 2;
 __attribute__((tls_model("initial-exec"))) thread_local std::array<unsigned, layout::kMaxGpus> t_until_checkpoint{};
 
-std::optional<std::uint32_t> current_gpu(const RealDriver& driver, Tenancy& tenancy, CUdevice* device) {
+[[gnu::always_inline]] inline std::optional<std::uint32_t> current_gpu(const RealDriver& driver, Tenancy& tenancy,
+                                                                  CUdevice* device) {
   CUcontext context = nullptr;
   if (driver.cuCtxGetCurrent == nullptr || driver.cuCtxGetCurrent(&context) != CUDA_SUCCESS || context == nullptr) {
     return std::nullopt;
@@ -331,8 +332,8 @@ CUstream per_thread_stream(CUstream stream) { return stream == nullptr ? CU_STRE
 // leave the process looking busy for good.
 class InsideCall {
  public:
-  InsideCall(ComputeGate& gate, std::uint32_t gpu) : lane_(gate.begin_launch(gpu)) {}
-  ~InsideCall() { ComputeGate::end_launch(lane_); }
+  [[gnu::always_inline]] InsideCall(ComputeGate& gate, std::uint32_t gpu) : lane_(gate.begin_launch(gpu)) {}
+  [[gnu::always_inline]] ~InsideCall() { ComputeGate::end_launch(lane_); }
   InsideCall(const InsideCall&) = delete;
   InsideCall& operator=(const InsideCall&) = delete;
 

@@ -37,16 +37,20 @@ constexpr std::size_t kHookCount = 0
 // All constant-initialised: loading the library runs no code.
 RealDriver g_table;
 std::array<AddressPair, kHookCount> g_pairs{};
-std::atomic<const RealDriver*> g_driver{nullptr};
 std::mutex g_load_mutex;
 thread_local bool t_loading = false;  // the driver's own initialisation may call dlsym
 bool g_open_failure_logged = false;
 
-const RealDriver* load(bool may_load_library) {
-  if (const RealDriver* driver = g_driver.load(std::memory_order_acquire)) return driver;
+}  // namespace
+
+std::atomic<const RealDriver*> detail::g_real_driver{nullptr};
+const RealDriver detail::kEmptyDriver{};
+
+const RealDriver* detail::load_real_driver(bool may_load_library) {
+  if (const RealDriver* driver = g_real_driver.load(std::memory_order_acquire)) return driver;
   if (t_loading) return nullptr;
   std::lock_guard lock(g_load_mutex);
-  if (const RealDriver* driver = g_driver.load(std::memory_order_acquire)) return driver;
+  if (const RealDriver* driver = g_real_driver.load(std::memory_order_acquire)) return driver;
   DlsymFn lookup = real_dlsym();
   if (lookup == nullptr) return nullptr;
   t_loading = true;
@@ -70,20 +74,11 @@ const RealDriver* load(bool may_load_library) {
 #undef GPUSHARE_HOOK
 #undef GPUSHARE_USES
   t_loading = false;
-  g_driver.store(&g_table, std::memory_order_release);
+  g_real_driver.store(&g_table, std::memory_order_release);
   return &g_table;
 }
 
-}  // namespace
-
-const RealDriver* real_driver() { return load(true); }
-const RealDriver* real_driver_if_loaded() { return load(false); }
-
-const RealDriver& real_driver_or_empty() {
-  static const RealDriver kEmpty{};
-  const RealDriver* driver = real_driver();
-  return driver != nullptr ? *driver : kEmpty;
-}
+const RealDriver* real_driver_if_loaded() { return detail::load_real_driver(false); }
 
 void* wrapper_for(void* address) {
   if (address == nullptr) return nullptr;

@@ -12,7 +12,6 @@
 namespace gpushare::interpose {
 namespace {
 
-std::atomic<Tenancy*> g_tenancy{nullptr};
 std::mutex g_tenancy_mutex;  // constant-initialised: no constructor runs at load time
 
 std::string per_process_tenant_name() {
@@ -47,7 +46,7 @@ bool install_process_settings(LoadedSettings settings) {
   // dlsym lookup of a driver name) used only values a linked program cannot set. Holding the
   // tenancy mutex keeps a starting tenancy from reading them half-way.
   std::lock_guard starting(g_tenancy_mutex);
-  if (g_tenancy.load(std::memory_order_acquire) != nullptr) return false;
+  if (Tenancy::if_started() != nullptr) return false;
   std::lock_guard lock(g_settings_mutex);
   // The previous settings are never freed: a thread may still hold a reference to them.
   g_settings.store(new LoadedSettings(std::move(settings)), std::memory_order_release);
@@ -61,28 +60,25 @@ void log_line(std::string_view line) {
   [[maybe_unused]] auto written = ::write(STDERR_FILENO, text.data(), text.size());
 }
 
-Tenancy& Tenancy::get() {
-  if (Tenancy* tenancy = g_tenancy.load(std::memory_order_acquire)) return *tenancy;
+std::atomic<Tenancy*> Tenancy::instance_{nullptr};
+
+Tenancy& Tenancy::start_once() {
   std::lock_guard lock(g_tenancy_mutex);
-  if (Tenancy* tenancy = g_tenancy.load(std::memory_order_acquire)) return *tenancy;
-  // Never destroyed: driver calls can arrive from other threads while the process exits, and the
-  // kernel drops the slot's liveness lock at exit anyway.
+  if (Tenancy* tenancy = instance_.load(std::memory_order_acquire)) return *tenancy;
   auto* tenancy = new Tenancy();
   tenancy->start();
   static std::once_flag atfork_registered;
   std::call_once(atfork_registered, [] { ::pthread_atfork(nullptr, nullptr, &Tenancy::forget_after_fork); });
-  g_tenancy.store(tenancy, std::memory_order_release);
+  instance_.store(tenancy, std::memory_order_release);
   return *tenancy;
 }
-
-Tenancy* Tenancy::if_started() { return g_tenancy.load(std::memory_order_acquire); }
 
 void Tenancy::forget_after_fork() {
   // The child must not spend its parent's slot: drop it (closing only the child's copy of the
   // descriptor, so the parent keeps its lock) and join afresh on the child's first driver call.
-  if (Tenancy* tenancy = g_tenancy.load(std::memory_order_acquire)) {
+  if (Tenancy* tenancy = instance_.load(std::memory_order_acquire)) {
     if (tenancy->membership_) tenancy->membership_->abandon();
-    g_tenancy.store(nullptr, std::memory_order_release);
+    instance_.store(nullptr, std::memory_order_release);
   }
 }
 

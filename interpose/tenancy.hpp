@@ -31,9 +31,13 @@ class Tenancy {
     kDenyAll,      // GPUSHARE_ON_ERROR=closed (the default) after such a problem
   };
 
-  static Tenancy& get();
+  // Starts it on first use. Inline: every gated launch asks, and once started it is one load.
+  static Tenancy& get() {
+    if (Tenancy* tenancy = instance_.load(std::memory_order_acquire)) [[likely]] return *tenancy;
+    return start_once();
+  }
   // The tenancy if a driver call or gpushare_join has started it, else null (starts nothing).
-  static Tenancy* if_started();
+  static Tenancy* if_started() { return instance_.load(std::memory_order_acquire); }
 
   Mode mode() const { return mode_; }
   // Why the mode is not kEnforce (empty when it is).
@@ -83,7 +87,12 @@ class Tenancy {
  private:
   Tenancy() = default;
   void start();
+  static Tenancy& start_once();
   static void forget_after_fork();
+
+  // Never destroyed once made: driver calls can arrive from other threads while the process exits,
+  // and the kernel drops the slot's liveness lock at exit anyway. Null again in a forked child.
+  static std::atomic<Tenancy*> instance_;
 
   struct DeviceBinding {
     std::atomic<int> gpu{-1};

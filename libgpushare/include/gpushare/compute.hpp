@@ -159,7 +159,7 @@ class ComputeGate {
   // instruction; the compiler keeps that store ahead of the holds() that follows, and readers
   // that pair with it allow for the store buffer (kStoreVisibleNs). Threads past the private lanes
   // add to lane 0 atomically.
-  ActivityLane begin_launch(std::uint32_t gpu) {
+  [[gnu::always_inline]] ActivityLane begin_launch(std::uint32_t gpu) {
     const unsigned lane = detail::t_lane_claim.gate_id == id_ ? detail::t_lane_claim.lane : claim_lane();
     std::atomic<std::uint64_t>& word = slot_compute(gpu).activity[lane];
     if (lane == 0) {
@@ -170,7 +170,7 @@ class ComputeGate {
     }
     return {&word, lane == 0};
   }
-  static void end_launch(ActivityLane lane) {
+  [[gnu::always_inline]] static void end_launch(ActivityLane lane) {
     if (lane.shared) {
       lane.word->fetch_sub(layout::kCallEnded, std::memory_order_seq_cst);
     } else {
