@@ -96,6 +96,19 @@ class ArbiterTest : public testing::StateTest {
     }
   }
 
+  // The last thread of `kept` has just left its call: it keeps the GPU for now (its activity just
+  // moved), and loses it to `waiter` once that has stood still for the idle threshold.
+  void expect_idle_once_still(std::uint32_t kept, std::uint32_t waiter) {
+    now_ += kMs;
+    decide(waiter);
+    EXPECT_EQ(holder(), kept) << "it just moved";
+    for (int i = 0; i < 3; ++i) {
+      now_ += kMs;
+      decide(waiter);
+    }
+    EXPECT_EQ(holder(), waiter) << "idle once it stands still with nobody inside";
+  }
+
   std::vector<std::unique_ptr<TenantMembership>> members_;
   std::uint64_t now_ = 1'000 * kMs;
   ArbiterTiming timing_;
@@ -465,14 +478,7 @@ TEST_F(ArbiterTest, AHolderWithTwoThreadsInsideIsNotIdle) {
   want(b);
   look_for(8, b, a);  // well past the 2 ms idleness, within the slice
   s().slots[a].compute[kGpu].activity[0].fetch_sub(2 * layout::kCallEnded);  // both leave
-  now_ += kMs;
-  decide(b);
-  EXPECT_EQ(holder(), a) << "it just moved";
-  for (int i = 0; i < 3; ++i) {
-    now_ += kMs;
-    decide(b);
-  }
-  EXPECT_EQ(holder(), b) << "idle once nobody is inside";
+  expect_idle_once_still(a, b);
 }
 
 // The activity lanes: the first threads of a process to launch own a lane each and move it with
@@ -513,14 +519,7 @@ TEST_F(ArbiterTest, AThreadOnItsOwnLaneKeepsTheHolderBusy) {
   want(b);
   look_for(8, b, a);  // inside: never idle
   ComputeGate::end_launch(lane);
-  now_ += kMs;
-  decide(b);
-  EXPECT_EQ(holder(), a) << "it just moved";
-  for (int i = 0; i < 3; ++i) {
-    now_ += kMs;
-    decide(b);
-  }
-  EXPECT_EQ(holder(), b) << "idle once it stands still with nobody inside";
+  expect_idle_once_still(a, b);
 }
 
 // A thread's lane is its process's: in another gate (another process's slot here, the child's new
