@@ -3,7 +3,8 @@
 // Hot path (holding the slice): the current context (cuCtxGetCurrent, its GPU cached per thread),
 // one load of the schedule's holder word, a plain store into this thread's lane of the process's
 // activity on the way in and out (ComputeGate::begin_launch), a thread-local countdown. No lock,
-// no system call, no locked instruction. At each checkpoint (every
+// no system call, and no locked instruction for the first five launching threads of a process on
+// a GPU. At each checkpoint (every
 // GPUSHARE_INFLIGHT_LAUNCHES / 2 launches, fewer for long kernels, at most 2 near a higher class)
 // the slow path bounds the work in flight and checks whether the slice is over.
 #include <algorithm>
@@ -68,11 +69,15 @@ void drain(std::uint32_t gpu) {
   Tenancy& tenancy = Tenancy::get();
   ComputeGate& gate = tenancy.gate();
   // A thread's entry may still be on its way out of its core's store buffer: look for at least
-  // kStoreVisibleNs (ComputeGate::begin_launch).
+  // kStoreVisibleNs (ComputeGate::begin_launch). Threads go inside before they park and unpark
+  // before they leave: counting those inside before and after the parked ones and taking the
+  // larger count never misses a launching thread (one that parks or unparks meanwhile may pass
+  // for launching, for one more look).
   const std::uint64_t began = monotonic_now_ns();
   for (std::uint64_t now = began; now < began + kLaunchesInFlightWaitNs; now = monotonic_now_ns()) {
-    const bool launching =
-        gate.threads_inside(gpu) > static_cast<std::uint64_t>(g_parked[gpu].load(std::memory_order_seq_cst));
+    const std::uint64_t inside_before = gate.threads_inside(gpu);
+    const auto parked = static_cast<std::uint64_t>(g_parked[gpu].load(std::memory_order_seq_cst));
+    const bool launching = std::max(inside_before, gate.threads_inside(gpu)) > parked;
     if (!launching && now - began >= kStoreVisibleNs) break;
     if (launching) std::this_thread::yield();
   }
@@ -264,6 +269,8 @@ __attribute__((tls_model("initial-exec"))) thread_local LastContext t_last;
 // Decided at each checkpoint, so the hot path reads no clock.
 constexpr unsigned kNearHigherClass = 2;
 __attribute__((tls_model("initial-exec"))) thread_local std::array<unsigned, layout::kMaxGpus> t_until_checkpoint{};
+// This thread's private activity lane on each GPU (ComputeGate::begin_launch).
+__attribute__((tls_model("initial-exec"))) thread_local std::array<LaneClaim, layout::kMaxGpus> t_lanes{};
 
 [[gnu::always_inline]] inline std::optional<std::uint32_t> current_gpu(const RealDriver& driver, Tenancy& tenancy,
                                                                   CUdevice* device) {
@@ -332,7 +339,8 @@ CUstream per_thread_stream(CUstream stream) { return stream == nullptr ? CU_STRE
 // leave the process looking busy for good.
 class InsideCall {
  public:
-  [[gnu::always_inline]] InsideCall(ComputeGate& gate, std::uint32_t gpu) : lane_(gate.begin_launch(gpu)) {}
+  // From ComputeGate::begin_launch or begin_wait.
+  [[gnu::always_inline]] explicit InsideCall(ActivityLane lane) : lane_(lane) {}
   [[gnu::always_inline]] ~InsideCall() { ComputeGate::end_launch(lane_); }
   InsideCall(const InsideCall&) = delete;
   InsideCall& operator=(const InsideCall&) = delete;
@@ -353,7 +361,7 @@ CUresult gated(CUstream stream, Launch&& launch) {
   ComputeGate& gate = tenancy.gate();
   // Inside from here to the end: draining at a handover, waiting for the slice and a launch blocked
   // on a full GPU queue all mean "this process's work is on the GPU", never "idle".
-  const InsideCall inside(gate, *gpu);
+  const InsideCall inside(gate.begin_launch(*gpu, t_lanes[*gpu]));
   if (!gate.holds(*gpu) || t_until_checkpoint[*gpu] <= 1) {
     before_launch_slow_path(*driver, tenancy, *gpu, device, stream);
   } else {
@@ -372,7 +380,7 @@ CUresult busy_waiting(Wait&& wait) {
   CUdevice device = 0;
   const auto gpu = current_gpu(*driver, tenancy, &device);
   if (!gpu || !tenancy.gate().holds(*gpu)) return wait();
-  const InsideCall inside(tenancy.gate(), *gpu);
+  const InsideCall inside(tenancy.gate().begin_wait(*gpu));
   const Parked parked(*gpu);
   return wait();
 }

@@ -32,7 +32,7 @@ std::uint32_t holder_of(std::uint32_t word) { return word == 0 ? kNone : (word &
 // Whether a process's activity stays at `seen` for kStoreVisibleNs. A thread that owns an activity
 // lane moves it with a plain store, which may wait in its core's store buffer while the thread
 // already reads the holder word: a single look right after asking for a handover could miss a
-// launch that did not see the request either.
+// launch that did not see the request either (kStoreVisibleNs says what this assumes).
 bool stands_still(const layout::SlotCompute& compute, std::uint64_t seen) {
   const std::uint64_t until = monotonic_now_ns() + kStoreVisibleNs;
   do {
@@ -461,7 +461,7 @@ void wait_for_grant(StateLayout& state, std::uint32_t gpu, std::uint32_t seen, s
 }
 
 namespace {
-// 0 is no gate: a thread's LaneClaim starts there.
+// 0 is no gate: a LaneClaim starts there.
 std::atomic<std::uint64_t> g_next_gate_id{1};
 }  // namespace
 
@@ -472,17 +472,18 @@ ComputeGate::ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming t
       timing_(timing),
       probe_fd_(::open(state.descriptor_path().c_str(), O_RDWR | O_CLOEXEC)) {}
 
-unsigned ComputeGate::claim_lane() {
+unsigned ComputeGate::claim_lane(std::uint32_t gpu, LaneClaim& claim) {
   // Threads past the private lanes share lane 0 for good; the count stops there.
-  unsigned claimed = lanes_claimed_.load(kRelaxed);
+  std::atomic<unsigned>& claimed_so_far = lanes_claimed_[gpu];
+  unsigned claimed = claimed_so_far.load(kRelaxed);
   unsigned lane = 0;
   while (claimed + 1 < layout::kActivityLanes) {
-    if (lanes_claimed_.compare_exchange_weak(claimed, claimed + 1, kRelaxed)) {
+    if (claimed_so_far.compare_exchange_weak(claimed, claimed + 1, kRelaxed)) {
       lane = claimed + 1;
       break;
     }
   }
-  detail::t_lane_claim = {id_, lane};
+  claim = {id_, lane};
   return lane;
 }
 

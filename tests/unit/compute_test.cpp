@@ -495,7 +495,8 @@ TEST_F(ArbiterTest, ThreadsPastThePrivateLanesShareOneAndNoCallIsLost) {
     threads.emplace_back([&] {
       ++ready;
       while (ready < kThreads) std::this_thread::yield();  // all at once, lanes claimed together
-      for (std::uint64_t i = 0; i < kCalls; ++i) ComputeGate::end_launch(gate.begin_launch(kGpu));
+      LaneClaim claim;
+      for (std::uint64_t i = 0; i < kCalls; ++i) ComputeGate::end_launch(gate.begin_launch(kGpu, claim));
     });
   }
   for (auto& thread : threads) thread.join();
@@ -513,7 +514,8 @@ TEST_F(ArbiterTest, AThreadOnItsOwnLaneKeepsTheHolderBusy) {
   const auto a = add("a", 50), b = add("b", 50);
   ComputeGate gate(*state_, a);
   grant_to(a);
-  const ActivityLane lane = gate.begin_launch(kGpu);
+  LaneClaim claim;
+  const ActivityLane lane = gate.begin_launch(kGpu, claim);
   ASSERT_FALSE(lane.shared) << "the first thread to call gets a lane of its own";
   EXPECT_EQ(gate.threads_inside(kGpu), 1u);
   want(b);
@@ -522,14 +524,38 @@ TEST_F(ArbiterTest, AThreadOnItsOwnLaneKeepsTheHolderBusy) {
   expect_idle_once_still(a, b);
 }
 
+// Private lanes go to launching threads, per GPU: a process with one launching thread per GPU has
+// a private lane on each, and synchronizes (which block anyway) take none.
+TEST_F(ArbiterTest, PrivateLanesGoToLaunchingThreadsOnEachGpu) {
+  const auto a = add("a", 50);
+  ComputeGate gate(*state_, a);
+  ComputeGate::end_launch(gate.begin_wait(kGpu));
+  std::vector<LaneClaim> threads(layout::kActivityLanes);  // one claim per thread, on kGpu
+  for (unsigned t = 0; t + 1 < layout::kActivityLanes; ++t) {
+    const ActivityLane lane = gate.begin_launch(kGpu, threads[t]);
+    EXPECT_FALSE(lane.shared) << "thread " << t;
+    ComputeGate::end_launch(lane);
+  }
+  const ActivityLane last = gate.begin_launch(kGpu, threads.back());
+  EXPECT_TRUE(last.shared) << "past the private lanes";
+  ComputeGate::end_launch(last);
+  LaneClaim on_gpu1;
+  const ActivityLane other = gate.begin_launch(1, on_gpu1);
+  EXPECT_FALSE(other.shared) << "GPU 1 has lanes of its own";
+  ComputeGate::end_launch(other);
+  EXPECT_EQ(layout::calls_between(0, layout::activity_of(s().slots[a].compute[kGpu])), layout::kActivityLanes + 1);
+  EXPECT_EQ(gate.threads_inside(kGpu) + gate.threads_inside(1), 0u);
+}
+
 // A thread's lane is its process's: in another gate (another process's slot here, the child's new
 // slot after a fork) it takes a lane there, and its calls count where it made them.
 TEST_F(ArbiterTest, AThreadHasALaneInEachGateItCallsThrough) {
   const auto a = add("a", 50), b = add("b", 50);
   ComputeGate first(*state_, a), second(*state_, b);
+  LaneClaim claim;  // one thread's, on kGpu
   for (int i = 0; i < 3; ++i) {
-    ComputeGate::end_launch(first.begin_launch(kGpu));
-    ComputeGate::end_launch(second.begin_launch(kGpu));
+    ComputeGate::end_launch(first.begin_launch(kGpu, claim));
+    ComputeGate::end_launch(second.begin_launch(kGpu, claim));
   }
   EXPECT_EQ(layout::calls_between(0, layout::activity_of(s().slots[a].compute[kGpu])), 3u);
   EXPECT_EQ(layout::calls_between(0, layout::activity_of(s().slots[b].compute[kGpu])), 3u);

@@ -24,6 +24,8 @@
 //     wait) or dies loses the slice without being asked.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -115,26 +117,27 @@ void wait_for_grant(layout::StateLayout& state, std::uint32_t gpu, std::uint32_t
 std::uint64_t monotonic_now_ns();
 
 // How long a reader that pairs with a plain store of the hot path (ComputeGate::begin_launch)
-// keeps looking: far longer than a store takes to leave its core's store buffer (nanoseconds to a
-// few hundred, a cache miss included).
+// keeps looking. A store leaves its core's store buffer in nanoseconds, a few hundred with a cache
+// miss. That is an assumption about the hardware (neither C++ nor x86-64 nor AArch64 bounds it),
+// not a guarantee: should a store ever take longer, one launch runs, uncharged, at the start of the
+// next holder's slice.
 inline constexpr std::uint64_t kStoreVisibleNs = 10'000;
 
-// A thread's activity lane, from begin_launch to end_launch.
+// A thread's activity lane, from begin_launch (or begin_wait) to end_launch.
 struct ActivityLane {
   std::atomic<std::uint64_t>* word;
   bool shared;  // lane 0, written by several threads
 };
 
-namespace detail {
-// The activity lane the calling thread owns in the gate whose id is `gate_id` (ComputeGate ids are
-// never reused, so a claim made in a gate the thread no longer uses, or in the parent's gate before
-// a fork, can never be taken for one in another). Initial-exec: the hot path reads it with no call.
+// The private activity lane a thread owns on one GPU, in the gate whose id is `gate_id` (gate ids
+// are never reused, so a claim made in another gate, or in the parent's before a fork, is never
+// taken for one in this gate). Kept by the caller, one per thread and GPU (the preload library's
+// launch hooks keep them thread-local): the core library has no thread-local state of its own, so
+// shared objects that link it and are loaded with dlopen (the NVML shadow) need no static TLS.
 struct LaneClaim {
   std::uint64_t gate_id = 0;
   unsigned lane = 0;
 };
-__attribute__((tls_model("initial-exec"))) inline thread_local LaneClaim t_lane_claim;
-}  // namespace detail
 
 // A process's side of the arbiter on every GPU: the hot-path check and the slow paths.
 class ComputeGate {
@@ -147,20 +150,25 @@ class ComputeGate {
   ComputeGate& operator=(const ComputeGate&) = delete;
 
   // Hot path: no lock, no system call.
-  // Sequentially consistent, like begin_launch(): pairs with the idle check in arbitrate (a plain
-  // load on x86).
+  // Sequentially consistent (a plain load on x86): begin_launch's store comes first, and the idle
+  // check in arbitrate stores the handover bit before it looks at the activity again.
   bool holds(std::uint32_t gpu) const {
     return state_.state().schedules[gpu].holder_word.load(std::memory_order_seq_cst) == holder_token(slot_);
   }
   // Bracket each gated launch or synchronize: the process's activity (layout::kCallBegun) moves
   // with every call and counts the threads inside one (perhaps blocked on a full GPU queue, or
   // waiting for their work), so that a busy process is never taken for idle. Only this process
-  // writes it. A thread with a lane of its own moves it with a plain load and store, no locked
-  // instruction; the compiler keeps that store ahead of the holds() that follows, and readers
-  // that pair with it allow for the store buffer (kStoreVisibleNs). Threads past the private lanes
-  // add to lane 0 atomically.
-  [[gnu::always_inline]] ActivityLane begin_launch(std::uint32_t gpu) {
-    const unsigned lane = detail::t_lane_claim.gate_id == id_ ? detail::t_lane_claim.lane : claim_lane();
+  // writes it.
+  //
+  // A launching thread with a private lane on the GPU (`claim`, see LaneClaim) moves it with a
+  // plain load and store, no locked instruction; the compiler keeps that store ahead of the
+  // holds() that follows, and the two readers that pair with it look for kStoreVisibleNs. A thread
+  // past the private lanes adds to lane 0 atomically. Not async-signal-safe (a gated call from a
+  // signal handler, between the load and the store, would lose one launch from the count; the
+  // driver is not async-signal-safe either). One gate per slot in a process: lanes are claimed per
+  // gate.
+  [[gnu::always_inline]] ActivityLane begin_launch(std::uint32_t gpu, LaneClaim& claim) {
+    const unsigned lane = claim.gate_id == id_ ? claim.lane : claim_lane(gpu, claim);
     std::atomic<std::uint64_t>& word = slot_compute(gpu).activity[lane];
     if (lane == 0) {
       word.fetch_add(layout::kCallBegun, std::memory_order_seq_cst);
@@ -170,11 +178,20 @@ class ComputeGate {
     }
     return {&word, lane == 0};
   }
+  // The same for a synchronize, which blocks anyway: on the shared lane, leaving the private ones
+  // to launching threads.
+  ActivityLane begin_wait(std::uint32_t gpu) {
+    std::atomic<std::uint64_t>& word = slot_compute(gpu).activity[0];
+    word.fetch_add(layout::kCallBegun, std::memory_order_seq_cst);
+    return {&word, true};
+  }
+  // Relaxed on a private lane: no reader needs more, and a release store would wait, on AArch64,
+  // for every store before it (the driver's own) to drain.
   [[gnu::always_inline]] static void end_launch(ActivityLane lane) {
     if (lane.shared) {
       lane.word->fetch_sub(layout::kCallEnded, std::memory_order_seq_cst);
     } else {
-      lane.word->store(lane.word->load(std::memory_order_relaxed) - layout::kCallEnded, std::memory_order_release);
+      lane.word->store(lane.word->load(std::memory_order_relaxed) - layout::kCallEnded, std::memory_order_relaxed);
     }
   }
 
@@ -209,14 +226,15 @@ class ComputeGate {
   Status hand_over(std::uint32_t gpu, const Drain& drain);
   bool slot_alive(std::uint32_t slot);
   layout::SlotCompute& slot_compute(std::uint32_t gpu) { return state_.state().slots[slot_].compute[gpu]; }
-  // Gives the calling thread the next private activity lane, or the shared lane 0 when none is
-  // left (threads never give one back: launching threads usually live as long as the process).
-  unsigned claim_lane();
+  // Gives the calling thread the next private activity lane on the GPU, or the shared lane 0 when
+  // none is left (threads never give one back: launching threads usually live as long as the
+  // process), and records it in `claim`.
+  unsigned claim_lane(std::uint32_t gpu, LaneClaim& claim);
 
   SharedState& state_;
   std::uint32_t slot_;
   std::uint64_t id_;  // unique in the process, never reused: what a thread's LaneClaim names
-  std::atomic<unsigned> lanes_claimed_{0};
+  std::array<std::atomic<unsigned>, layout::kMaxGpus> lanes_claimed_{};  // per GPU
   ArbiterTiming timing_;
   int probe_fd_;  // its own open file description of the state, for liveness probes
 };

@@ -145,8 +145,8 @@ static_assert(sizeof(GpuSchedule) == 192, "GpuSchedule's size is part of state A
 // GPU, one launching).
 //
 // Lanes keep the hot path free of locked instructions: lanes 1.. each belong to one thread of the
-// process (the first kActivityLanes - 1 threads that call), which moves its lane with a plain load
-// and store; later threads share lane 0 and add to it atomically. A locked add costs ~6 ns on its
+// process (the first kActivityLanes - 1 threads that launch on this GPU), which moves its lane with
+// a plain load and store; later threads, and synchronizes, share lane 0 and add to it atomically. A locked add costs ~6 ns on its
 // own and waits for every store before it to drain, the driver's writes of the previous launch
 // included. Readers add the lanes up (activity_of).
 inline constexpr unsigned kInsideBits = 24;
