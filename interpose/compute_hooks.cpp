@@ -68,17 +68,19 @@ void drain(std::uint32_t gpu) {
   // slice (a 30/70 pair with two launching threads each, on two busy cores, ran 37/63).
   Tenancy& tenancy = Tenancy::get();
   ComputeGate& gate = tenancy.gate();
-  // A thread's entry may still be on its way out of its core's store buffer: look for at least
-  // kStoreVisibleNs (ComputeGate::begin_launch). Threads go inside before they park and unpark
-  // before they leave: counting those inside before and after the parked ones and taking the
-  // larger count never misses a launching thread (one that parks or unparks meanwhile may pass
-  // for launching, for one more look).
+  // A thread's entry may still be on its way out of its core's store buffer: the process's threads
+  // are fenced first, or, where that cannot be done, watched for kStoreVisibleNs
+  // (ComputeGate::begin_launch). Threads go inside before they park and unpark before they leave:
+  // counting those inside before and after the parked ones and taking the larger count never
+  // misses a launching thread (one that parks or unparks meanwhile may pass for launching, for one
+  // more look).
+  const std::uint64_t watch_ns = gate.fence_own_threads() ? 0 : kStoreVisibleNs;
   const std::uint64_t began = monotonic_now_ns();
   for (std::uint64_t now = began; now < began + kLaunchesInFlightWaitNs; now = monotonic_now_ns()) {
     const std::uint64_t inside_before = gate.threads_inside(gpu);
     const auto parked = static_cast<std::uint64_t>(g_parked[gpu].load(std::memory_order_seq_cst));
     const bool launching = std::max(inside_before, gate.threads_inside(gpu)) > parked;
-    if (!launching && now - began >= kStoreVisibleNs) break;
+    if (!launching && now - began >= watch_ns) break;
     if (launching) std::this_thread::yield();
   }
   if (g_captures.load(std::memory_order_acquire) <= 0) {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -29,11 +30,14 @@ constexpr std::uint64_t kDefaultSliceNs = 10'000'000;
 
 std::uint32_t holder_of(std::uint32_t word) { return word == 0 ? kNone : (word & ~kHandoverBit) - 1; }
 
-// Whether a process's activity stays at `seen` for kStoreVisibleNs. A thread that owns an activity
-// lane moves it with a plain store, which may wait in its core's store buffer while the thread
-// already reads the holder word: a single look right after asking for a handover could miss a
-// launch that did not see the request either (kStoreVisibleNs says what this assumes).
-bool stands_still(const layout::SlotCompute& compute, std::uint64_t seen) {
+// Whether a process's activity still stands at `seen`, right after the caller asked it to hand
+// over. A thread that owns an activity lane moves it with a plain store, which may wait in its
+// core's store buffer while the thread already reads the holder word: a single look could miss a
+// launch that did not see the request either. So its threads are fenced first, or, where that
+// cannot be done, the lanes are watched for kStoreVisibleNs.
+bool stands_still(const layout::ProcessSlot& slot, std::uint32_t gpu, std::uint64_t seen) {
+  const layout::SlotCompute& compute = slot.compute[gpu];
+  if (slot.fenced.load(kRelaxed) != 0 && fence::registered_processes()) return layout::activity_of(compute) == seen;
   const std::uint64_t until = monotonic_now_ns() + kStoreVisibleNs;
   do {
     if (layout::activity_of(compute) != seen) return false;
@@ -372,7 +376,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         // have left its core (stands_still), so a launch that starts at this moment is either seen
         // here or sees the handover bit and hands over itself.
         schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
-        if (stands_still(activity, seen)) {
+        if (stands_still(state.slots[holder], gpu, seen)) {
           take_away = true;
           charge_until = std::min(now, std::max(schedule.observed_at_ns.load(kRelaxed),
                                                 schedule.slice_start_ns.load(kRelaxed)));
@@ -460,6 +464,16 @@ void wait_for_grant(StateLayout& state, std::uint32_t gpu, std::uint32_t seen, s
   futex(&state.schedules[gpu].grant_seq, FUTEX_WAIT, seen, &timeout);
 }
 
+namespace fence {
+namespace {
+bool membarrier(int command) { return ::syscall(SYS_membarrier, command, 0u, 0) == 0; }
+}  // namespace
+bool register_process_for_global() { return membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED); }
+bool register_process_for_own() { return membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED); }
+bool registered_processes() { return membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED); }
+bool own_threads() { return membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED); }
+}  // namespace fence
+
 namespace {
 // 0 is no gate: a LaneClaim starts there.
 std::atomic<std::uint64_t> g_next_gate_id{1};
@@ -469,8 +483,12 @@ ComputeGate::ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming t
     : state_(state),
       slot_(slot),
       id_(g_next_gate_id.fetch_add(1, kRelaxed)),
+      fenced_own_(fence::register_process_for_own()),
       timing_(timing),
-      probe_fd_(::open(state.descriptor_path().c_str(), O_RDWR | O_CLOEXEC)) {}
+      probe_fd_(::open(state.descriptor_path().c_str(), O_RDWR | O_CLOEXEC)) {
+  // Registering again (a second gate in the process, or after a fork) is harmless.
+  if (fence::register_process_for_global()) state_.state().slots[slot_].fenced.store(1, kRelaxed);
+}
 
 unsigned ComputeGate::claim_lane(std::uint32_t gpu, LaneClaim& claim) {
   // Threads past the private lanes share lane 0 for good; the count stops there.

@@ -119,6 +119,7 @@ void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot, SlotOwner
     for (auto& lane : slot.compute[gpu].activity) lane.store(0, kRelaxed);
     slot.compute[gpu].depends_on_others.store(0, kRelaxed);
   }
+  slot.fenced.store(0, kRelaxed);
 }
 
 // Moves every byte a slot holds back out of its tenant's ledger. REQUIRES: the caller owns the

@@ -547,6 +547,32 @@ TEST_F(ArbiterTest, PrivateLanesGoToLaunchingThreadsOnEachGpu) {
   EXPECT_EQ(gate.threads_inside(kGpu) + gate.threads_inside(1), 0u);
 }
 
+// Where the kernel allows asymmetric fences (membarrier), a process's gate registers it and marks
+// its slot, so that a waiter fences its threads instead of watching its lanes for 10 µs; the mark
+// goes with the slot. (Skipped where a seccomp profile or an old kernel refuses membarrier: the
+// readers then watch, which the tests of slots without a gate exercise.)
+TEST_F(ArbiterTest, AGateMarksItsSlotFencedWhereTheKernelAllows) {
+  if (!fence::register_process_for_global() || !fence::register_process_for_own()) {
+    GTEST_SKIP() << "membarrier refused here";
+  }
+  const auto a = add("a", 50), b = add("b", 50);
+  EXPECT_EQ(s().slots[a].fenced.load(), 0u) << "no gate yet";
+  {
+    ComputeGate gate(*state_, a);
+    EXPECT_EQ(s().slots[a].fenced.load(), 1u);
+    EXPECT_TRUE(gate.fence_own_threads());
+    EXPECT_TRUE(fence::registered_processes());
+    grant_to(a);
+    LaneClaim claim;
+    ComputeGate::end_launch(gate.begin_launch(kGpu, claim));
+    want(b);
+    look_for(1, b, a);
+    expect_idle_once_still(a, b);  // through the fenced look
+  }
+  members_.erase(members_.begin());  // a leaves
+  EXPECT_EQ(s().slots[a].fenced.load(), 0u) << "a slot's next owner starts unmarked";
+}
+
 // A thread's lane is its process's: in another gate (another process's slot here, the child's new
 // slot after a fork) it takes a lane there, and its calls count where it made them.
 TEST_F(ArbiterTest, AThreadHasALaneInEachGateItCallsThrough) {

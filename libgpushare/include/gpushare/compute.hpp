@@ -116,11 +116,26 @@ void wait_for_grant(layout::StateLayout& state, std::uint32_t gpu, std::uint32_t
 
 std::uint64_t monotonic_now_ns();
 
-// How long a reader that pairs with a plain store of the hot path (ComputeGate::begin_launch)
-// keeps looking. A store leaves its core's store buffer in nanoseconds, a few hundred with a cache
-// miss. That is an assumption about the hardware (neither C++ nor x86-64 nor AArch64 bounds it),
-// not a guarantee: should a store ever take longer, one launch runs, uncharged, at the start of the
-// next holder's slice.
+// Asymmetric fences (Linux membarrier, 4.16 on): for the rare readers that pair with the hot
+// path's plain stores (ComputeGate::begin_launch). The hot path pays nothing; the reader makes the
+// writers' running threads pass a full memory barrier (an interrupt to the CPUs that run them,
+// ~1.3 µs on the development machine), after which each thread's store is visible or its next load
+// comes after the reader's own store. Each returns false where the kernel, or a seccomp profile,
+// refuses it.
+namespace fence {
+// Once per process, before its first launch: for both of the others.
+bool register_process_for_global();
+bool register_process_for_own();
+// Every running thread of every process registered for it (MEMBARRIER_CMD_GLOBAL_EXPEDITED).
+bool registered_processes();
+// Every running thread of this process (MEMBARRIER_CMD_PRIVATE_EXPEDITED).
+bool own_threads();
+}  // namespace fence
+
+// Where no fence is to be had, how long such a reader keeps looking instead. A store leaves its
+// core's store buffer in nanoseconds, a few hundred with a cache miss. That is an assumption about
+// the hardware (neither C++ nor x86-64 nor AArch64 bounds it), not a guarantee: should a store ever
+// take longer, one launch runs, uncharged, at the start of the next holder's slice.
 inline constexpr std::uint64_t kStoreVisibleNs = 10'000;
 
 // A thread's activity lane, from begin_launch (or begin_wait) to end_launch.
@@ -197,6 +212,8 @@ class ComputeGate {
 
   // How many threads of this process are inside a gated call on the GPU now.
   std::uint64_t threads_inside(std::uint32_t gpu) { return layout::threads_inside(layout::activity_of(slot_compute(gpu))); }
+  // Makes this process's other threads' lane stores visible (fence::own_threads), if it can.
+  bool fence_own_threads() const { return fenced_own_ && fence::own_threads(); }
 
   // Slow path before a launch when holds() is false: hands over first if this process was asked
   // to, then waits until it holds the slice.
@@ -235,6 +252,7 @@ class ComputeGate {
   std::uint32_t slot_;
   std::uint64_t id_;  // unique in the process, never reused: what a thread's LaneClaim names
   std::array<std::atomic<unsigned>, layout::kMaxGpus> lanes_claimed_{};  // per GPU
+  bool fenced_own_;  // registered for fence::own_threads
   ArbiterTiming timing_;
   int probe_fd_;  // its own open file description of the state, for liveness probes
 };

@@ -187,6 +187,9 @@ struct alignas(64) ProcessSlot {
   std::atomic<std::uint64_t> pid;  // in the owner's PID namespace: shown to people, never used to decide
   std::atomic<std::uint64_t> started_unix_ns;
   std::atomic<std::uint64_t> held_bytes[kMaxGpus];
+  // Non-zero once the process has registered for asymmetric fences (compute.hpp, `fence`): a
+  // reader of its activity may then make its threads pass a barrier instead of waiting it out.
+  std::atomic<std::uint32_t> fenced;
   SlotCompute compute[kMaxGpus];
 };
 
