@@ -372,9 +372,9 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
       } else if (layout::threads_inside(seen) == 0 && stood != 0 &&
                  stood >= idle_after_for(state, gpu, holder, timing, now)) {
         // Idle between launches. The hot path moves its lane and then reads the holder word; here
-        // the word is changed and then the lanes read again, long enough for a lane's store to
-        // have left its core (stands_still), so a launch that starts at this moment is either seen
-        // here or sees the handover bit and hands over itself.
+        // the word is changed and then the lanes read again, after fencing the holder's threads
+        // (or watching for kStoreVisibleNs: stands_still), so a launch that starts at this moment
+        // is either seen here or sees the handover bit and hands over itself.
         schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
         if (stands_still(state.slots[holder], gpu, seen)) {
           take_away = true;
@@ -486,8 +486,10 @@ ComputeGate::ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming t
       fenced_own_(fence::register_process_for_own()),
       timing_(timing),
       probe_fd_(::open(state.descriptor_path().c_str(), O_RDWR | O_CLOEXEC)) {
-  // Registering again (a second gate in the process, or after a fork) is harmless.
-  if (fence::register_process_for_global()) state_.state().slots[slot_].fenced.store(1, kRelaxed);
+  // Registering again (a second gate in the process, or after a fork: the child inherits its
+  // parent's registration) is harmless. Stored either way: only a registered process's slot may
+  // say so, whatever an earlier owner left there.
+  state_.state().slots[slot_].fenced.store(fence::register_process_for_global() ? 1 : 0, kRelaxed);
 }
 
 unsigned ComputeGate::claim_lane(std::uint32_t gpu, LaneClaim& claim) {

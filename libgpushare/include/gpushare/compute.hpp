@@ -116,12 +116,15 @@ void wait_for_grant(layout::StateLayout& state, std::uint32_t gpu, std::uint32_t
 
 std::uint64_t monotonic_now_ns();
 
-// Asymmetric fences (Linux membarrier, 4.16 on): for the rare readers that pair with the hot
-// path's plain stores (ComputeGate::begin_launch). The hot path pays nothing; the reader makes the
-// writers' running threads pass a full memory barrier (an interrupt to the CPUs that run them,
-// ~1.3 µs on the development machine), after which each thread's store is visible or its next load
-// comes after the reader's own store. Each returns false where the kernel, or a seccomp profile,
-// refuses it.
+// Asymmetric fences (Linux membarrier: the private one from 4.14, the global one from 4.16): for
+// the rare readers that pair with the hot path's plain stores (ComputeGate::begin_launch). The hot
+// path pays nothing; the reader makes the writers' running threads pass a full memory barrier (an
+// interrupt to the CPUs that run them, ~1.3 µs on the 2-CPU development machine; the global one
+// reaches every CPU running a registered process), after which each thread's store is visible or
+// its next load comes after the reader's own store. Each returns false where the kernel, or a
+// seccomp profile, refuses it. The global one is called under a GPU's schedule mutex: the kernel
+// serialises expedited membarriers system-wide and holds off CPU hotplug meanwhile, so it may wait
+// behind other programs' (.NET's garbage collector, liburcu), usually for microseconds.
 namespace fence {
 // Once per process, before its first launch: for both of the others.
 bool register_process_for_global();
@@ -177,7 +180,8 @@ class ComputeGate {
   //
   // A launching thread with a private lane on the GPU (`claim`, see LaneClaim) moves it with a
   // plain load and store, no locked instruction; the compiler keeps that store ahead of the
-  // holds() that follows, and the two readers that pair with it look for kStoreVisibleNs. A thread
+  // holds() that follows, and the two readers that pair with it fence this process's threads first
+  // (`fence`), or watch for kStoreVisibleNs where that is refused. A thread
   // past the private lanes adds to lane 0 atomically. Not async-signal-safe (a gated call from a
   // signal handler, between the load and the store, would lose one launch from the count; the
   // driver is not async-signal-safe either). One gate per slot in a process: lanes are claimed per

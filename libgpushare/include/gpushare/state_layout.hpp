@@ -189,6 +189,7 @@ struct alignas(64) ProcessSlot {
   std::atomic<std::uint64_t> held_bytes[kMaxGpus];
   // Non-zero once the process has registered for asymmetric fences (compute.hpp, `fence`): a
   // reader of its activity may then make its threads pass a barrier instead of waiting it out.
+  // Written by the owner's gate (0 or 1) and cleared with the slot; part of ABI 5 from the start.
   std::atomic<std::uint32_t> fenced;
   SlotCompute compute[kMaxGpus];
 };
