@@ -4,9 +4,9 @@
 // one load of the schedule's holder word, a plain store into this thread's lane of the process's
 // activity on the way in and out (ComputeGate::begin_launch), a thread-local countdown. No lock,
 // no system call, and no locked instruction for the first five launching threads of a process on
-// a GPU. At each checkpoint (every
-// GPUSHARE_INFLIGHT_LAUNCHES / 2 launches, fewer for long kernels, at most 2 near a higher class)
-// the slow path bounds the work in flight and checks whether the slice is over.
+// a GPU. At each checkpoint (every GPUSHARE_INFLIGHT_LAUNCHES / 2 launches, fewer for long
+// kernels, at most 2 near a higher class) the slow path bounds the work in flight and checks
+// whether the slice is over.
 #include <algorithm>
 #include <array>
 #include <atomic>

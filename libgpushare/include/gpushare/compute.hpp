@@ -180,12 +180,11 @@ class ComputeGate {
   //
   // A launching thread with a private lane on the GPU (`claim`, see LaneClaim) moves it with a
   // plain load and store, no locked instruction; the compiler keeps that store ahead of the
-  // holds() that follows, and the two readers that pair with it fence this process's threads first
-  // (`fence`), or watch for kStoreVisibleNs where that is refused. A thread
-  // past the private lanes adds to lane 0 atomically. Not async-signal-safe (a gated call from a
-  // signal handler, between the load and the store, would lose one launch from the count; the
-  // driver is not async-signal-safe either). One gate per slot in a process: lanes are claimed per
-  // gate.
+  // holds() that follows, and the two readers that pair with it fence this process's threads
+  // first (`fence`), or watch for kStoreVisibleNs where that is refused. A thread past the private
+  // lanes adds to lane 0 atomically. Not async-signal-safe (a gated call from a signal handler,
+  // between the load and the store, would lose one launch from the count; the driver is not
+  // async-signal-safe either). One gate per slot in a process: lanes are claimed per gate.
   [[gnu::always_inline]] ActivityLane begin_launch(std::uint32_t gpu, LaneClaim& claim) {
     const unsigned lane = claim.gate_id == id_ ? claim.lane : claim_lane(gpu, claim);
     std::atomic<std::uint64_t>& word = slot_compute(gpu).activity[lane];
