@@ -187,17 +187,14 @@ class ComputeGate {
   // async-signal-safe either). One gate per slot in a process: lanes are claimed per gate.
   [[gnu::always_inline]] ActivityLane begin_launch(std::uint32_t gpu, LaneClaim& claim) {
     const unsigned lane = claim.gate_id == id_ ? claim.lane : claim_lane(gpu, claim);
+    if (lane == 0) return begin_wait(gpu);
     std::atomic<std::uint64_t>& word = slot_compute(gpu).activity[lane];
-    if (lane == 0) {
-      word.fetch_add(layout::kCallBegun, std::memory_order_seq_cst);
-    } else {
-      word.store(word.load(std::memory_order_relaxed) + layout::kCallBegun, std::memory_order_relaxed);
-      std::atomic_signal_fence(std::memory_order_seq_cst);
-    }
-    return {&word, lane == 0};
+    word.store(word.load(std::memory_order_relaxed) + layout::kCallBegun, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    return {&word, false};
   }
-  // The same for a synchronize, which blocks anyway: on the shared lane, leaving the private ones
-  // to launching threads.
+  // The shared lane: for a synchronize, which blocks anyway (leaving the private lanes to launching
+  // threads), and for launching threads past the private lanes.
   ActivityLane begin_wait(std::uint32_t gpu) {
     std::atomic<std::uint64_t>& word = slot_compute(gpu).activity[0];
     word.fetch_add(layout::kCallBegun, std::memory_order_seq_cst);
