@@ -295,8 +295,24 @@ __attribute__((tls_model("initial-exec"))) thread_local std::array<LaneClaim, la
 // captured into a graph: then it needs no slice, and an event recorded on its stream would end up
 // in the program's graph. Without a capture going on in the process (the common case) there is
 // nothing to ask the driver.
+// After the arbiter of a GPU failed (a lock of the state damaged, forged, or held by a stopped
+// process), its launches go ungated until this time (monotonic ns) rather than each waiting out
+// the lock's bound; then it is tried again.
+std::array<std::atomic<std::uint64_t>, layout::kMaxGpus> g_ungated_until{};
+constexpr std::uint64_t kUngatedRetryNs = 5'000'000'000;
+
+void arbiter_failed(std::uint32_t gpu, CUdevice device, const Error& error) {
+  g_ungated_until[gpu].store(monotonic_now_ns() + kUngatedRetryNs, std::memory_order_relaxed);
+  log_repeated(Repeated::kArbiter, LogLevel::kError, "device {}: time-slice arbiter unusable ({}); launching ungated",
+               device, error.message);
+}
+
 void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::uint32_t gpu, CUdevice device,
                              CUstream stream) {
+  if (const std::uint64_t until = g_ungated_until[gpu].load(std::memory_order_relaxed);
+      until != 0 && monotonic_now_ns() < until) {
+    return;
+  }
   const Parked parked(gpu);
   ComputeGate& gate = tenancy.gate();
   const bool captures = g_captures.load(std::memory_order_acquire) > 0;
@@ -313,10 +329,7 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   if (g_imports_memory.load(std::memory_order_relaxed)) gate.note_depends_on_other_processes();
   const bool granted_now = !gate.holds(gpu);
   if (granted_now) {
-    if (auto acquired = gate.acquire(gpu, drain); !acquired) {
-      log(LogLevel::kError, "device {}: time-slice arbiter unusable ({}); launching ungated", device,
-          acquired.error().message);
-    }
+    if (auto acquired = gate.acquire(gpu, drain); !acquired) return arbiter_failed(gpu, device, acquired.error());
   }
   if (t_until_checkpoint[gpu] > 1) {
     --t_until_checkpoint[gpu];
@@ -331,7 +344,7 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   } else {
     t_until_checkpoint[gpu] = most;
   }
-  (void)gate.checkpoint(gpu, drain, now);
+  if (auto checked = gate.checkpoint(gpu, drain, now); !checked) arbiter_failed(gpu, device, checked.error());
 }
 
 CUstream per_thread_stream(CUstream stream) { return stream == nullptr ? CU_STREAM_PER_THREAD : stream; }

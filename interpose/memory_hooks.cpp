@@ -49,15 +49,19 @@ CUresult reserve(std::optional<CUdevice> device, std::uint64_t bytes, Charge& ch
   if (tenancy.mode() == Tenancy::Mode::kDenyAll) return CUDA_ERROR_OUT_OF_MEMORY;
   if (!device) return CUDA_SUCCESS;
   const auto gpu = tenancy.gpu_for(*device);
-  if (!gpu) return CUDA_SUCCESS;
-  if (!tenancy.context_charge_paid(*device)) {
-    log(LogLevel::kInfo, "device {}: the quota has no room for this process's context charge", *device);
-    return CUDA_ERROR_OUT_OF_MEMORY;
+  if (!gpu) {
+    // Not a device the driver knows (it refuses the call itself), or a GPU the state could not
+    // record: that one is never allowed uncounted unless GPUSHARE_ON_ERROR=open says so.
+    return tenancy.untracked(*device) && tenancy.refuses_uncounted() ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
   }
+  if (!tenancy.context_charge_paid(*device)) return CUDA_ERROR_OUT_OF_MEMORY;
   auto reserved = tenancy.membership().try_reserve(*gpu, bytes);
   if (!reserved) {
-    log(LogLevel::kError, "device {}: {}", *device, reserved.error().message);
-    return CUDA_ERROR_OUT_OF_MEMORY;
+    const bool refuse = tenancy.refuses_uncounted();
+    log_repeated(Repeated::kLedger, LogLevel::kError, "device {}: {}; {}", *device, reserved.error().message,
+                 refuse ? "allocation refused (GPUSHARE_ON_ERROR=closed)"
+                        : "allocation not counted (GPUSHARE_ON_ERROR=open)");
+    return refuse ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
   }
   if (reserved.value() == Reservation::kOverQuota) {
     const MemoryView view = tenancy.membership().view(*gpu);
@@ -99,7 +103,10 @@ CUresult release(MapMember map, std::uint64_t key, Call&& call) {
   const CUresult result = call();
   if (allocation) {
     if (result == CUDA_SUCCESS) {
-      (void)tenancy.membership().release(allocation->gpu, allocation->bytes);
+      if (auto released = tenancy.membership().release(allocation->gpu, allocation->bytes); !released) {
+        log_repeated(Repeated::kLedger, LogLevel::kError, "{}; the freed bytes stay charged until this process ends",
+                     released.error().message);
+      }
     } else {
       (tenancy.*map).insert(key, *allocation);
     }
@@ -321,16 +328,19 @@ CUresult cuMipmappedArrayDestroy(CUmipmappedArray hMipmappedArray) {
 
 // The program sees a GPU whose memory is its quota: total = min(quota, physical) and
 // free = min(quota - tenant's use, physical free). Never more than the physical card (cuDNN's
-// heuristics break on that).
+// heuristics break on that). Where allocations are refused (GPUSHARE_ON_ERROR=closed after a
+// problem), free is 0: a program sizing its pools from it must not plan for the whole card.
 CUresult cuMemGetInfo_v2(size_t* free, size_t* total) {
   const RealDriver* driver = real_driver();
   if (driver == nullptr || driver->cuMemGetInfo_v2 == nullptr) return kMissing;
   const CUresult result = driver->cuMemGetInfo_v2(free, total);
   if (result != CUDA_SUCCESS || free == nullptr || total == nullptr) return result;
   Tenancy& tenancy = Tenancy::get();
+  if (tenancy.mode() == Tenancy::Mode::kDenyAll) *free = 0;
   if (tenancy.mode() != Tenancy::Mode::kEnforce) return result;
   const auto device = current_device(*driver);
   const auto gpu = device ? tenancy.gpu_for(*device) : std::nullopt;
+  if (!gpu && device && tenancy.untracked(*device) && tenancy.refuses_uncounted()) *free = 0;
   if (!gpu) return result;
   const MemoryView view = tenancy.membership().view(*gpu);
   const std::uint64_t room = view.limit_bytes > view.used_bytes ? view.limit_bytes - view.used_bytes : 0;

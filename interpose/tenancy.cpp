@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstdlib>
 
@@ -60,6 +61,27 @@ void log_line(std::string_view line) {
   [[maybe_unused]] auto written = ::write(STDERR_FILENO, text.data(), text.size());
 }
 
+namespace {
+struct RepeatedLog {
+  std::atomic<std::uint64_t> last_ns{0};
+  std::atomic<std::uint64_t> held_back{0};
+};
+std::array<RepeatedLog, static_cast<std::size_t>(Repeated::kCount)> g_repeated{};
+}  // namespace
+
+bool may_log_repeated(Repeated kind, std::uint64_t* left_out) {
+  RepeatedLog& entry = g_repeated[static_cast<std::size_t>(kind)];
+  const std::uint64_t now = monotonic_now_ns();
+  std::uint64_t last = entry.last_ns.load(std::memory_order_relaxed);
+  if ((last != 0 && now - last < kLimitedLogIntervalNs) ||
+      !entry.last_ns.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+    entry.held_back.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  *left_out = entry.held_back.exchange(0, std::memory_order_relaxed);
+  return true;
+}
+
 std::atomic<Tenancy*> Tenancy::instance_{nullptr};
 
 Tenancy& Tenancy::start_once() {
@@ -97,8 +119,10 @@ void Tenancy::start() {
     for (const auto& error : loaded.errors) all += (all.empty() ? "" : "; ") + error;
     return fail(all);
   }
-  const std::string path = settings.state_path.empty() ? default_state_path() : settings.state_path;
-  auto state = SharedState::open(path, SharedState::Mode::kCreateIfMissing);
+  const bool configured = !settings.state_path.empty();
+  const std::string path = configured ? settings.state_path : default_state_path();
+  auto state = SharedState::open(path, SharedState::Mode::kCreateIfMissing,
+                                 configured ? SharedState::Origin::kConfigured : SharedState::Origin::kDefault);
   if (!state) return fail(state.error().message);
   state_ = std::move(state).value();
   tenant_ = settings.tenant.empty() ? per_process_tenant_name() : settings.tenant;
@@ -125,6 +149,12 @@ std::optional<std::uint32_t> Tenancy::gpu_for(CUdevice ordinal) {
   DeviceBinding& binding = devices_[static_cast<std::size_t>(ordinal)];
   if (const int gpu = binding.gpu.load(std::memory_order_acquire); gpu >= 0) return static_cast<std::uint32_t>(gpu);
 
+  // A GPU the state has no record for is tried again once a second, not at every call.
+  const std::uint64_t now = monotonic_now_ns();
+  if (binding.untracked.load(std::memory_order_acquire) &&
+      now < binding.retry_at_ns.load(std::memory_order_relaxed)) {
+    return std::nullopt;
+  }
   std::lock_guard lock(bind_mutex_);
   if (const int gpu = binding.gpu.load(std::memory_order_acquire); gpu >= 0) return static_cast<std::uint32_t>(gpu);
   const RealDriver* driver = real_driver();
@@ -144,8 +174,17 @@ std::optional<std::uint32_t> Tenancy::gpu_for(CUdevice ordinal) {
   }
   auto attached = membership_->attach_gpu(key, physical, wanted, std::string_view(name.data()));
   if (!attached) {
-    log(LogLevel::kError, "cannot track device {}: {}", ordinal, attached.error().message);
+    const bool closed = process_settings().settings.on_error == FailPolicy::kClosed;
+    log_repeated(Repeated::kUntrackedGpu, LogLevel::kError, "cannot track device {}: {}; {}", ordinal,
+                 attached.error().message,
+                 closed ? "its allocations fail (GPUSHARE_ON_ERROR=closed)"
+                        : "its allocations are not counted (GPUSHARE_ON_ERROR=open)");
+    binding.retry_at_ns.store(now + kUntrackedRetryNs, std::memory_order_relaxed);
+    binding.untracked.store(true, std::memory_order_release);
     return std::nullopt;
+  }
+  if (binding.untracked.exchange(false, std::memory_order_acq_rel)) {
+    log(LogLevel::kWarn, "device {}: tracked again, its allocations are counted from now on", ordinal);
   }
   if (attached->limit_differs) {
     log(LogLevel::kWarn,
@@ -168,9 +207,24 @@ bool Tenancy::context_charge_paid(CUdevice ordinal) {
   if (binding.context_paid.load(std::memory_order_acquire)) return true;
   const auto gpu = static_cast<std::uint32_t>(binding.gpu.load(std::memory_order_acquire));
   auto reserved = membership_->try_reserve(gpu, charge);
-  if (!reserved || reserved.value() != Reservation::kGranted) return false;
+  if (!reserved || reserved.value() != Reservation::kGranted) {
+    log_repeated(Repeated::kContextCharge, LogLevel::kError,
+                 "device {}: the quota has no room for this process's context charge (GPUSHARE_CONTEXT_MEMORY={}): "
+                 "its allocations fail",
+                 ordinal, format_size(charge));
+    return false;
+  }
   binding.context_paid.store(true, std::memory_order_release);
   return true;
+}
+
+bool Tenancy::untracked(CUdevice ordinal) const {
+  if (ordinal < 0 || ordinal >= kMaxDeviceOrdinals) return false;
+  return devices_[static_cast<std::size_t>(ordinal)].untracked.load(std::memory_order_acquire);
+}
+
+bool Tenancy::refuses_uncounted() const {
+  return mode_ == Mode::kDenyAll || process_settings().settings.on_error == FailPolicy::kClosed;
 }
 
 std::uint64_t Tenancy::physical_bytes(CUdevice ordinal) const {

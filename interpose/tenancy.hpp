@@ -49,6 +49,13 @@ class Tenancy {
   // first use. nullopt when the device cannot be identified: the caller passes the call through
   // to the driver, which reports the problem itself.
   std::optional<std::uint32_t> gpu_for(CUdevice ordinal);
+  // Whether the device is a GPU the shared state could not record (its table of GPUs is full of
+  // GPUs live processes use): its allocations cannot be counted. Tried again once a second.
+  bool untracked(CUdevice ordinal) const;
+  static constexpr std::uint64_t kUntrackedRetryNs = 1'000'000'000;
+  // What to do with an allocation the ledger cannot count (an untracked GPU, an unusable lock of
+  // the state): refuse it (GPUSHARE_ON_ERROR=closed, the default) or let it through uncounted.
+  bool refuses_uncounted() const;
   // Takes the context charge if GPUSHARE_CONTEXT_MEMORY asks for one and it is still owed.
   bool context_charge_paid(CUdevice ordinal);
 
@@ -97,6 +104,8 @@ class Tenancy {
   struct DeviceBinding {
     std::atomic<int> gpu{-1};
     std::atomic<bool> context_paid{false};
+    std::atomic<bool> untracked{false};
+    std::atomic<std::uint64_t> retry_at_ns{0};
     std::uint64_t physical_bytes = 0;
   };
 

@@ -267,6 +267,17 @@ std::uint64_t idle_after_for(const StateLayout& state, std::uint32_t gpu, std::u
   return std::max(idle_after, slice_ns_of(state.tenants[tenant]));
 }
 
+// Whether the holder was granted the slice while it waited (its mark is older than the slice) and
+// has not come back for it for timing.idle_after: no launch of any of its threads since the grant.
+bool grant_untaken(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder, std::uint64_t activity,
+                   std::uint64_t now, const ArbiterTiming& timing) {
+  const GpuSchedule& schedule = state.schedules[gpu];
+  const std::uint64_t since = state.slots[holder].compute[gpu].waiting_since_ns.load(std::memory_order_seq_cst);
+  const std::uint64_t start = schedule.slice_start_ns.load(kRelaxed);
+  return since != 0 && since <= start && activity == schedule.activity_at_grant.load(kRelaxed) && now >= start &&
+         now - start >= static_cast<std::uint64_t>(timing.idle_after.count());
+}
+
 long futex(std::atomic<std::uint32_t>* word, int op, std::uint32_t value, const timespec* timeout) {
   // Not FUTEX_PRIVATE: the word lives in memory shared between processes.
   return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, value, timeout, nullptr, 0);
@@ -369,6 +380,24 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         charge_until = gone_holder_used_until(schedule, now);
         auto& since = state.slots[holder].compute[gpu].waiting_since_ns;
         if (since.exchange(0, kRelaxed) != 0) schedule.waiting.fetch_sub(1, kRelaxed);
+      } else if (grant_untaken(state, gpu, holder, seen, now, timing)) {
+        // Granted while it waited, and its waiting thread has not come back for the grant: it is
+        // not running (a CPU limit, a busy host, SIGSTOP). That thread counts as inside, so the
+        // holder never looks idle, and asking it to hand over would cost everyone the grace. The
+        // grant is withdrawn, uncharged, and the slot is no waiter until its thread runs and asks
+        // again. The waiter takes a grant up by taking its own waiting mark (ComputeGate::acquire);
+        // here the bit is stored before the mark is taken, both sequentially consistent, so exactly
+        // one of the two gets the mark, and a waiter that takes it sees the bit and hands over.
+        schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
+        auto& since = state.slots[holder].compute[gpu].waiting_since_ns;
+        if (stands_still(state.slots[holder], gpu, seen) && since.exchange(0, std::memory_order_seq_cst) != 0) {
+          schedule.waiting.fetch_sub(1, kRelaxed);
+          take_away = true;
+          charge_until = schedule.slice_start_ns.load(kRelaxed);
+        } else {
+          std::uint32_t asked = word | kHandoverBit;
+          schedule.holder_word.compare_exchange_strong(asked, word, std::memory_order_seq_cst);
+        }
       } else if (layout::threads_inside(seen) == 0 && stood != 0 &&
                  stood >= idle_after_for(state, gpu, holder, timing, now)) {
         // Idle between launches. The hot path moves its lane and then reads the holder word; here
@@ -400,7 +429,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
     // and then made, to hand over to anyone waiting. Holding the GPU is for pauses between launches.
     const bool over = !take_away && now >= slice_end;
     const std::uint64_t grace = over ? handover_grace(state, gpu, holder, timing) : 0;  // it scans the slots
-    const std::uint32_t holder_tenant = state.slots[holder].tenant_index.load(kRelaxed);
+    const std::uint32_t holder_tenant = over ? state.slots[holder].tenant_index.load(kRelaxed) : kNone;
     const bool stuck = over && holder_tenant < kMaxTenants &&
                        stood >= slice_ns_of(state.tenants[holder_tenant]) + grace &&
                        highest_waiting_class(state, gpu, holder, now) >= 0;
@@ -553,22 +582,45 @@ Status ComputeGate::release_if_wanted(std::uint32_t gpu, const Drain& drain, std
   return asked || over ? hand_over(gpu, drain) : Status{Ok{}};
 }
 
+void ComputeGate::mark_waiting(std::uint32_t gpu, std::uint64_t now) {
+  std::uint64_t unmarked = 0;
+  if (slot_compute(gpu).waiting_since_ns.compare_exchange_strong(unmarked, std::max<std::uint64_t>(now, 1),
+                                                                  std::memory_order_seq_cst)) {
+    state_.state().schedules[gpu].waiting.fetch_add(1, kRelaxed);
+  }
+}
+
+bool ComputeGate::unmark_waiting(std::uint32_t gpu) {
+  if (slot_compute(gpu).waiting_since_ns.exchange(0, std::memory_order_seq_cst) == 0) return false;
+  state_.state().schedules[gpu].waiting.fetch_sub(1, kRelaxed);
+  return true;
+}
+
 Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
-  const std::uint32_t word = schedule.holder_word.load(std::memory_order_seq_cst);
-  if (word == holder_token(slot_)) return Ok{};  // another thread of this process was just granted it
-  if (word == (holder_token(slot_) | kHandoverBit)) {
-    // Ours, but a handover was asked for.
-    state.slots[slot_].compute[gpu].waiting_since_ns.store(monotonic_now_ns(), kRelaxed);
-    if (auto handed = hand_over(gpu, drain); !handed) return handed;
-  }
   const std::uint64_t started = monotonic_now_ns();
-  auto& mine = state.slots[slot_].compute[gpu];
-  mine.waiting_since_ns.store(started, kRelaxed);
-  schedule.waiting.fetch_add(1, kRelaxed);
+  mark_waiting(gpu, started);
   Status status = Ok{};
-  while (!holds(gpu)) {
+  for (;;) {
+    if (holder_of(schedule.holder_word.load(std::memory_order_seq_cst)) == slot_ && unmark_waiting(gpu)) {
+      // Granted (perhaps while this thread was not running), and the grant taken up: unless the
+      // arbiter withdrew it first (arbitrate takes the mark then), it is ours.
+      const std::uint32_t word = schedule.holder_word.load(std::memory_order_seq_cst);
+      if (word == holder_token(slot_)) break;
+      mark_waiting(gpu, monotonic_now_ns());
+      if (word == (holder_token(slot_) | kHandoverBit)) {
+        // Asked to hand over already (the slice ran out before this thread ran, or a higher class
+        // came): at once, not after the holder's grace.
+        if (auto handed = hand_over(gpu, drain); !handed) {
+          status = handed;
+          break;
+        }
+        continue;
+      }
+    }
+    // Waiting again if the arbiter passed this process over while it was not running.
+    mark_waiting(gpu, monotonic_now_ns());
     const std::uint32_t seen = schedule.grant_seq.load(kAcquire);
     Arbitration decided;
     {
@@ -581,11 +633,10 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
                           [this](std::uint32_t slot) { return slot_alive(slot); });
     }
     if (decided.changed) wake_waiters(state, gpu);
-    if (decided.granted_to_requester || holds(gpu)) break;
+    if (decided.granted_to_requester || holder_of(schedule.holder_word.load(kAcquire)) == slot_) continue;
     wait_for_grant(state, gpu, seen, decided.recheck_after_ns);
   }
-  mine.waiting_since_ns.store(0, kRelaxed);
-  schedule.waiting.fetch_sub(1, kRelaxed);
+  unmark_waiting(gpu);
   const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
   if (tenant < kMaxTenants) state.tenants[tenant].compute[gpu].wait_ns.fetch_add(monotonic_now_ns() - started, kRelaxed);
   return status;
@@ -612,7 +663,7 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint6
       return Ok{};
     }
   }
-  state.slots[slot_].compute[gpu].waiting_since_ns.store(now, kRelaxed);
+  mark_waiting(gpu, now);
   if (auto handed = hand_over(gpu, drain); !handed) return handed;
   return acquire(gpu, drain);
 }

@@ -27,15 +27,24 @@ constexpr auto kAcquire = std::memory_order_acquire;
 constexpr auto kRelease = std::memory_order_release;
 constexpr auto kRelaxed = std::memory_order_relaxed;
 
-// Rebuilds every tenant's used_bytes on one GPU from the slots' held_bytes. Called by whoever
-// inherits a ledger mutex from a holder that died inside the critical section: the dead process
-// may have updated one side of the invariant and not the other.
-void rebuild_gpu_ledger(StateLayout& state, std::uint32_t gpu) {
+// Rebuilds every tenant's used_bytes on one GPU from the slots' held_bytes (the invariant
+// used == sum of held over the tenant's slots). Called by whoever inherits a ledger mutex from a
+// holder that died inside the critical section (it may have updated one side and not the
+// other), and by every sweep: numbers written into the file by anyone else heal there. Returns
+// whether any tenant's figure changed. REQUIRES: the GPU's ledger mutex held.
+bool rebuild_gpu_ledger(StateLayout& state, std::uint32_t gpu) {
   std::array<std::uint64_t, kMaxTenants> sums{};
   for (const auto& slot : state.slots) {
-    if (slot.tenant_index < kMaxTenants) sums[slot.tenant_index] += slot.held_bytes[gpu].load(kRelaxed);
+    const std::uint32_t tenant = slot.tenant_index.load(kRelaxed);
+    if (slot.state.load(kAcquire) == kFree || tenant >= kMaxTenants) continue;
+    const std::uint64_t held = slot.held_bytes[gpu].load(kRelaxed);
+    sums[tenant] = held > UINT64_MAX - sums[tenant] ? UINT64_MAX : sums[tenant] + held;
   }
-  for (std::uint32_t t = 0; t < kMaxTenants; ++t) state.tenants[t].ledger[gpu].used_bytes.store(sums[t], kRelaxed);
+  bool changed = false;
+  for (std::uint32_t t = 0; t < kMaxTenants; ++t) {
+    if (state.tenants[t].ledger[gpu].used_bytes.exchange(sums[t], kRelaxed) != sums[t]) changed = true;
+  }
+  return changed;
 }
 
 // Repairs what the registry mutex guards after its holder died: a tenant record claimed but not
@@ -120,6 +129,7 @@ void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot, SlotOwner
     slot.compute[gpu].depends_on_others.store(0, kRelaxed);
   }
   slot.fenced.store(0, kRelaxed);
+  slot.gpus_attached.store(0, kRelaxed);
 }
 
 // Moves every byte a slot holds back out of its tenant's ledger. REQUIRES: the caller owns the
@@ -317,40 +327,112 @@ void TenantMembership::abandon() {
   fd_ = -1;
 }
 
+namespace {
+
+std::optional<std::uint32_t> find_gpu(const StateLayout& state, const GpuUuid& uuid) {
+  for (std::uint32_t g = 0; g < kMaxGpus; ++g) {
+    if (state.gpus[g].state.load(kAcquire) == kInUse && std::equal(uuid.begin(), uuid.end(), state.gpus[g].uuid)) {
+      return g;
+    }
+  }
+  return std::nullopt;
+}
+
+// REQUIRES: registry lock held. Whether no process slot has GPU record g attached.
+bool gpu_unattached(const StateLayout& state, std::uint32_t g) {
+  for (const auto& slot : state.slots) {
+    if (slot.state.load(kAcquire) != kFree && (slot.gpus_attached.load(kRelaxed) & (1u << g)) != 0) return false;
+  }
+  return true;
+}
+
+// Forgets everything recorded about GPU record g, so that it can describe another GPU.
+// REQUIRES: registry lock held, and gpu_unattached(g) (nobody can be using the index).
+void forget_gpu(StateLayout& state, std::uint32_t g) {
+  for (auto& tenant : state.tenants) {
+    auto& entry = tenant.ledger[g];
+    entry.limit_bytes.store(kUnlimited, kRelaxed);
+    entry.used_bytes.store(0, kRelaxed);
+    entry.peak_bytes.store(0, kRelaxed);
+    entry.oom_refusals.store(0, kRelaxed);
+    entry.configured.store(0, kRelaxed);
+    auto& compute = tenant.compute[g];
+    compute.virtual_ns.store(0, kRelaxed);
+    compute.budget_ns.store(0, kRelaxed);
+    compute.budget_at_ns.store(0, kRelaxed);
+    compute.gpu_ns.store(0, kRelaxed);
+    compute.launches.store(0, kRelaxed);
+    compute.wait_ns.store(0, kRelaxed);
+    compute.active.store(0, kRelaxed);
+  }
+  for (auto& slot : state.slots) slot.held_bytes[g].store(0, kRelaxed);
+  if (auto lock = ScheduleLock::acquire(state, g)) {
+    auto& schedule = state.schedules[g];
+    schedule.holder_word.store(0, kRelaxed);
+    schedule.waiting.store(0, kRelaxed);
+    for (auto& clock : schedule.virtual_clock_ns) clock.store(0, kRelaxed);
+    for (auto& granted : schedule.class_granted_ns) granted.store(0, kRelaxed);
+  }
+}
+
+// REQUIRES: registry lock held. A record for the GPU: its own, a free one, or one that no live
+// process uses any more (so that a long-lived file never fills up).
+std::optional<std::uint32_t> record_for_gpu(StateLayout& state, const GpuUuid& uuid, std::uint64_t physical_bytes,
+                                            std::string_view name) {
+  if (auto found = find_gpu(state, uuid)) return found;
+  std::optional<std::uint32_t> chosen;
+  for (std::uint32_t g = 0; g < kMaxGpus && !chosen; ++g) {
+    if (state.gpus[g].state.load(kAcquire) == kFree) chosen = g;
+  }
+  for (std::uint32_t g = 0; g < kMaxGpus && !chosen; ++g) {
+    if (gpu_unattached(state, g)) {
+      forget_gpu(state, g);
+      chosen = g;
+    }
+  }
+  if (!chosen) return std::nullopt;
+  auto& record = state.gpus[*chosen];
+  record.state.store(kReclaiming, kRelease);  // readers skip it while it changes
+  std::copy(uuid.begin(), uuid.end(), record.uuid);
+  record.physical_bytes.store(physical_bytes, kRelaxed);
+  const std::size_t name_bytes = std::min(name.size(), layout::kGpuNameBytes - 1);
+  std::fill(std::begin(record.name), std::end(record.name), '\0');
+  std::copy_n(name.data(), name_bytes, record.name);
+  record.state.store(kInUse, kRelease);
+  return chosen;
+}
+
+}  // namespace
+
 Result<TenantMembership::Attached> TenantMembership::attach_gpu(const GpuUuid& uuid, std::uint64_t physical_bytes,
                                                                 std::uint64_t limit_bytes, std::string_view name) {
   StateLayout& state = state_.state();
-  auto registry = RegistryLock::acquire(state);
-  if (!registry) return registry.error();
-  std::optional<std::uint32_t> gpu;
-  for (std::uint32_t g = 0; g < kMaxGpus && !gpu; ++g) {
-    if (state.gpus[g].state.load(kAcquire) == kInUse && std::equal(uuid.begin(), uuid.end(), state.gpus[g].uuid)) {
-      gpu = g;
+  // Twice at most: a full table may hold records of GPUs that only dead processes used, and their
+  // slots are swept (outside the registry lock) before the second try.
+  for (int attempt = 0;; ++attempt) {
+    auto registry = RegistryLock::acquire(state);
+    if (!registry) return registry.error();
+    const auto gpu = record_for_gpu(state, uuid, physical_bytes, name);
+    if (!gpu && attempt == 0) {
+      { auto unlock = std::move(registry).value(); }
+      reclaim_dead_processes(state_);
+      continue;
     }
-  }
-  for (std::uint32_t g = 0; g < kMaxGpus && !gpu; ++g) {
-    if (state.gpus[g].state.load(kAcquire) == kFree) {
-      std::copy(uuid.begin(), uuid.end(), state.gpus[g].uuid);
-      state.gpus[g].physical_bytes.store(physical_bytes, kRelaxed);
-      const std::size_t name_bytes = std::min(name.size(), layout::kGpuNameBytes - 1);
-      std::fill(std::begin(state.gpus[g].name), std::end(state.gpus[g].name), '\0');
-      std::copy_n(name.data(), name_bytes, state.gpus[g].name);
-      state.gpus[g].state.store(kInUse, kRelease);
-      gpu = g;
+    if (!gpu) {
+      return Error{fmt::format("all {} GPU records of the shared state are used by live processes", kMaxGpus)};
     }
+    state.slots[slot_].gpus_attached.fetch_or(1u << *gpu, kRelaxed);
+    auto& tenant = state.tenants[tenant_];
+    auto& entry = tenant.ledger[*gpu];
+    if (entry.configured.load(kAcquire) == 0) {
+      const std::uint64_t override_limit = tenant.override_limit_bytes.load(kRelaxed);
+      entry.limit_bytes.store(override_limit != layout::kNoOverride ? override_limit : limit_bytes, kRelaxed);
+      entry.configured.store(1, kRelease);
+    }
+    Attached attached{*gpu, entry.limit_bytes.load(kRelaxed), false};
+    attached.limit_differs = attached.effective_limit_bytes != limit_bytes;
+    return attached;
   }
-  if (!gpu) return Error{fmt::format("the shared state already tracks {} GPUs, its maximum", kMaxGpus)};
-  auto& tenant = state.tenants[tenant_];
-  auto& entry = tenant.ledger[*gpu];
-  Attached attached{*gpu, 0, false};
-  if (entry.configured.load(kAcquire) == 0) {
-    const std::uint64_t override_limit = tenant.override_limit_bytes.load(kRelaxed);
-    entry.limit_bytes.store(override_limit != layout::kNoOverride ? override_limit : limit_bytes, kRelaxed);
-    entry.configured.store(1, kRelease);
-  }
-  attached.effective_limit_bytes = entry.limit_bytes.load(kRelaxed);
-  attached.limit_differs = attached.effective_limit_bytes != limit_bytes;
-  return attached;
 }
 
 Result<Reservation> TenantMembership::reserve_once(std::uint32_t gpu, std::uint64_t bytes) {
@@ -373,7 +455,7 @@ Result<Reservation> TenantMembership::try_reserve(std::uint32_t gpu, std::uint64
   if (!first || first.value() == Reservation::kGranted) return first;
   // Before refusing, give back what dead processes of any tenant still hold; the refusal path
   // may make system calls, the granted path never does.
-  if (reclaim_dead_processes(state_).processes > 0) {
+  if (const ReclaimReport swept = reclaim_dead_processes(state_); swept.processes > 0 || swept.ledgers_healed > 0) {
     auto second = reserve_once(gpu, bytes);
     if (!second || second.value() == Reservation::kGranted) return second;
   }
@@ -410,19 +492,26 @@ MemoryView TenantMembership::view(std::uint32_t gpu) const {
 ReclaimReport reclaim_dead_processes(SharedState& shared) {
   StateLayout& state = shared.state();
   ReclaimReport report;
-  std::lock_guard probing(shared.probe_mutex());
-  for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
-    auto& slot = state.slots[s];
-    if (slot.state.load(kAcquire) == kFree) continue;
-    if (!shared.try_lock_slot(s)) continue;  // its owner is alive (or another process is reclaiming it)
-    // kReclaiming with the lock free: a reclaimer died half-way; returning bytes is idempotent.
-    if (slot.state.load(kAcquire) != kFree) {
-      slot.state.store(kReclaiming, kRelease);
-      report.bytes += empty_slot(state, slot, SlotOwner::kGone);
-      report.processes += 1;
-      slot.state.store(kFree, kRelease);
+  {
+    std::lock_guard probing(shared.probe_mutex());
+    for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
+      auto& slot = state.slots[s];
+      if (slot.state.load(kAcquire) == kFree) continue;
+      if (!shared.try_lock_slot(s)) continue;  // its owner is alive (or another process is reclaiming it)
+      // kReclaiming with the lock free: a reclaimer died half-way; returning bytes is idempotent.
+      if (slot.state.load(kAcquire) != kFree) {
+        slot.state.store(kReclaiming, kRelease);
+        report.bytes += empty_slot(state, slot, SlotOwner::kGone);
+        report.processes += 1;
+        slot.state.store(kFree, kRelease);
+      }
+      shared.unlock_slot(s);
     }
-    shared.unlock_slot(s);
+  }
+  for (std::uint32_t gpu = 0; gpu < kMaxGpus; ++gpu) {
+    if (state.gpus[gpu].state.load(kAcquire) != kInUse) continue;
+    auto lock = LedgerLock::acquire(state, gpu);
+    if (lock && rebuild_gpu_ledger(state, gpu)) report.ledgers_healed += 1;
   }
   return report;
 }

@@ -1,6 +1,7 @@
 #include "gpushare/shared_state.hpp"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <new>
+#include <thread>
 
 #include <boost/interprocess/file_mapping.hpp>
 #include <boost/interprocess/mapped_region.hpp>
@@ -33,9 +35,10 @@ std::uint64_t unix_now_ns() {
 
 std::string default_state_path() {
   // HAMi's device plugin mounts one host folder, /tmp/vgpulock, into every container it manages:
-  // when it is there, it is the place where all tenants of a GPU can meet.
+  // when it is there, it is the place where all tenants of a GPU can meet. Only a real folder of
+  // root's: any user may create /tmp/vgpulock and would then own everyone's default state.
   struct stat info {};
-  if (::stat("/tmp/vgpulock", &info) == 0 && S_ISDIR(info.st_mode)) {
+  if (::lstat("/tmp/vgpulock", &info) == 0 && S_ISDIR(info.st_mode) && info.st_uid == 0) {
     return "/tmp/vgpulock/gpushare.state";
   }
   return "/dev/shm/gpushare.state";
@@ -65,10 +68,22 @@ bool try_lock(int fd, std::int64_t offset) {
   return ::fcntl(fd, F_OFD_SETLK, &request) == 0;
 }
 
-Status lock_wait(int fd, std::int64_t offset, bool shared) {
+Status lock_wait(int fd, std::int64_t offset, bool shared, std::chrono::nanoseconds wait) {
+  // Polled rather than F_OFD_SETLKW: that one cannot be given a timeout.
   struct flock request = one_byte(shared ? F_RDLCK : F_WRLCK, offset);
-  while (::fcntl(fd, F_OFD_SETLKW, &request) != 0) {
-    if (errno != EINTR) return Error{fmt::format("cannot lock the state file: {}", std::strerror(errno))};
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  auto pause = std::chrono::microseconds(50);
+  while (::fcntl(fd, F_OFD_SETLK, &request) != 0) {
+    if (errno != EAGAIN && errno != EACCES && errno != EINTR) {
+      return Error{fmt::format("cannot lock the state file: {}", std::strerror(errno))};
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Error{fmt::format("another process has held the state file's lock for over {} ms (stopped while "
+                               "creating it?)",
+                               std::chrono::duration_cast<std::chrono::milliseconds>(wait).count())};
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(10'000));
   }
   return Ok{};
 }
@@ -78,33 +93,14 @@ void unlock(int fd, std::int64_t offset) {
   ::fcntl(fd, F_OFD_SETLK, &request);
 }
 
-bool held_elsewhere(int fd, std::int64_t offset) {
+bool held_elsewhere(int fd, std::int64_t offset, std::int64_t length) {
   struct flock request = one_byte(F_WRLCK, offset);
+  request.l_len = length;
   if (::fcntl(fd, F_OFD_GETLK, &request) != 0) return true;  // cannot tell: never call a process dead
   return request.l_type != F_UNLCK;
 }
 }  // namespace ofd_lock
 
-namespace shared_mutex {
-void init(pthread_mutex_t* mutex) {
-  pthread_mutexattr_t attributes;
-  pthread_mutexattr_init(&attributes);
-  pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
-  pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
-  pthread_mutex_init(mutex, &attributes);
-  pthread_mutexattr_destroy(&attributes);
-}
-
-Result<Acquired> lock(pthread_mutex_t* mutex) {
-  const int rc = pthread_mutex_lock(mutex);
-  if (rc == 0) return Acquired::kClean;
-  if (rc == EOWNERDEAD) return Acquired::kOwnerDied;
-  return Error{fmt::format("shared state lock unusable: {}", std::strerror(rc))};
-}
-
-void mark_consistent(pthread_mutex_t* mutex) { pthread_mutex_consistent(mutex); }
-void unlock(pthread_mutex_t* mutex) { pthread_mutex_unlock(mutex); }
-}  // namespace shared_mutex
 
 namespace {
 
@@ -163,20 +159,89 @@ Status validate(const StateLayout& state, const std::string& path) {
 
 }  // namespace
 
-Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, Mode mode) {
+namespace {
+
+// How long a newcomer waits for a process that is creating or checking the file.
+constexpr std::chrono::seconds kInitLockWait{5};
+
+std::string user_name(uid_t uid) {
+  struct passwd entry {};
+  struct passwd* found = nullptr;
+  char buffer[1024];
+  if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) == 0 && found != nullptr) {
+    return fmt::format("{} (uid {})", found->pw_name, uid);
+  }
+  return fmt::format("uid {}", uid);
+}
+
+// What kind of thing a path names, for messages.
+const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+Status check_file(const std::string& path, const struct stat& info, SharedState::Origin origin) {
+  if (!S_ISREG(info.st_mode)) {
+    return Error{fmt::format("{} is {}, not a gpushare state file; name a file in an existing folder", path,
+                             file_kind(info.st_mode))};
+  }
+  if (origin == SharedState::Origin::kDefault && info.st_uid != ::geteuid() && info.st_uid != 0) {
+    return Error{fmt::format("{} belongs to {}, not to you or root: refusing the default state file another user "
+                             "may have planted; to share it with that user's processes on purpose, name it in "
+                             "GPUSHARE_STATE (or --state)",
+                             path, user_name(info.st_uid))};
+  }
+  return Ok{};
+}
+
+// Whether some other process has the file open as a state (its users lock) or holds a slot in it.
+bool in_use(int fd) {
+  return ofd_lock::held_elsewhere(fd, layout::kUsersLockOffset) ||
+         ofd_lock::held_elsewhere(fd, layout::kSlotLockBase, layout::kMaxSlots);
+}
+
+Status validate_locks(StateLayout& state, const std::string& path) {
+  bool damaged = !shared_mutex::plausible(&state.registry_mutex);
+  for (const auto& gpu : state.gpus) damaged = damaged || !shared_mutex::plausible(&gpu.ledger_mutex);
+  for (const auto& schedule : state.schedules) damaged = damaged || !shared_mutex::plausible(&schedule.mutex);
+  if (!damaged) return Ok{};
+  return Error{fmt::format("{} has a damaged lock (something wrote into the file); stop the processes using it "
+                           "and remove it",
+                           path)};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, Mode mode, Origin origin) {
   std::unique_ptr<SharedState> self(new SharedState());
   self->path_ = path;
   const bool read_only = mode == Mode::kReadOnly;
-  const int flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (mode == Mode::kCreateIfMissing ? O_CREAT : 0);
+  const bool may_create = mode == Mode::kCreateIfMissing;
+  // O_NOFOLLOW: a link planted at the path must not make us create or grow a file elsewhere.
+  // O_NONBLOCK: opening a FIFO must not block (it is refused below).
+  const int flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (may_create ? O_CREAT : 0);
   // 0666 (less the umask): tenants of one GPU may run as different users; access to the state is
   // controlled by the permissions of the folder it lives in (docs/configuration.md).
   self->fd_ = ::open(path.c_str(), flags, 0666);
   if (self->fd_ < 0) {
+    if (errno == ELOOP) {
+      return Error{fmt::format("{} is a symbolic link: gpushare does not follow links to its state file; name "
+                               "the file itself",
+                               path)};
+    }
     return Error{fmt::format("cannot open state file {}: {}", path, std::strerror(errno))};
   }
+  struct stat info {};
+  if (::fstat(self->fd_, &info) != 0) {
+    return Error{fmt::format("cannot stat state file {}: {}", path, std::strerror(errno))};
+  }
+  if (auto ok = check_file(path, info, origin); !ok) return ok.error();
   // Creation and validation happen under an exclusive lock, so a second process never maps a file
   // that the first is still initialising (a reader takes it shared: it only waits for a creator).
-  if (auto locked = ofd_lock::lock_wait(self->fd_, layout::kInitLockOffset, read_only); !locked) {
+  if (auto locked = ofd_lock::lock_wait(self->fd_, layout::kInitLockOffset, read_only, kInitLockWait); !locked) {
     return locked.error();
   }
   struct Unlock {
@@ -184,12 +249,14 @@ Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, 
     ~Unlock() { ofd_lock::unlock(fd, layout::kInitLockOffset); }
   } unlock_on_exit{self->fd_};
 
-  struct stat info {};
   if (::fstat(self->fd_, &info) != 0) {
     return Error{fmt::format("cannot stat state file {}: {}", path, std::strerror(errno))};
   }
   bool fresh = info.st_size == 0;
-  if (fresh && read_only) return Error{fmt::format("{} is empty: no tenant has used it yet", path)};
+  if (fresh && !may_create) return Error{fmt::format("{} is empty: no tenant has used it yet", path)};
+  if (fresh && in_use(self->fd_)) {
+    return Error{fmt::format("{} was emptied while processes still use it; stop them and remove the file", path)};
+  }
   if (fresh) {
     if (::ftruncate(self->fd_, static_cast<off_t>(sizeof(StateLayout))) != 0) {
       return Error{fmt::format("cannot size state file {}: {}", path, std::strerror(errno))};
@@ -215,12 +282,19 @@ Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, 
   }
   auto* state = static_cast<StateLayout*>(self->mapping_->region.get_address());
   // A creator killed between sizing the file and writing the magic number leaves zeros behind;
-  // nobody can have validated such a file, so it is safe to initialise it now.
+  // nobody can have validated such a file, so it is safe to initialise it now. Unless some process
+  // uses it: then the zeros are damage (someone wrote them), and initialising would pull the
+  // mutexes and the ledger out from under that process.
   if (!fresh && state->header.magic == 0 && state->header.abi_version == 0 &&
       self->mapping_->region.get_size() == sizeof(StateLayout)) {
+    if (in_use(self->fd_)) {
+      return Error{fmt::format("{} has a zeroed header but processes still use it: it was damaged, and is never "
+                               "initialised again under them; stop them and remove the file",
+                               path)};
+    }
+    if (!may_create) return Error{fmt::format("{} is not initialised yet: no tenant has used it", path)};
     fresh = true;
   }
-  if (fresh && read_only) return Error{fmt::format("{} is not initialised yet: no tenant has used it", path)};
   if (fresh) {
     initialise(state);
   } else {
@@ -230,6 +304,11 @@ Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, 
       return Error{fmt::format("{} is shorter than its header says; remove it once no gpushare process uses it",
                                path)};
     }
+    if (auto valid = validate_locks(*state, path); !valid) return valid.error();
+  }
+  // Held until this object closes the file (the kernel drops it if the process dies).
+  if (auto users = ofd_lock::lock_wait(self->fd_, layout::kUsersLockOffset, /*shared=*/true, kInitLockWait); !users) {
+    return users.error();
   }
   self->layout_ = state;
   return self;

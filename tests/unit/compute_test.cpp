@@ -728,6 +728,127 @@ TEST_F(ArbiterTest, ASlotReusedAfterItsHolderDiedDoesNotInheritTheSlice) {
   EXPECT_FALSE(ComputeGate(*state_, next.value()->slot_index()).holds(kGpu));
 }
 
+// A waiter granted the slice while it was not running (a CPU limit, a busy host, SIGSTOP): its
+// waiting thread counts as inside, so it never looked idle and the others waited out the whole
+// handover grace (~1 s) once its slice had run out. The grant is withdrawn after the idle threshold.
+TEST_F(ArbiterTest, AGrantNobodyTakesUpIsWithdrawnAfterTheIdleThreshold) {
+  const auto sleeper = add("sleeper", 50), other = add("other", 50);
+  want(sleeper);
+  enter(sleeper);  // its thread is inside the gated launch, waiting in acquire
+  ASSERT_TRUE(arbitrate(s(), kGpu, now_, kNoRequester, timing_).changed);
+  ASSERT_EQ(holder(), sleeper);  // granted, but its thread does not run to take the grant up
+  const std::uint64_t granted_at = now_;
+  want(other);
+  while (holder() == sleeper && now_ - granted_at < 2'000 * kMs) {
+    now_ += kMs;
+    arbitrate(s(), kGpu, now_, other, timing_);
+  }
+  EXPECT_EQ(holder(), other);
+  EXPECT_LE(now_ - granted_at, static_cast<std::uint64_t>(timing_.idle_after.count()) + kMs)
+      << "the GPU stood idle for " << (now_ - granted_at) / kMs << " ms";
+  EXPECT_EQ(gpu_ns(sleeper), 0u) << "a grant never used is not charged";
+  EXPECT_EQ(s().slots[sleeper].compute[kGpu].waiting_since_ns.load(), 0u)
+      << "no waiter until its thread runs and asks again";
+}
+
+TEST_F(ArbiterTest, AGrantTakenUpOrUsedBySiblingsIsKept) {
+  const auto taker = add("taker", 50), other = add("other", 50);
+  want(taker);
+  enter(taker);
+  arbitrate(s(), kGpu, now_, kNoRequester, timing_);
+  ASSERT_EQ(holder(), taker);
+  want(other);
+  // Another thread of the process launches on the grant while the waiting thread sleeps on.
+  for (int i = 0; i < 5; ++i) {
+    now_ += kMs;
+    launch(taker);
+    arbitrate(s(), kGpu, now_, other, timing_);
+    ASSERT_EQ(holder(), taker) << "its process uses the slice (" << i + 1 << " ms)";
+  }
+  // The waiting thread takes the grant up: its mark goes, and the ordinary rules apply.
+  s().slots[taker].compute[kGpu].waiting_since_ns.store(0);
+  for (int i = 0; i < 5; ++i) {
+    now_ += kMs;
+    arbitrate(s(), kGpu, now_, other, timing_);
+    ASSERT_EQ(holder(), taker) << "inside, taken up: not idle (" << i + 1 << " ms)";
+  }
+}
+
+// A gate's thread waiting in acquire whose process is granted the slice, and asked to hand over
+// before that thread runs again (its slice ran out meanwhile), hands over as soon as it runs: it
+// waited for the holder's grace (1 s) before, since only acquire's entry looked for the request.
+TEST_F(ArbiterTest, AWaiterFindingItsGrantAlreadyAskedForHandsOverAtOnce) {
+  const auto late = add("late", 50), other = add("other", 50);
+  auto& schedule = s().schedules[kGpu];
+  auto& other_since = s().slots[other].compute[kGpu].waiting_since_ns;
+  other_since.store(monotonic_now_ns());
+  arbitrate(s(), kGpu, monotonic_now_ns(), kNoRequester, timing_);
+  ASSERT_EQ(holder(), other);
+  other_since.store(0);
+  launch(other);
+  // late is far behind in virtual time: once it has handed over, other goes first.
+  auto& late_entry = s().tenants[s().slots[late].tenant_index.load()].compute[kGpu];
+  late_entry.virtual_ns.store(std::uint64_t{1} << 60);
+  late_entry.active.store(1);
+  ComputeGate gate(*state_, late);
+  std::atomic<bool> done{false};
+  enter(late);  // as the launch hooks do: the waiting thread is inside its gated call
+  std::thread taker([&] {
+    EXPECT_TRUE(gate.acquire(kGpu, nullptr).ok());
+    done = true;
+  });
+  while (s().slots[late].compute[kGpu].waiting_since_ns.load() == 0) std::this_thread::yield();
+  std::uint64_t started = 0;
+  {
+    // While the taker sleeps: other's slice ends, late is granted and, before its thread runs,
+    // asked to hand over (granted and asked in one store, so the thread never sees the grant alone).
+    auto lock = ScheduleLock::acquire(s(), kGpu);
+    ASSERT_TRUE(lock.ok());
+    started = monotonic_now_ns();
+    end_slice(s(), kGpu, started);
+    schedule.slice_start_ns.store(started);
+    schedule.slice_end_ns.store(started + 10 * kMs);
+    schedule.handover_asked_ns.store(started);
+    schedule.activity_at_grant.store(layout::activity_of(s().slots[late].compute[kGpu]));
+    schedule.holder_word.store(holder_token(late) | layout::kHandoverBit);
+    schedule.grant_seq.fetch_add(1);
+    other_since.store(started);
+    schedule.waiting.fetch_add(1);
+  }
+  wake_waiters(s(), kGpu);
+  std::uint64_t handed_at = 0;
+  while (!done && monotonic_now_ns() - started < 5'000 * kMs) {
+    if (handed_at == 0 && holder() != late) handed_at = monotonic_now_ns();
+    if (holder() == other && other_since.load() != 0) {  // other's turn: it takes it up, uses it, ends it
+      other_since.store(0);
+      schedule.waiting.fetch_sub(1);
+      auto lock = ScheduleLock::acquire(s(), kGpu);
+      end_slice(s(), kGpu, monotonic_now_ns());
+      wake_waiters(s(), kGpu);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  taker.join();
+  ASSERT_NE(handed_at, 0u);
+  EXPECT_LT(handed_at - started, 200 * kMs) << "handed over after " << (handed_at - started) / kMs << " ms";
+  EXPECT_TRUE(gate.holds(kGpu)) << "and then waited for its turn and got it";
+  EXPECT_EQ(schedule.waiting.load(), 0u) << "every waiting mark counted once and uncounted once";
+}
+
+// Garbage written into the holder word (any process can write the file) must not crash a waiter:
+// an index read from the shared state is checked before use.
+TEST_F(ArbiterTest, AGarbageHolderWordIsTakenAwayWithoutACrash) {
+  const auto a = add("a", 50);
+  for (std::uint32_t garbage : {0x12345678u, 0xffffffffu, layout::kHandoverBit | 0x7000u, 0x7fffffffu}) {
+    s().schedules[kGpu].holder_word.store(garbage);
+    want(a);
+    now_ += kMs;
+    decide(a);
+    EXPECT_EQ(holder(), a) << std::hex << garbage;
+    end_slice(s(), kGpu, now_);
+  }
+}
+
 TEST(ComputeSettings, PercentagesPrioritiesAndSlices) {
   EXPECT_EQ(parse_percent("30").value(), 30u);
   EXPECT_EQ(parse_percent("100%").value(), 100u);

@@ -199,7 +199,10 @@ TEST(SharedStateOpen, HalfMadeFileOfZerosIsInitialised) {
   // What a creator killed between ftruncate and writing the header leaves behind.
   TempStatePath path;
   write_file(path.str(), std::vector<unsigned char>(sizeof(StateLayout), 0));
-  auto opened = SharedState::open(path.str(), SharedState::Mode::kExistingOnly);
+  auto looked = SharedState::open(path.str(), SharedState::Mode::kExistingOnly);
+  ASSERT_FALSE(looked.ok()) << "only a tenant's process initialises";
+  EXPECT_TRUE(Contains(looked.error().message, "not initialised"));
+  auto opened = SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing);
   ASSERT_TRUE(opened.ok()) << opened.error().message;
   EXPECT_EQ(opened.value()->state().header.magic, layout::kStateMagic);
   EXPECT_EQ(opened.value()->state().tenants[0].override_limit_bytes.load(), layout::kNoOverride);
@@ -277,7 +280,7 @@ TEST(OfdLock, LocksBelongToTheOpenFileDescription) {
   EXPECT_TRUE(ofd_lock::try_lock(b, offset));
   ::close(b);  // closing the only descriptor of a description drops its locks
   EXPECT_TRUE(ofd_lock::try_lock(a, offset));
-  EXPECT_TRUE(ofd_lock::lock_wait(a, offset + 1).ok());
+  EXPECT_TRUE(ofd_lock::lock_wait(a, offset + 1, false, std::chrono::seconds(1)).ok());
   ::close(a_dup);
   ::close(a);
 }

@@ -241,6 +241,12 @@ class ComputeGate {
 
  private:
   Status hand_over(std::uint32_t gpu, const Drain& drain);
+  // The process's waiting mark on the GPU (SlotCompute::waiting_since_ns, shared by its threads)
+  // and the GPU's count of waiters move together: whoever sets the mark counts it, whoever takes
+  // it away (a thread taking a grant up, the arbiter withdrawing an untaken grant, a sweep) uncounts
+  // it. unmark_waiting returns whether this call took it.
+  void mark_waiting(std::uint32_t gpu, std::uint64_t now);
+  bool unmark_waiting(std::uint32_t gpu);
   bool slot_alive(std::uint32_t slot);
   layout::SlotCompute& slot_compute(std::uint32_t gpu) { return state_.state().slots[slot_].compute[gpu]; }
   // Gives the calling thread the next private activity lane on the GPU, or the shared lane 0 when

@@ -60,7 +60,8 @@ class TenantMembership {
     std::uint64_t effective_limit_bytes = 0;
     bool limit_differs = false;  // this process asked for another limit than the tenant has
   };
-  // Registers a GPU by UUID and this tenant's ledger entry on it. The first process of the tenant
+  // Registers a GPU by UUID and this tenant's ledger entry on it. A full table gives up the record
+  // of a GPU no live process has attached. The first process of the tenant
   // to use the GPU sets the limit (unless `gpushare quota set` has set one); later processes keep
   // it and are told when theirs differs.
   // `name` (cuDeviceGetName) is for display only.
@@ -99,9 +100,11 @@ class TenantMembership {
 struct ReclaimReport {
   std::uint32_t processes = 0;
   std::uint64_t bytes = 0;
+  std::uint32_t ledgers_healed = 0;  // GPUs whose ledger did not match its slots (damage, rewritten)
 };
-// Finds slots whose owner has died (its liveness lock is free) and returns their bytes to their
-// tenants. Safe to run from any number of processes at once.
+// The sweep: finds slots whose owner has died (its liveness lock is free) and returns their bytes
+// to their tenants, then re-derives every GPU's ledger from the slots (used == sum of held), so
+// that numbers written into the file heal. Safe to run from any number of processes at once.
 ReclaimReport reclaim_dead_processes(SharedState& state);
 
 // `gpushare quota set`: changes a live tenant's limit on every GPU it uses and on GPUs it starts

@@ -1,12 +1,14 @@
 // Opening, creating and validating the mapped state file.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
 
 #include "gpushare/result.hpp"
+#include "gpushare/shared_mutex.hpp"
 #include "gpushare/state_layout.hpp"
 
 namespace gpushare {
@@ -20,10 +22,18 @@ class SharedState {
                        // create, initialise or write; state() must then only be read
   };
 
-  // Maps the state at `path`. Refuses, with a message that says what to do, a file that is not
-  // a gpushare state, has another ABI version or size, or has a damaged header. Never crashes on
-  // a bad file.
-  static Result<std::unique_ptr<SharedState>> open(const std::string& path, Mode mode);
+  // Where the path came from. A configured path (GPUSHARE_STATE, --state) is trusted as given; the
+  // default one lies in a folder every local user can write, so a file there is used only when
+  // it belongs to this user or to root (another user could have planted it to set our quotas).
+  enum class Origin { kConfigured, kDefault };
+
+  // Maps the state at `path`. Refuses, with a message that says what to do: a symbolic link, anything
+  // but a regular file (never blocking on a FIFO), a file that is not a gpushare state, has
+  // another ABI version or size, a damaged header or lock, and a file with a damaged header that
+  // a live process still uses (it is never initialised again under them). Only kCreateIfMissing
+  // creates or initialises. Never crashes on a bad file; no wait on another process is unbounded.
+  static Result<std::unique_ptr<SharedState>> open(const std::string& path, Mode mode,
+                                                   Origin origin = Origin::kConfigured);
 
   ~SharedState();
   SharedState(const SharedState&) = delete;
@@ -57,24 +67,15 @@ class SharedState {
   std::mutex probe_mutex_;
 };
 
-// Robust, process-shared mutexes in the mapping. lock() reports whether the previous holder died
-// while holding it; the caller must then repair what the mutex guards before unlocking.
-namespace shared_mutex {
-void init(pthread_mutex_t* mutex);
-enum class Acquired { kClean, kOwnerDied };
-Result<Acquired> lock(pthread_mutex_t* mutex);
-void mark_consistent(pthread_mutex_t* mutex);
-void unlock(pthread_mutex_t* mutex);
-}  // namespace shared_mutex
-
 // Open-file-description locks on one byte. They belong to the open file description, not to the
 // process, are released by the kernel when the last descriptor closes (so also on kill -9) and
 // work across PID namespaces.
 namespace ofd_lock {
 bool try_lock(int fd, std::int64_t offset);  // non-blocking, exclusive
-Status lock_wait(int fd, std::int64_t offset, bool shared = false);
+// Waits at most `wait` for the lock (the holder may be a process stopped while it held it).
+Status lock_wait(int fd, std::int64_t offset, bool shared, std::chrono::nanoseconds wait);
 // Whether another open file description holds a lock on the byte (F_OFD_GETLK: takes nothing).
-bool held_elsewhere(int fd, std::int64_t offset);
+bool held_elsewhere(int fd, std::int64_t offset, std::int64_t length = 1);
 void unlock(int fd, std::int64_t offset);
 }  // namespace ofd_lock
 

@@ -31,10 +31,11 @@ namespace gpushare::layout {
 
 inline constexpr std::uint64_t kStateMagic = 0x3145544154535047ull;  // "GPSTATE1", little endian
 // 2: compute time-slicing; 3: GPU names; 4: SlotCompute::activity counts threads inside a launch;
-// 5: SlotCompute::activity is split into per-thread lanes.
-inline constexpr std::uint32_t kStateAbiVersion = 5;
+// 5: SlotCompute::activity is split into per-thread lanes; 6: ProcessSlot::gpus_attached (GPU
+// records are reclaimed), every process holds the users lock while it has the file open.
+inline constexpr std::uint32_t kStateAbiVersion = 6;
 
-inline constexpr std::uint32_t kMaxGpus = 16;
+inline constexpr std::uint32_t kMaxGpus = 16;  // at most 32: ProcessSlot::gpus_attached is a mask
 inline constexpr std::uint32_t kMaxTenants = 128;
 inline constexpr std::uint32_t kMaxSlots = 512;
 inline constexpr std::size_t kTenantNameBytes = 96;  // including the terminating NUL
@@ -44,6 +45,9 @@ inline constexpr std::size_t kGpuNameBytes = 96;     // cuDeviceGetName's text, 
 // locks never interact with the data (POSIX allows locking beyond EOF).
 inline constexpr std::int64_t kInitLockOffset = std::int64_t{1} << 30;
 inline constexpr std::int64_t kSlotLockBase = kInitLockOffset + 1;
+// Every process that has the file open holds a shared lock on this byte, so a file in use is
+// never initialised again, whatever its header says.
+inline constexpr std::int64_t kUsersLockOffset = kInitLockOffset - 1;
 
 enum : std::uint32_t { kFree = 0, kInUse = 1, kReclaiming = 2 };
 
@@ -135,7 +139,7 @@ struct alignas(64) GpuSchedule {
   // which only means "not looked at recently"), so the size is unchanged.
   std::atomic<std::uint64_t> looked_at_ns;
 };
-static_assert(sizeof(GpuSchedule) == 192, "GpuSchedule's size is part of state ABI 5");
+static_assert(sizeof(GpuSchedule) == 192, "GpuSchedule's size is part of the state ABI");
 
 // SlotCompute::activity: what a gated call writes, so that a busy process is never taken for idle.
 // Each lane is one word: the launches (and synchronizes) begun in the high bits, and how many
@@ -191,6 +195,9 @@ struct alignas(64) ProcessSlot {
   // reader of its activity may then make its threads pass a barrier instead of waiting it out.
   // Written by the owner's gate (0 or 1) and cleared with the slot; part of ABI 5 from the start.
   std::atomic<std::uint32_t> fenced;
+  // Bit g set while the owner has GPU record g attached (it keeps the index for its lifetime): a
+  // record no live slot has attached may be given to another GPU. Guarded by registry_mutex.
+  std::atomic<std::uint32_t> gpus_attached;
   SlotCompute compute[kMaxGpus];
 };
 
