@@ -73,7 +73,17 @@ const RealDriver* detail::load_real_driver(bool may_load_library) {
 #include "hooks.def"
 #undef GPUSHARE_HOOK
 #undef GPUSHARE_USES
+  // Every CUDA driver has cuInit and cuDriverGetVersion (and, since CUDA 11.3, cuGetProcAddress).
+  // Without them GPUSHARE_REAL_LIBCUDA names some other library: every call would fail with
+  // CUDA_ERROR_NOT_FOUND and no word, so say why once (the table is filled only once).
+  const bool is_driver = lookup(handle, "cuInit") != nullptr && lookup(handle, "cuDriverGetVersion") != nullptr;
   t_loading = false;
+  if (!is_driver) {
+    log(LogLevel::kError,
+        "GPUSHARE_REAL_LIBCUDA: '{}' is not a CUDA driver (it has no cuInit or cuDriverGetVersion); every CUDA call "
+        "will fail with CUDA_ERROR_NOT_FOUND. Point GPUSHARE_REAL_LIBCUDA at libcuda.so.1 or unset it",
+        path);
+  }
   g_real_driver.store(&g_table, std::memory_order_release);
   return &g_table;
 }

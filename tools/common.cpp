@@ -10,8 +10,23 @@ namespace fs = std::filesystem;
 
 namespace gpushare::tools {
 
-Result<std::unique_ptr<SharedState>> open_existing(const std::string& path_option, SharedState::Mode mode) {
-  const std::string path = state_path_for_command(path_option);
+std::optional<std::string> resolve_state_path(std::string_view command, const std::optional<std::string>& option) {
+  if (option && option->empty()) {
+    fmt::print(stderr,
+               "gpushare {}: --state: empty path (leave --state out to use $GPUSHARE_STATE or the default, {})\n",
+               command, default_state_path());
+    return std::nullopt;
+  }
+  const char* variable = std::getenv("GPUSHARE_STATE");
+  if (!option && variable != nullptr && *variable == '\0') {
+    fmt::print(stderr, "gpushare {}: GPUSHARE_STATE is set but empty (unset it to use the default, {})\n", command,
+               default_state_path());
+    return std::nullopt;
+  }
+  return state_path_for_command(option.value_or(""));
+}
+
+Result<std::unique_ptr<SharedState>> open_existing(const std::string& path, SharedState::Mode mode) {
   if (!fs::exists(path)) {
     return Error{fmt::format("no shared state at {} (no tenant has run with it yet; --state or GPUSHARE_STATE "
                              "chooses another)",

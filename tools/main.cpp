@@ -1,16 +1,61 @@
 // The `gpushare` command: wraps programs into tenants, changes live tenants, shows what happens.
 // This file only wires the subcommands (one file each) to the command line.
 #include <algorithm>
-#include <optional>
+#include <cstddef>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include "commands.hpp"
 #include "gpushare/shared_state.hpp"
 
 using namespace gpushare::tools;
+
+namespace {
+
+// CLI11 reads `--name=` as "take the next word": `--tenant= python x` would make python the tenant.
+// An empty value after '=' becomes an empty value, which the option's own check then refuses.
+void append_option_word(const std::string& word, std::vector<std::string>& out) {
+  if (word.starts_with("--") && word.find('=') == word.size() - 1) {
+    out.push_back(word.substr(0, word.size() - 1));
+    out.emplace_back();
+    return;
+  }
+  out.push_back(word);
+}
+
+// `gpushare run [OPTIONS] [--] CMD ARGS` (args: what follows "run"): the options go to CLI11, CMD is
+// kept verbatim. CMD starts after "--" or at the first word that is not an option; an unknown
+// option is an error, never the start of CMD. False after printing why.
+bool split_run_arguments(const CLI::App& run, const std::vector<std::string>& args, std::vector<std::string>& options,
+                         std::vector<std::string>& command) {
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& word = args[i];
+    if (word == "--" || word.size() < 2 || word.front() != '-') {
+      command.assign(args.begin() + static_cast<std::ptrdiff_t>(i + (word == "--" ? 1 : 0)), args.end());
+      return true;
+    }
+    const std::string name = word.substr(0, word.find('='));
+    const CLI::Option* option = run.get_option_no_throw(name);
+    if (option == nullptr) {
+      fmt::print(stderr,
+                 "gpushare run: unknown option '{}' (see gpushare run --help; a CMD whose name starts with '-' goes "
+                 "after --)\n",
+                 name);
+      return false;
+    }
+    append_option_word(word, options);
+    // Its value, unless written --name=VALUE (a missing one is left for CLI11 to report).
+    if (name == word && option->get_items_expected_min() > 0 && i + 1 < args.size() && args[i + 1] != "--") {
+      options.push_back(args[++i]);
+    }
+  }
+  return true;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"gpushare: share one GPU between programs: hard memory quotas, exact shares of GPU time.\n"};
@@ -26,6 +71,8 @@ int main(int argc, char** argv) {
       "  gpushare exporter --listen 127.0.0.1:9400\n"
       "Run `gpushare COMMAND --help` for a command's options. docs/operations.md has more.");
 
+  const std::string state_help = "Shared state file (default: $GPUSHARE_STATE, else " + gpushare::default_state_path() +
+                                 "; an empty path is an error)";
   RunOptions run_options;
   auto* run = app.add_subcommand("run", "Run CMD as a tenant (every process it starts shares one quota)");
   run->add_option("--memory", run_options.memory, "Memory quota on each GPU: 8GiB, 512MiB, 1073741824, 8g, unlimited");
@@ -37,8 +84,7 @@ int main(int argc, char** argv) {
   run->add_option("--tenant", run_options.tenant,
                   "Tenant name; processes with the same name share one quota (default: $GPUSHARE_TENANT, else a new "
                   "tenant per run)");
-  run->add_option("--state", run_options.state,
-                  "Shared state file (default: $GPUSHARE_STATE, else " + gpushare::default_state_path() + ")");
+  run->add_option("--state", run_options.state, state_help + "; opened, or created, before CMD runs");
   run->add_option("--context-memory", run_options.context_memory,
                   "Charge this much per process and GPU for the CUDA context (default 0)");
   run->add_option("--log", run_options.log, "error, warn (default), info or debug");
@@ -49,12 +95,15 @@ int main(int argc, char** argv) {
   run->add_flag("--nvml", run_options.nvml,
                 "Show the quota to NVML users too (nvidia-smi, torch.cuda.mem_get_info via NVML): puts gpushare's "
                 "shadow libnvidia-ml.so.1 first in LD_LIBRARY_PATH");
-  // Everything from the first non-option on (or after --) is CMD and its own arguments, untouched.
-  run->prefix_command();
+  // Everything from the first non-option on (or after --) is CMD and its own arguments, untouched
+  // (split_run_arguments).
   run->footer(
       "Usage: gpushare run [OPTIONS] [--] CMD [ARGS...]\n"
       "Example: gpushare run --memory 8GiB --share 30 -- python train.py\n"
-      "Exit status: CMD's; 2 for bad options; 127 when CMD cannot be run.");
+      "CMD starts after -- or at the first word that is not an option. Nothing runs when an option is unknown or "
+      "empty, a value is bad (the GPUSHARE_* variables already set included), or the state file cannot be opened "
+      "or created.\n"
+      "Exit status: CMD's; 2 for bad options or an unusable state file; 127 when CMD cannot be run.");
 
   auto* quota = app.add_subcommand("quota", "Change a live tenant");
   quota->require_subcommand(1);
@@ -66,19 +115,19 @@ int main(int argc, char** argv) {
   quota_set->add_option("--share", quota_options.share, "New share of GPU time, percent (1-100)");
   quota_set->add_option("--limit", quota_options.limit, "New hard cap, percent (1-100; 0 or none removes it)");
   quota_set->add_option("--priority", quota_options.priority, "high, normal or low");
-  quota_set->add_option("--state", quota_options.state, "Shared state file");
+  quota_set->add_option("--state", quota_options.state, state_help);
   quota->footer("Example: gpushare quota set train --memory 16GiB --share 50 --priority high");
   quota_set->footer("Example: gpushare quota set train --memory 16GiB --share 50 --priority high");
 
   StatusOptions status_options;
   auto* status = app.add_subcommand("status", "Show each GPU's tenants: quotas, use, GPU time, processes");
-  status->add_option("--state", status_options.state, "Shared state file");
+  status->add_option("--state", status_options.state, state_help);
   status->add_flag("--json", status_options.json, "Machine-readable output (schema in docs/operations.md)");
   status->footer("Example: gpushare status --json | jq '.gpus[].tenants[] | {tenant, memory_used_bytes}'");
 
   TopOptions top_options;
   auto* top = app.add_subcommand("top", "Live view of the tenants, refreshed in the terminal (q or Ctrl-C quits)");
-  top->add_option("--state", top_options.state, "Shared state file");
+  top->add_option("--state", top_options.state, state_help);
   top->add_option("-d,--interval", top_options.interval_s, "Seconds between refreshes (default 1)")
       ->check(CLI::Range(0.1, 3600.0));
   top->add_option("-n,--iterations", top_options.iterations, "Stop after N refreshes (default: run until quit)")
@@ -91,17 +140,16 @@ int main(int argc, char** argv) {
   exporter->set_help_flag();  // --help belongs to the exporter program
   exporter->footer("");
 
-  // `gpushare run [OPTIONS] -- CMD ARGS`: everything after the first "--" is kept verbatim, out of
-  // CLI11's reach. Without that "--", CMD starts at the first argument that is not an option
-  // (prefix_command), and a later "--" is one of CMD's own arguments.
-  std::vector<std::string> args(argv + 1, argv + argc);
-  std::optional<std::vector<std::string>> after_separator;
-  if (!args.empty() && args.front() == "run") {
-    const auto separator = std::find(args.begin(), args.end(), "--");
-    if (separator != args.end()) {
-      after_separator.emplace(separator + 1, args.end());
-      args.erase(separator, args.end());
-    }
+  // `gpushare run`: CMD is split off, out of CLI11's reach. The exporter's arguments are its own.
+  const std::vector<std::string> given(argv + 1, argv + argc);
+  std::vector<std::string> args;
+  if (!given.empty() && given.front() == "run") {
+    args.push_back("run");
+    if (!split_run_arguments(*run, {given.begin() + 1, given.end()}, args, run_options.command)) return kExitBadInput;
+  } else if (!given.empty() && given.front() == "exporter") {
+    args = given;
+  } else {
+    for (const std::string& word : given) append_option_word(word, args);
   }
   std::reverse(args.begin(), args.end());  // CLI11 takes the vector form in reverse order
   try {
@@ -112,15 +160,7 @@ int main(int argc, char** argv) {
     app.exit(error);
     return kExitBadInput;
   }
-  if (*run) {
-    run_options.command = run->remaining();
-    if (after_separator) {
-      // "--" came after CMD had started (`gpushare run echo a -- b`): it is CMD's own.
-      if (!run_options.command.empty()) run_options.command.push_back("--");
-      run_options.command.insert(run_options.command.end(), after_separator->begin(), after_separator->end());
-    }
-    return run_command(run_options);
-  }
+  if (*run) return run_command(run_options);
   if (*quota_set) return quota_set_command(quota_options);
   if (*status) return status_command(status_options);
   if (*top) return top_command(top_options);

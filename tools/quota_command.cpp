@@ -48,7 +48,9 @@ int quota_set_command(const QuotaOptions& options) {
     change.priority = parsed.value();
   }
   const std::string& tenant = options.tenant;
-  auto state = open_existing(options.state);
+  const auto path = resolve_state_path("quota set", options.state);
+  if (!path) return kExitBadInput;
+  auto state = open_existing(*path);
   if (!state) {
     fmt::print(stderr, "gpushare quota set: {}\n", state.error().message);
     return kExitFailure;

@@ -64,6 +64,7 @@ int run_command(RunOptions& options) {
     return kExitBadInput;
   }
   // Everything is validated before anything is exported, so a bad value never reaches CMD.
+  if (!resolve_state_path("run", options.state)) return kExitBadInput;
   if (options.memory) {
     auto bytes = size_option("--memory", *options.memory, true);
     if (!bytes) return kExitBadInput;
@@ -74,12 +75,14 @@ int run_command(RunOptions& options) {
     int index = -1;
     if (equals != std::string::npos) {
       const std::string digits = entry.substr(0, equals);
-      if (!digits.empty() && digits.size() <= 2 && digits.find_first_not_of("0123456789") == std::string::npos) {
+      if (!digits.empty() && digits.size() <= 2 && (digits.size() == 1 || digits.front() != '0') &&
+          digits.find_first_not_of("0123456789") == std::string::npos) {
         index = std::stoi(digits);
       }
     }
     if (index < 0 || index >= kMaxDeviceOrdinals) {
-      fmt::print(stderr, "gpushare run: --device-memory: expected INDEX=SIZE with INDEX in 0..{}, got '{}'\n",
+      fmt::print(stderr,
+                 "gpushare run: --device-memory: expected INDEX=SIZE with INDEX in 0..{} (no leading zeros), got '{}'\n",
                  kMaxDeviceOrdinals - 1, entry);
       return kExitBadInput;
     }
@@ -149,7 +152,7 @@ int run_command(RunOptions& options) {
   } else if (!environment_names_tenant()) {
     set_env("GPUSHARE_TENANT", generated_tenant_name(options.command.front()));
   }
-  if (!options.state.empty()) set_env("GPUSHARE_STATE", fs::absolute(options.state).string());
+  if (options.state) set_env("GPUSHARE_STATE", fs::absolute(*options.state).string());
   // nvidia-smi and PyTorch dlopen NVML by name: the shadow copy must be found first.
   if (nvml_dir) prepend_path_list("LD_LIBRARY_PATH", *nvml_dir);
   // The loader splits LD_PRELOAD at spaces and colons: such a path would load nothing, and CMD
@@ -166,6 +169,17 @@ int run_command(RunOptions& options) {
   const LoadedSettings effective = load_settings([](const char* name) { return std::getenv(name); });
   if (!effective.errors.empty()) {
     for (const auto& error : effective.errors) fmt::print(stderr, "gpushare run: {}\n", error);
+    return kExitBadInput;
+  }
+  // A state that cannot be opened (a folder, a device, a missing folder) would refuse every
+  // allocation of CMD: refuse it here, before anything runs, opened as the library will open it.
+  // Closed again before the exec.
+  const bool configured = !effective.settings.state_path.empty();
+  if (auto state = SharedState::open(configured ? effective.settings.state_path : default_state_path(),
+                                     SharedState::Mode::kCreateIfMissing,
+                                     configured ? SharedState::Origin::kConfigured : SharedState::Origin::kDefault);
+      !state) {
+    fmt::print(stderr, "gpushare run: {}\n", state.error().message);
     return kExitBadInput;
   }
 

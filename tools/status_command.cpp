@@ -10,7 +10,9 @@
 namespace gpushare::tools {
 
 int status_command(const StatusOptions& options) {
-  auto state = open_existing(options.state);
+  const auto path = resolve_state_path("status", options.state);
+  if (!path) return kExitBadInput;
+  auto state = open_existing(*path);
   if (!state) {
     fmt::print(stderr, "gpushare status: {}\n", state.error().message);
     return kExitFailure;

@@ -96,7 +96,9 @@ bool write_frame(const std::string& text) {
 }  // namespace
 
 int top_command(const TopOptions& options) {
-  auto state = open_existing(options.state, SharedState::Mode::kReadOnly);
+  const auto path = resolve_state_path("top", options.state);
+  if (!path) return kExitBadInput;
+  auto state = open_existing(*path, SharedState::Mode::kReadOnly);
   if (!state) {
     fmt::print(stderr, "gpushare top: {}\n", state.error().message);
     return kExitFailure;

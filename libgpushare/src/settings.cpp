@@ -1,5 +1,7 @@
 #include "gpushare/settings.hpp"
 
+#include <unistd.h>
+
 #include <array>
 #include <optional>
 #include <string>
@@ -7,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "gpushare/ledger.hpp"
+#include "gpushare/shared_state.hpp"
 
 namespace gpushare {
 namespace {
@@ -17,7 +20,8 @@ constexpr std::array kOptions{
     OptionSpec{"GPUSHARE_MEMORY_LIMIT_<i>", "CUDA_DEVICE_MEMORY_LIMIT_<i>", "--device-memory i=SIZE",
                "GPUSHARE_MEMORY_LIMIT",
                "Memory quota on the device this process sees as index i (after CUDA_VISIBLE_DEVICES); "
-               "overrides GPUSHARE_MEMORY_LIMIT for that device. Stored by GPU UUID."},
+               "overrides GPUSHARE_MEMORY_LIMIT for that device. Stored by GPU UUID. i is 0 to 63 without leading "
+               "zeros; any other index is an error."},
     OptionSpec{"GPUSHARE_TENANT", "CUDA_DEVICE_MEMORY_SHARED_CACHE", "--tenant",
                "one tenant per process (gpushare run: one per run)",
                "Name of the tenant whose quota this process shares. HAMi's variable, a per-container file "
@@ -25,7 +29,7 @@ constexpr std::array kOptions{
     OptionSpec{"GPUSHARE_STATE", "", "--state", "/tmp/vgpulock/gpushare.state if /tmp/vgpulock exists, else "
                "/dev/shm/gpushare.state",
                "Path of the shared state file where all tenants of a GPU meet. Every tenant of a GPU must use "
-               "the same file (in containers: a host folder mounted into each)."},
+               "the same file (in containers: a host folder mounted into each). Set but empty is an error."},
     OptionSpec{"GPUSHARE_REAL_LIBCUDA", "", "", "libcuda.so.1",
                "The real CUDA driver library, opened at run time."},
     OptionSpec{"GPUSHARE_LOG", "", "", "warn", "Messages printed to stderr: error, warn, info or debug."},
@@ -34,7 +38,8 @@ constexpr std::array kOptions{
                "device allocation fails with CUDA_ERROR_OUT_OF_MEMORY; open = run without quotas."},
     OptionSpec{"GPUSHARE_CONTEXT_MEMORY", "", "--context-memory", "0",
                "Bytes charged to the tenant's quota for each process's CUDA context on a GPU (an H100 "
-               "context takes about 0.5 GiB outside any allocation). 0 = quotas count allocations only."},
+               "context takes about 0.5 GiB outside any allocation). 0 = quotas count allocations only. Must be "
+               "below every memory quota set."},
     OptionSpec{"GPUSHARE_COMPUTE_SHARE", "", "--share", "an equal part of what shares leave",
                "Weight of the tenant's GPU time while others want the GPU too, in percent (1-100). Shares "
                "summing past 100 are normalised; tenants without one split what is left equally."},
@@ -113,13 +118,43 @@ Result<std::chrono::microseconds> parse_slice_ms(std::string_view text) {
   return Error{fmt::format("invalid slice length '{}' (expected milliseconds from 1 to 1000)", text)};
 }
 
+namespace {
+// A device index as written in GPUSHARE_MEMORY_LIMIT_<i>: 0..kMaxDeviceOrdinals-1, no leading zeros.
+bool is_device_index(std::string_view text) {
+  return (text.size() == 1 || (!text.empty() && text.front() != '0')) &&
+         whole_number(text, 0, kMaxDeviceOrdinals - 1).has_value();
+}
+
+// Per-device variables whose index names no device would be ignored: each one is an error.
+void check_device_variable_names(const EnvLookup& env, const EnvNames& names, std::vector<std::string>& errors) {
+  if (!names) return;
+  for (const std::string& name : names()) {
+    for (std::string_view prefix : {"GPUSHARE_MEMORY_LIMIT_", "CUDA_DEVICE_MEMORY_LIMIT_"}) {
+      if (!name.starts_with(prefix) || is_device_index(name.substr(prefix.size()))) continue;
+      if (env(name.c_str()) == nullptr) continue;
+      errors.push_back(fmt::format("{}: '{}' is not a device index (expected 0 to {} without leading zeros)", name,
+                                   name.substr(prefix.size()), kMaxDeviceOrdinals - 1));
+    }
+  }
+}
+}  // namespace
+
+std::vector<std::string> environment_names() {
+  std::vector<std::string> names;
+  for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+    const std::string_view text = *entry;
+    names.emplace_back(text.substr(0, text.find('=')));
+  }
+  return names;
+}
+
 Result<FailPolicy> parse_fail_policy(std::string_view text) {
   if (text == "closed") return FailPolicy::kClosed;
   if (text == "open") return FailPolicy::kOpen;
   return Error{fmt::format("invalid policy '{}' (expected closed or open)", text)};
 }
 
-LoadedSettings load_settings(const EnvLookup& env) {
+LoadedSettings load_settings(const EnvLookup& env, const EnvNames& names) {
   LoadedSettings loaded;
   Settings& s = loaded.settings;
   std::string used;
@@ -131,17 +166,39 @@ LoadedSettings load_settings(const EnvLookup& env) {
   if (const char* v = lookup(env, "GPUSHARE_ON_ERROR", "", &used)) {
     if (auto policy = parse_fail_policy(v)) s.on_error = policy.value(); else complain(policy.error());
   }
+  // The variable each limit came from, for the context check below.
+  std::map<int, std::string> limit_variables;
   if (const char* v = lookup(env, "GPUSHARE_MEMORY_LIMIT", "CUDA_DEVICE_MEMORY_LIMIT", &used)) {
-    if (auto limit = parse_limit(v)) s.memory_limit_bytes = limit.value(); else complain(limit.error());
+    if (auto limit = parse_limit(v)) {
+      s.memory_limit_bytes = limit.value();
+      limit_variables[-1] = used;
+    } else {
+      complain(limit.error());
+    }
   }
   for (int i = 0; i < kMaxDeviceOrdinals; ++i) {
     if (const char* v = lookup(env, fmt::format("GPUSHARE_MEMORY_LIMIT_{}", i),
                                fmt::format("CUDA_DEVICE_MEMORY_LIMIT_{}", i), &used)) {
-      if (auto limit = parse_limit(v)) s.device_memory_limit_bytes[i] = limit.value(); else complain(limit.error());
+      if (auto limit = parse_limit(v)) {
+        s.device_memory_limit_bytes[i] = limit.value();
+        limit_variables[i] = used;
+      } else {
+        complain(limit.error());
+      }
     }
   }
+  check_device_variable_names(env, names, loaded.errors);
   if (const char* v = lookup(env, "GPUSHARE_CONTEXT_MEMORY", "", &used)) {
     if (auto bytes = parse_size(v)) s.context_memory_bytes = bytes.value(); else complain(bytes.error());
+  }
+  // A context charge that fills the quota would refuse every allocation without a word.
+  for (const auto& [ordinal, variable] : limit_variables) {
+    const std::uint64_t limit = ordinal < 0 ? s.memory_limit_bytes : s.device_memory_limit_bytes.at(ordinal);
+    if (s.context_memory_bytes == 0 || limit == kUnlimited || s.context_memory_bytes < limit) continue;
+    loaded.errors.push_back(fmt::format(
+        "GPUSHARE_CONTEXT_MEMORY: {} is not below {} ({}): the context charge alone would fill the quota and every "
+        "allocation would be refused",
+        format_size(s.context_memory_bytes), variable, format_size(limit)));
   }
   if (const char* v = lookup(env, "GPUSHARE_COMPUTE_SHARE", "", &used)) {
     if (auto pct = parse_percent(v)) s.compute.share_pct = pct.value(); else complain(pct.error());
@@ -181,7 +238,13 @@ LoadedSettings load_settings(const EnvLookup& env) {
   } else if (const char* path = lookup(env, "", "CUDA_DEVICE_MEMORY_SHARED_CACHE", &used); path && *path) {
     s.tenant = normalize_tenant_name(path);
   }
-  if (const char* v = lookup(env, "GPUSHARE_STATE", "", &used); v && *v) s.state_path = v;
+  if (const char* v = lookup(env, "GPUSHARE_STATE", "", &used)) {
+    if (*v != '\0') {
+      s.state_path = v;
+    } else {
+      complain(Error{fmt::format("empty path (unset it to use the default, {})", default_state_path())});
+    }
+  }
   if (const char* v = lookup(env, "GPUSHARE_REAL_LIBCUDA", "", &used); v && *v) s.real_libcuda = v;
   return loaded;
 }

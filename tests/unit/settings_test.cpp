@@ -1,7 +1,9 @@
 #include "gpushare/settings.hpp"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -15,7 +17,7 @@ namespace {
 
 using testing::Contains;
 
-// A fake environment: load_settings sees only what the test puts in the map.
+// A fake environment: load_settings sees only what the test puts in the map (values and names).
 class FakeEnv {
  public:
   FakeEnv(std::initializer_list<std::pair<const std::string, std::string>> values) : values_(values) {}
@@ -25,7 +27,14 @@ class FakeEnv {
       return it == values_.end() ? nullptr : it->second.c_str();
     };
   }
-  LoadedSettings load() const { return load_settings(lookup()); }
+  EnvNames names() const {
+    return [this] {
+      std::vector<std::string> names;
+      for (const auto& [name, value] : values_) names.push_back(name);
+      return names;
+    };
+  }
+  LoadedSettings load() const { return load_settings(lookup(), names()); }
 
  private:
   std::map<std::string, std::string> values_;
@@ -91,6 +100,71 @@ TEST(LoadSettings, HighestDeviceOrdinalIsRead) {
   const LoadedSettings loaded = FakeEnv{{last, "1GiB"}, {beyond, "2GiB"}}.load();
   EXPECT_EQ(loaded.settings.memory_limit_for(kMaxDeviceOrdinals - 1), 1_GiB);
   EXPECT_EQ(loaded.settings.memory_limit_for(kMaxDeviceOrdinals), kUnlimited);
+  ASSERT_EQ(loaded.errors.size(), 1u) << all_errors(loaded);
+  EXPECT_TRUE(Contains(loaded.errors[0], beyond + ": ")) << all_errors(loaded);
+}
+
+TEST(LoadSettings, PerDeviceVariableWhoseIndexNamesNoDeviceIsAnError) {
+  const LoadedSettings loaded = FakeEnv{{"GPUSHARE_MEMORY_LIMIT_64", "256MiB"},
+                                        {"GPUSHARE_MEMORY_LIMIT_00", "1GiB"},
+                                        {"GPUSHARE_MEMORY_LIMIT_65", "bad"},
+                                        {"GPUSHARE_MEMORY_LIMIT_x", "1GiB"},
+                                        {"CUDA_DEVICE_MEMORY_LIMIT_07", "1g"},
+                                        {"GPUSHARE_MEMORY_LIMIT_7", "2GiB"}}
+                                    .load();
+  EXPECT_EQ(loaded.errors.size(), 5u) << all_errors(loaded);
+  for (const char* variable : {"GPUSHARE_MEMORY_LIMIT_64: ", "GPUSHARE_MEMORY_LIMIT_00: ",
+                               "GPUSHARE_MEMORY_LIMIT_65: ", "GPUSHARE_MEMORY_LIMIT_x: ",
+                               "CUDA_DEVICE_MEMORY_LIMIT_07: "}) {
+    EXPECT_TRUE(any_error_contains(loaded, variable)) << variable << "\n" << all_errors(loaded);
+  }
+  EXPECT_TRUE(any_error_contains(loaded, "not a device index")) << all_errors(loaded);
+  // The valid one is still read, and _00 is not taken for device 0.
+  EXPECT_EQ(loaded.settings.memory_limit_for(7), 2_GiB);
+  EXPECT_EQ(loaded.settings.memory_limit_for(0), kUnlimited);
+}
+
+TEST(LoadSettings, ThePreloadLibrarysReaderFindsBadIndexesInTheRealEnvironment) {
+  // load_settings with only a lookup (as the preload library calls it) scans environ for names.
+  ASSERT_EQ(::setenv("GPUSHARE_MEMORY_LIMIT_64", "256MiB", 1), 0);
+  const std::vector<std::string> names = environment_names();
+  const LoadedSettings loaded = load_settings([](const char* name) { return std::getenv(name); });
+  ::unsetenv("GPUSHARE_MEMORY_LIMIT_64");
+  EXPECT_NE(std::find(names.begin(), names.end(), "GPUSHARE_MEMORY_LIMIT_64"), names.end());
+  EXPECT_TRUE(any_error_contains(loaded, "GPUSHARE_MEMORY_LIMIT_64: ")) << all_errors(loaded);
+}
+
+TEST(LoadSettings, EmptyStatePathIsAnError) {
+  const LoadedSettings loaded = FakeEnv{{"GPUSHARE_STATE", ""}}.load();
+  ASSERT_EQ(loaded.errors.size(), 1u) << all_errors(loaded);
+  EXPECT_TRUE(Contains(loaded.errors[0], "GPUSHARE_STATE: empty path")) << all_errors(loaded);
+}
+
+TEST(LoadSettings, ContextMemoryThatFillsTheQuotaIsAnError) {
+  const LoadedSettings equal = FakeEnv{{"GPUSHARE_CONTEXT_MEMORY", "512MiB"}, {"GPUSHARE_MEMORY_LIMIT", "512MiB"}}.load();
+  ASSERT_EQ(equal.errors.size(), 1u) << all_errors(equal);
+  EXPECT_TRUE(Contains(equal.errors[0], "GPUSHARE_CONTEXT_MEMORY: 512 MiB is not below GPUSHARE_MEMORY_LIMIT"))
+      << all_errors(equal);
+
+  const LoadedSettings device = FakeEnv{{"GPUSHARE_CONTEXT_MEMORY", "512MiB"},
+                                        {"GPUSHARE_MEMORY_LIMIT", "8GiB"},
+                                        {"GPUSHARE_MEMORY_LIMIT_1", "256MiB"},
+                                        {"GPUSHARE_MEMORY_LIMIT_2", "unlimited"}}
+                                    .load();
+  ASSERT_EQ(device.errors.size(), 1u) << all_errors(device);
+  EXPECT_TRUE(Contains(device.errors[0], "GPUSHARE_MEMORY_LIMIT_1 (256 MiB)")) << all_errors(device);
+
+  const LoadedSettings alias = FakeEnv{{"GPUSHARE_CONTEXT_MEMORY", "1GiB"}, {"CUDA_DEVICE_MEMORY_LIMIT", "1g"}}.load();
+  ASSERT_EQ(alias.errors.size(), 1u) << all_errors(alias);
+  EXPECT_TRUE(Contains(alias.errors[0], "CUDA_DEVICE_MEMORY_LIMIT")) << all_errors(alias);
+
+  // Below the quota, or without one, the charge is fine.
+  for (const FakeEnv& fine : {FakeEnv{{"GPUSHARE_CONTEXT_MEMORY", "256MiB"}, {"GPUSHARE_MEMORY_LIMIT", "1GiB"}},
+                              FakeEnv{{"GPUSHARE_CONTEXT_MEMORY", "8GiB"}},
+                              FakeEnv{{"GPUSHARE_CONTEXT_MEMORY", "0"}, {"GPUSHARE_MEMORY_LIMIT", "0"}}}) {
+    const LoadedSettings loaded = fine.load();
+    EXPECT_TRUE(loaded.errors.empty()) << all_errors(loaded);
+  }
 }
 
 TEST(LoadSettings, HamiAliasesAreUsedWhenGpushareVariablesAreAbsent) {
@@ -277,7 +351,7 @@ TEST(OptionSpecs, EveryVariableReadIsDocumentedInTheTable) {
     asked.insert(name);
     return nullptr;
   };
-  (void)load_settings(recorder);
+  (void)load_settings(recorder, [] { return std::vector<std::string>{}; });
   for (std::string name : asked) {
     if (name.empty()) continue;
     const auto digits = name.find_last_not_of("0123456789");

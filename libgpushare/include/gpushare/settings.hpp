@@ -59,7 +59,13 @@ struct LoadedSettings {
 };
 
 using EnvLookup = std::function<const char*(const char* name)>;
-LoadedSettings load_settings(const EnvLookup& env);
+// The names of the variables set, so that per-device limits with an index that names no device
+// (GPUSHARE_MEMORY_LIMIT_64, _00) are found and refused; tests inject their own.
+using EnvNames = std::function<std::vector<std::string>()>;
+// The names in this process's environment (environ).
+std::vector<std::string> environment_names();
+// Values are read through `env`; `names` only lists candidates, each then read through `env`.
+LoadedSettings load_settings(const EnvLookup& env, const EnvNames& names = environment_names);
 
 Result<LogLevel> parse_log_level(std::string_view text);
 // A percentage for --share / --limit: an integer 1..100 (a trailing % is allowed).
