@@ -52,6 +52,7 @@ void TenantQuotaLookup::read_environment() {
   if (!loaded.errors.empty()) return;
   const Settings& settings = loaded.settings;
   tenant_ = settings.tenant;
+  state_origin_ = settings.state_path.empty() ? SharedState::Origin::kDefault : SharedState::Origin::kConfigured;
   state_path_ = settings.state_path.empty() ? default_state_path() : settings.state_path;
   // Per-device limits are keyed by CUDA ordinal, which NVML's device numbering does not follow.
   if (settings.device_memory_limit_bytes.empty()) environment_limit_ = settings.memory_limit_bytes;
@@ -69,7 +70,7 @@ std::optional<TenantQuota> TenantQuotaLookup::find(std::string_view gpu_uuid) {
       return std::nullopt;
     }
     // Only looks: a state nobody uses is never created from here.
-    auto opened = SharedState::open(state_path_, SharedState::Mode::kReadOnly);
+    auto opened = SharedState::open(state_path_, SharedState::Mode::kReadOnly, state_origin_);
     if (!opened) return std::nullopt;
     state_ = std::move(opened).value();
   }

@@ -55,6 +55,7 @@ class TenantQuotaLookup {
   bool environment_read_ = false;
   std::string tenant_;  // empty: this process is nobody's tenant
   std::string state_path_;
+  SharedState::Origin state_origin_ = SharedState::Origin::kConfigured;
   std::optional<std::uint64_t> environment_limit_;
   std::unique_ptr<SharedState> state_;
 };

@@ -32,7 +32,11 @@ Result<std::unique_ptr<SharedState>> open_existing(const std::string& path, Shar
                              "chooses another)",
                              path)};
   }
-  return SharedState::open(path, mode);
+  // The default path gets the library's owner check (another user may have planted the file);
+  // a path named by GPUSHARE_STATE or --state is taken as given.
+  const char* variable = std::getenv("GPUSHARE_STATE");
+  const bool by_default = path == default_state_path() && (variable == nullptr || path != variable);
+  return SharedState::open(path, mode, by_default ? SharedState::Origin::kDefault : SharedState::Origin::kConfigured);
 }
 
 std::optional<std::string> find_installed(const char* from_bindir, const char* build_path) {

@@ -133,7 +133,6 @@ TEST_F(ShadowNvml, ATenantNotYetOnTheGpuSeesTheLimitItsNextProcessWouldGet) {
   // No state file yet: nobody has used a GPU.
   ProcessResult r = run_probe({"--nvml", "--tenant", "fresh", "--memory", "1GiB"});
   expect_figures(r, {kGiB, kGiB, 0}, 0);
-  EXPECT_FALSE(fs::exists(state_)) << "the shadow library never creates the state";
   // The tenant is live on GPU 0 only: GPU 1 gets the limit of its next process...
   auto holder = hold("train", "64MiB", 40 * kMiB);
   r = run_probe({"--nvml", "--tenant", "train", "--memory", "32MiB"}, {"1"});
@@ -172,7 +171,14 @@ TEST_F(ShadowNvml, WithoutAQuotaTheRealFiguresStand) {
 
 TEST_F(ShadowNvml, AnUnusableStateShowsTheCardAsItIs) {
   std::ofstream(state_) << std::string(4096, 'x');
-  const ProcessResult r = run_probe({"--nvml", "--tenant", "train", "--memory", "64MiB"});
+  // Started without `gpushare run`, which refuses such a state before running anything: the
+  // environment `run --nvml` would set.
+  const std::string shadow_dir = fs::path(GPUSHARE_TEST_SHADOW).parent_path().string();
+  const ProcessResult r = run({GPUSHARE_TEST_NVML_PROBE},
+                              {{"LD_LIBRARY_PATH", shadow_dir + ":" + (dir_ / "forwarder").string()},
+                               {"GPUSHARE_STATE", state_},
+                               {"GPUSHARE_TENANT", "train"},
+                               {"GPUSHARE_MEMORY_LIMIT", "64MiB"}});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   expect_real_figures(r);
   EXPECT_EQ(r.err, "");

@@ -258,7 +258,7 @@ TEST_F(LedgerTest, GpusAreKeyedByUuid) {
                          make_uuid(2).begin()));
 }
 
-TEST_F(LedgerTest, GpuTableFullIsAnError) {
+TEST_F(LedgerTest, GpuTableFullOfGpusLiveProcessesUseIsAnError) {
   auto m = join("team-a");
   ASSERT_NE(m, nullptr);
   for (std::uint32_t i = 0; i < layout::kMaxGpus; ++i) {
@@ -270,6 +270,66 @@ TEST_F(LedgerTest, GpuTableFullIsAnError) {
   ASSERT_FALSE(extra.ok());
   EXPECT_TRUE(Contains(extra.error().message, std::to_string(layout::kMaxGpus)));
   EXPECT_TRUE(m->attach_gpu(make_uuid(3), 1_GiB, 1_GiB).ok());  // a known one still works
+}
+
+// A long-lived file must never fill up with GPUs nobody uses any more: a 17th GPU takes the record
+// of one that no live process has attached (a process that left, or died and is swept), with a
+// clean ledger; records live processes use are never taken.
+TEST_F(LedgerTest, ANewGpuTakesTheRecordOfAGpuNoLiveProcessUses) {
+  auto keeper = join("keeper");
+  auto leaver = join("leaver");
+  auto dying = join("dying");
+  ASSERT_NE(keeper, nullptr);
+  for (std::uint32_t i = 0; i < layout::kMaxGpus; ++i) {
+    TenantMembership& owner = i == 4 ? *leaver : i == 9 ? *dying : *keeper;
+    const auto attached = attach(owner, static_cast<std::uint8_t>(i), 1_GiB);
+    ASSERT_EQ(attached.gpu, i);
+  }
+  ASSERT_EQ(reserve(*leaver, 4, 100_MiB), Reservation::kGranted);
+  ASSERT_EQ(reserve(*dying, 9, 200_MiB), Reservation::kGranted);
+  EXPECT_FALSE(keeper->attach_gpu(make_uuid(100), 1_GiB, 1_GiB).ok()) << "all 16 in use";
+  leaver.reset();  // leaves: GPU record 4 is used by nobody now
+  const auto taken = attach(*keeper, 100, 512_MiB);
+  EXPECT_EQ(taken.gpu, 4u);
+  EXPECT_EQ(taken.effective_limit_bytes, 512_MiB) << "the new GPU's ledger starts clean";
+  EXPECT_EQ(used_of(*state_, "keeper", 4), 0u);
+  dying->abandon();  // dies with 200 MiB charged on GPU 9: the sweep before the next take frees it
+  dying.reset();
+  auto newcomer = join("newcomer");
+  ASSERT_NE(newcomer, nullptr);
+  const auto second = attach(*newcomer, 101, 1_GiB);
+  EXPECT_EQ(second.gpu, 9u);
+  for (const auto& tenant : snapshot_tenants(*state_)) {
+    for (const auto& gpu : tenant.gpus) {
+      if (gpu.gpu == 9) {
+        EXPECT_EQ(gpu.uuid, make_uuid(101)) << tenant.name << " keeps the old GPU's ledger";
+      }
+    }
+  }
+  EXPECT_TRUE(keeper->attach_gpu(make_uuid(3), 1_GiB, 1_GiB).ok()) << "a live one's record is kept";
+  EXPECT_EQ(attach(*keeper, 3, 1_GiB).gpu, 3u);
+}
+
+// Numbers written into the file (`used` = 2^64 - 5) refused the tenant for good and kept bytes
+// charged after every process had exited: each sweep re-derives the ledger from the slots.
+TEST_F(LedgerTest, ASweepHealsALedgerThatDisagreesWithItsSlots) {
+  auto m = join("team-a");
+  ASSERT_NE(m, nullptr);
+  const auto g = attach(*m, 1, 1_GiB);
+  ASSERT_EQ(reserve(*m, g.gpu, 100_MiB), Reservation::kGranted);
+  auto& used = state_->state().tenants[m->tenant_index()].ledger[g.gpu].used_bytes;
+  used.store(UINT64_MAX - 4);
+  EXPECT_EQ(reserve(*m, g.gpu, 1_MiB), Reservation::kGranted) << "the refusal path sweeps, and heals";
+  EXPECT_EQ(used.load(), 101_MiB);
+  used.store(UINT64_MAX - 4);
+  const ReclaimReport report = reclaim_dead_processes(*state_);
+  EXPECT_EQ(report.ledgers_healed, 1u);
+  EXPECT_EQ(used.load(), 101_MiB);
+  const std::uint32_t tenant = m->tenant_index();
+  m.reset();
+  state_->state().tenants[tenant].ledger[g.gpu].used_bytes.store(UINT64_MAX - 4);  // nobody left
+  reclaim_dead_processes(*state_);
+  EXPECT_EQ(state_->state().tenants[tenant].ledger[g.gpu].used_bytes.load(), 0u);
 }
 
 TEST_F(LedgerTest, SetTenantMemoryLimitLowersAndRaises) {

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <chrono>
 #include <cstring>
 #include <random>
 #include <string>
@@ -247,6 +248,162 @@ TEST(SharedStateOpen, LongerFileWithAValidHeaderIsAccepted) {
   ASSERT_EQ(::truncate(path.str().c_str(), static_cast<off_t>(sizeof(StateLayout) + 4096)), 0);
   auto opened = SharedState::open(path.str(), SharedState::Mode::kExistingOnly);
   EXPECT_TRUE(opened.ok()) << opened.error().message;
+}
+
+// Zeroing the first 16 header bytes made the next process take a live file for one its creator
+// died making, and initialise it again under the running processes (their `quota set` overrides
+// lost, their mutexes re-made while held).
+TEST(SharedStateOpen, AFileInUseIsNeverInitialisedAgain) {
+  TempStatePath path;
+  auto user = SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing);
+  ASSERT_TRUE(user.ok());
+  user.value()->state().tenants[3].override_limit_bytes.store(123);
+  StateHeader zeroed = read_header(path.str());
+  std::memset(&zeroed, 0, 16);
+  write_header(path.str(), zeroed);
+  auto newcomer = SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing);
+  ASSERT_FALSE(newcomer.ok());
+  EXPECT_TRUE(Contains(newcomer.error().message, "still use"));
+  EXPECT_EQ(user.value()->state().tenants[3].override_limit_bytes.load(), 123u);
+  EXPECT_EQ(user.value()->state().header.magic, 0u) << "left as found";
+  // A process that holds only a slot (its liveness lock) counts as a user too.
+  user.value().reset();
+  const int slot_holder = ::open(path.str().c_str(), O_RDWR);
+  ASSERT_GE(slot_holder, 0);
+  ASSERT_TRUE(ofd_lock::try_lock(slot_holder, layout::kSlotLockBase + 9));
+  EXPECT_FALSE(SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing).ok());
+  ::close(slot_holder);
+  EXPECT_TRUE(SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing).ok()) << "nobody uses it now";
+}
+
+TEST(SharedStateOpen, AFileEmptiedUnderItsUsersIsRefused) {
+  TempStatePath path;
+  auto user = SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing);
+  ASSERT_TRUE(user.ok());
+  ASSERT_EQ(::truncate(path.str().c_str(), 0), 0);  // the user must not touch its mapping now
+  auto newcomer = SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing);
+  ASSERT_FALSE(newcomer.ok());
+  EXPECT_TRUE(Contains(newcomer.error().message, "emptied"));
+  EXPECT_EQ(file_size(path.str()), 0u);
+}
+
+// `status --state <empty file>` made it a state file: only a tenant's process creates or initialises.
+TEST(SharedStateOpen, OnlyATenantProcessInitialisesAnEmptyFile) {
+  TempStatePath path;
+  write_file(path.str(), {});
+  for (auto mode : {SharedState::Mode::kExistingOnly, SharedState::Mode::kReadOnly}) {
+    auto opened = SharedState::open(path.str(), mode);
+    ASSERT_FALSE(opened.ok());
+    EXPECT_TRUE(Contains(opened.error().message, "empty"));
+    EXPECT_EQ(file_size(path.str()), 0u);
+  }
+  EXPECT_TRUE(SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing).ok());
+}
+
+TEST(SharedStateOpen, ASymbolicLinkIsNotFollowed) {
+  TempStatePath path, target;
+  ASSERT_EQ(::symlink(target.str().c_str(), path.str().c_str()), 0);
+  for (auto mode : {SharedState::Mode::kCreateIfMissing, SharedState::Mode::kReadOnly}) {
+    auto opened = SharedState::open(path.str(), mode);
+    ASSERT_FALSE(opened.ok());
+    EXPECT_TRUE(Contains(opened.error().message, "symbolic link"));
+  }
+  EXPECT_EQ(file_size(target.str()), UINT64_MAX) << "the link's target was created";
+}
+
+// A FIFO made `top --state FIFO` hang in open(2); a directory or a device ran every tenant closed.
+TEST(SharedStateOpen, AnythingButARegularFileIsRefusedAtOnce) {
+  TempStatePath fifo, directory;
+  ASSERT_EQ(::mkfifo(fifo.str().c_str(), 0600), 0);
+  ASSERT_EQ(::mkdir(directory.str().c_str(), 0700), 0);
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {fifo.str(), "a FIFO"}, {directory.str(), "a directory"}, {"/dev/null", "a device"}};
+  for (const auto& [path, kind] : cases) {
+    for (auto mode : {SharedState::Mode::kCreateIfMissing, SharedState::Mode::kExistingOnly,
+                      SharedState::Mode::kReadOnly}) {
+      auto opened = SharedState::open(path, mode);
+      ASSERT_FALSE(opened.ok()) << path;
+      EXPECT_TRUE(Contains(opened.error().message, kind) || Contains(opened.error().message, "cannot open"))
+          << opened.error().message;
+    }
+  }
+  ::rmdir(directory.str().c_str());
+}
+
+// Another local user could plant the default state file and then set everyone's quotas.
+TEST(SharedStateOpen, ADefaultFileOfAnotherUserIsRefusedUnlessConfigured) {
+  TempStatePath path;
+  create_valid(path.str());
+  if (::geteuid() != 0 || ::chown(path.str().c_str(), 54321, 54321) != 0) GTEST_SKIP() << "needs root to chown";
+  auto by_default = SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing, SharedState::Origin::kDefault);
+  ASSERT_FALSE(by_default.ok());
+  EXPECT_TRUE(Contains(by_default.error().message, "uid 54321"));
+  EXPECT_TRUE(Contains(by_default.error().message, "GPUSHARE_STATE"));
+  EXPECT_TRUE(SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing, SharedState::Origin::kConfigured).ok());
+  ASSERT_EQ(::chown(path.str().c_str(), 0, 0), 0);
+  EXPECT_TRUE(SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing, SharedState::Origin::kDefault).ok())
+      << "root's file is trusted";
+}
+
+TEST(SharedStateMisc, APlantedVgpulockFolderIsNotTheDefault) {
+  struct stat info {};
+  if (::lstat("/tmp/vgpulock", &info) == 0) GTEST_SKIP() << "/tmp/vgpulock exists here";
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to make a folder of another user";
+  ASSERT_EQ(::mkdir("/tmp/vgpulock", 0777), 0);
+  ASSERT_EQ(::chown("/tmp/vgpulock", 54321, 54321), 0);
+  EXPECT_EQ(default_state_path(), "/dev/shm/gpushare.state");
+  ::rmdir("/tmp/vgpulock");
+}
+
+// Garbage in a mutex made glibc abort every process that joined (an assertion in
+// __pthread_tpp_change_priority): such a file is refused, and a lock call on it fails cleanly.
+TEST(SharedStateOpen, AFileWithADamagedLockIsRefused) {
+  TempStatePath path;
+  auto user = SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing);
+  ASSERT_TRUE(user.ok());
+  pthread_mutex_t* mutex = &user.value()->state().gpus[5].ledger_mutex;
+  std::memset(static_cast<void*>(mutex), 0x5a, sizeof *mutex);
+  auto newcomer = SharedState::open(path.str(), SharedState::Mode::kReadOnly);
+  ASSERT_FALSE(newcomer.ok());
+  EXPECT_TRUE(Contains(newcomer.error().message, "damaged lock"));
+  auto locked = shared_mutex::lock(mutex);
+  ASSERT_FALSE(locked.ok());
+  EXPECT_TRUE(Contains(locked.error().message, "damaged"));
+}
+
+// A forged lock word (or a holder stopped inside its critical section) hung every allocation and
+// `status` for good: the wait is bounded.
+TEST(SharedMutex, AForgedOwnerIsWaitedForOnlyUntilTheBound) {
+  TempStatePath path;
+  auto opened = SharedState::open(path.str(), SharedState::Mode::kCreateIfMissing);
+  ASSERT_TRUE(opened.ok());
+  pthread_mutex_t* mutex = &opened.value()->state().registry_mutex;
+  mutex->__data.__lock = 4'000'000;  // "held" by a thread that does not exist
+  mutex->__data.__owner = 4'000'000;
+  const auto started = std::chrono::steady_clock::now();
+  auto locked = shared_mutex::lock(mutex, std::chrono::milliseconds(100));
+  const auto waited = std::chrono::steady_clock::now() - started;
+  ASSERT_FALSE(locked.ok());
+  EXPECT_TRUE(Contains(locked.error().message, "not free within 100 ms"));
+  EXPECT_GE(waited, std::chrono::milliseconds(100));
+  EXPECT_LT(waited, std::chrono::seconds(5));
+}
+
+TEST(OfdLock, AWaitForTheInitLockIsBounded) {
+  TempStatePath path;
+  create_valid(path.str());
+  const int creator = ::open(path.str().c_str(), O_RDWR);
+  ASSERT_GE(creator, 0);
+  ASSERT_TRUE(ofd_lock::try_lock(creator, layout::kInitLockOffset));  // stopped while creating
+  const int other = ::open(path.str().c_str(), O_RDWR);
+  const auto started = std::chrono::steady_clock::now();
+  const Status waited = ofd_lock::lock_wait(other, layout::kInitLockOffset, false, std::chrono::milliseconds(200));
+  EXPECT_FALSE(waited.ok());
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(200));
+  ofd_lock::unlock(creator, layout::kInitLockOffset);
+  EXPECT_TRUE(ofd_lock::lock_wait(other, layout::kInitLockOffset, false, std::chrono::milliseconds(200)).ok());
+  ::close(other);
+  ::close(creator);
 }
 
 TEST(SharedMutex, LockReportsCleanAcquisitionAndUnlocks) {
