@@ -45,9 +45,21 @@ bool stands_still(const layout::ProcessSlot& slot, std::uint32_t gpu, std::uint6
   return true;
 }
 
+// The longest slice a tenant may ask for (GPUSHARE_SLICE_MS): whatever the file says, no slice
+// lasts longer, so a number written into it cannot keep the GPU from the others.
+constexpr std::uint64_t kMaxSliceNs = 1'000'000'000;
+
 std::uint64_t slice_ns_of(const layout::TenantRecord& tenant) {
   const std::uint32_t slice_us = tenant.compute_policy.slice_us.load(kRelaxed);
-  return slice_us == 0 ? kDefaultSliceNs : std::uint64_t{slice_us} * 1000;
+  return slice_us == 0 ? kDefaultSliceNs : std::min(std::uint64_t{slice_us} * 1000, kMaxSliceNs);
+}
+
+// When the slice in progress ends, as far as the file can be believed: never more than kMaxSliceNs
+// after its start, and now for a start in the future.
+std::uint64_t slice_end_of(const GpuSchedule& schedule, std::uint64_t now) {
+  const std::uint64_t start = schedule.slice_start_ns.load(kRelaxed);
+  if (start > now) return now;
+  return std::min(schedule.slice_end_ns.load(kRelaxed), start + kMaxSliceNs);
 }
 
 // A hard cap below 100 % is in force (GPUSHARE_COMPUTE_LIMIT).
@@ -423,7 +435,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
       std::uint64_t unused = 0;
       take_away = tenant < kMaxTenants && refill_budget(state.tenants[tenant], gpu, now, &unused);
     }
-    const std::uint64_t slice_end = schedule.slice_end_ns.load(kRelaxed);
+    const std::uint64_t slice_end = slice_end_of(schedule, now);
     // A holder whose activity has stood still for a whole slice and its grace period is blocked (in
     // a synchronize, say) on something that may depend on a waiter of a lower class: it is asked,
     // and then made, to hand over to anyone waiting. Holding the GPU is for pauses between launches.
@@ -511,6 +523,7 @@ std::atomic<std::uint64_t> g_next_gate_id{1};
 ComputeGate::ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing)
     : state_(state),
       slot_(slot),
+      tenant_(state.state().slots[slot].tenant_index.load(kRelaxed)),
       id_(g_next_gate_id.fetch_add(1, kRelaxed)),
       fenced_own_(fence::register_process_for_own()),
       timing_(timing),
@@ -578,7 +591,7 @@ Status ComputeGate::release_if_wanted(std::uint32_t gpu, const Drain& drain, std
   if (holder_of(word) != slot_) return Ok{};
   const bool asked = (word & kHandoverBit) != 0;
   // `waiting` is a hint, enough here: nobody to give it to.
-  const bool over = now >= schedule.slice_end_ns.load(kRelaxed) && schedule.waiting.load(kRelaxed) != 0;
+  const bool over = now >= slice_end_of(schedule, now) && schedule.waiting.load(kRelaxed) != 0;
   return asked || over ? hand_over(gpu, drain) : Status{Ok{}};
 }
 
@@ -600,6 +613,7 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
   const std::uint64_t started = monotonic_now_ns();
+  layout::restore_own_slot(state.slots[slot_], tenant_);
   mark_waiting(gpu, started);
   Status status = Ok{};
   for (;;) {
@@ -648,7 +662,7 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint6
   if (!holds(gpu)) return acquire(gpu, drain);
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
-  if (now < schedule.slice_end_ns.load(kRelaxed)) return Ok{};
+  if (now < slice_end_of(schedule, now)) return Ok{};
   const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
   if (tenant >= kMaxTenants || !capped(state.tenants[tenant])) {
     // Nobody who could take over waits (a scan, once per slice; the `waiting` counter is only a

@@ -439,6 +439,7 @@ Result<Reservation> TenantMembership::reserve_once(std::uint32_t gpu, std::uint6
   StateLayout& state = state_.state();
   auto lock = LedgerLock::acquire(state, gpu);
   if (!lock) return lock.error();
+  layout::restore_own_slot(state.slots[slot_], tenant_);
   auto& entry = state.tenants[tenant_].ledger[gpu];
   const std::uint64_t used = entry.used_bytes.load(kRelaxed);
   const std::uint64_t limit = entry.limit_bytes.load(kRelaxed);

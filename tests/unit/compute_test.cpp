@@ -849,6 +849,37 @@ TEST_F(ArbiterTest, AGarbageHolderWordIsTakenAwayWithoutACrash) {
   }
 }
 
+// A slice end written into the file (2^64 - 1) let its holder keep the GPU for good: no slice is
+// believed to last longer than the longest a tenant may ask for.
+TEST_F(ArbiterTest, ASliceEndWrittenIntoTheFileIsBoundedByTheLongestSlice) {
+  const auto a = add("a", 50), b = add("b", 50);
+  grant_to(a);
+  s().schedules[kGpu].slice_end_ns.store(UINT64_MAX);
+  want(b);
+  const std::uint64_t granted_at = now_;
+  while (holder() == a && now_ - granted_at < 10'000 * kMs) {
+    now_ += kMs;
+    launch(a);  // busy all along: it would never be idle
+    decide(b);
+  }
+  EXPECT_EQ(holder(), b);
+  EXPECT_LE(now_ - granted_at, 1'000 * kMs + static_cast<std::uint64_t>(timing_.handover_grace.count()) + 2 * kMs);
+}
+
+// A waiter whose own slot was made to say another tenant, or not in use, was never granted the GPU
+// (its launches hung): its gate puts the slot right.
+TEST_F(ArbiterTest, AGateRestoresItsOwnSlotWhereTheFileWasChanged) {
+  const auto a = add("a", 50);
+  const std::uint32_t tenant = s().slots[a].tenant_index.load();
+  ComputeGate gate(*state_, a);
+  s().slots[a].tenant_index.store(0x7fffffff);
+  s().slots[a].state.store(0x55);
+  ASSERT_TRUE(gate.acquire(kGpu, nullptr).ok());
+  EXPECT_TRUE(gate.holds(kGpu));
+  EXPECT_EQ(s().slots[a].tenant_index.load(), tenant);
+  EXPECT_EQ(s().slots[a].state.load(), layout::kInUse);
+}
+
 TEST(ComputeSettings, PercentagesPrioritiesAndSlices) {
   EXPECT_EQ(parse_percent("30").value(), 30u);
   EXPECT_EQ(parse_percent("100%").value(), 100u);

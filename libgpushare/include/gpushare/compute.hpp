@@ -256,6 +256,7 @@ class ComputeGate {
 
   SharedState& state_;
   std::uint32_t slot_;
+  std::uint32_t tenant_;  // the slot's tenant when the gate was made (just after the process joined)
   std::uint64_t id_;  // unique in the process, never reused: what a thread's LaneClaim names
   std::array<std::atomic<unsigned>, layout::kMaxGpus> lanes_claimed_{};  // per GPU
   bool fenced_own_;  // registered for fence::own_threads

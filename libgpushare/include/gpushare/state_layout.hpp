@@ -201,6 +201,14 @@ struct alignas(64) ProcessSlot {
   SlotCompute compute[kMaxGpus];
 };
 
+// A live process's own slot says it is in use by the process's tenant. Anyone can write the file:
+// the owner puts that back where it finds it changed (a waiter whose slot says otherwise is never
+// granted the GPU, and a sweep would count its bytes to another tenant).
+inline void restore_own_slot(ProcessSlot& slot, std::uint32_t tenant) {
+  if (slot.tenant_index.load(std::memory_order_relaxed) != tenant) slot.tenant_index.store(tenant, std::memory_order_relaxed);
+  if (slot.state.load(std::memory_order_relaxed) != kInUse) slot.state.store(kInUse, std::memory_order_release);
+}
+
 struct StateLayout {
   StateHeader header;
   pthread_mutex_t registry_mutex;  // process-shared, robust
