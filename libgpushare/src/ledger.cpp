@@ -250,13 +250,20 @@ Status validate_tenant_name(std::string_view name) {
 
 std::string normalize_tenant_name(std::string_view name) {
   std::string out;
-  for (char c : name) out += (c <= ' ' || c >= 127) ? '_' : c;
+  bool replaced = false;
+  for (char c : name) {
+    const bool unprintable = c <= ' ' || c >= 127;  // signed: bytes past 127 are negative
+    out += unprintable ? '_' : c;
+    replaced = replaced || unprintable;
+  }
   constexpr std::size_t kMax = layout::kTenantNameBytes - 1;
-  if (out.size() <= kMax) return out;
-  // Keep the tail (the distinctive part of a path) and make it unique with a hash of the whole.
+  if (!replaced && out.size() <= kMax) return out;
+  // A hash of the whole name keeps apart names that differ only where characters were replaced
+  // ("a b" and "a_b") or in what was cut; a long name keeps its tail (the distinctive part of a path).
   std::uint64_t hash = 0xcbf29ce484222325ull;
   for (char c : name) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
   const std::string tag = fmt::format("~{:016x}", hash);
+  if (out.size() + tag.size() <= kMax) return out + tag;
   return out.substr(out.size() - (kMax - tag.size())) + tag;
 }
 

@@ -229,8 +229,13 @@ TEST(LoadSettings, LongHamiPathIsShortenedDeterministicallyAndStaysDistinct) {
 
 TEST(NormalizeTenantName, ShortNamesKeptAndUnprintablesReplaced) {
   EXPECT_EQ(normalize_tenant_name("team-a"), "team-a");
-  EXPECT_EQ(normalize_tenant_name("a b\tc"), "a_b_c");
-  EXPECT_EQ(normalize_tenant_name(std::string("x\xc3\xa9y")), "x__y");
+  // Replaced characters leave a hash of the original: names that differ only there stay apart.
+  EXPECT_EQ(normalize_tenant_name("a b\tc").rfind("a_b_c~", 0), 0u) << normalize_tenant_name("a b\tc");
+  EXPECT_NE(normalize_tenant_name("a b\tc"), normalize_tenant_name("a_b_c"));
+  EXPECT_NE(normalize_tenant_name("a b\tc"), normalize_tenant_name("a\tb c"));
+  EXPECT_EQ(normalize_tenant_name("a_b_c"), "a_b_c");
+  EXPECT_EQ(normalize_tenant_name(std::string("x\xc3\xa9y")).rfind("x__y~", 0), 0u);
+  EXPECT_TRUE(validate_tenant_name(normalize_tenant_name("a b\tc")).ok());
   const std::string exactly_max(layout::kTenantNameBytes - 1, 'n');
   EXPECT_EQ(normalize_tenant_name(exactly_max), exactly_max);
   const std::string one_more(layout::kTenantNameBytes, 'n');
