@@ -28,6 +28,12 @@
 //   WORKLOAD_IPC (saturate, bursts: first map an allocation of "another process" with
 //   cuIpcOpenMemHandle, as NCCL and custom all-reduce kernels do). Any launch or sync
 //   error: error=<code> on stderr, exit status 3.
+//   For the torture run (scripts/torture.sh), in saturate and bursts: WORKLOAD_STOP_FILE (also
+//   stop, as when SECONDS are over, once this file exists: looked for before each launch, so a
+//   process stuck in the gate never sees it); WORKLOAD_READY_FILE (created once the first launch
+//   has returned); WORKLOAD_GAPS_US (print "gap_us=<n> end_unix_us=<wall clock>" on stdout, as it
+//   happens, for each wait longer than this between two launches of a thread returning: a stretch
+//   with no progress).
 //
 // procaddress resolves everything through cuGetProcAddress_v2 by base name, with the per-thread
 // default stream flag for launches and synchronization, as libcudart built that way does.
@@ -44,6 +50,7 @@
 
 #include <cuda.h>
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include "driver_api.hpp"
 
@@ -234,14 +241,32 @@ int main(int argc, char** argv) {
     // bursts: ten kernels, then wait for them, like a training step ending in loss.item().
     const char* burst_size = std::getenv("WORKLOAD_BURST");
     const uint64_t burst = mode != "bursts" ? 0 : burst_size != nullptr ? number(burst_size) : 10;
+    const char* stop_file = std::getenv("WORKLOAD_STOP_FILE");
+    const char* ready_file = std::getenv("WORKLOAD_READY_FILE");
+    const char* gaps_text = std::getenv("WORKLOAD_GAPS_US");
+    const auto gap_threshold = std::chrono::microseconds(gaps_text != nullptr ? number(gaps_text) : 0);
+    std::atomic<bool> ready_made{false};
     const auto begin = Clock::now();
     // One launching thread, or WORKLOAD_THREADS, each on a stream of its own.
     auto run = [&](CUstream s) {
       uint64_t n = 0;
-      while (Clock::now() - begin < duration) {
+      auto last_return = Clock::now();
+      while (Clock::now() - begin < duration && (stop_file == nullptr || access(stop_file, F_OK) != 0)) {
         check(launch(s));
         ++n;
         if (burst != 0 && n % burst == 0) check(api.stream_synchronize(s));
+        const auto returned = Clock::now();
+        if (gaps_text != nullptr && returned - last_return > gap_threshold) {
+          const auto wall = std::chrono::system_clock::now().time_since_epoch();
+          std::printf("gap_us=%lld end_unix_us=%lld\n", static_cast<long long>(micros(returned - last_return)),
+                      static_cast<long long>(std::chrono::duration_cast<std::chrono::microseconds>(wall).count()));
+        }
+        last_return = returned;
+        if (ready_file != nullptr && !ready_made.exchange(true)) {
+          std::FILE* ready = std::fopen(ready_file, "w");
+          if (ready == nullptr) die("cannot create WORKLOAD_READY_FILE");
+          std::fclose(ready);
+        }
       }
       check(api.stream_synchronize(s));
       return n;
