@@ -26,8 +26,8 @@ constexpr std::array kOptions{
                "one tenant per process (gpushare run: one per run)",
                "Name of the tenant whose quota this process shares. HAMi's variable, a per-container file "
                "path, is taken as the tenant's name: one container, one tenant."},
-    OptionSpec{"GPUSHARE_STATE", "", "--state", "/tmp/vgpulock/gpushare.state if /tmp/vgpulock exists, else "
-               "/dev/shm/gpushare.state",
+    OptionSpec{"GPUSHARE_STATE", "", "--state",
+               "/tmp/vgpulock/gpushare.state if /tmp/vgpulock is a folder of root's, else /dev/shm/gpushare.state",
                "Path of the shared state file where all tenants of a GPU meet. Every tenant of a GPU must use "
                "the same file (in containers: a host folder mounted into each). Set but empty is an error."},
     OptionSpec{"GPUSHARE_REAL_LIBCUDA", "", "", "libcuda.so.1",
