@@ -93,7 +93,7 @@ damage_one() {
   args=${args//@HOLDER@/$holder}
   args=${args//@SPINNER@/$spinner_a}
   read -ra damage_args <<<"$args"
-  if ! applied=$("$damage" "$state" "${damage_args[@]}" 2>&1); then
+  if ! applied=$(timeout -s KILL "$hang_bound" "$damage" "$state" "${damage_args[@]}" 2>&1); then
     echo "-- $kind ($args): FAIL: state_damage could not apply it: $applied"
     damage_failed+=("$kind")
     end_all_started

@@ -72,7 +72,7 @@ starvation_wait_stopped() {
 # launches without the slice.
 starvation_doing() {
   local peek
-  peek=$("$damage" "$1" peek "pid:$starve_victim" 0 2>&1)
+  peek=$(timeout -s KILL "$hang_bound" "$damage" "$1" peek "pid:$starve_victim" 0 2>&1)
   case $peek in
     *waiting=1*) echo waiting ;;
     *holds=1*inside=0) echo idle-holder ;;
@@ -148,7 +148,7 @@ cpu_starvation() {
     ((ms * 1000 > end - now)) && ms=$((now < end ? (end - now) / 1000 + 1 : 0))
     pause_ms "$ms"
     local held_at_end
-    held_at_end=$("$damage" "$dir/state" peek "pid:$starve_victim" 0 2>&1 | grep -o 'holds=[01]')
+    held_at_end=$(timeout -s KILL "$hang_bound" "$damage" "$dir/state" peek "pid:$starve_victim" 0 2>&1 | grep -o 'holds=[01]')
     kill -CONT "$starve_victim"
     now_us
     stops+=("$stopped_at $now $doing ${held_at_end:-holds=?}")

@@ -208,6 +208,8 @@ int main(int argc, char** argv) {
     const std::uint32_t s = find_slot(state, args[0]);
     const auto& schedule = state.schedules[gpu_at(1)];
     const auto& compute = state.slots[s].compute[gpu_at(1)];
+    // The holder word is the holder's token, slot + 1 (compute.hpp, holder_token), and maybe the
+    // handover bit.
     const std::uint32_t holder = schedule.holder_word.load() & ~layout::kHandoverBit;
     std::printf("holds=%d waiting=%d inside=%llu\n", holder == s + 1 ? 1 : 0,
                 compute.waiting_since_ns.load() != 0 ? 1 : 0,
