@@ -143,19 +143,24 @@ bool may_be_granted(const layout::TenantRecord& tenant, std::uint32_t gpu, std::
 // Refills a capped tenant's budget; returns whether it may be granted a slice now, and if not,
 // how long until it may.
 bool refill_budget(layout::TenantRecord& tenant, std::uint32_t gpu, std::uint64_t now, std::uint64_t* wait_ns) {
-  if (!capped(tenant)) return true;
+  // Read once: another process may change it between a check and a division.
+  const std::uint32_t limit = tenant.compute_policy.limit_pct.load(kRelaxed);
+  if (limit == 0 || limit >= 100) return true;
   const std::int64_t budget = budget_at(tenant, gpu, now);
   tenant.compute[gpu].budget_ns.store(budget, kRelaxed);
   tenant.compute[gpu].budget_at_ns.store(now, kRelaxed);
   const std::int64_t needed = budget_needed(tenant);
   if (budget >= needed) return true;
-  *wait_ns = static_cast<std::uint64_t>(needed - budget) * 100 / tenant.compute_policy.limit_pct.load(kRelaxed) + 1;
+  *wait_ns = static_cast<std::uint64_t>(needed - budget) * 100 / limit + 1;
   return false;
 }
 
-void grant(StateLayout& state, std::uint32_t gpu, std::uint32_t slot, std::uint64_t now) {
+// Grants the slice to `slot` of `tenant` (an index checked by the caller: the slot's own field may
+// change meanwhile). `mark`: the waiting mark it was granted on (SlotCompute::waiting_since_ns), or
+// 0 for a holder's slice renewed; only a grant made on a mark can be withdrawn as untaken.
+void grant(StateLayout& state, std::uint32_t gpu, std::uint32_t slot, std::uint32_t tenant, std::uint64_t now,
+           std::uint64_t mark) {
   GpuSchedule& schedule = state.schedules[gpu];
-  const std::uint32_t tenant = state.slots[slot].tenant_index.load(kRelaxed);
   auto& record = state.tenants[tenant];
   std::uint64_t slice = slice_ns_of(record);
   if (capped(record)) {
@@ -170,6 +175,7 @@ void grant(StateLayout& state, std::uint32_t gpu, std::uint32_t slot, std::uint6
   schedule.observed_at_ns.store(now, kRelaxed);
   schedule.looked_at_ns.store(now, kRelaxed);
   schedule.activity_at_grant.store(activity, kRelaxed);
+  schedule.granted_mark.store(mark, kRelaxed);
   const std::uint32_t priority = std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2);
   schedule.virtual_clock_ns[priority].store(record.compute[gpu].virtual_ns.load(kRelaxed), kRelaxed);
   schedule.class_granted_ns[priority].store(now, kRelaxed);
@@ -177,10 +183,15 @@ void grant(StateLayout& state, std::uint32_t gpu, std::uint32_t slot, std::uint6
   schedule.grant_seq.fetch_add(1, kRelease);
 }
 
-// The waiting slot that should hold the GPU next, or kNone; *wait_ns says when a capped tenant
-// becomes eligible if that is why nobody can be chosen.
-std::uint32_t pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint64_t* wait_ns) {
-  std::uint32_t best = kNone;
+// The waiting slot that should hold the GPU next (slot kNone: nobody), its tenant and the mark it
+// waits with; *wait_ns says when a capped tenant becomes eligible if that is why nobody can be chosen.
+struct Choice {
+  std::uint32_t slot = kNone;
+  std::uint32_t tenant = 0;
+  std::uint64_t mark = 0;
+};
+Choice pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint64_t* wait_ns) {
+  std::uint32_t best = kNone, best_tenant = 0;
   std::uint32_t best_priority = 0;
   std::uint64_t best_virtual = 0, best_since = 0;
   // Tenants marked active whose processes no longer wait (their waiter died, say) are active no
@@ -223,12 +234,13 @@ std::uint32_t pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std
                          (virtual_ns < best_virtual || (virtual_ns == best_virtual && since < best_since)));
     if (better) {
       best = s;
+      best_tenant = tenant;
       best_priority = priority;
       best_virtual = virtual_ns;
       best_since = since;
     }
   }
-  return best;
+  return {best, best_tenant, best_since};
 }
 
 std::uint32_t priority_of_slot(const StateLayout& state, std::uint32_t slot) {
@@ -281,12 +293,16 @@ std::uint64_t idle_after_for(const StateLayout& state, std::uint32_t gpu, std::u
 
 // Whether the holder was granted the slice while it waited (its mark is older than the slice) and
 // has not come back for it for timing.idle_after: no launch of any of its threads since the grant.
+// The mark it was granted on is still there (a sibling thread's later mark, or a renewed slice,
+// does not count).
 bool grant_untaken(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder, std::uint64_t activity,
                    std::uint64_t now, const ArbiterTiming& timing) {
   const GpuSchedule& schedule = state.schedules[gpu];
-  const std::uint64_t since = state.slots[holder].compute[gpu].waiting_since_ns.load(std::memory_order_seq_cst);
+  const std::uint64_t mark = schedule.granted_mark.load(kRelaxed);
   const std::uint64_t start = schedule.slice_start_ns.load(kRelaxed);
-  return since != 0 && since <= start && activity == schedule.activity_at_grant.load(kRelaxed) && now >= start &&
+  return mark != 0 &&
+         state.slots[holder].compute[gpu].waiting_since_ns.load(std::memory_order_seq_cst) == mark &&
+         activity == schedule.activity_at_grant.load(kRelaxed) && now >= start &&
          now - start >= static_cast<std::uint64_t>(timing.idle_after.count());
 }
 
@@ -402,7 +418,9 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         // one of the two gets the mark, and a waiter that takes it sees the bit and hands over.
         schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
         auto& since = state.slots[holder].compute[gpu].waiting_since_ns;
-        if (stands_still(state.slots[holder], gpu, seen) && since.exchange(0, std::memory_order_seq_cst) != 0) {
+        std::uint64_t mark = schedule.granted_mark.load(kRelaxed);
+        if (stands_still(state.slots[holder], gpu, seen) &&
+            since.compare_exchange_strong(mark, 0, std::memory_order_seq_cst)) {
           schedule.waiting.fetch_sub(1, kRelaxed);
           take_away = true;
           charge_until = schedule.slice_start_ns.load(kRelaxed);
@@ -462,11 +480,11 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
   }
   if (schedule.holder_word.load(kAcquire) == 0) {
     std::uint64_t cap_wait = 0;
-    const std::uint32_t next = pick(state, gpu, now, &cap_wait);
-    if (next != kNone) {
-      grant(state, gpu, next, now);
+    const Choice next = pick(state, gpu, now, &cap_wait);
+    if (next.slot != kNone) {
+      grant(state, gpu, next.slot, next.tenant, now, next.mark);
       result.changed = true;
-      result.granted_to_requester = next == requester;
+      result.granted_to_requester = next.slot == requester;
     } else if (cap_wait != 0) {
       recheck = std::min(recheck, cap_wait);
     }
@@ -673,12 +691,15 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint6
     if (schedule.holder_word.load(std::memory_order_seq_cst) != holder_token(slot_)) return Ok{};
     if (!contender_waits(state, gpu, slot_, now)) {
       end_slice(state, gpu, now);
-      grant(state, gpu, slot_, now);
+      grant(state, gpu, slot_, tenant_, now, /*mark=*/0);
       return Ok{};
     }
   }
   mark_waiting(gpu, now);
-  if (auto handed = hand_over(gpu, drain); !handed) return handed;
+  if (auto handed = hand_over(gpu, drain); !handed) {
+    unmark_waiting(gpu);  // not waiting after all: it would be granted a slice nobody takes up
+    return handed;
+  }
   return acquire(gpu, drain);
 }
 

@@ -47,6 +47,17 @@ bool rebuild_gpu_ledger(StateLayout& state, std::uint32_t gpu) {
   return changed;
 }
 
+// The count of a GPU's waiters is only a hint (ComputeGate::release_if_wanted), moved by each mark
+// without a lock; a process killed between a mark and its count, or a number written into the
+// file, would leave it wrong for good: each sweep counts the marks again.
+void recount_waiters(StateLayout& state, std::uint32_t gpu) {
+  std::uint32_t marks = 0;
+  for (const auto& slot : state.slots) {
+    if (slot.state.load(kAcquire) != kFree && slot.compute[gpu].waiting_since_ns.load(kRelaxed) != 0) ++marks;
+  }
+  state.schedules[gpu].waiting.store(marks, kRelaxed);
+}
+
 // Repairs what the registry mutex guards after its holder died: a tenant record claimed but not
 // yet named is freed (no slot can refer to it: the claim of a slot comes after).
 void repair_registry(StateLayout& state) {
@@ -447,6 +458,9 @@ Result<Reservation> TenantMembership::reserve_once(std::uint32_t gpu, std::uint6
   auto lock = LedgerLock::acquire(state, gpu);
   if (!lock) return lock.error();
   layout::restore_own_slot(state.slots[slot_], tenant_);
+  if (auto& attached = state.slots[slot_].gpus_attached; (attached.load(kRelaxed) & (1u << gpu)) == 0) {
+    attached.fetch_or(1u << gpu, kRelaxed);  // written over: the record must not go to another GPU
+  }
   auto& entry = state.tenants[tenant_].ledger[gpu];
   const std::uint64_t used = entry.used_bytes.load(kRelaxed);
   const std::uint64_t limit = entry.limit_bytes.load(kRelaxed);
@@ -518,8 +532,10 @@ ReclaimReport reclaim_dead_processes(SharedState& shared) {
   }
   for (std::uint32_t gpu = 0; gpu < kMaxGpus; ++gpu) {
     if (state.gpus[gpu].state.load(kAcquire) != kInUse) continue;
-    auto lock = LedgerLock::acquire(state, gpu);
-    if (lock && rebuild_gpu_ledger(state, gpu)) report.ledgers_healed += 1;
+    if (auto lock = LedgerLock::acquire(state, gpu); lock && rebuild_gpu_ledger(state, gpu)) {
+      report.ledgers_healed += 1;
+    }
+    recount_waiters(state, gpu);
   }
   return report;
 }

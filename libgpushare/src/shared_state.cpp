@@ -1,7 +1,6 @@
 #include "gpushare/shared_state.hpp"
 
 #include <fcntl.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -83,7 +82,7 @@ Status lock_wait(int fd, std::int64_t offset, bool shared, std::chrono::nanoseco
                                std::chrono::duration_cast<std::chrono::milliseconds>(wait).count())};
     }
     std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::microseconds(10'000));
+    pause = std::min(pause * 2, std::chrono::microseconds(1'000));
   }
   return Ok{};
 }
@@ -164,16 +163,6 @@ namespace {
 // How long a newcomer waits for a process that is creating or checking the file.
 constexpr std::chrono::seconds kInitLockWait{5};
 
-std::string user_name(uid_t uid) {
-  struct passwd entry {};
-  struct passwd* found = nullptr;
-  char buffer[1024];
-  if (::getpwuid_r(uid, &entry, buffer, sizeof buffer, &found) == 0 && found != nullptr) {
-    return fmt::format("{} (uid {})", found->pw_name, uid);
-  }
-  return fmt::format("uid {}", uid);
-}
-
 // What kind of thing a path names, for messages.
 const char* file_kind(mode_t mode) {
   if (S_ISDIR(mode)) return "a directory";
@@ -189,10 +178,11 @@ Status check_file(const std::string& path, const struct stat& info, SharedState:
                              file_kind(info.st_mode))};
   }
   if (origin == SharedState::Origin::kDefault && info.st_uid != ::geteuid() && info.st_uid != 0) {
-    return Error{fmt::format("{} belongs to {}, not to you or root: refusing the default state file another user "
-                             "may have planted; to share it with that user's processes on purpose, name it in "
-                             "GPUSHARE_STATE (or --state)",
-                             path, user_name(info.st_uid))};
+    // The uid alone: looking its name up may ask a directory service, inside a driver call.
+    return Error{fmt::format("{} belongs to uid {}, not to you or root: refusing the default state file another "
+                             "user may have planted; to share it with that user's processes on purpose, name it "
+                             "in GPUSHARE_STATE (or --state)",
+                             path, info.st_uid)};
   }
   return Ok{};
 }

@@ -880,6 +880,62 @@ TEST_F(ArbiterTest, AGateRestoresItsOwnSlotWhereTheFileWasChanged) {
   EXPECT_EQ(s().slots[a].state.load(), layout::kInUse);
 }
 
+// A renewed slice is no untaken grant, even while a sibling thread's old waiting mark is still
+// there: a busy holder whose launch blocks in the driver for 2 ms lost the GPU, uncharged.
+TEST_F(ArbiterTest, ARenewedSliceIsNotWithdrawnForASiblingsOldMark) {
+  const auto p = add("p", 50), q = add("q", 50);
+  want(p);  // thread B of p waits...
+  arbitrate(s(), kGpu, now_, kNoRequester, timing_);
+  ASSERT_EQ(holder(), p);  // ...p is granted on B's mark; B has not run since
+  launch(p);               // thread A of p launches on the grant
+  ComputeGate gate(*state_, p);
+  ASSERT_TRUE(gate.holds(kGpu));
+  // A's next launch: its checkpoint, after the slice, renews it (nobody else waits); then the
+  // launch blocks in the driver (a full queue), A inside all along.
+  enter(p);
+  now_ += 20 * kMs;
+  ASSERT_TRUE(gate.checkpoint(kGpu, nullptr, now_).ok());
+  ASSERT_TRUE(gate.holds(kGpu));
+  want(q);
+  for (int i = 0; i < 5; ++i) {
+    now_ += kMs;
+    arbitrate(s(), kGpu, now_, q, timing_);
+    ASSERT_EQ(holder(), p) << "a thread inside a launch, and a renewed slice (" << i + 1 << " ms)";
+  }
+}
+
+// The arbiter runs in every waiting process, on numbers any other process may change at any moment:
+// a cap toggled between 50 and 0 (a division), a tenant index toggled out of range (an index),
+// checked and then read again, crashed it (SIGFPE, SIGSEGV).
+TEST_F(ArbiterTest, NumbersChangingUnderTheArbiterNeverCrashIt) {
+  const auto a = add("a", 50, 50), b = add("b", 50);
+  auto& limit = s().tenants[s().slots[a].tenant_index.load()].compute_policy.limit_pct;
+  auto& index = s().slots[b].tenant_index;
+  const std::uint32_t b_tenant = index.load();
+  std::atomic<bool> stop{false};
+  std::thread vandal([&] {
+    for (std::uint32_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+      limit.store((i & 1) != 0 ? 50 : 0, std::memory_order_relaxed);
+      index.store((i & 2) != 0 ? b_tenant : 0x7fffffff, std::memory_order_relaxed);
+    }
+  });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+  std::uint64_t rounds = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    want(a);
+    want(b);
+    s().tenants[s().slots[a].tenant_index.load()].compute[kGpu].budget_ns.store(0);
+    s().tenants[s().slots[a].tenant_index.load()].compute[kGpu].budget_at_ns.store(now_);
+    now_ += kMs;
+    arbitrate(s(), kGpu, now_, b, timing_);
+    end_slice(s(), kGpu, now_);
+    ++rounds;
+  }
+  stop = true;
+  vandal.join();
+  EXPECT_GT(rounds, 100u);
+}
+
 TEST(ComputeSettings, PercentagesPrioritiesAndSlices) {
   EXPECT_EQ(parse_percent("30").value(), 30u);
   EXPECT_EQ(parse_percent("100%").value(), 100u);

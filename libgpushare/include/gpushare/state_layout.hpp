@@ -138,6 +138,10 @@ struct alignas(64) GpuSchedule {
   // may have happened at any moment since. Added to ABI 3 in what was padding (zero in older files,
   // which only means "not looked at recently"), so the size is unchanged.
   std::atomic<std::uint64_t> looked_at_ns;
+  // The holder's waiting mark (SlotCompute::waiting_since_ns) its grant was made on; 0 for a slice
+  // renewed without waiting. A grant whose mark is still there after the idle threshold was never
+  // taken up (ABI 6).
+  std::atomic<std::uint64_t> granted_mark;
 };
 static_assert(sizeof(GpuSchedule) == 192, "GpuSchedule's size is part of the state ABI");
 
