@@ -631,10 +631,11 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
   const std::uint64_t started = monotonic_now_ns();
-  layout::restore_own_slot(state.slots[slot_], tenant_);
   mark_waiting(gpu, started);
   Status status = Ok{};
   for (;;) {
+    // At every look: a slot written over while this thread waits would never be granted the GPU.
+    layout::restore_own_slot(state.slots[slot_], tenant_);
     if (holder_of(schedule.holder_word.load(std::memory_order_seq_cst)) == slot_ && unmark_waiting(gpu)) {
       // Granted (perhaps while this thread was not running), and the grant taken up: unless the
       // arbiter withdrew it first (arbitrate takes the mark then), it is ours.
