@@ -295,16 +295,27 @@ __attribute__((tls_model("initial-exec"))) thread_local std::array<LaneClaim, la
 // captured into a graph: then it needs no slice, and an event recorded on its stream would end up
 // in the program's graph. Without a capture going on in the process (the common case) there is
 // nothing to ask the driver.
-// After the arbiter of a GPU failed (a lock of the state damaged, forged, or held by a stopped
-// process), its launches go ungated until this time (monotonic ns) rather than each waiting out
-// the lock's bound; then it is tried again.
+// After the arbiter of a GPU failed (its schedule lock held by a stopped or descheduled process,
+// damaged or forged), launches on that GPU go ungated until this time (monotonic ns) rather than
+// each waiting out the lock's bound, and the GPU is never left idle; then the arbiter is tried
+// again. The pause doubles with each failure in a row, from 50 ms (a process descheduled under the
+// lock is back soon) to 5 s (a forged lock stays), and starts again after a success.
 std::array<std::atomic<std::uint64_t>, layout::kMaxGpus> g_ungated_until{};
-constexpr std::uint64_t kUngatedRetryNs = 5'000'000'000;
+std::array<std::atomic<std::uint64_t>, layout::kMaxGpus> g_ungated_for_ns{};
+constexpr std::uint64_t kFirstUngatedNs = 50'000'000;
+constexpr std::uint64_t kLongestUngatedNs = 5'000'000'000;
 
 void arbiter_failed(std::uint32_t gpu, CUdevice device, const Error& error) {
-  g_ungated_until[gpu].store(monotonic_now_ns() + kUngatedRetryNs, std::memory_order_relaxed);
+  const std::uint64_t last = g_ungated_for_ns[gpu].load(std::memory_order_relaxed);
+  const std::uint64_t pause = last == 0 ? kFirstUngatedNs : std::min(2 * last, kLongestUngatedNs);
+  g_ungated_for_ns[gpu].store(pause, std::memory_order_relaxed);
+  g_ungated_until[gpu].store(monotonic_now_ns() + pause, std::memory_order_relaxed);
   log_repeated(Repeated::kArbiter, LogLevel::kError, "device {}: time-slice arbiter unusable ({}); launching ungated",
                device, error.message);
+}
+
+void arbiter_worked(std::uint32_t gpu) {
+  if (g_ungated_for_ns[gpu].load(std::memory_order_relaxed) != 0) g_ungated_for_ns[gpu].store(0, std::memory_order_relaxed);
 }
 
 void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::uint32_t gpu, CUdevice device,
@@ -330,6 +341,7 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   const bool granted_now = !gate.holds(gpu);
   if (granted_now) {
     if (auto acquired = gate.acquire(gpu, drain); !acquired) return arbiter_failed(gpu, device, acquired.error());
+    arbiter_worked(gpu);
   }
   if (t_until_checkpoint[gpu] > 1) {
     --t_until_checkpoint[gpu];

@@ -495,7 +495,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
 
 Result<ScheduleLock> ScheduleLock::acquire(StateLayout& state, std::uint32_t gpu) {
   pthread_mutex_t* mutex = &state.schedules[gpu].mutex;
-  auto acquired = shared_mutex::lock(mutex);
+  auto acquired = shared_mutex::lock(mutex, kScheduleLockWait);
   if (!acquired) return acquired.error();
   if (acquired.value() == shared_mutex::Acquired::kOwnerDied) {
     // A process died deciding: whatever it half-did, the safe state is a free GPU (the holder, if

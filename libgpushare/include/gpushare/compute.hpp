@@ -97,6 +97,11 @@ void end_slice(layout::StateLayout& state, std::uint32_t gpu, std::uint64_t now_
 std::uint64_t gone_holder_used_until(const layout::GpuSchedule& schedule, std::uint64_t now_ns);
 
 // The schedule mutex, repaired if its holder died: a half-made grant is undone (the GPU is free).
+// Every waiter takes it to arbitrate, and holds it for microseconds; one that is stopped or
+// descheduled while it holds it (SIGSTOP, a CPU limit) stops the GPU's arbitration. So the wait is
+// short: after kScheduleLockWait the caller launches ungated for a while rather than letting the
+// GPU stand idle (interpose/compute_hooks.cpp).
+inline constexpr std::chrono::milliseconds kScheduleLockWait{20};
 class [[nodiscard]] ScheduleLock {
  public:
   static Result<ScheduleLock> acquire(layout::StateLayout& state, std::uint32_t gpu);
