@@ -198,6 +198,24 @@ bool tenant_unused(const StateLayout& state, std::uint32_t t) {
   return true;
 }
 
+// A tenant's ledger and GPU time on one GPU as they start: no limit, nothing used or charged.
+void clear_entry(layout::LedgerEntry& entry) {
+  entry.limit_bytes.store(kUnlimited, kRelaxed);
+  entry.used_bytes.store(0, kRelaxed);
+  entry.peak_bytes.store(0, kRelaxed);
+  entry.oom_refusals.store(0, kRelaxed);
+  entry.configured.store(0, kRelaxed);
+}
+void clear_entry(layout::ComputeEntry& entry) {
+  entry.virtual_ns.store(0, kRelaxed);
+  entry.budget_ns.store(0, kRelaxed);
+  entry.budget_at_ns.store(0, kRelaxed);
+  entry.gpu_ns.store(0, kRelaxed);
+  entry.launches.store(0, kRelaxed);
+  entry.wait_ns.store(0, kRelaxed);
+  entry.active.store(0, kRelaxed);
+}
+
 // REQUIRES: registry lock held, and no slot refers to tenant t.
 std::uint32_t reset_tenant(StateLayout& state, std::uint32_t t, std::string_view name) {
   auto& tenant = state.tenants[t];
@@ -205,23 +223,9 @@ std::uint32_t reset_tenant(StateLayout& state, std::uint32_t t, std::string_view
   std::memcpy(tenant.name, name.data(), name.size());
   tenant.override_limit_bytes.store(layout::kNoOverride, kRelaxed);
   tenant.created_unix_ns = unix_now_ns();
-  for (auto& entry : tenant.ledger) {
-    entry.limit_bytes.store(kUnlimited, kRelaxed);
-    entry.used_bytes.store(0, kRelaxed);
-    entry.peak_bytes.store(0, kRelaxed);
-    entry.oom_refusals.store(0, kRelaxed);
-    entry.configured.store(0, kRelaxed);
-  }
+  for (auto& entry : tenant.ledger) clear_entry(entry);
   tenant.compute_configured.store(0, kRelaxed);
-  for (auto& entry : tenant.compute) {
-    entry.virtual_ns.store(0, kRelaxed);
-    entry.budget_ns.store(0, kRelaxed);
-    entry.budget_at_ns.store(0, kRelaxed);
-    entry.gpu_ns.store(0, kRelaxed);
-    entry.launches.store(0, kRelaxed);
-    entry.wait_ns.store(0, kRelaxed);
-    entry.active.store(0, kRelaxed);
-  }
+  for (auto& entry : tenant.compute) clear_entry(entry);
   tenant.state.store(kInUse, kRelease);
   return t;
 }
@@ -368,20 +372,8 @@ bool gpu_unattached(const StateLayout& state, std::uint32_t g) {
 // REQUIRES: registry lock held, and gpu_unattached(g) (nobody can be using the index).
 void forget_gpu(StateLayout& state, std::uint32_t g) {
   for (auto& tenant : state.tenants) {
-    auto& entry = tenant.ledger[g];
-    entry.limit_bytes.store(kUnlimited, kRelaxed);
-    entry.used_bytes.store(0, kRelaxed);
-    entry.peak_bytes.store(0, kRelaxed);
-    entry.oom_refusals.store(0, kRelaxed);
-    entry.configured.store(0, kRelaxed);
-    auto& compute = tenant.compute[g];
-    compute.virtual_ns.store(0, kRelaxed);
-    compute.budget_ns.store(0, kRelaxed);
-    compute.budget_at_ns.store(0, kRelaxed);
-    compute.gpu_ns.store(0, kRelaxed);
-    compute.launches.store(0, kRelaxed);
-    compute.wait_ns.store(0, kRelaxed);
-    compute.active.store(0, kRelaxed);
+    clear_entry(tenant.ledger[g]);
+    clear_entry(tenant.compute[g]);
   }
   for (auto& slot : state.slots) slot.held_bytes[g].store(0, kRelaxed);
   if (auto lock = ScheduleLock::acquire(state, g)) {
