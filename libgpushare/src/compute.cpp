@@ -636,9 +636,13 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   for (;;) {
     // At every look: a slot written over while this thread waits would never be granted the GPU.
     layout::restore_own_slot(state.slots[slot_], tenant_);
-    if (holder_of(schedule.holder_word.load(std::memory_order_seq_cst)) == slot_ && unmark_waiting(gpu)) {
-      // Granted (perhaps while this thread was not running), and the grant taken up: unless the
-      // arbiter withdrew it first (arbitrate takes the mark then), it is ours.
+    if (holder_of(schedule.holder_word.load(std::memory_order_seq_cst)) == slot_) {
+      // Granted (perhaps while this thread was not running): taking the mark takes the grant up,
+      // unless the arbiter withdrew it first (it takes the mark it was granted on, after storing
+      // the handover bit). No mark to take: a sibling thread took the grant up, or marked again
+      // (then its mark differs from the granted one and the arbiter cannot withdraw it). Either
+      // way the process holds the slice unless the word now says otherwise.
+      unmark_waiting(gpu);
       const std::uint32_t word = schedule.holder_word.load(std::memory_order_seq_cst);
       if (word == holder_token(slot_)) break;
       mark_waiting(gpu, monotonic_now_ns());

@@ -67,13 +67,16 @@ starvation_wait_stopped() {
 }
 
 # What the stopped victim was doing, from its slot in STATE: "waiting" for the slice (in the gate;
-# it may be granted the slice while stopped), "in-launch" holding the slice with a thread inside a
-# launch (blocked on the full queue), "idle-holder" holding it between launches, or "between"
-# launches without the slice.
+# it may be granted the slice while stopped, or have been just before: a grant not taken up yet),
+# "handing-over" holding the slice while it drains its own work to hand it over, "in-launch"
+# holding the slice with a thread inside a launch (blocked on the full queue), "idle-holder"
+# holding it between launches, or "between" launches without the slice. A holder stopped in a
+# launch or in its handover keeps the slice up to the handover grace: its own work may still run.
 starvation_doing() {
   local peek
   peek=$(timeout -s KILL "$hang_bound" "$damage" "$1" peek "pid:$starve_victim" 0 2>&1)
   case $peek in
+    *holds=1*waiting=1*untaken=0*) echo handing-over ;;
     *waiting=1*) echo waiting ;;
     *holds=1*inside=0) echo idle-holder ;;
     *holds=1*) echo in-launch ;;
@@ -204,7 +207,7 @@ starvation_report() {
         during+=("victim stopped at +$(((from - t0) / 1000)) ms for $(((to - from) / 1000)) ms, $doing, $held_at_end when continued")
       fi
     done
-    if [[ $category == in-launch ]]; then
+    if [[ $category == in-launch || $category == handing-over ]]; then
       ((length > longest_in_launch)) && longest_in_launch=$length
     else
       ((length > longest)) && longest=$length

@@ -23,8 +23,9 @@
 //     header-zero [BYTES]         zeroes the first BYTES bytes of the file, by default the whole
 //                                 header (which looks like a file whose creator died before
 //                                 writing it)
-//     peek SLOT GPU               changes nothing: prints "holds=0|1 waiting=0|1 inside=N", whether
-//                                 the slot holds GPU's time slice, waits for it, and how many of
+//     peek SLOT GPU               changes nothing: prints "holds=0|1 waiting=0|1 untaken=0|1 inside=N",
+//                                 whether the slot holds GPU's time slice, waits for it, holds a grant
+//                                 it has not taken up yet, and how many of
 //                                 its threads are inside a launch or synchronize (for a process that
 //                                 is stopped, what it was doing)
 //   TENANT: a tenant's name, or #INDEX. SLOT: pid:PID (the busy slot of that process, as
@@ -211,8 +212,11 @@ int main(int argc, char** argv) {
     // The holder word is the holder's token, slot + 1 (compute.hpp, holder_token), and maybe the
     // handover bit.
     const std::uint32_t holder = schedule.holder_word.load() & ~layout::kHandoverBit;
-    std::printf("holds=%d waiting=%d inside=%llu\n", holder == s + 1 ? 1 : 0,
-                compute.waiting_since_ns.load() != 0 ? 1 : 0,
+    // untaken: it holds a grant made on the waiting mark it still has (granted while it waited, not
+    // taken up yet), as against a holder that marked itself waiting as it hands over.
+    const std::uint64_t mark = compute.waiting_since_ns.load();
+    std::printf("holds=%d waiting=%d untaken=%d inside=%llu\n", holder == s + 1 ? 1 : 0, mark != 0 ? 1 : 0,
+                mark != 0 && mark == schedule.granted_mark.load() ? 1 : 0,
                 static_cast<unsigned long long>(layout::threads_inside(layout::activity_of(compute))));
   } else if (kind == "tenant-index" || kind == "slot-state") {
     need(2);
