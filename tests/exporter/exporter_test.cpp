@@ -239,6 +239,16 @@ TEST_F(ExporterTest, ABadListenAddressExitsTwoWithAClearMessage) {
   EXPECT_EQ(run({GPUSHARE_TEST_TOOL, "exporter", "--no-such-option"}, {}).exit_code, 2);
 }
 
+// Run directly (not through `gpushare exporter`), an empty state path meant the default one.
+TEST_F(ExporterTest, AnEmptyStatePathIsRefused) {
+  ProcessResult r = run({GPUSHARE_TEST_EXPORTER, "--listen", "127.0.0.1:0", "--state", ""}, {});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--state is empty"), std::string::npos) << r.err;
+  r = run({GPUSHARE_TEST_EXPORTER, "--listen", "127.0.0.1:0"}, {{"GPUSHARE_STATE", ""}});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("GPUSHARE_STATE is empty"), std::string::npos) << r.err;
+}
+
 TEST_F(ExporterTest, APortInUseExitsOneAndLeavesTheFirstExporterServing) {
   Exporter first = start_exporter({"--listen", "127.0.0.1:0", "--state", state_});
   ASSERT_GT(first.port, 0);

@@ -137,6 +137,13 @@ int main(int argc, char** argv) {
     app.exit(error);
     return kExitBadInput;
   }
+  // An empty path would silently mean the default one.
+  const char* state_variable = std::getenv("GPUSHARE_STATE");
+  if (app.count("--state") > 0 ? state_option.empty() : state_variable != nullptr && *state_variable == '\0') {
+    fmt::print(stderr, "gpushare exporter: {} is empty (leave it out to use the default, {})\n",
+               app.count("--state") > 0 ? "--state" : "GPUSHARE_STATE", gpushare::default_state_path());
+    return kExitBadInput;
+  }
   auto parsed_listen = parse_listen_address(listen);
   if (!parsed_listen) {
     fmt::print(stderr, "gpushare exporter: {}\n", parsed_listen.error().message);
