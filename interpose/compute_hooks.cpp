@@ -356,7 +356,11 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   } else {
     t_until_checkpoint[gpu] = most;
   }
-  if (auto checked = gate.checkpoint(gpu, drain, now); !checked) arbiter_failed(gpu, device, checked.error());
+  if (auto checked = gate.checkpoint(gpu, drain, now); !checked) {
+    arbiter_failed(gpu, device, checked.error());
+  } else {
+    arbiter_worked(gpu);
+  }
 }
 
 CUstream per_thread_stream(CUstream stream) { return stream == nullptr ? CU_STREAM_PER_THREAD : stream; }

@@ -300,9 +300,10 @@ bool grant_untaken(const StateLayout& state, std::uint32_t gpu, std::uint32_t ho
   const GpuSchedule& schedule = state.schedules[gpu];
   const std::uint64_t mark = schedule.granted_mark.load(kRelaxed);
   const std::uint64_t start = schedule.slice_start_ns.load(kRelaxed);
-  return mark != 0 &&
-         state.slots[holder].compute[gpu].waiting_since_ns.load(std::memory_order_seq_cst) == mark &&
-         activity == schedule.activity_at_grant.load(kRelaxed) && now >= start &&
+  const layout::SlotCompute& compute = state.slots[holder].compute[gpu];
+  return mark != 0 && compute.waiting_since_ns.load(std::memory_order_seq_cst) == mark &&
+         activity == schedule.activity_at_grant.load(kRelaxed) &&
+         layout::threads_inside(activity) <= compute.threads_waiting.load(kRelaxed) && now >= start &&
          now - start >= static_cast<std::uint64_t>(timing.idle_after.count());
 }
 
@@ -623,7 +624,11 @@ void ComputeGate::mark_waiting(std::uint32_t gpu, std::uint64_t now) {
 
 bool ComputeGate::unmark_waiting(std::uint32_t gpu) {
   if (slot_compute(gpu).waiting_since_ns.exchange(0, std::memory_order_seq_cst) == 0) return false;
-  state_.state().schedules[gpu].waiting.fetch_sub(1, kRelaxed);
+  // Never below 0: a sweep's recount may have missed a mark made while it counted.
+  auto& waiting = state_.state().schedules[gpu].waiting;
+  std::uint32_t count = waiting.load(kRelaxed);
+  while (count != 0 && !waiting.compare_exchange_weak(count, count - 1, kRelaxed)) {
+  }
   return true;
 }
 
@@ -631,6 +636,9 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
   const std::uint64_t started = monotonic_now_ns();
+  // Counted while it is here: a sibling thread inside a launch on a grant means the grant is used.
+  auto& waiting_threads = slot_compute(gpu).threads_waiting;
+  waiting_threads.fetch_add(1, std::memory_order_seq_cst);
   mark_waiting(gpu, started);
   Status status = Ok{};
   for (;;) {
@@ -674,6 +682,9 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
     wait_for_grant(state, gpu, seen, decided.recheck_after_ns);
   }
   unmark_waiting(gpu);
+  if (std::uint32_t threads = waiting_threads.load(kRelaxed); threads != 0) {
+    waiting_threads.compare_exchange_strong(threads, threads - 1, kRelaxed);  // never below 0 if written over
+  }
   const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
   if (tenant < kMaxTenants) state.tenants[tenant].compute[gpu].wait_ns.fetch_add(monotonic_now_ns() - started, kRelaxed);
   return status;

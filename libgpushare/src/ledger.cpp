@@ -125,11 +125,17 @@ void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot, SlotOwner
   const auto index = static_cast<std::uint32_t>(&slot - state.slots);
   for (std::uint32_t gpu = 0; gpu < kMaxGpus; ++gpu) {
     auto& schedule = state.schedules[gpu];
-    if ((schedule.holder_word.load(kAcquire) & ~layout::kHandoverBit) == holder_token(index)) {
+    if (const std::uint32_t word = schedule.holder_word.load(kAcquire);
+        (word & ~layout::kHandoverBit) == holder_token(index)) {
       auto lock = ScheduleLock::acquire(state, gpu);
       if (lock && (schedule.holder_word.load(kAcquire) & ~layout::kHandoverBit) == holder_token(index)) {
         const std::uint64_t now = monotonic_now_ns();
         end_slice(state, gpu, owner == SlotOwner::kLeaving ? now : gone_holder_used_until(schedule, now));
+      } else if (!lock) {
+        // The lock is not to be had (its holder is stopped): free the GPU uncharged rather than
+        // let the slot's next owner inherit the slice.
+        std::uint32_t seen = word;
+        schedule.holder_word.compare_exchange_strong(seen, 0, std::memory_order_acq_rel);
       }
       wake_waiters(state, gpu);
     }
@@ -138,6 +144,7 @@ void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot, SlotOwner
     }
     for (auto& lane : slot.compute[gpu].activity) lane.store(0, kRelaxed);
     slot.compute[gpu].depends_on_others.store(0, kRelaxed);
+    slot.compute[gpu].threads_waiting.store(0, kRelaxed);
   }
   slot.fenced.store(0, kRelaxed);
   slot.gpus_attached.store(0, kRelaxed);

@@ -83,7 +83,13 @@ Result<Acquired> lock(pthread_mutex_t* mutex, std::chrono::nanoseconds wait) {
 #endif
   if (rc == 0) return Acquired::kClean;
   if (rc == EOWNERDEAD) return Acquired::kOwnerDied;
+  // The waiter itself may have been descheduled past its deadline while the lock came free.
   if (rc == ETIMEDOUT) {
+    if (const int late = pthread_mutex_trylock(mutex); late == 0) {
+      return Acquired::kClean;
+    } else if (late == EOWNERDEAD) {
+      return Acquired::kOwnerDied;
+    }
     return Error{fmt::format("a lock of the shared state was not free within {} ms (its holder is stopped, or "
                              "the lock is forged)",
                              std::chrono::duration_cast<std::chrono::milliseconds>(wait).count())};

@@ -62,6 +62,11 @@ class ArbiterTest : public testing::StateTest {
   }
   // A thread of the slot's process enters a launch or a synchronize and stays there.
   void enter(std::uint32_t slot) { s().slots[slot].compute[kGpu].activity[0].fetch_add(layout::kCallBegun); }
+  // ... and waits there for the slice, as ComputeGate::acquire counts it.
+  void enter_to_wait(std::uint32_t slot) {
+    enter(slot);
+    s().slots[slot].compute[kGpu].threads_waiting.fetch_add(1);
+  }
   std::uint64_t gpu_ns(std::uint32_t slot) {
     return s().tenants[s().slots[slot].tenant_index.load()].compute[kGpu].gpu_ns.load();
   }
@@ -734,7 +739,7 @@ TEST_F(ArbiterTest, ASlotReusedAfterItsHolderDiedDoesNotInheritTheSlice) {
 TEST_F(ArbiterTest, AGrantNobodyTakesUpIsWithdrawnAfterTheIdleThreshold) {
   const auto sleeper = add("sleeper", 50), other = add("other", 50);
   want(sleeper);
-  enter(sleeper);  // its thread is inside the gated launch, waiting in acquire
+  enter_to_wait(sleeper);  // its thread is inside the gated launch, waiting in acquire
   ASSERT_TRUE(arbitrate(s(), kGpu, now_, kNoRequester, timing_).changed);
   ASSERT_EQ(holder(), sleeper);  // granted, but its thread does not run to take the grant up
   const std::uint64_t granted_at = now_;
@@ -754,7 +759,7 @@ TEST_F(ArbiterTest, AGrantNobodyTakesUpIsWithdrawnAfterTheIdleThreshold) {
 TEST_F(ArbiterTest, AGrantTakenUpOrUsedBySiblingsIsKept) {
   const auto taker = add("taker", 50), other = add("other", 50);
   want(taker);
-  enter(taker);
+  enter_to_wait(taker);
   arbitrate(s(), kGpu, now_, kNoRequester, timing_);
   ASSERT_EQ(holder(), taker);
   want(other);
@@ -771,6 +776,24 @@ TEST_F(ArbiterTest, AGrantTakenUpOrUsedBySiblingsIsKept) {
     now_ += kMs;
     arbitrate(s(), kGpu, now_, other, timing_);
     ASSERT_EQ(holder(), taker) << "inside, taken up: not idle (" << i + 1 << " ms)";
+  }
+}
+
+// A sibling thread that entered its launch just before the grant (so the grant's activity counts
+// it) and is stalled inside it uses the grant: withdrawing it let that launch run on a slice the
+// process no longer held.
+TEST_F(ArbiterTest, AGrantASiblingIsLaunchingOnIsNotWithdrawn) {
+  const auto p = add("p", 50), q = add("q", 50);
+  want(p);
+  enter_to_wait(p);  // thread A waits in acquire
+  enter(p);          // thread B has begun a launch; it will see the grant and go on
+  arbitrate(s(), kGpu, now_, kNoRequester, timing_);
+  ASSERT_EQ(holder(), p);
+  want(q);
+  for (int i = 0; i < 5; ++i) {
+    now_ += kMs;
+    arbitrate(s(), kGpu, now_, q, timing_);
+    ASSERT_EQ(holder(), p) << "B is inside a launch on the grant (" << i + 1 << " ms)";
   }
 }
 

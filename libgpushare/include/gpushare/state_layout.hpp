@@ -177,6 +177,9 @@ struct alignas(64) SlotCompute {
   // allocations): its kernels may then wait for another process's, perhaps the very waiter's that
   // asks it to hand over, and it gets only the short handover grace.
   std::atomic<std::uint32_t> depends_on_others;
+  // Threads of the process in the gate's slow path waiting for the slice (ComputeGate::acquire):
+  // a grant is untaken only while every thread inside is one of them (ABI 6).
+  std::atomic<std::uint32_t> threads_waiting;
 };
 static_assert(sizeof(SlotCompute) == 64, "one cache line per process and GPU");
 
