@@ -52,7 +52,7 @@ CUresult reserve(std::optional<CUdevice> device, std::uint64_t bytes, Charge& ch
   if (!gpu) {
     // Not a device the driver knows (it refuses the call itself), or a GPU the state could not
     // record: that one is never allowed uncounted unless GPUSHARE_ON_ERROR=open says so.
-    return tenancy.untracked(*device) && tenancy.refuses_uncounted() ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
+    return tenancy.refuses_untracked(*device) ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
   }
   if (!tenancy.context_charge_paid(*device)) return CUDA_ERROR_OUT_OF_MEMORY;
   auto reserved = tenancy.membership().try_reserve(*gpu, bytes);
@@ -340,7 +340,7 @@ CUresult cuMemGetInfo_v2(size_t* free, size_t* total) {
   if (tenancy.mode() != Tenancy::Mode::kEnforce) return result;
   const auto device = current_device(*driver);
   const auto gpu = device ? tenancy.gpu_for(*device) : std::nullopt;
-  if (!gpu && device && tenancy.untracked(*device) && tenancy.refuses_uncounted()) *free = 0;
+  if (!gpu && device && tenancy.refuses_untracked(*device)) *free = 0;
   if (!gpu) return result;
   const MemoryView view = tenancy.membership().view(*gpu);
   const std::uint64_t room = view.limit_bytes > view.used_bytes ? view.limit_bytes - view.used_bytes : 0;

@@ -52,6 +52,8 @@ class Tenancy {
   // Whether the device is a GPU the shared state could not record (its table of GPUs is full of
   // GPUs live processes use): its allocations cannot be counted. Tried again once a second.
   bool untracked(CUdevice ordinal) const;
+  // Allocations on an untracked device are refused (GPUSHARE_ON_ERROR=closed).
+  bool refuses_untracked(CUdevice ordinal) const { return untracked(ordinal) && refuses_uncounted(); }
   static constexpr std::uint64_t kUntrackedRetryNs = 1'000'000'000;
   // What to do with an allocation the ledger cannot count (an untracked GPU, an unusable lock of
   // the state): refuse it (GPUSHARE_ON_ERROR=closed, the default) or let it through uncounted.

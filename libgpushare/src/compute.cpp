@@ -407,8 +407,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         // whatever its slot says, until its slot is reclaimed.
         take_away = true;
         charge_until = gone_holder_used_until(schedule, now);
-        auto& since = state.slots[holder].compute[gpu].waiting_since_ns;
-        if (since.exchange(0, kRelaxed) != 0) schedule.waiting.fetch_sub(1, kRelaxed);
+        take_waiting_mark(schedule, state.slots[holder].compute[gpu]);
       } else if (grant_untaken(state, gpu, holder, seen, now, timing)) {
         // Granted while it waited, and its waiting thread has not come back for the grant: it is
         // not running (a CPU limit, a busy host, SIGSTOP). That thread counts as inside, so the
@@ -422,7 +421,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         std::uint64_t mark = schedule.granted_mark.load(kRelaxed);
         if (stands_still(state.slots[holder], gpu, seen) &&
             since.compare_exchange_strong(mark, 0, std::memory_order_seq_cst)) {
-          schedule.waiting.fetch_sub(1, kRelaxed);
+          uncount_waiter(schedule);
           take_away = true;
           charge_until = schedule.slice_start_ns.load(kRelaxed);
         } else {
@@ -623,12 +622,18 @@ void ComputeGate::mark_waiting(std::uint32_t gpu, std::uint64_t now) {
 }
 
 bool ComputeGate::unmark_waiting(std::uint32_t gpu) {
-  if (slot_compute(gpu).waiting_since_ns.exchange(0, std::memory_order_seq_cst) == 0) return false;
-  // Never below 0: a sweep's recount may have missed a mark made while it counted.
-  auto& waiting = state_.state().schedules[gpu].waiting;
-  std::uint32_t count = waiting.load(kRelaxed);
-  while (count != 0 && !waiting.compare_exchange_weak(count, count - 1, kRelaxed)) {
+  return take_waiting_mark(state_.state().schedules[gpu], slot_compute(gpu));
+}
+
+void uncount_waiter(GpuSchedule& schedule) {
+  std::uint32_t count = schedule.waiting.load(kRelaxed);
+  while (count != 0 && !schedule.waiting.compare_exchange_weak(count, count - 1, kRelaxed)) {
   }
+}
+
+bool take_waiting_mark(GpuSchedule& schedule, layout::SlotCompute& compute) {
+  if (compute.waiting_since_ns.exchange(0, std::memory_order_seq_cst) == 0) return false;
+  uncount_waiter(schedule);
   return true;
 }
 
@@ -643,7 +648,7 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   Status status = Ok{};
   for (;;) {
     // At every look: a slot written over while this thread waits would never be granted the GPU.
-    layout::restore_own_slot(state.slots[slot_], tenant_);
+    if (tenant_ < kMaxTenants) layout::restore_own_slot(state.slots[slot_], tenant_);
     if (holder_of(schedule.holder_word.load(std::memory_order_seq_cst)) == slot_) {
       // Granted (perhaps while this thread was not running): taking the mark takes the grant up,
       // unless the arbiter withdrew it first (it takes the mark it was granted on, after storing
@@ -653,10 +658,10 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
       unmark_waiting(gpu);
       const std::uint32_t word = schedule.holder_word.load(std::memory_order_seq_cst);
       if (word == holder_token(slot_)) break;
-      mark_waiting(gpu, monotonic_now_ns());
       if (word == (holder_token(slot_) | kHandoverBit)) {
         // Asked to hand over already (the slice ran out before this thread ran, or a higher class
         // came): at once, not after the holder's grace.
+        mark_waiting(gpu, monotonic_now_ns());
         if (auto handed = hand_over(gpu, drain); !handed) {
           status = handed;
           break;
@@ -664,7 +669,8 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
         continue;
       }
     }
-    // Waiting again if the arbiter passed this process over while it was not running.
+    // Waiting again if the grant was lost meanwhile, or the arbiter passed this process over while
+    // it was not running.
     mark_waiting(gpu, monotonic_now_ns());
     const std::uint32_t seen = schedule.grant_seq.load(kAcquire);
     Arbitration decided;
@@ -685,8 +691,9 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   if (std::uint32_t threads = waiting_threads.load(kRelaxed); threads != 0) {
     waiting_threads.compare_exchange_strong(threads, threads - 1, kRelaxed);  // never below 0 if written over
   }
-  const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
-  if (tenant < kMaxTenants) state.tenants[tenant].compute[gpu].wait_ns.fetch_add(monotonic_now_ns() - started, kRelaxed);
+  if (tenant_ < kMaxTenants) {
+    state.tenants[tenant_].compute[gpu].wait_ns.fetch_add(monotonic_now_ns() - started, kRelaxed);
+  }
   return status;
 }
 
@@ -697,8 +704,7 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint6
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
   if (now < slice_end_of(schedule, now)) return Ok{};
-  const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
-  if (tenant >= kMaxTenants || !capped(state.tenants[tenant])) {
+  if (tenant_ >= kMaxTenants || !capped(state.tenants[tenant_])) {
     // Nobody who could take over waits (a scan, once per slice; the `waiting` counter is only a
     // hint): roll the slice over, so the charge follows use slice by slice and an idle spell inside
     // a long tenure is never charged as one block.
@@ -707,7 +713,7 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint6
     if (schedule.holder_word.load(std::memory_order_seq_cst) != holder_token(slot_)) return Ok{};
     if (!contender_waits(state, gpu, slot_, now)) {
       end_slice(state, gpu, now);
-      grant(state, gpu, slot_, tenant_, now, /*mark=*/0);
+      if (tenant_ < kMaxTenants) grant(state, gpu, slot_, tenant_, now, /*mark=*/0);  // else no renewal
       return Ok{};
     }
   }

@@ -139,9 +139,7 @@ void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot, SlotOwner
       }
       wake_waiters(state, gpu);
     }
-    if (slot.compute[gpu].waiting_since_ns.exchange(0, kRelaxed) != 0) {
-      state.schedules[gpu].waiting.fetch_sub(1, kRelaxed);
-    }
+    take_waiting_mark(state.schedules[gpu], slot.compute[gpu]);
     for (auto& lane : slot.compute[gpu].activity) lane.store(0, kRelaxed);
     slot.compute[gpu].depends_on_others.store(0, kRelaxed);
     slot.compute[gpu].threads_waiting.store(0, kRelaxed);

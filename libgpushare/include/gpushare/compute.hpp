@@ -114,6 +114,13 @@ class [[nodiscard]] ScheduleLock {
   pthread_mutex_t* mutex_;
 };
 
+// A process's waiting mark on a GPU (SlotCompute::waiting_since_ns) is counted in the schedule's
+// `waiting` hint while it is set. take_waiting_mark clears the mark and uncounts it, returning
+// whether there was one; uncount_waiter lowers the count, never below 0 (a sweep's recount may
+// have missed a mark made while it counted).
+void uncount_waiter(layout::GpuSchedule& schedule);
+bool take_waiting_mark(layout::GpuSchedule& schedule, layout::SlotCompute& compute);
+
 // Wakes every process sleeping on the GPU's grant_seq.
 void wake_waiters(layout::StateLayout& state, std::uint32_t gpu);
 // Sleeps until grant_seq differs from `seen` or `timeout` passes.
@@ -261,7 +268,9 @@ class ComputeGate {
 
   SharedState& state_;
   std::uint32_t slot_;
-  std::uint32_t tenant_;  // the slot's tenant when the gate was made (just after the process joined)
+  // The slot's tenant when the gate was made (just after the process joined): trusted over the
+  // slot's field, which anyone may write later; checked before each use all the same.
+  std::uint32_t tenant_;
   std::uint64_t id_;  // unique in the process, never reused: what a thread's LaneClaim names
   std::array<std::atomic<unsigned>, layout::kMaxGpus> lanes_claimed_{};  // per GPU
   bool fenced_own_;  // registered for fence::own_threads
