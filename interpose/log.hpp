@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "gpushare/settings.hpp"
+#include "core/settings.hpp"
 
 namespace gpushare::interpose {
 

@@ -18,7 +18,7 @@
 
 #include "driver.hpp"
 #include "gpushare/gpushare.h"
-#include "gpushare/size.hpp"
+#include "core/size.hpp"
 #include "tenancy.hpp"
 
 #define GPUSHARE_EXPORT extern "C" __attribute__((visibility("default")))

@@ -11,9 +11,9 @@
 
 #include "allocation_map.hpp"
 #include "cuda_api.hpp"
-#include "gpushare/compute.hpp"
-#include "gpushare/ledger.hpp"
-#include "gpushare/settings.hpp"
+#include "core/compute.hpp"
+#include "core/ledger.hpp"
+#include "core/settings.hpp"
 
 namespace gpushare::interpose {
 

@@ -6,8 +6,8 @@
 #include <cerrno>
 #include <cstdlib>
 
-#include "gpushare/settings.hpp"
-#include "gpushare/size.hpp"
+#include "core/settings.hpp"
+#include "core/size.hpp"
 
 namespace gpushare::nvml {
 

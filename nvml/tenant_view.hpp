@@ -10,8 +10,8 @@
 #include <string_view>
 #include <vector>
 
-#include "gpushare/ledger.hpp"
-#include "gpushare/shared_state.hpp"
+#include "core/ledger.hpp"
+#include "core/shared_state.hpp"
 
 namespace gpushare::nvml {
 

@@ -9,8 +9,8 @@
 #include <string_view>
 #include <vector>
 
-#include "gpushare/result.hpp"
-#include "gpushare/shared_state.hpp"
+#include "core/result.hpp"
+#include "core/shared_state.hpp"
 
 namespace gpushare::tools {
 

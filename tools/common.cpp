@@ -4,7 +4,7 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "gpushare/size.hpp"
+#include "core/size.hpp"
 
 namespace fs = std::filesystem;
 

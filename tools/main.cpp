@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "gpushare/shared_state.hpp"
+#include "core/shared_state.hpp"
 
 using namespace gpushare::tools;
 

@@ -11,10 +11,10 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "gpushare/compute.hpp"
-#include "gpushare/ledger.hpp"
-#include "gpushare/settings.hpp"
-#include "gpushare/size.hpp"
+#include "core/compute.hpp"
+#include "core/ledger.hpp"
+#include "core/settings.hpp"
+#include "core/size.hpp"
 
 namespace fs = std::filesystem;
 

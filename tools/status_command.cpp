@@ -2,9 +2,9 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "gpushare/ledger.hpp"
-#include "gpushare/report.hpp"
-#include "gpushare/size.hpp"
+#include "core/ledger.hpp"
+#include "core/report.hpp"
+#include "core/size.hpp"
 #include "views.hpp"
 
 namespace gpushare::tools {

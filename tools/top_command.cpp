@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "gpushare/report.hpp"
+#include "core/report.hpp"
 #include "views.hpp"
 
 namespace gpushare::tools {

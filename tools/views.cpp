@@ -6,8 +6,8 @@
 
 #include <fmt/format.h>
 
-#include "gpushare/compute.hpp"
-#include "gpushare/size.hpp"
+#include "core/compute.hpp"
+#include "core/size.hpp"
 
 namespace gpushare::tools {
 namespace {

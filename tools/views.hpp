@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "gpushare/report.hpp"
+#include "core/report.hpp"
 
 namespace gpushare::tools {
 

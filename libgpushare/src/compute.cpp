@@ -1,4 +1,4 @@
-#include "gpushare/compute.hpp"
+#include "core/compute.hpp"
 
 #include <fcntl.h>
 #include <linux/futex.h>

@@ -1,4 +1,4 @@
-#include "gpushare/ledger.hpp"
+#include "core/ledger.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "gpushare/size.hpp"
+#include "core/size.hpp"
 
 namespace gpushare {
 using layout::kFree;

@@ -1,4 +1,4 @@
-#include "gpushare/report.hpp"
+#include "core/report.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "gpushare/size.hpp"
+#include "core/size.hpp"
 
 namespace gpushare {
 namespace {

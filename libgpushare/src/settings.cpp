@@ -1,4 +1,4 @@
-#include "gpushare/settings.hpp"
+#include "core/settings.hpp"
 
 #include <unistd.h>
 
@@ -8,8 +8,8 @@
 
 #include <fmt/format.h>
 
-#include "gpushare/ledger.hpp"
-#include "gpushare/shared_state.hpp"
+#include "core/ledger.hpp"
+#include "core/shared_state.hpp"
 
 namespace gpushare {
 namespace {

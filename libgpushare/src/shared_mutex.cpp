@@ -1,4 +1,4 @@
-#include "gpushare/shared_mutex.hpp"
+#include "core/shared_mutex.hpp"
 
 #include <cerrno>
 #include <climits>

@@ -1,4 +1,4 @@
-#include "gpushare/shared_state.hpp"
+#include "core/shared_state.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -15,7 +15,7 @@
 #include <boost/interprocess/mapped_region.hpp>
 #include <fmt/format.h>
 
-#include "gpushare/size.hpp"
+#include "core/size.hpp"
 
 namespace gpushare {
 namespace bip = boost::interprocess;

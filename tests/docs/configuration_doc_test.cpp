@@ -6,7 +6,7 @@
 #include <sstream>
 #include <string>
 
-#include "gpushare/settings.hpp"
+#include "core/settings.hpp"
 
 namespace {
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # What gpushare ships must load on glibc 2.34 (RHEL 9; Ubuntu 22.04, the base of most PyTorch
 # images, has 2.35), though it is built on Debian 12's 2.36: no binary may ask the loader for a
-# newer GLIBC_ symbol version (interpose/glibc_compat.cpp keeps the static C++ runtime from doing so).
+# newer GLIBC_ symbol version (compat/glibc_compat.cpp keeps the static C++ runtime from doing so).
 # usage: check_glibc_version.sh BINARY...
 set -eu
 limit=2.34

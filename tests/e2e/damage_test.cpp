@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "gpushare/ledger.hpp"
-#include "gpushare/shared_state.hpp"
+#include "core/ledger.hpp"
+#include "core/shared_state.hpp"
 #include "process.hpp"
 #include "scratch.hpp"
 

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "exposition.hpp"
-#include "gpushare/size.hpp"
+#include "core/size.hpp"
 
 namespace {
 

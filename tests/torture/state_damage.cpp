@@ -46,7 +46,7 @@
 #include <string>
 #include <vector>
 
-#include "gpushare/state_layout.hpp"
+#include "core/state_layout.hpp"
 
 namespace {
 

@@ -1,7 +1,7 @@
 // The time-slice arbiter's decisions, driven by a fake clock: no sleeping, no real GPU. Each
 // "process" is a slot joined into a tenant; wanting the GPU is its waiting_since flag, holding it
 // is the schedule's holder word, using it is time passing on the fake clock.
-#include "gpushare/compute.hpp"
+#include "core/compute.hpp"
 
 #include <gtest/gtest.h>
 
@@ -12,8 +12,8 @@
 #include <thread>
 #include <vector>
 
-#include "gpushare/ledger.hpp"
-#include "gpushare/settings.hpp"
+#include "core/ledger.hpp"
+#include "core/settings.hpp"
 #include "test_support.hpp"
 
 namespace gpushare {

@@ -1,7 +1,7 @@
 // The ledger across processes: several processes on one state file, kill -9, and a process that
 // dies inside a critical section. Children are forked; they report through exit codes and pipes
 // and never return into the test framework.
-#include "gpushare/ledger.hpp"
+#include "core/ledger.hpp"
 
 #include <gtest/gtest.h>
 
@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "gpushare/size.hpp"
+#include "core/size.hpp"
 #include "test_support.hpp"
 
 namespace gpushare {

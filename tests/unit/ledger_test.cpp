@@ -1,5 +1,5 @@
 // The ledger within one process (and its threads).
-#include "gpushare/ledger.hpp"
+#include "core/ledger.hpp"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "gpushare/size.hpp"
+#include "core/size.hpp"
 #include "test_support.hpp"
 
 namespace gpushare {

@@ -1,10 +1,10 @@
 // The report behind `gpushare status`, `top` and the exporter, and its JSON form.
-#include "gpushare/report.hpp"
+#include "core/report.hpp"
 
 #include <gtest/gtest.h>
 
-#include "gpushare/compute.hpp"
-#include "gpushare/size.hpp"
+#include "core/compute.hpp"
+#include "core/size.hpp"
 #include "test_support.hpp"
 
 namespace gpushare {

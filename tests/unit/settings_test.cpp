@@ -1,4 +1,4 @@
-#include "gpushare/settings.hpp"
+#include "core/settings.hpp"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -8,8 +8,8 @@
 #include <set>
 #include <string>
 
-#include "gpushare/ledger.hpp"
-#include "gpushare/state_layout.hpp"
+#include "core/ledger.hpp"
+#include "core/state_layout.hpp"
 #include "test_support.hpp"
 
 namespace gpushare {

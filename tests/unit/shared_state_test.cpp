@@ -1,4 +1,4 @@
-#include "gpushare/shared_state.hpp"
+#include "core/shared_state.hpp"
 
 #include <gtest/gtest.h>
 
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "gpushare/state_layout.hpp"
+#include "core/state_layout.hpp"
 #include "test_support.hpp"
 
 namespace gpushare {

@@ -1,4 +1,4 @@
-#include "gpushare/size.hpp"
+#include "core/size.hpp"
 
 #include <gtest/gtest.h>
 

@@ -19,8 +19,8 @@
 #include <string>
 #include <utility>
 
-#include "gpushare/ledger.hpp"
-#include "gpushare/shared_state.hpp"
+#include "core/ledger.hpp"
+#include "core/shared_state.hpp"
 
 namespace gpushare::testing {
 

@@ -5,7 +5,7 @@
 
 #include <sstream>
 
-#include "gpushare/size.hpp"
+#include "core/size.hpp"
 #include "test_support.hpp"
 
 namespace gpushare::tools {

@@ -21,8 +21,8 @@
 #include <httplib.h>
 #include <CLI/CLI.hpp>
 
-#include "gpushare/report.hpp"
-#include "gpushare/shared_state.hpp"
+#include "core/report.hpp"
+#include "core/shared_state.hpp"
 #include "listen_address.hpp"
 #include "prometheus.hpp"
 

@@ -9,7 +9,7 @@
 
 #include <fmt/format.h>
 
-#include "gpushare/size.hpp"
+#include "core/size.hpp"
 
 namespace gpushare::exporter {
 namespace {

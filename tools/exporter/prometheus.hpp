@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "gpushare/report.hpp"
+#include "core/report.hpp"
 
 namespace gpushare::exporter {
 

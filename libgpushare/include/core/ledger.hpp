@@ -20,9 +20,9 @@
 #include <string_view>
 #include <vector>
 
-#include "gpushare/compute.hpp"
-#include "gpushare/result.hpp"
-#include "gpushare/shared_state.hpp"
+#include "core/compute.hpp"
+#include "core/result.hpp"
+#include "core/shared_state.hpp"
 
 namespace gpushare {
 

@@ -8,7 +8,7 @@
 
 #include <chrono>
 
-#include "gpushare/result.hpp"
+#include "core/result.hpp"
 
 namespace gpushare::shared_mutex {
 

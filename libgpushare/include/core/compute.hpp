@@ -32,8 +32,8 @@
 #include <optional>
 #include <string_view>
 
-#include "gpushare/result.hpp"
-#include "gpushare/shared_state.hpp"
+#include "core/result.hpp"
+#include "core/shared_state.hpp"
 
 namespace gpushare {
 

@@ -11,8 +11,8 @@
 #include <string_view>
 #include <vector>
 
-#include "gpushare/compute.hpp"
-#include "gpushare/size.hpp"
+#include "core/compute.hpp"
+#include "core/size.hpp"
 
 namespace gpushare {
 

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "gpushare/compute.hpp"
-#include "gpushare/ledger.hpp"
-#include "gpushare/shared_state.hpp"
+#include "core/compute.hpp"
+#include "core/ledger.hpp"
+#include "core/shared_state.hpp"
 
 namespace gpushare {
 

@@ -7,9 +7,9 @@
 #include <mutex>
 #include <string>
 
-#include "gpushare/result.hpp"
-#include "gpushare/shared_mutex.hpp"
-#include "gpushare/state_layout.hpp"
+#include "core/result.hpp"
+#include "core/shared_mutex.hpp"
+#include "core/state_layout.hpp"
 
 namespace gpushare {
 
