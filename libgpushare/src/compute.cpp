@@ -25,10 +25,9 @@ namespace {
 constexpr auto kRelaxed = std::memory_order_relaxed;
 constexpr auto kAcquire = std::memory_order_acquire;
 constexpr auto kRelease = std::memory_order_release;
-constexpr std::uint32_t kNone = UINT32_MAX;
+constexpr std::uint32_t kNone = layout::kNoHolder;
 constexpr std::uint64_t kDefaultSliceNs = 10'000'000;
 
-std::uint32_t holder_of(std::uint32_t word) { return word == 0 ? kNone : (word & ~kHandoverBit) - 1; }
 
 // Whether a process's activity still stands at `seen`, right after the caller asked it to hand
 // over. A thread that owns an activity lane moves it with a plain store, which may wait in its
@@ -176,7 +175,7 @@ void grant(StateLayout& state, std::uint32_t gpu, std::uint32_t slot, std::uint3
   schedule.looked_at_ns.store(now, kRelaxed);
   schedule.activity_at_grant.store(activity, kRelaxed);
   schedule.granted_mark.store(mark, kRelaxed);
-  const std::uint32_t priority = std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2);
+  const std::uint32_t priority = layout::priority_class(record.compute_policy.priority.load(kRelaxed));
   schedule.virtual_clock_ns[priority].store(record.compute[gpu].virtual_ns.load(kRelaxed), kRelaxed);
   schedule.class_granted_ns[priority].store(now, kRelaxed);
   schedule.holder_word.store(holder_token(slot), kRelease);
@@ -215,7 +214,7 @@ Choice pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint6
     if (tenant >= kMaxTenants) continue;
     auto& record = state.tenants[tenant];
     auto& entry = record.compute[gpu];
-    const std::uint32_t priority = std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2);
+    const std::uint32_t priority = layout::priority_class(record.compute_policy.priority.load(kRelaxed));
     if (entry.active.load(kRelaxed) == 0) {
       // Re-entering after idleness: start at its class's current virtual clock, so time not used
       // while idle is not saved up to be spent later.
@@ -245,7 +244,7 @@ Choice pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint6
 
 std::uint32_t priority_of_slot(const StateLayout& state, std::uint32_t slot) {
   const std::uint32_t tenant = state.slots[slot].tenant_index.load(kRelaxed);
-  return tenant < kMaxTenants ? std::min<std::uint32_t>(state.tenants[tenant].compute_policy.priority.load(kRelaxed), 2)
+  return tenant < kMaxTenants ? layout::priority_class(state.tenants[tenant].compute_policy.priority.load(kRelaxed))
                               : 0;
 }
 
@@ -337,7 +336,7 @@ std::string_view priority_name(Priority priority) {
 
 void end_slice(StateLayout& state, std::uint32_t gpu, std::uint64_t now) {
   GpuSchedule& schedule = state.schedules[gpu];
-  const std::uint32_t holder = holder_of(schedule.holder_word.load(kAcquire));
+  const std::uint32_t holder = layout::holder_slot(schedule.holder_word.load(kAcquire));
   if (holder == kNone || holder >= kMaxSlots) {
     schedule.holder_word.store(0, kRelease);
     return;
@@ -358,7 +357,7 @@ void end_slice(StateLayout& state, std::uint32_t gpu, std::uint64_t now) {
     if (!tenant_waits(state, gpu, tenant)) entry.active.store(0, kRelaxed);
     // The class held the GPU until now: a long tenure (a hold through pauses, renewals only every
     // few launches) must not look like a class long gone to the lower ones that come next.
-    const std::uint32_t priority = std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2);
+    const std::uint32_t priority = layout::priority_class(record.compute_policy.priority.load(kRelaxed));
     schedule.class_granted_ns[priority].store(now, kRelaxed);
   }
   schedule.holder_word.store(0, kRelease);
@@ -378,7 +377,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
   Arbitration result;
   std::uint64_t recheck = static_cast<std::uint64_t>(timing.max_sleep.count());
   const std::uint32_t word = schedule.holder_word.load(kAcquire);
-  const std::uint32_t holder = holder_of(word);
+  const std::uint32_t holder = layout::holder_slot(word);
   if (holder != kNone) {
     bool take_away = holder >= kMaxSlots || state.slots[holder].state.load(kAcquire) != kInUse;
     // Up to when the holder is charged: now, unless it lost the slice for idleness, in which case
@@ -595,7 +594,7 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
     auto lock = ScheduleLock::acquire(state, gpu);
     if (!lock) return lock.error();
     const GpuSchedule& schedule = state.schedules[gpu];
-    if (holder_of(schedule.holder_word.load(kAcquire)) == slot_ && schedule.grant_seq.load(kRelaxed) == slice_seen) {
+    if (layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot_ && schedule.grant_seq.load(kRelaxed) == slice_seen) {
       end_slice(state, gpu, monotonic_now_ns());
     }
   }
@@ -606,7 +605,7 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
 Status ComputeGate::release_if_wanted(std::uint32_t gpu, const Drain& drain, std::uint64_t now) {
   const GpuSchedule& schedule = state_.state().schedules[gpu];
   const std::uint32_t word = schedule.holder_word.load(kAcquire);
-  if (holder_of(word) != slot_) return Ok{};
+  if (layout::holder_slot(word) != slot_) return Ok{};
   const bool asked = (word & kHandoverBit) != 0;
   // `waiting` is a hint, enough here: nobody to give it to.
   const bool over = now >= slice_end_of(schedule, now) && schedule.waiting.load(kRelaxed) != 0;
@@ -649,7 +648,7 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   for (;;) {
     // At every look: a slot written over while this thread waits would never be granted the GPU.
     if (tenant_ < kMaxTenants) layout::restore_own_slot(state.slots[slot_], tenant_);
-    if (holder_of(schedule.holder_word.load(std::memory_order_seq_cst)) == slot_) {
+    if (layout::holder_slot(schedule.holder_word.load(std::memory_order_seq_cst)) == slot_) {
       // Granted (perhaps while this thread was not running): taking the mark takes the grant up,
       // unless the arbiter withdrew it first (it takes the mark it was granted on, after storing
       // the handover bit). No mark to take: a sibling thread took the grant up, or marked again
@@ -684,7 +683,7 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
                           [this](std::uint32_t slot) { return slot_alive(slot); });
     }
     if (decided.changed) wake_waiters(state, gpu);
-    if (decided.granted_to_requester || holder_of(schedule.holder_word.load(kAcquire)) == slot_) continue;
+    if (decided.granted_to_requester || layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot_) continue;
     wait_for_grant(state, gpu, seen, decided.recheck_after_ns);
   }
   unmark_waiting(gpu);
@@ -729,7 +728,7 @@ bool ComputeGate::higher_class_recently(std::uint32_t gpu, std::uint64_t now) co
   const StateLayout& state = state_.state();
   const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
   if (tenant >= kMaxTenants) return false;
-  const std::uint32_t mine = std::min<std::uint32_t>(state.tenants[tenant].compute_policy.priority.load(kRelaxed), 2);
+  const std::uint32_t mine = layout::priority_class(state.tenants[tenant].compute_policy.priority.load(kRelaxed));
   for (std::uint32_t higher = mine + 1; higher <= 2; ++higher) {
     const std::uint64_t granted = state.schedules[gpu].class_granted_ns[higher].load(kRelaxed);
     if (granted != 0 && now - granted < static_cast<std::uint64_t>(timing_.higher_class_memory.count())) return true;
@@ -761,7 +760,7 @@ ComputePolicyValues adopt_compute_policy(StateLayout& state, std::uint32_t tenan
   ComputePolicyValues in_force;
   in_force.share_pct = policy.share_pct.load(kRelaxed);
   in_force.limit_pct = policy.limit_pct.load(kRelaxed);
-  in_force.priority = static_cast<Priority>(std::min<std::uint32_t>(policy.priority.load(kRelaxed), 2));
+  in_force.priority = static_cast<Priority>(layout::priority_class(policy.priority.load(kRelaxed)));
   in_force.slice = std::chrono::microseconds(policy.slice_us.load(kRelaxed));
   return in_force;
 }

@@ -126,9 +126,9 @@ void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot, SlotOwner
   for (std::uint32_t gpu = 0; gpu < kMaxGpus; ++gpu) {
     auto& schedule = state.schedules[gpu];
     if (const std::uint32_t word = schedule.holder_word.load(kAcquire);
-        (word & ~layout::kHandoverBit) == holder_token(index)) {
+        layout::holder_slot(word) == index) {
       auto lock = ScheduleLock::acquire(state, gpu);
-      if (lock && (schedule.holder_word.load(kAcquire) & ~layout::kHandoverBit) == holder_token(index)) {
+      if (lock && layout::holder_slot(schedule.holder_word.load(kAcquire)) == index) {
         const std::uint64_t now = monotonic_now_ns();
         end_slice(state, gpu, owner == SlotOwner::kLeaving ? now : gone_holder_used_until(schedule, now));
       } else if (!lock) {
@@ -280,9 +280,8 @@ std::string normalize_tenant_name(std::string_view name) {
   if (!replaced && out.size() <= kMax) return out;
   // A hash of the whole name keeps apart names that differ only where characters were replaced
   // ("a b" and "a_b") or in what was cut; a long name keeps its tail (the distinctive part of a path).
-  std::uint64_t hash = 0xcbf29ce484222325ull;
-  for (char c : name) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  const std::string tag = fmt::format("~{:016x}", hash);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(name.data());
+  const std::string tag = fmt::format("~{:016x}", layout::fnv1a(bytes, name.size()));
   if (out.size() + tag.size() <= kMax) return out + tag;
   return out.substr(out.size() - (kMax - tag.size())) + tag;
 }
@@ -566,7 +565,7 @@ Status set_tenant_compute_policy(SharedState& shared, std::string_view name, con
     if (change.share_pct) policy.share_pct.store(*change.share_pct, kRelaxed);
     if (change.limit_pct) policy.limit_pct.store(*change.limit_pct, kRelaxed);
     if (change.priority) {
-      const std::uint32_t priority = std::min(static_cast<std::uint32_t>(*change.priority), 2u);
+      const std::uint32_t priority = layout::priority_class(static_cast<std::uint32_t>(*change.priority));
       if (policy.priority.exchange(priority, kRelaxed) != priority) {
         // Virtual times are compared within a class: one earned in the old class would put the
         // tenant far behind its new peers (it would take the GPU until it caught up) or far ahead
@@ -597,7 +596,7 @@ std::vector<TenantSnapshot> snapshot_tenants(SharedState& shared) {
       snap.compute.share_pct = record.compute_policy.share_pct.load(kRelaxed);
       snap.compute.limit_pct = record.compute_policy.limit_pct.load(kRelaxed);
       snap.compute.priority =
-          static_cast<Priority>(std::min<std::uint32_t>(record.compute_policy.priority.load(kRelaxed), 2));
+          static_cast<Priority>(layout::priority_class(record.compute_policy.priority.load(kRelaxed)));
     }
     for (std::uint32_t g = 0; g < kMaxGpus; ++g) {
       const auto& entry = record.ledger[g];

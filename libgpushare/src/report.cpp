@@ -38,8 +38,8 @@ ComputeUse compute_use(const layout::StateLayout& state, std::uint32_t gpu, cons
     }
     use = {entry.gpu_ns.load(kAcquire), entry.launches.load(kAcquire), false};
     const std::uint32_t word = schedule.holder_word.load(kAcquire);
-    const std::uint32_t holder = (word & ~layout::kHandoverBit) - 1;
-    if (word != 0 && holder < layout::kMaxSlots && state.slots[holder].tenant_index.load(kRelaxed) == tenant.index) {
+    const std::uint32_t holder = layout::holder_slot(word);
+    if (holder < layout::kMaxSlots && state.slots[holder].tenant_index.load(kRelaxed) == tenant.index) {
       const std::uint64_t start = schedule.slice_start_ns.load(kAcquire);
       const std::uint64_t until = gone_holder_used_until(schedule, now);
       use.gpu_ns += until > start ? until - start : 0;

@@ -104,13 +104,8 @@ bool held_elsewhere(int fd, std::int64_t offset, std::int64_t length) {
 namespace {
 
 std::uint64_t header_checksum(const layout::StateHeader& header) {
-  // FNV-1a over the header bytes before the checksum field.
-  const auto* bytes = reinterpret_cast<const unsigned char*>(&header);
-  std::uint64_t hash = 0xcbf29ce484222325ull;
-  for (std::size_t i = 0; i < offsetof(layout::StateHeader, checksum); ++i) {
-    hash = (hash ^ bytes[i]) * 0x100000001b3ull;
-  }
-  return hash;
+  // Over the header bytes before the checksum field.
+  return layout::fnv1a(reinterpret_cast<const unsigned char*>(&header), offsetof(layout::StateHeader, checksum));
 }
 
 void initialise(StateLayout* state) {

@@ -75,8 +75,7 @@ struct Arbitration {
   std::uint64_t recheck_after_ns = 0;  // when to look again if still waiting
 };
 
-// Token of a slot in GpuSchedule::holder_word.
-inline std::uint32_t holder_token(std::uint32_t slot) { return slot + 1; }
+using layout::holder_token;
 
 // REQUIRES: the GPU's schedule mutex held (see ScheduleLock). `requester` is the slot asking
 // (it has set its waiting_since), or kNoRequester for a look by someone who only passes by.

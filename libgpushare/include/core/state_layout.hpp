@@ -102,6 +102,19 @@ struct ComputePolicy {
   std::atomic<std::uint32_t> slice_us;
 };
 
+// The priority class a ComputePolicy::priority word stands for, whatever was written there.
+inline constexpr std::uint32_t kPriorityClasses = 3;
+inline constexpr std::uint32_t priority_class(std::uint32_t stored) {
+  return stored < kPriorityClasses ? stored : kPriorityClasses - 1;
+}
+
+// FNV-1a, 64 bits: the header's checksum and the tag of a tenant name with replaced characters.
+inline constexpr std::uint64_t fnv1a(const unsigned char* bytes, std::size_t count) {
+  std::uint64_t hash = 0xcbf29ce484222325ull;
+  for (std::size_t i = 0; i < count; ++i) hash = (hash ^ bytes[i]) * 0x100000001b3ull;
+  return hash;
+}
+
 struct TenantRecord {
   std::atomic<std::uint32_t> state;
   std::uint32_t reserved;
@@ -118,6 +131,13 @@ struct TenantRecord {
 // a process's token (slot + 1) exactly while that process holds the slice and no handover has
 // been asked of it (kHandoverBit). `grant_seq` is the futex word waiters sleep on.
 inline constexpr std::uint32_t kHandoverBit = 1u << 31;
+inline constexpr std::uint32_t kNoHolder = UINT32_MAX;
+// The token of a slot in holder_word, and the slot a holder word names (kNoHolder for none; the
+// result is untrusted: check it against kMaxSlots before use).
+inline constexpr std::uint32_t holder_token(std::uint32_t slot) { return slot + 1; }
+inline constexpr std::uint32_t holder_slot(std::uint32_t word) {
+  return word == 0 ? kNoHolder : (word & ~kHandoverBit) - 1;
+}
 struct alignas(64) GpuSchedule {
   std::atomic<std::uint32_t> holder_word;
   std::atomic<std::uint32_t> grant_seq;
@@ -131,9 +151,9 @@ struct alignas(64) GpuSchedule {
   std::atomic<std::uint64_t> handover_asked_ns;
   std::atomic<std::uint64_t> observed_activity;  // the holder's SlotCompute::activity when last looked at
   std::atomic<std::uint64_t> observed_at_ns;     // ... and when it last changed
-  std::atomic<std::uint64_t> virtual_clock_ns[3];  // per priority class: virtual time of its last grant
+  std::atomic<std::uint64_t> virtual_clock_ns[kPriorityClasses];  // per priority class: virtual time of its last grant
   std::atomic<std::uint64_t> activity_at_grant;    // the holder's activity_of() when it was granted
-  std::atomic<std::uint64_t> class_granted_ns[3];  // per priority class: when it last held the GPU (a grant or a slice's end)
+  std::atomic<std::uint64_t> class_granted_ns[kPriorityClasses];  // per priority class: when it last held the GPU (a grant or a slice's end)
   // When a waiter last looked at the holder's activity: a change seen long after the last look
   // may have happened at any moment since. Added to ABI 3 in what was padding (zero in older files,
   // which only means "not looked at recently"), so the size is unchanged.
