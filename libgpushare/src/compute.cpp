@@ -492,25 +492,17 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
   return result;
 }
 
-Result<ScheduleLock> ScheduleLock::acquire(StateLayout& state, std::uint32_t gpu) {
-  pthread_mutex_t* mutex = &state.schedules[gpu].mutex;
-  auto acquired = shared_mutex::lock(mutex, kScheduleLockWait);
-  if (!acquired) return acquired.error();
-  if (acquired.value() == shared_mutex::Acquired::kOwnerDied) {
+Result<shared_mutex::Guard> lock_schedule(StateLayout& state, std::uint32_t gpu) {
+  return shared_mutex::Guard::acquire(&state.schedules[gpu].mutex, kScheduleLockWait, [&] {
     // A process died deciding: whatever it half-did, the safe state is a free GPU (the holder, if
     // any, asks again at its next launch).
-    state.schedules[gpu].holder_word.store(0, kRelease);
+    GpuSchedule& schedule = state.schedules[gpu];
+    schedule.holder_word.store(0, kRelease);
     // A death in the middle of end_slice leaves the sequence odd: readers would retry forever.
-    if ((state.schedules[gpu].charge_seq.load(kAcquire) & 1) != 0) state.schedules[gpu].charge_seq.fetch_add(1, kRelease);
-    state.schedules[gpu].grant_seq.fetch_add(1, kRelease);
-    shared_mutex::mark_consistent(mutex);
+    if ((schedule.charge_seq.load(kAcquire) & 1) != 0) schedule.charge_seq.fetch_add(1, kRelease);
+    schedule.grant_seq.fetch_add(1, kRelease);
     wake_waiters(state, gpu);
-  }
-  return ScheduleLock(mutex);
-}
-ScheduleLock::ScheduleLock(ScheduleLock&& other) noexcept : mutex_(std::exchange(other.mutex_, nullptr)) {}
-ScheduleLock::~ScheduleLock() {
-  if (mutex_ != nullptr) shared_mutex::unlock(mutex_);
+  });
 }
 
 void wake_waiters(StateLayout& state, std::uint32_t gpu) {
@@ -580,7 +572,7 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
   StateLayout& state = state_.state();
   std::uint32_t slice_seen = 0;
   {
-    auto lock = ScheduleLock::acquire(state, gpu);
+    auto lock = lock_schedule(state, gpu);
     if (!lock) return lock.error();
     GpuSchedule& schedule = state.schedules[gpu];
     slice_seen = schedule.grant_seq.load(kRelaxed);
@@ -591,7 +583,7 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
   }
   if (drain) drain(gpu);
   {
-    auto lock = ScheduleLock::acquire(state, gpu);
+    auto lock = lock_schedule(state, gpu);
     if (!lock) return lock.error();
     const GpuSchedule& schedule = state.schedules[gpu];
     if (layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot_ && schedule.grant_seq.load(kRelaxed) == slice_seen) {
@@ -674,7 +666,7 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
     const std::uint32_t seen = schedule.grant_seq.load(kAcquire);
     Arbitration decided;
     {
-      auto lock = ScheduleLock::acquire(state, gpu);
+      auto lock = lock_schedule(state, gpu);
       if (!lock) {
         status = lock.error();
         break;
@@ -707,7 +699,7 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint6
     // Nobody who could take over waits (a scan, once per slice; the `waiting` counter is only a
     // hint): roll the slice over, so the charge follows use slice by slice and an idle spell inside
     // a long tenure is never charged as one block.
-    auto lock = ScheduleLock::acquire(state, gpu);
+    auto lock = lock_schedule(state, gpu);
     if (!lock) return lock.error();
     if (schedule.holder_word.load(std::memory_order_seq_cst) != holder_token(slot_)) return Ok{};
     if (!contender_waits(state, gpu, slot_, now)) {

@@ -68,50 +68,15 @@ void repair_registry(StateLayout& state) {
   }
 }
 
-class [[nodiscard]] RegistryLock {
- public:
-  static Result<RegistryLock> acquire(StateLayout& state) {
-    auto acquired = shared_mutex::lock(&state.registry_mutex);
-    if (!acquired) return acquired.error();
-    if (acquired.value() == shared_mutex::Acquired::kOwnerDied) {
-      repair_registry(state);
-      shared_mutex::mark_consistent(&state.registry_mutex);
-    }
-    return RegistryLock(state);
-  }
-  RegistryLock(RegistryLock&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
-  RegistryLock& operator=(RegistryLock&&) = delete;
-  ~RegistryLock() {
-    if (state_ != nullptr) shared_mutex::unlock(&state_->registry_mutex);
-  }
+Result<shared_mutex::Guard> lock_registry(StateLayout& state) {
+  return shared_mutex::Guard::acquire(&state.registry_mutex, shared_mutex::kDefaultWait,
+                                      [&] { repair_registry(state); });
+}
 
- private:
-  explicit RegistryLock(StateLayout& state) : state_(&state) {}
-  StateLayout* state_;
-};
-
-class [[nodiscard]] LedgerLock {
- public:
-  static Result<LedgerLock> acquire(StateLayout& state, std::uint32_t gpu) {
-    pthread_mutex_t* mutex = &state.gpus[gpu].ledger_mutex;
-    auto acquired = shared_mutex::lock(mutex);
-    if (!acquired) return acquired.error();
-    if (acquired.value() == shared_mutex::Acquired::kOwnerDied) {
-      rebuild_gpu_ledger(state, gpu);
-      shared_mutex::mark_consistent(mutex);
-    }
-    return LedgerLock(mutex);
-  }
-  LedgerLock(LedgerLock&& other) noexcept : mutex_(std::exchange(other.mutex_, nullptr)) {}
-  LedgerLock& operator=(LedgerLock&&) = delete;
-  ~LedgerLock() {
-    if (mutex_ != nullptr) shared_mutex::unlock(mutex_);
-  }
-
- private:
-  explicit LedgerLock(pthread_mutex_t* mutex) : mutex_(mutex) {}
-  pthread_mutex_t* mutex_;
-};
+Result<shared_mutex::Guard> lock_ledger(StateLayout& state, std::uint32_t gpu) {
+  return shared_mutex::Guard::acquire(&state.gpus[gpu].ledger_mutex, shared_mutex::kDefaultWait,
+                                      [&] { rebuild_gpu_ledger(state, gpu); });
+}
 
 std::uint64_t saturating_sub(std::uint64_t a, std::uint64_t b) { return a > b ? a - b : 0; }
 
@@ -127,7 +92,7 @@ void clear_slot_compute(StateLayout& state, layout::ProcessSlot& slot, SlotOwner
     auto& schedule = state.schedules[gpu];
     if (const std::uint32_t word = schedule.holder_word.load(kAcquire);
         layout::holder_slot(word) == index) {
-      auto lock = ScheduleLock::acquire(state, gpu);
+      auto lock = lock_schedule(state, gpu);
       if (lock && layout::holder_slot(schedule.holder_word.load(kAcquire)) == index) {
         const std::uint64_t now = monotonic_now_ns();
         end_slice(state, gpu, owner == SlotOwner::kLeaving ? now : gone_holder_used_until(schedule, now));
@@ -155,7 +120,7 @@ std::uint64_t return_slot_bytes(StateLayout& state, layout::ProcessSlot& slot) {
   const std::uint32_t tenant = slot.tenant_index;
   for (std::uint32_t gpu = 0; gpu < kMaxGpus; ++gpu) {
     if (slot.held_bytes[gpu].load(kRelaxed) == 0) continue;
-    auto lock = LedgerLock::acquire(state, gpu);
+    auto lock = lock_ledger(state, gpu);
     if (!lock) continue;  // cannot happen with a valid robust mutex; leave the bytes rather than guess
     const std::uint64_t bytes = slot.held_bytes[gpu].exchange(0, kRelaxed);
     if (tenant < kMaxTenants) {
@@ -295,7 +260,7 @@ Result<std::unique_ptr<TenantMembership>> TenantMembership::join(SharedState& sh
   const int fd = ::open(shared.descriptor_path().c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return Error{fmt::format("cannot open state file {}: {}", shared.path(), std::strerror(errno))};
 
-  auto registry = RegistryLock::acquire(state);
+  auto registry = lock_registry(state);
   if (!registry) {
     ::close(fd);
     return registry.error();
@@ -380,7 +345,7 @@ void forget_gpu(StateLayout& state, std::uint32_t g) {
     clear_entry(tenant.compute[g]);
   }
   for (auto& slot : state.slots) slot.held_bytes[g].store(0, kRelaxed);
-  if (auto lock = ScheduleLock::acquire(state, g)) {
+  if (auto lock = lock_schedule(state, g)) {
     auto& schedule = state.schedules[g];
     schedule.holder_word.store(0, kRelaxed);
     schedule.waiting.store(0, kRelaxed);
@@ -424,7 +389,7 @@ Result<TenantMembership::Attached> TenantMembership::attach_gpu(const GpuUuid& u
   // Twice at most: a full table may hold records of GPUs that only dead processes used, and their
   // slots are swept (outside the registry lock) before the second try.
   for (int attempt = 0;; ++attempt) {
-    auto registry = RegistryLock::acquire(state);
+    auto registry = lock_registry(state);
     if (!registry) return registry.error();
     const auto gpu = record_for_gpu(state, uuid, physical_bytes, name);
     if (!gpu && attempt == 0) {
@@ -451,7 +416,7 @@ Result<TenantMembership::Attached> TenantMembership::attach_gpu(const GpuUuid& u
 
 Result<Reservation> TenantMembership::reserve_once(std::uint32_t gpu, std::uint64_t bytes) {
   StateLayout& state = state_.state();
-  auto lock = LedgerLock::acquire(state, gpu);
+  auto lock = lock_ledger(state, gpu);
   if (!lock) return lock.error();
   layout::restore_own_slot(state.slots[slot_], tenant_);
   if (auto& attached = state.slots[slot_].gpus_attached; (attached.load(kRelaxed) & (1u << gpu)) == 0) {
@@ -484,7 +449,7 @@ Result<Reservation> TenantMembership::try_reserve(std::uint32_t gpu, std::uint64
 Status TenantMembership::release(std::uint32_t gpu, std::uint64_t bytes) {
   if (gpu >= kMaxGpus) return Error{"GPU index out of range"};
   StateLayout& state = state_.state();
-  auto lock = LedgerLock::acquire(state, gpu);
+  auto lock = lock_ledger(state, gpu);
   if (!lock) return lock.error();
   auto& held = state.slots[slot_].held_bytes[gpu];
   const std::uint64_t returned = std::min(bytes, held.load(kRelaxed));
@@ -496,7 +461,7 @@ Status TenantMembership::release(std::uint32_t gpu, std::uint64_t bytes) {
 }
 
 Result<ComputePolicyValues> TenantMembership::adopt_compute_policy(const ComputePolicyValues& wanted) {
-  auto registry = RegistryLock::acquire(state_.state());
+  auto registry = lock_registry(state_.state());
   if (!registry) return registry.error();
   return gpushare::adopt_compute_policy(state_.state(), tenant_, wanted);
 }
@@ -528,7 +493,7 @@ ReclaimReport reclaim_dead_processes(SharedState& shared) {
   }
   for (std::uint32_t gpu = 0; gpu < kMaxGpus; ++gpu) {
     if (state.gpus[gpu].state.load(kAcquire) != kInUse) continue;
-    if (auto lock = LedgerLock::acquire(state, gpu); lock && rebuild_gpu_ledger(state, gpu)) {
+    if (auto lock = lock_ledger(state, gpu); lock && rebuild_gpu_ledger(state, gpu)) {
       report.ledgers_healed += 1;
     }
     recount_waiters(state, gpu);
@@ -541,7 +506,7 @@ namespace {
 template <typename Change>
 Status change_tenant(SharedState& shared, std::string_view name, Change&& change) {
   StateLayout& state = shared.state();
-  auto registry = RegistryLock::acquire(state);
+  auto registry = lock_registry(state);
   if (!registry) return registry.error();
   auto tenant = find_tenant(state, name);
   if (!tenant) return Error{fmt::format("no tenant named '{}' in {}", name, shared.path())};

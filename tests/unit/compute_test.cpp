@@ -825,7 +825,7 @@ TEST_F(ArbiterTest, AWaiterFindingItsGrantAlreadyAskedForHandsOverAtOnce) {
   {
     // While the taker sleeps: other's slice ends, late is granted and, before its thread runs,
     // asked to hand over (granted and asked in one store, so the thread never sees the grant alone).
-    auto lock = ScheduleLock::acquire(s(), kGpu);
+    auto lock = lock_schedule(s(), kGpu);
     ASSERT_TRUE(lock.ok());
     started = monotonic_now_ns();
     end_slice(s(), kGpu, started);
@@ -845,7 +845,7 @@ TEST_F(ArbiterTest, AWaiterFindingItsGrantAlreadyAskedForHandsOverAtOnce) {
     if (holder() == other && other_since.load() != 0) {  // other's turn: it takes it up, uses it, ends it
       other_since.store(0);
       schedule.waiting.fetch_sub(1);
-      auto lock = ScheduleLock::acquire(s(), kGpu);
+      auto lock = lock_schedule(s(), kGpu);
       end_slice(s(), kGpu, monotonic_now_ns());
       wake_waiters(s(), kGpu);
     }

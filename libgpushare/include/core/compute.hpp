@@ -33,6 +33,7 @@
 #include <string_view>
 
 #include "core/result.hpp"
+#include "core/shared_mutex.hpp"
 #include "core/shared_state.hpp"
 
 namespace gpushare {
@@ -77,7 +78,7 @@ struct Arbitration {
 
 using layout::holder_token;
 
-// REQUIRES: the GPU's schedule mutex held (see ScheduleLock). `requester` is the slot asking
+// REQUIRES: the GPU's schedule mutex held (see lock_schedule). `requester` is the slot asking
 // (it has set its waiting_since), or kNoRequester for a look by someone who only passes by.
 // A holder whose activity has stopped moving is idle when no thread of it is inside a
 // launch, and dead when `slot_alive` says so (a launch blocked on a full GPU queue is neither).
@@ -101,17 +102,7 @@ std::uint64_t gone_holder_used_until(const layout::GpuSchedule& schedule, std::u
 // short: after kScheduleLockWait the caller launches ungated for a while rather than letting the
 // GPU stand idle (interpose/compute_hooks.cpp).
 inline constexpr std::chrono::milliseconds kScheduleLockWait{20};
-class [[nodiscard]] ScheduleLock {
- public:
-  static Result<ScheduleLock> acquire(layout::StateLayout& state, std::uint32_t gpu);
-  ScheduleLock(ScheduleLock&& other) noexcept;
-  ScheduleLock& operator=(ScheduleLock&&) = delete;
-  ~ScheduleLock();
-
- private:
-  explicit ScheduleLock(pthread_mutex_t* mutex) : mutex_(mutex) {}
-  pthread_mutex_t* mutex_;
-};
+Result<shared_mutex::Guard> lock_schedule(layout::StateLayout& state, std::uint32_t gpu);
 
 // A process's waiting mark on a GPU (SlotCompute::waiting_since_ns) is counted in the schedule's
 // `waiting` hint while it is set. take_waiting_mark clears the mark and uncounts it, returning

@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include <chrono>
+#include <utility>
 
 #include "core/result.hpp"
 
@@ -29,5 +30,31 @@ enum class Acquired { kClean, kOwnerDied };
 Result<Acquired> lock(pthread_mutex_t* mutex, std::chrono::nanoseconds wait = kDefaultWait);
 void mark_consistent(pthread_mutex_t* mutex);
 void unlock(pthread_mutex_t* mutex);
+
+// The one lock type of the shared state: holds a mutex of the mapped file until destroyed. When
+// the previous holder died inside, `repair` puts right what the mutex guards before anyone else
+// can take it.
+class [[nodiscard]] Guard {
+ public:
+  template <class Repair>
+  static Result<Guard> acquire(pthread_mutex_t* mutex, std::chrono::nanoseconds wait, Repair&& repair) {
+    auto acquired = lock(mutex, wait);
+    if (!acquired) return acquired.error();
+    if (acquired.value() == Acquired::kOwnerDied) {
+      std::forward<Repair>(repair)();
+      mark_consistent(mutex);
+    }
+    return Guard(mutex);
+  }
+  Guard(Guard&& other) noexcept : mutex_(std::exchange(other.mutex_, nullptr)) {}
+  Guard& operator=(Guard&&) = delete;
+  ~Guard() {
+    if (mutex_ != nullptr) unlock(mutex_);
+  }
+
+ private:
+  explicit Guard(pthread_mutex_t* mutex) : mutex_(mutex) {}
+  pthread_mutex_t* mutex_;
+};
 
 }  // namespace gpushare::shared_mutex
