@@ -174,9 +174,9 @@ static_assert(sizeof(GpuSchedule) == 192, "GpuSchedule's size is part of the sta
 //
 // Lanes keep the hot path free of locked instructions: lanes 1.. each belong to one thread of the
 // process (the first kActivityLanes - 1 threads that launch on this GPU), which moves its lane with
-// a plain load and store; later threads, and synchronizes, share lane 0 and add to it atomically. A locked add costs ~6 ns on its
-// own and waits for every store before it to drain, the driver's writes of the previous launch
-// included. Readers add the lanes up (activity_of).
+// a plain load and store; later threads, and synchronizes, share lane 0 and add to it atomically. A
+// locked add waits for every store before it to drain, the driver's writes of the previous launch
+// included (docs/performance.md has its cost). Readers add the lanes up (activity_of).
 inline constexpr unsigned kInsideBits = 24;
 inline constexpr std::uint64_t kCallBegun = (std::uint64_t{1} << kInsideBits) + 1;
 inline constexpr std::uint64_t kCallEnded = 1;
