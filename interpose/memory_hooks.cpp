@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "core/memory_view.hpp"
 #include "driver.hpp"
 #include "hooks.hpp"
 #include "log.hpp"
@@ -326,10 +327,9 @@ CUresult cuMipmappedArrayDestroy(CUmipmappedArray hMipmappedArray) {
   return release(&Tenancy::mipmapped_arrays, as_key(hMipmappedArray), [&] { return real(hMipmappedArray); });
 }
 
-// The program sees a GPU whose memory is its quota: total = min(quota, physical) and
-// free = min(quota - tenant's use, physical free). Never more than the physical card (cuDNN's
-// heuristics break on that). Where allocations are refused (GPUSHARE_ON_ERROR=closed after a
-// problem), free is 0: a program sizing its pools from it must not plan for the whole card.
+// The program sees a GPU whose memory is its quota (core/memory_view.hpp). Where allocations are
+// refused (GPUSHARE_ON_ERROR=closed after a problem), free is 0: a program sizing its pools from
+// it must not plan for the whole card.
 CUresult cuMemGetInfo_v2(size_t* free, size_t* total) {
   const RealDriver* driver = real_driver();
   if (driver == nullptr || driver->cuMemGetInfo_v2 == nullptr) return kMissing;
@@ -342,10 +342,9 @@ CUresult cuMemGetInfo_v2(size_t* free, size_t* total) {
   const auto gpu = device ? tenancy.gpu_for(*device) : std::nullopt;
   if (!gpu && device && tenancy.refuses_untracked(*device)) *free = 0;
   if (!gpu) return result;
-  const MemoryView view = tenancy.membership().view(*gpu);
-  const std::uint64_t room = view.limit_bytes > view.used_bytes ? view.limit_bytes - view.used_bytes : 0;
-  *total = static_cast<size_t>(std::min<std::uint64_t>(*total, view.limit_bytes));
-  *free = static_cast<size_t>(std::min<std::uint64_t>(*free, room));
+  const TenantMemory view = tenant_memory_view({*total, *free}, tenancy.membership().view(*gpu));
+  *total = static_cast<size_t>(view.total_bytes);
+  *free = static_cast<size_t>(view.free_bytes);
   return result;
 }
 
@@ -360,7 +359,7 @@ CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice dev) {
   if (tenancy.mode() != Tenancy::Mode::kEnforce) return result;
   const auto gpu = tenancy.gpu_for(dev);
   if (!gpu) return result;
-  *bytes = static_cast<size_t>(std::min<std::uint64_t>(*bytes, tenancy.membership().view(*gpu).limit_bytes));
+  *bytes = static_cast<size_t>(tenant_total_bytes(*bytes, tenancy.membership().view(*gpu)));
   return result;
 }
 

@@ -6,18 +6,16 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "core/memory_view.hpp"
 #include "core/settings.hpp"
 #include "core/size.hpp"
 
 namespace gpushare::nvml {
 
 MemoryFigures tenant_figures(const MemoryFigures& real, const TenantQuota& quota) {
-  const std::uint64_t room = quota.limit_bytes > quota.used_bytes ? quota.limit_bytes - quota.used_bytes : 0;
-  return MemoryFigures{
-      .total = std::min(quota.limit_bytes, real.total),
-      .free = std::min(room, real.free),
-      .used = quota.used_bytes,
-  };
+  const TenantMemory view = tenant_memory_view({.total_bytes = real.total, .free_bytes = real.free},
+                                               {.limit_bytes = quota.limit_bytes, .used_bytes = quota.used_bytes});
+  return MemoryFigures{.total = view.total_bytes, .free = view.free_bytes, .used = view.used_bytes};
 }
 
 std::optional<TenantQuota> find_tenant_quota(const std::vector<TenantSnapshot>& tenants, std::string_view tenant,

@@ -27,8 +27,7 @@ struct TenantQuota {
   std::uint64_t used_bytes = 0;
 };
 
-// total = min(limit, real total), used = the tenant's own bytes, free = min(limit - used, real
-// free): never more than the card has, as cuMemGetInfo under gpushare.
+// The card as the tenant sees it: core/memory_view.hpp's rule, the same cuMemGetInfo follows.
 MemoryFigures tenant_figures(const MemoryFigures& real, const TenantQuota& quota);
 
 // The quota of `tenant` on the GPU nvidia-smi names `gpu_uuid` ("GPU-…"), from `tenants` (a

@@ -4,6 +4,7 @@
 #include "commands.hpp"
 #include "core/ledger.hpp"
 #include "core/report.hpp"
+#include "core/report_json.hpp"
 #include "core/size.hpp"
 #include "views.hpp"
 

@@ -2,12 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <thread>
-
-#include <fmt/format.h>
-
-#include "core/size.hpp"
 
 namespace gpushare {
 namespace {
@@ -123,87 +120,6 @@ Report build_report(SharedState& shared) {
     report.tenants.push_back(std::move(summary));
   }
   return report;
-}
-
-std::string json_escape(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (const char c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
-}
-
-namespace {
-
-std::string quoted(std::string_view text) { return fmt::format("\"{}\"", json_escape(text)); }
-// A limit or percentage that may be absent: null in JSON.
-std::string bytes_or_null(std::uint64_t bytes) { return bytes == kUnlimited ? "null" : std::to_string(bytes); }
-std::string pct_or_null(std::uint32_t pct) { return pct == 0 ? "null" : std::to_string(pct); }
-std::string seconds(std::uint64_t ns) { return fmt::format("{:.6f}", static_cast<double>(ns) / 1e9); }
-
-template <typename Items, typename Write>
-std::string json_array(const Items& items, Write write) {
-  std::string out = "[";
-  bool first = true;
-  for (const auto& item : items) {
-    out += first ? "" : ",";
-    out += write(item);
-    first = false;
-  }
-  return out + "]";
-}
-
-}  // namespace
-
-std::string report_to_json(const Report& report) {
-  auto gpu_json = [](const GpuReport& gpu) {
-    auto tenant_json = [](const TenantOnGpu& use) {
-      auto process_json = [](const ProcessUse& process) {
-        return fmt::format(R"({{"pid":{},"alive":{},"held_bytes":{},"slot":{}}})", process.pid, process.alive,
-                           process.held_bytes, process.slot);
-      };
-      return fmt::format(
-          R"({{"tenant":{},"live":{},"memory_used_bytes":{},"memory_limit_bytes":{},"memory_peak_bytes":{},)"
-          R"("oom_refusals":{},"gpu_seconds":{},"launches":{},"wait_seconds":{},"holds_slice":{},"processes":{}}})",
-          quoted(use.tenant), use.live, use.memory_used_bytes, bytes_or_null(use.memory_limit_bytes),
-          use.memory_peak_bytes, use.oom_refusals, seconds(use.gpu_ns), use.launches, seconds(use.wait_ns),
-          use.holds_slice, json_array(use.processes, process_json));
-    };
-    return fmt::format(
-        R"({{"index":{},"uuid":{},"name":{},"memory_total_bytes":{},"slice_holder":{},"tenants":{}}})", gpu.index,
-        quoted(format_gpu_uuid(gpu.uuid)), quoted(gpu.name), gpu.memory_total_bytes,
-        gpu.slice_holder ? quoted(*gpu.slice_holder) : std::string("null"), json_array(gpu.tenants, tenant_json));
-  };
-  auto tenant_json = [](const TenantReport& tenant) {
-    auto process_json = [](const ProcessReport& process) {
-      return fmt::format(R"({{"slot":{},"pid":{},"alive":{},"started_unix_ns":{}}})", process.slot, process.pid,
-                         process.alive, process.started_unix_ns);
-    };
-    return fmt::format(
-        R"({{"name":{},"live":{},"share_pct":{},"limit_pct":{},"priority":{},"memory_limit_override_bytes":{},)"
-        R"("processes":{},"memory_limit_overridden":{}}})",
-        quoted(tenant.name), tenant.live, pct_or_null(tenant.compute.share_pct), pct_or_null(tenant.compute.limit_pct),
-        quoted(priority_name(tenant.compute.priority)),
-        tenant.memory_limit_override_bytes ? bytes_or_null(*tenant.memory_limit_override_bytes) : std::string("null"),
-        json_array(tenant.processes, process_json), tenant.memory_limit_override_bytes.has_value());
-  };
-  return fmt::format(R"({{"schema_version":{},"state":{},"time_unix_ns":{},"gpus":{},"tenants":{}}})",
-                     kReportSchemaVersion, quoted(report.state_path), report.time_unix_ns,
-                     json_array(report.gpus, gpu_json), json_array(report.tenants, tenant_json)) +
-         "\n";
 }
 
 }  // namespace gpushare

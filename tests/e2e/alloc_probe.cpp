@@ -3,8 +3,10 @@
 //
 //   alloc_probe LOOKUP COMMAND [ARGS]   LOOKUP = linked | procaddress | dlsym
 //   COMMANDS
-//     fill CHUNK [HOLD_UNTIL_FILE]   allocate CHUNK bytes until refused; report; optionally wait for
-//                                    a file to exist before freeing (keeps memory for races)
+//     fill CHUNK [HOLD_UNTIL_FILE [FILLED_FILE]]
+//                                    allocate CHUNK bytes until refused; report; optionally create
+//                                    FILLED_FILE, then wait for HOLD_UNTIL_FILE to exist before
+//                                    freeing (keeps memory for races)
 //     hold BYTES READY_FILE          allocate, create READY_FILE, then sleep until killed
 //     hold-with-child BYTES READY_FILE   the same, after forking a child that lives on for 5 s
 //                                    (a DataLoader worker outliving its killed parent)
@@ -138,6 +140,7 @@ int main(int argc, char** argv) {
     }
     std::printf("allocated=%zu error=%d\n", pointers.size() * chunk, last);
     report_view(api, device);
+    if (argc >= 6) std::ofstream(argv[5]) << "filled\n";
     if (argc >= 5) wait_for_file(argv[4]);
     for (CUdeviceptr pointer : pointers) {
       if (api.mem_free(pointer) != CUDA_SUCCESS) die("free failed");

@@ -9,11 +9,11 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "process.hpp"
 #include "scratch.hpp"
+#include "status_json.hpp"
 
 namespace gpushare::testing {
 namespace {
@@ -38,6 +38,21 @@ class TimeSlicing : public ScratchTest {
     return std::make_unique<Process>(argv, fake_driver_env(GPUSHARE_TEST_FAKE_DIR, std::move(env)));
   }
 
+  // `tenant` started with a file its workload creates once its first launch has returned (it has
+  // been granted the GPU): launched(name) waits for it.
+  std::unique_ptr<Process> start_announcing(Tenant tenant) const {
+    tenant.env.insert({"WORKLOAD_READY_FILE", path(tenant.name + ".launched")});
+    return start(tenant);
+  }
+  ::testing::AssertionResult launched(const std::string& name) const {
+    if (appears_within(path(name + ".launched"), std::chrono::seconds(20))) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << name << "'s first launch never returned within 20 s";
+  }
+  ::testing::AssertionResult holds_the_slice(const std::string& name) const {
+    return status_shows(state_, name + " holding the time slice",
+                        [&](const Json& status) { return holds_slice(status, name); });
+  }
+
   // Runs the tenants side by side; returns each one's share of the kernel time they got together.
   std::vector<double> shares(const std::vector<Tenant>& tenants) {
     std::vector<std::unique_ptr<Process>> processes;
@@ -47,7 +62,9 @@ class TimeSlicing : public ScratchTest {
     for (auto& process : processes) {
       const ProcessResult r = process->wait(std::chrono::seconds(60));
       EXPECT_EQ(r.exit_code, 0) << r.err;
-      kernel.push_back(output_double(r.out, "kernel_us").value_or(0));
+      const auto kernel_us = output_double(r.out, "kernel_us");
+      EXPECT_TRUE(kernel_us.has_value()) << "no kernel_us in: " << r.out;
+      kernel.push_back(kernel_us.value_or(0));
       total += kernel.back();
     }
     for (double& k : kernel) k = total > 0 ? k / total : 0;
@@ -215,8 +232,8 @@ TEST_F(TimeSlicing, LongLaunchesKeepOneQueuedBehindTheRunningOne) {
 TEST_F(TimeSlicing, HighPriorityLatencyStaysNearSolo) {
   const ProcessResult solo = start({"solo", {"--priority", "high"}, {"latency", "2", "50", "5000"}})->wait();
   ASSERT_EQ(solo.exit_code, 0) << solo.err;
-  auto low = start({"low", {"--priority", "low"}, {"saturate", "5", "100"}});
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto low = start_announcing({"low", {"--priority", "low"}, {"saturate", "5", "100"}});
+  ASSERT_TRUE(launched("low")) << "low must hold the GPU, its queue full, when high comes";
   const ProcessResult high = start({"high", {"--priority", "high"}, {"latency", "3", "50", "5000"}})->wait();
   ASSERT_EQ(high.exit_code, 0) << high.err;
   const ProcessResult low_result = low->wait();
@@ -241,8 +258,8 @@ TEST_F(TimeSlicing, HighPriorityLatencyStaysNearSolo) {
 // more than a few launches failed: the gate recorded its events into the graph and then waited on
 // them, which the driver refuses during capture.
 TEST_F(TimeSlicing, StreamCapturesSurviveTheGate) {
-  auto other = start({"other", {}, {"saturate", "3", "1000"}});
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto other = start_announcing({"other", {}, {"saturate", "3", "1000"}});
+  ASSERT_TRUE(launched("other"));
   const ProcessResult r = start({"capturing", {}, {"capture", "2", "100"}})->wait();
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_GT(output_u64(r.out, "captures").value(), 20u) << r.out;
@@ -255,8 +272,8 @@ TEST_F(TimeSlicing, StreamCapturesSurviveTheGate) {
 // keep a saturating `low` neighbour off the GPU meanwhile (its launches move its launch count, so
 // to the arbiter it looks busy).
 TEST_F(TimeSlicing, ACaptureOnlyPhaseLeavesTheGpuToOthers) {
-  auto low = start({"low", {"--priority", "low"}, {"saturate", "3", "1000"}});
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto low = start_announcing({"low", {"--priority", "low"}, {"saturate", "3", "1000"}});
+  ASSERT_TRUE(launched("low"));
   const ProcessResult capturing = start({"warm-up", {"--priority", "high"}, {"capture-only", "2", "100"}})->wait();
   ASSERT_EQ(capturing.exit_code, 0) << capturing.err;
   EXPECT_EQ(output_u64(capturing.out, "failed").value(), 0u) << capturing.out;
@@ -266,31 +283,38 @@ TEST_F(TimeSlicing, ACaptureOnlyPhaseLeavesTheGpuToOthers) {
 }
 
 TEST_F(TimeSlicing, KillingTheHolderReleasesTheGpuWithinASecond) {
-  auto victim = start({"victim", {}, {"saturate", "30", "1000"}});
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  auto survivor = start({"survivor", {}, {"saturate", "3", "1000"}});
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto victim = start_announcing({"victim", {}, {"saturate", "30", "1000"}});
+  ASSERT_TRUE(launched("victim"));
+  auto survivor = start_announcing({"survivor", {}, {"saturate", "3", "1000"}});
+  // Both have had the GPU; killed while it is the victim's turn.
+  ASSERT_TRUE(launched("survivor"));
+  ASSERT_TRUE(holds_the_slice("victim"));
   victim->kill(SIGKILL);
   EXPECT_EQ(victim->wait().exit_code, 128 + SIGKILL);
   const ProcessResult r = survivor->wait();
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  // Half of the first 0.5 s, then (after at most a second's hand-over) all of the rest.
+  // Half of the time until the kill, then (after at most a second's hand-over) all of the rest.
   EXPECT_GE(output_double(r.out, "kernel_us").value() / output_double(r.out, "wall_us").value(), 0.45);
 }
 
 // The same with a `high` holder that has a 1 s slice and only a `low` process waiting: its hold
 // through pauses must not outlive it.
 TEST_F(TimeSlicing, KillingAHighHolderReleasesTheGpuToALowOne) {
-  auto victim = start({"victim", {"--priority", "high", "--slice-ms", "1000"}, {"saturate", "30", "1000"}});
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto victim = start_announcing({"victim", {"--priority", "high", "--slice-ms", "1000"}, {"saturate", "30", "1000"}});
+  ASSERT_TRUE(launched("victim"));
+  ASSERT_TRUE(holds_the_slice("victim"));
   auto survivor = start({"survivor", {"--priority", "low"}, {"saturate", "3", "1000"}});
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // The low process is on the GPU (its context made, its launches kept waiting by strict
+  // priority) before the holder dies.
+  ASSERT_TRUE(status_shows(state_, "survivor on the GPU", [](const Json& status) {
+    return live_on_a_gpu(status, "survivor");
+  }));
   victim->kill(SIGKILL);
   EXPECT_EQ(victim->wait().exit_code, 128 + SIGKILL);
   const ProcessResult r = survivor->wait();
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  // Nothing for the first ~0.5 s (strict priority), then all of it: ~0.83. Holding on for the
-  // victim's 1 s slice would leave ~0.5.
+  // Nothing until the kill (strict priority), then all of it. Holding on for the victim's 1 s
+  // slice would leave at most ~0.67.
   EXPECT_GE(output_double(r.out, "kernel_us").value() / output_double(r.out, "wall_us").value(), 0.7) << r.out;
 }
 
@@ -298,8 +322,8 @@ TEST_F(TimeSlicing, KillingAHighHolderReleasesTheGpuToALowOne) {
 // CPU time, start-up included, is taken over 4 s, so a machine busy with other work (which makes
 // start-up dearer) does not decide the result.
 TEST_F(TimeSlicing, AWaitingProcessSleeps) {
-  auto high = start({"busy", {"--priority", "high"}, {"saturate", "5", "1000"}});
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto high = start_announcing({"busy", {"--priority", "high"}, {"saturate", "5", "1000"}});
+  ASSERT_TRUE(launched("busy"));
   const ProcessResult waiting = start({"starved", {"--priority", "low"}, {"saturate", "2", "1000"}})->wait();
   ASSERT_EQ(waiting.exit_code, 0) << waiting.err;
   EXPECT_LT(waiting.cpu_seconds / 4.0, 0.05) << "cpu " << waiting.cpu_seconds << " s";

@@ -10,7 +10,6 @@
 #include <fstream>
 #include <optional>
 #include <string>
-#include <thread>
 
 #include "process.hpp"
 #include "scratch.hpp"
@@ -102,16 +101,20 @@ TEST_F(EndToEnd, RacingProcessesNeverExceedTheQuotaByOneByte) {
   const Env env = tenant_env({{"GPUSHARE_MEMORY_LIMIT", "100MiB"}, {"GPUSHARE_TENANT", "race"}});
   std::vector<std::unique_ptr<Process>> racers;
   for (int i = 0; i < 4; ++i) {
-    racers.push_back(std::make_unique<Process>(probe("linked", {"fill", std::to_string(kMiB), path("go")}), env));
+    const std::string filled = path("filled-" + std::to_string(i));
+    racers.push_back(
+        std::make_unique<Process>(probe("linked", {"fill", std::to_string(kMiB), path("go"), filled}), env));
   }
-  // Each racer keeps what it got until all have finished, so the sum is what was granted at once.
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // Each racer keeps what it got until all have been refused, so the sum is what was granted at once.
+  for (int i = 0; i < 4; ++i) wait_for_file(path("filled-" + std::to_string(i)));
   std::ofstream(path("go")) << "go\n";
   std::uint64_t total = 0;
   for (auto& racer : racers) {
     const ProcessResult r = racer->wait();
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    total += output_u64(r.out, "allocated").value_or(0);
+    const auto allocated = output_u64(r.out, "allocated");
+    ASSERT_TRUE(allocated.has_value()) << r.out;
+    total += *allocated;
   }
   EXPECT_EQ(total, 100 * kMiB);
 }
@@ -138,7 +141,9 @@ TEST_F(EndToEnd, AForkedChildDoesNotKeepItsKilledParentsBytes) {
     wait_for_file(path("ready"));
     parent.kill(SIGKILL);
     const ProcessResult r = parent.wait();
-    child = static_cast<pid_t>(output_u64(r.out, "child").value_or(0));
+    const auto child_pid = output_u64(r.out, "child");
+    ASSERT_TRUE(child_pid.has_value()) << r.out;
+    child = static_cast<pid_t>(*child_pid);
   }
   ASSERT_GT(child, 0);
   ASSERT_EQ(::kill(child, 0), 0) << "the child must still be alive for this test to mean anything";
@@ -261,9 +266,12 @@ TEST_F(EndToEnd, InertInProcessesThatNeverUseCuda) {
 
 TEST_F(EndToEnd, RunMakesOneTenantOfEveryChildProcess) {
   const std::string probe_path = GPUSHARE_TEST_PROBE;
-  const std::string script = probe_path + " linked hold " + std::to_string(40 * kMiB) + " " + path("ready") +
-                             " & until [ -e " + path("ready") + " ]; do sleep 0.01; done; " + probe_path +
-                             " dlsym fill " + std::to_string(kMiB) + "; kill $!";
+  // The holder, then (once it holds its bytes: polled for 20 s at most) a second process that fills.
+  const std::string ready = path("ready");
+  const std::string script = probe_path + " linked hold " + std::to_string(40 * kMiB) + " " + ready +
+                             " & for i in $(seq 2000); do [ -e " + ready + " ] && break; sleep 0.01; done; [ -e " +
+                             ready + " ] || { echo 'the holder never became ready' >&2; kill $!; exit 1; }; " +
+                             probe_path + " dlsym fill " + std::to_string(kMiB) + "; kill $!";
   const Env env = fake_driver_env(GPUSHARE_TEST_FAKE_DIR, {{"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)}});
   const ProcessResult r =
       run({GPUSHARE_TEST_TOOL, "run", "--memory", "64MiB", "--state", state_, "--", "/bin/sh", "-c", script}, env);

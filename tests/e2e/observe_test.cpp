@@ -5,10 +5,10 @@
 #include <chrono>
 #include <sstream>
 #include <string>
-#include <thread>
 
 #include "process.hpp"
 #include "scratch.hpp"
+#include "status_json.hpp"
 
 namespace gpushare::testing {
 namespace {
@@ -106,12 +106,9 @@ TEST_F(Observe, TopShowsGpuTimeAsRatesWithinEightyColumns) {
   Process busy(tenant("busy-tenant", {"--share", "30"}, {GPUSHARE_TEST_WORKLOAD, "linked", "saturate", "4", "1000"}),
                env());
   // Until it holds the GPU: starting takes longer on a loaded machine.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!contains(tool({"status", "--json"}).out, R"("tenant":"busy-tenant","live":true,)") ||
-         !contains(tool({"status", "--json"}).out, R"("holds_slice":true)")) {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the workload never held the GPU";
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  ASSERT_TRUE(status_shows(state_, "busy-tenant holding the GPU", [](const Json& status) {
+    return live_on_a_gpu(status, "busy-tenant") && holds_slice(status, "busy-tenant");
+  }));
   const ProcessResult top = tool({"top", "-n", "3", "-d", "0.3"});
   ASSERT_EQ(top.exit_code, 0) << top.err;
   const auto lines = lines_of(top.out);
@@ -129,6 +126,30 @@ TEST_F(Observe, TopShowsGpuTimeAsRatesWithinEightyColumns) {
   // Alone and saturating, it holds the (simulated) GPU nearly all the time.
   EXPECT_GT(*last_rate, 80.0) << top.out;
   EXPECT_EQ(busy.wait().exit_code, 0);
+}
+
+// A state path is whatever bytes the user chose; JSON must be UTF-8. The report stays valid JSON,
+// each invalid byte shown as U+FFFD, and still names the state and its tenants.
+TEST_F(Observe, StatusJsonIsValidForAStatePathThatIsNotUtf8) {
+  const fs::path folder = dir_ / "caf\xe9-\xff";
+  fs::create_directories(folder);
+  const std::string state = (folder / "state").string();
+  const ProcessResult filled = run({GPUSHARE_TEST_TOOL, "run", "--tenant", "latin1", "--memory", "16MiB", "--state",
+                                    state, "--", GPUSHARE_TEST_PROBE, "linked", "fill", std::to_string(4 * kMiB)},
+                                   env());
+  ASSERT_EQ(filled.exit_code, 0) << filled.err;
+  ASSERT_EQ(output_u64(filled.out, "allocated"), 16 * kMiB) << filled.out;
+
+  std::string why;
+  const auto status = read_status(state, &why);
+  ASSERT_TRUE(status.has_value()) << why;
+  const std::string shown = (dir_ / "caf\xef\xbf\xbd-\xef\xbf\xbd" / "state").string();
+  EXPECT_EQ(status->at("state"), shown);
+  ASSERT_EQ(status->at("tenants").size(), 1u) << status->dump();
+  EXPECT_EQ(status->at("tenants")[0].at("name"), "latin1");
+  const Json* use = tenant_on_gpu(*status, "latin1");
+  ASSERT_NE(use, nullptr) << status->dump();
+  EXPECT_EQ(use->at("memory_peak_bytes"), 16 * kMiB);
 }
 
 TEST_F(Observe, BadInputIsAClearError) {

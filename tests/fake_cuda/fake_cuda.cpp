@@ -94,6 +94,7 @@ struct CUstream_st {
   bool capture_invalidated = false;
   unsigned capture_nodes = 0;  // launches and event records captured so far
   std::thread::id capture_thread;
+  CUgraph_st* capture_graph = nullptr;  // cuStreamBeginCaptureToGraph: the graph it adds to
 };
 struct CUevent_st {
   CUctx_st* ctx = nullptr;  // the context that was current at creation
@@ -760,6 +761,21 @@ FAKE_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
   });
 }
 
+// Frees everything the primary context owns, as the driver does; the fake keeps it retained and
+// active (its own memory charged again), so the next call in it starts afresh.
+FAKE_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) {
+  return api([&] {
+    if (!valid_device(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    Lock lock;
+    CUctx_st* p = state().primary[dev];
+    if (p == nullptr || p->refs == 0) return CUDA_SUCCESS;  // inactive: nothing to reset
+    release_context_locked(p);
+    p->default_tail = 0;
+    p->latest_tail = 0;
+    return charge_locked(p->phys, config().ctx_memory);
+  });
+}
+
 // Creates a context and pushes it on the calling thread's stack.
 FAKE_EXPORT CUresult cuCtxCreate_v2(CUcontext* pctx, unsigned int /*flags*/, CUdevice dev) {
   return api([&] {
@@ -875,6 +891,22 @@ FAKE_EXPORT CUresult cuCtxSynchronize(void) {
   });
 }
 
+// CUDA 12.5+: the same for `ctx`, or for the current context when null.
+FAKE_EXPORT CUresult cuCtxSynchronize_v2(CUcontext ctx) {
+  if (ctx == nullptr) return cuCtxSynchronize();
+  return api([&] {
+    uint64_t until = 0;
+    {
+      Lock lock;
+      if (!known_ctx_locked(ctx)) return CUDA_ERROR_INVALID_CONTEXT;
+      RETURN_IF_ERROR(context_synchronize_allowed_locked(ctx));
+      until = ctx->latest_tail;
+    }
+    fake_engine::sleep_until(until);
+    return CUDA_SUCCESS;
+  });
+}
+
 // ----------------------------------------------------------------- streams --
 
 FAKE_EXPORT CUresult cuStreamCreate(CUstream* phStream, unsigned int Flags) {
@@ -922,21 +954,40 @@ FAKE_EXPORT_AND_PTSZ(cuStreamWaitEvent, (CUstream hStream, CUevent hEvent, unsig
   return api([&] { return stream_wait_event(hStream, hEvent, Flags); });
 })
 
-// Capture on created streams only (the default streams are refused).
-FAKE_EXPORT CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode) {
-  return api([&] {
-    if (mode < CU_STREAM_CAPTURE_MODE_GLOBAL || mode > CU_STREAM_CAPTURE_MODE_RELAXED) return CUDA_ERROR_INVALID_VALUE;
-    Lock lock;
-    if (is_default_stream(hStream)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
-    if (state().streams.count(hStream) == 0) return CUDA_ERROR_INVALID_HANDLE;
-    if (hStream->capture >= 0) return CUDA_ERROR_ILLEGAL_STATE;
-    hStream->capture = mode;
-    hStream->capture_invalidated = false;
-    hStream->capture_nodes = 0;
-    hStream->capture_thread = std::this_thread::get_id();
-    return CUDA_SUCCESS;
-  });
+namespace {
+
+// Capture on created streams only (the default streams are refused), into a new graph or, with
+// `graph`, into that one (cuStreamBeginCaptureToGraph).
+CUresult begin_capture(CUstream hStream, CUstreamCaptureMode mode, CUgraph_st* graph) {
+  if (mode < CU_STREAM_CAPTURE_MODE_GLOBAL || mode > CU_STREAM_CAPTURE_MODE_RELAXED) return CUDA_ERROR_INVALID_VALUE;
+  Lock lock;
+  if (is_default_stream(hStream)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  if (state().streams.count(hStream) == 0) return CUDA_ERROR_INVALID_HANDLE;
+  if (hStream->capture >= 0) return CUDA_ERROR_ILLEGAL_STATE;
+  hStream->capture = mode;
+  hStream->capture_invalidated = false;
+  hStream->capture_nodes = 0;
+  hStream->capture_thread = std::this_thread::get_id();
+  hStream->capture_graph = graph;
+  return CUDA_SUCCESS;
 }
+
+}  // namespace
+
+FAKE_EXPORT_AND_PTSZ(cuStreamBeginCapture_v2, (CUstream hStream, CUstreamCaptureMode mode), {
+  return api([&] { return begin_capture(hStream, mode, nullptr); });
+})
+
+// Dependencies are not simulated: the captured nodes are added to `hGraph`.
+FAKE_EXPORT_AND_PTSZ(cuStreamBeginCaptureToGraph,
+                     (CUstream hStream, CUgraph hGraph, const CUgraphNode* dependencies,
+                      const CUgraphEdgeData* /*dependencyData*/, size_t numDependencies, CUstreamCaptureMode mode),
+                     {
+  return api([&] {
+    if (hGraph == nullptr || (numDependencies != 0 && dependencies == nullptr)) return CUDA_ERROR_INVALID_VALUE;
+    return begin_capture(hStream, mode, hGraph);
+  });
+})
 
 // Ends the capture: its graph, or CUDA_ERROR_STREAM_CAPTURE_INVALIDATED.
 FAKE_EXPORT_AND_PTSZ(cuStreamEndCapture, (CUstream hStream, CUgraph* phGraph), {
@@ -948,6 +999,12 @@ FAKE_EXPORT_AND_PTSZ(cuStreamEndCapture, (CUstream hStream, CUgraph* phGraph), {
     s->capture = -1;
     *phGraph = nullptr;
     if (s->capture_invalidated) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+    if (s->capture_graph != nullptr) {
+      s->capture_graph->nodes += s->capture_nodes;
+      *phGraph = s->capture_graph;
+      s->capture_graph = nullptr;
+      return CUDA_SUCCESS;
+    }
     *phGraph = new CUgraph_st{s->capture_nodes};  // the fake never frees graphs
     return CUDA_SUCCESS;
   });
@@ -1180,6 +1237,18 @@ FAKE_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle* handle, size_t si
   });
 }
 
+// Another process's allocation, shared through a file descriptor (or fabric handle): the fake
+// shares no memory between processes, so `osHandle` is not read; the handle maps one granule and
+// is charged to no one (the memory is the exporter's).
+FAKE_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle* handle, void* /*osHandle*/,
+                                                    CUmemAllocationHandleType shHandleType) {
+  return api([&] {
+    if (handle == nullptr || shHandleType == CU_MEM_HANDLE_TYPE_NONE) return CUDA_ERROR_INVALID_VALUE;
+    Lock lock;
+    return record_locked(Kind::Vmm, -1, kGranularity, nullptr, handle);
+  });
+}
+
 // As in the driver, a still-mapped handle's memory is freed at its last unmap.
 FAKE_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
   return api([&] {
@@ -1353,7 +1422,10 @@ void* lookup_export(const char* name) {
       FAKE_ENTRY(cuEventQuery), FAKE_ENTRY(cuEventSynchronize), FAKE_ENTRY(cuEventElapsedTime),
       FAKE_ENTRY(cuEventElapsedTime_v2), FAKE_ENTRY(cuStreamBeginCapture_v2), FAKE_ENTRY(cuStreamEndCapture),
       FAKE_ENTRY(cuStreamEndCapture_ptsz), FAKE_ENTRY(cuStreamIsCapturing), FAKE_ENTRY(cuStreamIsCapturing_ptsz),
-      FAKE_ENTRY(cuThreadExchangeStreamCaptureMode),
+      FAKE_ENTRY(cuThreadExchangeStreamCaptureMode), FAKE_ENTRY(cuCtxSynchronize_v2),
+      FAKE_ENTRY(cuDevicePrimaryCtxReset_v2), FAKE_ENTRY(cuMemImportFromShareableHandle),
+      FAKE_ENTRY(cuStreamBeginCapture_v2_ptsz), FAKE_ENTRY(cuStreamBeginCaptureToGraph),
+      FAKE_ENTRY(cuStreamBeginCaptureToGraph_ptsz),
   };
 #undef FAKE_ENTRY
   for (const Entry& e : kEntries)
@@ -1379,12 +1451,14 @@ constexpr Renamed kRenames[] = {
     {"cuDeviceGetUuid", 11040, "cuDeviceGetUuid_v2"}, {"cuGetProcAddress", 12000, "cuGetProcAddress_v2"},
     {"cuEventDestroy", 4000, "cuEventDestroy_v2"}, {"cuEventElapsedTime", 12080, "cuEventElapsedTime_v2"},
     {"cuStreamBeginCapture", 10010, "cuStreamBeginCapture_v2"},
+    {"cuDevicePrimaryCtxReset", 11000, "cuDevicePrimaryCtxReset_v2"},
 };
 // Functions with a per-thread-default-stream export.
 constexpr const char* kPtsz[] = {
     "cuMemAllocAsync", "cuMemAllocFromPoolAsync", "cuMemFreeAsync", "cuLaunchKernel", "cuLaunchKernelEx",
     "cuLaunchCooperativeKernel", "cuGraphLaunch", "cuEventRecord", "cuEventRecordWithFlags", "cuStreamSynchronize",
-    "cuStreamQuery", "cuStreamWaitEvent", "cuStreamEndCapture", "cuStreamIsCapturing",
+    "cuStreamQuery", "cuStreamWaitEvent", "cuStreamEndCapture", "cuStreamIsCapturing", "cuStreamBeginCapture_v2",
+    "cuStreamBeginCaptureToGraph",
 };
 
 CUresult get_proc_address(const char* symbol, void** pfn, int version, cuuint64_t flags,

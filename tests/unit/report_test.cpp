@@ -3,7 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
 #include "core/compute.hpp"
+#include "core/report_json.hpp"
 #include "core/size.hpp"
 #include "test_support.hpp"
 
@@ -48,19 +54,84 @@ TEST_F(ReportTest, OrganisesTenantsPerGpuWithTheirProcessesAndBytes) {
 TEST_F(ReportTest, JsonUsesNullForUnsetValuesAndEscapesNames) {
   auto tenant = TenantMembership::join(*state_, R"(a"quoted"\name)");
   ASSERT_TRUE(tenant.ok()) << tenant.error().message;
-  ASSERT_TRUE((*tenant)->attach_gpu(make_uuid(1), 16_GiB, kUnlimited, "GPU\twith\ttabs").ok());
+  ASSERT_TRUE((*tenant)->attach_gpu(make_uuid(1), 16_GiB, kUnlimited, "GPU\twith\ttabs\x01\n").ok());
   const std::string json = report_to_json(build_report(*state_));
   EXPECT_TRUE(Contains(json, R"("tenant":"a\"quoted\"\\name")"));
-  EXPECT_TRUE(Contains(json, R"("name":"GPU\twith\ttabs")"));
+  EXPECT_TRUE(Contains(json, R"("name":"GPU\twith\ttabs\u0001\n")"));
   EXPECT_TRUE(Contains(json, R"("memory_limit_bytes":null)"));
   EXPECT_TRUE(Contains(json, R"("share_pct":null,"limit_pct":null,"priority":"normal")"));
   EXPECT_TRUE(Contains(json, R"("schema_version":1,)"));
   EXPECT_EQ(json.back(), '\n');
+  EXPECT_EQ(std::count(json.begin(), json.end(), '\n'), 1) << "one line";
+  const auto parsed = nlohmann::json::parse(json);
+  EXPECT_EQ(parsed["tenants"][0]["name"], R"(a"quoted"\name)");
+  EXPECT_EQ(parsed["gpus"][0]["name"], "GPU\twith\ttabs\x01\n");
 }
 
-TEST(JsonEscape, ControlCharactersBecomeUnicodeEscapes) {
-  EXPECT_EQ(json_escape(std::string("a\x01z\n", 4)), "a\\u0001z\\n");
-  EXPECT_EQ(json_escape("plain"), "plain");
+// The keys of every object, in the order docs/operations.md lists them (scripts grep for runs of
+// them), and the values' JSON types.
+TEST_F(ReportTest, JsonKeepsTheDocumentedSchema) {
+  auto tenant = TenantMembership::join(*state_, "train");
+  ASSERT_TRUE(tenant.ok());
+  auto gpu = (*tenant)->attach_gpu(make_uuid(4), 16_GiB, 8_GiB, "Card");
+  ASSERT_TRUE(gpu.ok());
+  ASSERT_EQ((*tenant)->try_reserve(gpu->gpu, 1_GiB).value(), Reservation::kGranted);
+  const auto json = nlohmann::ordered_json::parse(report_to_json(build_report(*state_)));
+  const auto keys = [](const nlohmann::ordered_json& object) {
+    std::vector<std::string> names;
+    for (const auto& item : object.items()) names.push_back(item.key());
+    return names;
+  };
+  using Keys = std::vector<std::string>;
+  EXPECT_EQ(keys(json), (Keys{"schema_version", "state", "time_unix_ns", "gpus", "tenants"}));
+  EXPECT_EQ(json["state"], state_->path());
+  ASSERT_EQ(json["gpus"].size(), 1u);
+  const auto& card = json["gpus"][0];
+  EXPECT_EQ(keys(card), (Keys{"index", "uuid", "name", "memory_total_bytes", "slice_holder", "tenants"}));
+  EXPECT_TRUE(card["slice_holder"].is_null());
+  ASSERT_EQ(card["tenants"].size(), 1u);
+  const auto& use = card["tenants"][0];
+  EXPECT_EQ(keys(use), (Keys{"tenant", "live", "memory_used_bytes", "memory_limit_bytes", "memory_peak_bytes",
+                             "oom_refusals", "gpu_seconds", "launches", "wait_seconds", "holds_slice", "processes"}));
+  EXPECT_EQ(use["memory_used_bytes"], 1_GiB);
+  EXPECT_EQ(use["memory_limit_bytes"], 8_GiB);
+  EXPECT_TRUE(use["gpu_seconds"].is_number_float());
+  EXPECT_TRUE(use["wait_seconds"].is_number_float());
+  ASSERT_EQ(use["processes"].size(), 1u);
+  EXPECT_EQ(keys(use["processes"][0]), (Keys{"pid", "alive", "held_bytes", "slot"}));
+  ASSERT_EQ(json["tenants"].size(), 1u);
+  const auto& summary = json["tenants"][0];
+  EXPECT_EQ(keys(summary), (Keys{"name", "live", "share_pct", "limit_pct", "priority", "memory_limit_override_bytes",
+                                 "processes", "memory_limit_overridden"}));
+  EXPECT_EQ(keys(summary["processes"][0]), (Keys{"slot", "pid", "alive", "started_unix_ns"}));
+  EXPECT_EQ(summary["memory_limit_overridden"], false);
+}
+
+TEST(ReportJson, SecondsHaveMicrosecondResolution) {
+  Report report;
+  GpuReport gpu;
+  TenantOnGpu use;
+  use.gpu_ns = 1'234'567'891;
+  use.wait_ns = 400;
+  gpu.tenants.push_back(use);
+  report.gpus.push_back(gpu);
+  const auto json = nlohmann::json::parse(report_to_json(report));
+  EXPECT_DOUBLE_EQ(json["gpus"][0]["tenants"][0]["gpu_seconds"].get<double>(), 1.234568);
+  EXPECT_DOUBLE_EQ(json["gpus"][0]["tenants"][0]["wait_seconds"].get<double>(), 0.0);
+}
+
+// The state path comes from the user and GPU names from the driver: neither need be UTF-8. Each
+// invalid sequence becomes U+FFFD, so the output still parses and still names the rest.
+TEST(ReportJson, TextThatIsNotUtf8BecomesTheReplacementCharacter) {
+  Report report;
+  report.state_path = "/tmp/caf\xe9-\xff/state";
+  GpuReport gpu;
+  gpu.name = "GPU \xc3";  // a sequence cut short
+  report.gpus.push_back(gpu);
+  const std::string text = report_to_json(report);
+  const auto json = nlohmann::json::parse(text);  // throws on invalid UTF-8
+  EXPECT_EQ(json["state"], "/tmp/caf\xef\xbf\xbd-\xef\xbf\xbd/state");
+  EXPECT_EQ(json["gpus"][0]["name"], "GPU \xef\xbf\xbd");
 }
 
 TEST_F(ReportTest, TheSliceInProgressCountsUpToTheHoldersLastObservedLaunch) {

@@ -1,5 +1,5 @@
 // What `gpushare status`, `gpushare top` and the Prometheus exporter show: one read of the shared
-// state, organised per GPU, and its stable JSON form (schema in docs/operations.md).
+// state, organised per GPU (its JSON form: core/report_json.hpp).
 //
 // Building a report only reads the state (and probes liveness locks, which it releases at once):
 // it never takes the ledger or schedule mutexes, so watching never slows a running tenant.
@@ -15,10 +15,6 @@
 #include "core/shared_state.hpp"
 
 namespace gpushare {
-
-// Bumped when a field of the JSON form changes meaning or disappears; new fields may be added
-// without a bump.
-inline constexpr int kReportSchemaVersion = 1;
 
 struct ProcessUse {
   std::uint32_t slot = 0;  // identifies the process (PIDs repeat across containers)
@@ -76,11 +72,5 @@ struct Report {
 };
 
 Report build_report(SharedState& state);
-
-// The stable, documented machine-readable form (`gpushare status --json`).
-std::string report_to_json(const Report& report);
-
-// Escapes `text` as the body of a JSON string (no quotes added).
-std::string json_escape(std::string_view text);
 
 }  // namespace gpushare
