@@ -42,10 +42,9 @@ class DriverEvents final : public InflightEvents {
            driver_.cuEventSynchronize != nullptr;
   }
   bool create(EventHandle* event) override {
+    if (driver_.cuEventCreate == nullptr) return false;
     CUevent made = nullptr;
-    if (driver_.cuEventCreate == nullptr || driver_.cuEventCreate(&made, CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
-      return false;
-    }
+    if (driver_.cuEventCreate(&made, CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) return false;
     *event = made;
     return true;
   }
@@ -193,10 +192,6 @@ __attribute__((tls_model("initial-exec"))) thread_local std::array<LaneClaim, la
   return gpu;
 }
 
-// A launch that does not hold the slice, or whose thread is due a checkpoint. Unless it is being
-// captured into a graph: then it needs no slice, and an event recorded on its stream would end up
-// in the program's graph. Without a capture going on in the process (the common case) there is
-// nothing to ask the driver.
 // After the arbiter of a GPU failed, launches on that GPU go ungated for a while (UngatedPause).
 std::array<UngatedPause, layout::kMaxGpus> g_ungated{};
 
@@ -206,6 +201,10 @@ void arbiter_failed(std::uint32_t gpu, CUdevice device, const Error& error) {
                device, error.message);
 }
 
+// A launch that does not hold the slice, or whose thread is due a checkpoint. Unless it is being
+// captured into a graph: then it needs no slice, and an event recorded on its stream would end up
+// in the program's graph. Without a capture going on in the process (the common case) there is
+// nothing to ask the driver.
 void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::uint32_t gpu, CUdevice device,
                              CUstream stream) {
   if (g_ungated[gpu].ungated(monotonic_now_ns())) return;
@@ -235,17 +234,13 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   std::uint64_t now = monotonic_now_ns();
   const InflightPacing& pacing = inflight_pacing();
   const unsigned most = pacing.most_launches(gate.higher_class_recently(gpu, now));
-  if (DriverEvents events(driver); events.usable()) {
-    t_until_checkpoint[gpu] =
-        tenancy.inflight(gpu).checkpoint(pacing, events, {t_last.context, device, stream}, most, granted_now, &now);
-  } else {
-    t_until_checkpoint[gpu] = most;
-  }
-  if (auto checked = gate.checkpoint(gpu, drain, now); !checked) {
-    arbiter_failed(gpu, device, checked.error());
-  } else {
-    g_ungated[gpu].worked();
-  }
+  DriverEvents events(driver);
+  t_until_checkpoint[gpu] =
+      events.usable()
+          ? tenancy.inflight(gpu).checkpoint(pacing, events, {t_last.context, device, stream}, most, granted_now, &now)
+          : most;
+  if (auto checked = gate.checkpoint(gpu, drain, now); !checked) return arbiter_failed(gpu, device, checked.error());
+  g_ungated[gpu].worked();
 }
 
 CUstream per_thread_stream(CUstream stream) { return stream == nullptr ? CU_STREAM_PER_THREAD : stream; }

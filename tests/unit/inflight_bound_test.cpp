@@ -52,6 +52,8 @@ class SimulatedGpu final : public InflightEvents {
     most_in_flight = std::max(most_in_flight, in_flight_.size());
     clock_ns += kLaunchCostNs;
   }
+  // A handover's drain: everything queued has run.
+  void drain() { clock_ns = std::max(clock_ns, busy_until_ns_); }
   // The GPU time queued ahead of a launch made now.
   std::uint64_t queued_ns() const { return busy_until_ns_ > clock_ns ? busy_until_ns_ - clock_ns : 0; }
   bool live(EventHandle event) const { return contexts_.contains(event); }
@@ -216,11 +218,13 @@ TEST_F(InflightBoundTest, AnEventOnAJustDrainedQueueSaysNothing) {
   EXPECT_EQ(after, (std::vector<unsigned>{4, 4, 5}));
 }
 
-TEST_F(InflightBoundTest, LongLaunchesStayAssumedAfterAGrant) {
+TEST_F(InflightBoundTest, LongLaunchesStayAssumedAtAGrant) {
   (void)run(30, 3 * kMs);
-  // Granted again after a drain, then short launches: the first event waited for as the newest was
-  // recorded on the empty queue, so it shows nothing about the launches; the next one does.
-  gpu_.clock_ns += 30 * kMs;
+  (void)run(2, 10 * kUs);
+  // A handover drained the queue and the slice is granted again: the newest event, waited for at
+  // the grant, finished at some moment of the drain, so it shows nothing about the launches. Only
+  // the event recorded after the grant on short launches does.
+  gpu_.drain();
   ASSERT_EQ(checkpoint(/*queue_empty=*/true), 1u);
   gpu_.launch(10 * kUs);
   const std::vector<unsigned> after = run(3, 10 * kUs);
