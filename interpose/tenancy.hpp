@@ -12,6 +12,7 @@
 #include "allocation_map.hpp"
 #include "cuda_api.hpp"
 #include "core/compute.hpp"
+#include "core/inflight_bound.hpp"
 #include "core/ledger.hpp"
 #include "core/settings.hpp"
 
@@ -65,26 +66,7 @@ class Tenancy {
   ComputeGate& gate() { return *gate_; }
 
   // Per GPU: bounds this process's work in flight with events (so that a handover or a
-  // higher-priority tenant never waits behind a deep queue). Touched only on the slow path
-  // (compute_hooks.cpp), under `mutex` except `interval`.
-  struct InflightBound {
-    std::mutex mutex;
-    std::array<CUevent, 2> events{};
-    std::array<std::uint64_t, 2> recorded_at_ns{};  // when each event was recorded; 0 = not pending
-    std::array<unsigned, 2> interval_at_record{};   // the interval in force then
-    std::array<bool, 2> marked_work{};              // whether work was queued ahead of it, as far as known
-    unsigned next = 0;
-    // One launch is over half the time target: wait for the newest event too. Assumed at first,
-    // like the interval of 1, until an event shows launches short.
-    bool long_launches = true;
-    // Launches between checkpoints, adapted so that the queue stays short in time; 0 = not yet (1).
-    std::atomic<unsigned> interval{0};
-    // The context the events were created in (null: none yet), and its device. Launches in another
-    // context of the GPU are not bounded: an event can only be recorded in its own context.
-    CUcontext context = nullptr;
-    CUdevice device = -1;
-    unsigned checkpoints_elsewhere = 0;  // in a row, in another context
-  };
+  // higher-priority tenant never waits behind a deep queue). Used on the slow path only.
   InflightBound& inflight(std::uint32_t gpu) { return inflight_[gpu]; }
   std::uint64_t physical_bytes(CUdevice ordinal) const;
 
