@@ -123,7 +123,7 @@ constexpr std::array kOptions{
                "Quota on one device, INDEX=SIZE, INDEX as the program sees it (0-63, no leading zeros); repeatable",
                apply_device_memory_limit},
     OptionSpec{"GPUSHARE_TENANT", "CUDA_DEVICE_MEMORY_SHARED_CACHE", "--tenant", "", "tenant", "NAME", "",
-               "one tenant per process (gpushare run: one per run)",
+               "a new one per gpushare run, else one per process",
                "Tenant name; processes with the same name share one quota", apply_tenant},
     OptionSpec{"GPUSHARE_STATE", "", "--state", "--state", "state_path", "PATH", "",
                "/tmp/vgpulock/gpushare.state if /tmp/vgpulock is a folder of root's, else /dev/shm/gpushare.state",
