@@ -13,6 +13,7 @@
 #include "commands.hpp"
 #include "core/ledger.hpp"
 #include "core/settings.hpp"
+#include "core/size.hpp"
 
 namespace fs = std::filesystem;
 
@@ -26,6 +27,18 @@ std::string generated_tenant_name(const std::string& command) {
   std::string base = fs::path(command).filename().string();
   if (base.size() > 48) base.resize(48);
   return normalize_tenant_name(fmt::format("{}-{:06x}", base, static_cast<std::uint32_t>(mix >> 40)));
+}
+
+// What CMD's environment gets for a flag: sizes as exact byte counts (scripts read them back, as
+// examples/slurm does), the state as an absolute path (CMD may change its working folder), the rest
+// as given. `requested` holds the flags' parsed values.
+std::string exported_value(const OptionAssignment& assignment, const Settings& requested) {
+  auto limit_text = [](std::uint64_t bytes) { return bytes == kUnlimited ? "unlimited" : std::to_string(bytes); };
+  if (assignment.variable == "GPUSHARE_STATE") return fs::absolute(assignment.value).string();
+  if (assignment.variable == "GPUSHARE_CONTEXT_MEMORY") return std::to_string(requested.context_memory_bytes);
+  if (assignment.variable == "GPUSHARE_MEMORY_LIMIT") return limit_text(requested.memory_limit_bytes);
+  if (assignment.device >= 0) return limit_text(requested.memory_limit_for(assignment.device));
+  return assignment.value;
 }
 
 void set_env(const std::string& name, const std::string& value) { ::setenv(name.c_str(), value.c_str(), 1); }
@@ -87,9 +100,7 @@ int run_command(RunOptions& options) {
   bool tenant_given = false;
   for (const OptionAssignment& assignment : *assignments) {
     tenant_given = tenant_given || assignment.variable == "GPUSHARE_TENANT";
-    // CMD may change its working folder: a relative --state must name the same file there.
-    const bool is_state = assignment.variable == "GPUSHARE_STATE";
-    set_env(assignment.variable, is_state ? fs::absolute(assignment.value).string() : assignment.value);
+    set_env(assignment.variable, exported_value(assignment, requested));
   }
   if (!tenant_given && !environment_names_tenant()) {
     set_env("GPUSHARE_TENANT", generated_tenant_name(options.command.front()));

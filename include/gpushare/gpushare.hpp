@@ -88,7 +88,9 @@ inline Expected<void> join(const Options& options = {}) {
   if (options.memory_limit_bytes) c.memory_limit_bytes = *options.memory_limit_bytes;
   if (options.compute_share_percent) c.compute_share_pct = *options.compute_share_percent;
   // 0 means no cap here as everywhere; in the C struct a zero field means "not set", 100 no cap.
-  if (options.compute_limit_percent) c.compute_limit_pct = *options.compute_limit_percent == 0 ? 100 : *options.compute_limit_percent;
+  if (options.compute_limit_percent) {
+    c.compute_limit_pct = *options.compute_limit_percent == 0 ? 100 : *options.compute_limit_percent;
+  }
   if (options.priority) c.priority = static_cast<gpushare_priority>(*options.priority);
   if (options.slice_ms) c.slice_ms = *options.slice_ms;
   if (const gpushare_result result = gpushare_join(&c); result != GPUSHARE_OK) return detail::last_error(result);

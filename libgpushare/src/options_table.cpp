@@ -40,7 +40,8 @@ Status apply_device_memory_limit(const OptionValue& value, Settings& s) {
   if (value.device < 0 || value.device >= kMaxDeviceOrdinals) {
     return Error{fmt::format("device index {} is not 0 to {}", value.device, kMaxDeviceOrdinals - 1)};
   }
-  return store(parse_limit(value.text), [&](std::uint64_t bytes) { s.device_memory_limit_bytes[value.device] = bytes; });
+  return store(parse_limit(value.text),
+               [&](std::uint64_t bytes) { s.device_memory_limit_bytes[value.device] = bytes; });
 }
 
 // HAMi's CUDA_DEVICE_MEMORY_SHARED_CACHE is a per-container file path: taken as the tenant's name
@@ -115,8 +116,9 @@ Status apply_inflight_ms(const OptionValue& value, Settings& s) {
 
 // env, HAMi alias, run flag, quota flag, API field, value name, default value, default meaning, help, parser.
 constexpr std::array kOptions{
-    OptionSpec{"GPUSHARE_MEMORY_LIMIT", "CUDA_DEVICE_MEMORY_LIMIT", "--memory", "--memory", "memory_limit_bytes", "SIZE",
-               "unlimited", "", "Memory quota on each GPU the tenant uses: 8GiB, 8Gi, 512MiB, 1073741824, 8g, or unlimited",
+    OptionSpec{"GPUSHARE_MEMORY_LIMIT", "CUDA_DEVICE_MEMORY_LIMIT", "--memory", "--memory", "memory_limit_bytes",
+               "SIZE", "unlimited", "",
+               "Memory quota on each GPU the tenant uses: 8GiB, 8Gi, 512MiB, 1073741824, 8g, or unlimited",
                apply_memory_limit},
     OptionSpec{"GPUSHARE_MEMORY_LIMIT_<i>", "CUDA_DEVICE_MEMORY_LIMIT_<i>", "--device-memory", "", "", "INDEX=SIZE", "",
                "GPUSHARE_MEMORY_LIMIT",
@@ -130,8 +132,8 @@ constexpr std::array kOptions{
                "Shared state file where the tenants of a GPU meet; an empty path is an error", apply_state_path},
     OptionSpec{"GPUSHARE_REAL_LIBCUDA", "", "", "", "", "PATH", "libcuda.so.1", "",
                "The real CUDA driver library, opened at run time", apply_real_libcuda},
-    OptionSpec{"GPUSHARE_LOG", "", "--log", "", "", "LEVEL", "warn", "", "Messages on stderr: error, warn, info or debug",
-               apply_log_level},
+    OptionSpec{"GPUSHARE_LOG", "", "--log", "", "", "LEVEL", "warn", "",
+               "Messages on stderr: error, warn, info or debug", apply_log_level},
     OptionSpec{"GPUSHARE_ON_ERROR", "", "", "", "", "POLICY", "closed", "",
                "When the configuration or state is unusable: closed = allocations fail, open = no quotas",
                apply_fail_policy},
@@ -161,11 +163,16 @@ std::span<const OptionSpec> option_specs() { return kOptions; }
 
 std::string_view option_name(const OptionSpec& spec, OptionWay way) {
   switch (way) {
-    case OptionWay::kEnvironment: return spec.env;
-    case OptionWay::kHamiAlias: return spec.hami_alias;
-    case OptionWay::kRunFlag: return spec.run_flag;
-    case OptionWay::kQuotaFlag: return spec.quota_flag;
-    case OptionWay::kApiField: return spec.api_field;
+    case OptionWay::kEnvironment:
+      return spec.env;
+    case OptionWay::kHamiAlias:
+      return spec.hami_alias;
+    case OptionWay::kRunFlag:
+      return spec.run_flag;
+    case OptionWay::kQuotaFlag:
+      return spec.quota_flag;
+    case OptionWay::kApiField:
+      return spec.api_field;
   }
   return {};
 }
@@ -221,8 +228,8 @@ Result<std::uint32_t> parse_compute_cap(std::string_view text) {
   if (!digits.empty() && digits.back() == '%') digits.remove_suffix(1);
   if (text == "none" || digits == "0" || digits == "100") return 0u;
   if (auto value = whole_number(digits, 1, 99)) return *value;
-  return Error{fmt::format("invalid cap '{}' (expected a whole percentage from 1 to 100; 0, none or 100: no cap)",
-                           text)};
+  return Error{
+      fmt::format("invalid cap '{}' (expected a whole percentage from 1 to 100; 0, none or 100: no cap)", text)};
 }
 
 Result<std::chrono::microseconds> parse_slice_ms(std::string_view text) {
