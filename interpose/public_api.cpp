@@ -18,6 +18,7 @@
 
 #include "driver.hpp"
 #include "gpushare/gpushare.h"
+#include "core/settings.hpp"
 #include "core/size.hpp"
 #include "tenancy.hpp"
 
@@ -67,24 +68,35 @@ std::string interposition_problem() {
   return {};
 }
 
-// The options as the environment variables they stand for, over the process's environment.
+// The options as the environment variables they stand for (the options table's api_field), over
+// the process's environment. A zero or null field is not set; numbers travel as decimal text and
+// meet the same parser as the variable ("100" for compute_limit_pct is no cap).
 std::map<std::string, std::string> option_variables(const gpushare_options& options) {
   std::map<std::string, std::string> variables;
-  if (options.tenant != nullptr) variables["GPUSHARE_TENANT"] = options.tenant;
-  if (options.state_path != nullptr) variables["GPUSHARE_STATE"] = options.state_path;
-  if (options.memory_limit_bytes != 0) {
-    variables["GPUSHARE_MEMORY_LIMIT"] =
-        options.memory_limit_bytes == GPUSHARE_UNLIMITED ? "unlimited" : std::to_string(options.memory_limit_bytes);
+  auto set = [&](std::string_view field, std::string value) {
+    if (std::string variable = option_variable(OptionWay::kApiField, field); !variable.empty()) {
+      variables[variable] = std::move(value);
+    }
+  };
+  auto set_number = [&](std::string_view field, std::uint64_t value) {
+    if (value != 0) set(field, std::to_string(value));
+  };
+  if (options.tenant != nullptr) set("tenant", options.tenant);
+  if (options.state_path != nullptr) set("state_path", options.state_path);
+  if (options.memory_limit_bytes == GPUSHARE_UNLIMITED) {
+    set("memory_limit_bytes", "unlimited");
+  } else {
+    set_number("memory_limit_bytes", options.memory_limit_bytes);
   }
-  if (options.compute_share_pct != 0) variables["GPUSHARE_COMPUTE_SHARE"] = std::to_string(options.compute_share_pct);
-  if (options.compute_limit_pct != 0) variables["GPUSHARE_COMPUTE_LIMIT"] = std::to_string(options.compute_limit_pct);
+  set_number("compute_share_pct", options.compute_share_pct);
+  set_number("compute_limit_pct", options.compute_limit_pct);
   switch (options.priority) {
-    case GPUSHARE_PRIORITY_LOW: variables["GPUSHARE_PRIORITY"] = "low"; break;
-    case GPUSHARE_PRIORITY_NORMAL: variables["GPUSHARE_PRIORITY"] = "normal"; break;
-    case GPUSHARE_PRIORITY_HIGH: variables["GPUSHARE_PRIORITY"] = "high"; break;
+    case GPUSHARE_PRIORITY_LOW: set("priority", "low"); break;
+    case GPUSHARE_PRIORITY_NORMAL: set("priority", "normal"); break;
+    case GPUSHARE_PRIORITY_HIGH: set("priority", "high"); break;
     default: break;
   }
-  if (options.slice_ms != 0) variables["GPUSHARE_SLICE_MS"] = std::to_string(options.slice_ms);
+  set_number("slice_ms", options.slice_ms);
   return variables;
 }
 

@@ -119,10 +119,9 @@ void Tenancy::start() {
     for (const auto& error : loaded.errors) all += (all.empty() ? "" : "; ") + error;
     return fail(all);
   }
-  const bool configured = !settings.state_path.empty();
-  const std::string path = configured ? settings.state_path : default_state_path();
-  auto state = SharedState::open(path, SharedState::Mode::kCreateIfMissing,
-                                 configured ? SharedState::Origin::kConfigured : SharedState::Origin::kDefault);
+  const StatePath state_path = resolved_state_path(settings);
+  const std::string& path = state_path.path;
+  auto state = SharedState::open(path, SharedState::Mode::kCreateIfMissing, state_path.origin());
   if (!state) return fail(state.error().message);
   state_ = std::move(state).value();
   tenant_ = settings.tenant.empty() ? per_process_tenant_name() : settings.tenant;

@@ -50,8 +50,9 @@ void TenantQuotaLookup::read_environment() {
   if (!loaded.errors.empty()) return;
   const Settings& settings = loaded.settings;
   tenant_ = settings.tenant;
-  state_origin_ = settings.state_path.empty() ? SharedState::Origin::kDefault : SharedState::Origin::kConfigured;
-  state_path_ = settings.state_path.empty() ? default_state_path() : settings.state_path;
+  const StatePath state_path = resolved_state_path(settings);
+  state_origin_ = state_path.origin();
+  state_path_ = state_path.path;
   // Per-device limits are keyed by CUDA ordinal, which NVML's device numbering does not follow.
   if (settings.device_memory_limit_bytes.empty()) environment_limit_ = settings.memory_limit_bytes;
 }

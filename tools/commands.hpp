@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "core/result.hpp"
+#include "core/settings.hpp"
 #include "core/shared_state.hpp"
 
 namespace gpushare::tools {
@@ -18,29 +21,32 @@ inline constexpr int kExitBadInput = 2;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitCannotExec = 127;
 
-// The state file `gpushare COMMAND` works on: --state, else $GPUSHARE_STATE, else the default.
-// nullopt, after printing why, when --state or GPUSHARE_STATE is empty (never the default by accident).
-std::optional<std::string> resolve_state_path(std::string_view command, const std::optional<std::string>& option);
+// The state file `gpushare COMMAND` works on: --state, else $GPUSHARE_STATE, else the default
+// (state_path_for_command). nullopt, after printing why, when --state or GPUSHARE_STATE is empty.
+std::optional<StatePath> resolve_state_path(std::string_view command, const std::optional<std::string>& option);
 // Opens an existing state file; a clear error when there is none yet. Watchers (top) open it
 // read-only: they need only read permission and can change nothing.
-Result<std::unique_ptr<SharedState>> open_existing(const std::string& path,
+Result<std::unique_ptr<SharedState>> open_existing(const StatePath& path,
                                                    SharedState::Mode mode = SharedState::Mode::kExistingOnly);
 // A file installed beside the `gpushare` binary (relative to bin/), else the build-tree path.
 std::optional<std::string> find_installed(const char* from_bindir, const char* build_path);
-// Parses a size option, printing a clear error for bad input.
-std::optional<std::uint64_t> size_option(const std::string& flag, const std::string& text, bool allow_unlimited);
+
+// The options-table flags a command was given, by flag ("--memory" -> "8GiB"). main.cpp makes one
+// entry per flag of the table before parsing, so an entry without a value was not given.
+struct TableFlags {
+  std::map<std::string, std::optional<std::string>, std::less<>> once;
+  std::map<std::string, std::vector<std::string>, std::less<>> repeatable;  // per-device flags
+
+  std::optional<std::string> value(std::string_view flag) const;
+};
+// Every given flag parsed by the options table into `settings`, in table order; nullopt after
+// printing "gpushare COMMAND: FLAG: why" for the first bad one. Otherwise the variables the flags
+// stand for.
+std::optional<std::vector<OptionAssignment>> parse_table_flags(std::string_view command, OptionWay way,
+                                                               const TableFlags& flags, Settings& settings);
 
 struct RunOptions {
-  std::optional<std::string> memory;
-  std::vector<std::string> device_memory;
-  std::optional<std::string> tenant;
-  std::optional<std::string> state;
-  std::optional<std::string> context_memory;
-  std::optional<std::string> log;
-  std::optional<std::string> share;
-  std::optional<std::string> limit;
-  std::optional<std::string> priority;
-  std::optional<std::string> slice_ms;
+  TableFlags flags;  // OptionWay::kRunFlag
   bool nvml = false;
   std::vector<std::string> command;
 };
@@ -48,11 +54,7 @@ int run_command(RunOptions& options);
 
 struct QuotaOptions {
   std::string tenant;
-  std::optional<std::string> state;
-  std::optional<std::string> memory;
-  std::optional<std::string> share;
-  std::optional<std::string> limit;
-  std::optional<std::string> priority;
+  TableFlags flags;  // OptionWay::kQuotaFlag
 };
 int quota_set_command(const QuotaOptions& options);
 

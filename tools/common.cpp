@@ -4,39 +4,27 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "core/size.hpp"
 
 namespace fs = std::filesystem;
 
 namespace gpushare::tools {
 
-std::optional<std::string> resolve_state_path(std::string_view command, const std::optional<std::string>& option) {
-  if (option && option->empty()) {
-    fmt::print(stderr,
-               "gpushare {}: --state: empty path (leave --state out to use $GPUSHARE_STATE or the default, {})\n",
-               command, default_state_path());
+std::optional<StatePath> resolve_state_path(std::string_view command, const std::optional<std::string>& option) {
+  auto resolved = state_path_for_command(option, [](const char* name) { return std::getenv(name); });
+  if (!resolved) {
+    fmt::print(stderr, "gpushare {}: {}\n", command, resolved.error().message);
     return std::nullopt;
   }
-  const char* variable = std::getenv("GPUSHARE_STATE");
-  if (!option && variable != nullptr && *variable == '\0') {
-    fmt::print(stderr, "gpushare {}: GPUSHARE_STATE is set but empty (unset it to use the default, {})\n", command,
-               default_state_path());
-    return std::nullopt;
-  }
-  return state_path_for_command(option.value_or(""));
+  return std::move(resolved).value();
 }
 
-Result<std::unique_ptr<SharedState>> open_existing(const std::string& path, SharedState::Mode mode) {
-  if (!fs::exists(path)) {
+Result<std::unique_ptr<SharedState>> open_existing(const StatePath& path, SharedState::Mode mode) {
+  if (!fs::exists(path.path)) {
     return Error{fmt::format("no shared state at {} (no tenant has run with it yet; --state or GPUSHARE_STATE "
                              "chooses another)",
-                             path)};
+                             path.path)};
   }
-  // The default path gets the library's owner check (another user may have planted the file);
-  // a path named by GPUSHARE_STATE or --state is taken as given.
-  const char* variable = std::getenv("GPUSHARE_STATE");
-  const bool by_default = path == default_state_path() && (variable == nullptr || path != variable);
-  return SharedState::open(path, mode, by_default ? SharedState::Origin::kDefault : SharedState::Origin::kConfigured);
+  return SharedState::open(path.path, mode, path.origin());
 }
 
 std::optional<std::string> find_installed(const char* from_bindir, const char* build_path) {
@@ -50,13 +38,34 @@ std::optional<std::string> find_installed(const char* from_bindir, const char* b
   return std::nullopt;
 }
 
-std::optional<std::uint64_t> size_option(const std::string& flag, const std::string& text, bool allow_unlimited) {
-  auto parsed = allow_unlimited ? parse_limit(text) : parse_size(text);
-  if (!parsed) {
-    fmt::print(stderr, "gpushare: {}: {}\n", flag, parsed.error().message);
-    return std::nullopt;
+std::optional<std::string> TableFlags::value(std::string_view flag) const {
+  const auto found = once.find(flag);
+  return found != once.end() ? found->second : std::nullopt;
+}
+
+std::optional<std::vector<OptionAssignment>> parse_table_flags(std::string_view command, OptionWay way,
+                                                               const TableFlags& flags, Settings& settings) {
+  std::vector<OptionAssignment> assignments;
+  auto parse = [&](std::string_view flag, const OptionSpec& spec, const std::string& text) {
+    auto assignment = apply_flag(spec, text, settings);
+    if (!assignment) {
+      fmt::print(stderr, "gpushare {}: {}: {}\n", command, flag, assignment.error().message);
+      return false;
+    }
+    assignments.push_back(std::move(assignment).value());
+    return true;
+  };
+  for (const OptionSpec& spec : option_specs()) {
+    const std::string_view flag = option_name(spec, way);
+    if (flag.empty()) continue;
+    if (const auto given = flags.value(flag); given && !parse(flag, spec, *given)) return std::nullopt;
+    if (const auto repeated = flags.repeatable.find(flag); repeated != flags.repeatable.end()) {
+      for (const std::string& text : repeated->second) {
+        if (!parse(flag, spec, text)) return std::nullopt;
+      }
+    }
   }
-  return parsed.value();
+  return assignments;
 }
 
 }  // namespace gpushare::tools

@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "core/shared_state.hpp"
+#include "core/settings.hpp"
 
 using namespace gpushare::tools;
 
@@ -55,6 +55,33 @@ bool split_run_arguments(const CLI::App& run, const std::vector<std::string>& ar
   return true;
 }
 
+// The table's default of an option a command passes on through the environment: the variable's
+// value when set, else the table's.
+std::string default_help(const gpushare::OptionSpec& spec) {
+  return fmt::format("default: ${}, else {}", spec.env, spec.default_text());
+}
+
+// One option per flag the options table gives `way`, with its help line; `with_defaults` for
+// commands whose unset flags mean the default (run), not "unchanged" (quota set). --state chooses
+// the file as in every command, so its default is always shown.
+void add_table_flags(CLI::App& command, gpushare::OptionWay way, TableFlags& flags, bool with_defaults) {
+  for (const gpushare::OptionSpec& spec : gpushare::option_specs()) {
+    const std::string flag(gpushare::option_name(spec, way));
+    if (flag.empty()) continue;
+    std::string help(spec.help);
+    if (with_defaults || spec.env == "GPUSHARE_STATE") help += " (" + default_help(spec) + ")";
+    if (spec.per_device()) {
+      command.add_option(flag, flags.repeatable[flag], help)
+          ->type_name(std::string(spec.value_name))
+          ->allow_extra_args(false)
+          ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+          ->expected(1);
+    } else {
+      command.add_option(flag, flags.once[flag], help)->type_name(std::string(spec.value_name));
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,27 +98,11 @@ int main(int argc, char** argv) {
       "  gpushare exporter --listen 127.0.0.1:9400\n"
       "Run `gpushare COMMAND --help` for a command's options. docs/operations.md has more.");
 
-  const std::string state_help = "Shared state file (default: $GPUSHARE_STATE, else " + gpushare::default_state_path() +
-                                 "; an empty path is an error)";
+  const gpushare::OptionSpec& state_spec = *gpushare::find_option(gpushare::OptionWay::kEnvironment, "GPUSHARE_STATE");
+  const std::string state_help = fmt::format("{} ({})", state_spec.help, default_help(state_spec));
   RunOptions run_options;
   auto* run = app.add_subcommand("run", "Run CMD as a tenant (every process it starts shares one quota)");
-  run->add_option("--memory", run_options.memory, "Memory quota on each GPU: 8GiB, 512MiB, 1073741824, 8g, unlimited");
-  run->add_option("--device-memory", run_options.device_memory,
-                  "Quota on one device, INDEX=SIZE (index as the program sees it); repeatable")
-      ->allow_extra_args(false)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
-      ->expected(1);
-  run->add_option("--tenant", run_options.tenant,
-                  "Tenant name; processes with the same name share one quota (default: $GPUSHARE_TENANT, else a new "
-                  "tenant per run)");
-  run->add_option("--state", run_options.state, state_help + "; opened, or created, before CMD runs");
-  run->add_option("--context-memory", run_options.context_memory,
-                  "Charge this much per process and GPU for the CUDA context (default 0)");
-  run->add_option("--log", run_options.log, "error, warn (default), info or debug");
-  run->add_option("--share", run_options.share, "Weight of GPU time while others want the GPU, percent (1-100)");
-  run->add_option("--limit", run_options.limit, "Hard cap on GPU time, percent of wall time (1-100), even when idle");
-  run->add_option("--priority", run_options.priority, "high, normal (default) or low");
-  run->add_option("--slice-ms", run_options.slice_ms, "Time-slice length in milliseconds (default 10)");
+  add_table_flags(*run, gpushare::OptionWay::kRunFlag, run_options.flags, true);
   run->add_flag("--nvml", run_options.nvml,
                 "Show the quota to NVML users too (nvidia-smi, torch.cuda.mem_get_info via NVML): puts gpushare's "
                 "shadow libnvidia-ml.so.1 first in LD_LIBRARY_PATH");
@@ -111,11 +122,7 @@ int main(int argc, char** argv) {
   auto* quota_set =
       quota->add_subcommand("set", "Change a live tenant: memory at its next allocation, compute within one slice");
   quota_set->add_option("tenant", quota_options.tenant, "Tenant name (see gpushare status)")->required();
-  quota_set->add_option("--memory", quota_options.memory, "New memory quota on every GPU (or 'unlimited')");
-  quota_set->add_option("--share", quota_options.share, "New share of GPU time, percent (1-100)");
-  quota_set->add_option("--limit", quota_options.limit, "New hard cap, percent (1-100; 0 or none removes it)");
-  quota_set->add_option("--priority", quota_options.priority, "high, normal or low");
-  quota_set->add_option("--state", quota_options.state, state_help);
+  add_table_flags(*quota_set, gpushare::OptionWay::kQuotaFlag, quota_options.flags, false);
   quota->footer("Example: gpushare quota set train --memory 16GiB --share 50 --priority high");
   quota_set->footer("Example: gpushare quota set train --memory 16GiB --share 50 --priority high");
 

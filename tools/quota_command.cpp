@@ -1,4 +1,6 @@
 // `gpushare quota set`: changes a live tenant's memory limit or compute policy.
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "commands.hpp"
@@ -8,47 +10,43 @@
 #include "core/size.hpp"
 
 namespace gpushare::tools {
+namespace {
+
+// "--memory, --share, --limit or --priority": the table's quota flags that change something.
+std::string changing_flags() {
+  std::vector<std::string_view> flags;
+  for (const OptionSpec& spec : option_specs()) {
+    if (!spec.quota_flag.empty() && spec.env != "GPUSHARE_STATE") flags.push_back(spec.quota_flag);
+  }
+  std::string text;
+  for (std::size_t i = 0; i < flags.size(); ++i) {
+    text += i == 0 ? "" : (i + 1 == flags.size() ? " or " : ", ");
+    text += flags[i];
+  }
+  return text;
+}
+
+}  // namespace
 
 int quota_set_command(const QuotaOptions& options) {
-  if (!options.memory && !options.share && !options.limit && !options.priority) {
-    fmt::print(stderr, "gpushare quota set: nothing to set (give --memory, --share, --limit or --priority)\n");
-    return kExitBadInput;
-  }
-  std::optional<std::uint64_t> bytes;
-  if (options.memory) {
-    bytes = size_option("--memory", *options.memory, true);
-    if (!bytes) return kExitBadInput;
-  }
-  ComputePolicyChange change;
-  auto percent = [&](const std::optional<std::string>& text, const char* flag, std::optional<std::uint32_t>& out,
-                     bool zero_means_none) {
-    if (!text) return true;
-    if (zero_means_none && (*text == "0" || *text == "none" || *text == "100")) {
-      out = 0;
-      return true;
-    }
-    auto parsed = parse_percent(*text);
-    if (!parsed) {
-      fmt::print(stderr, "gpushare quota set: {}: {}\n", flag, parsed.error().message);
-      return false;
-    }
-    out = parsed.value();
-    return true;
+  Settings requested;
+  const auto assignments = parse_table_flags("quota set", OptionWay::kQuotaFlag, options.flags, requested);
+  if (!assignments) return kExitBadInput;
+  auto given = [&](std::string_view variable) {
+    return std::ranges::any_of(*assignments, [&](const OptionAssignment& a) { return a.variable == variable; });
   };
-  if (!percent(options.share, "--share", change.share_pct, false) ||
-      !percent(options.limit, "--limit", change.limit_pct, true)) {
+  std::optional<std::uint64_t> bytes;
+  if (given("GPUSHARE_MEMORY_LIMIT")) bytes = requested.memory_limit_bytes;
+  ComputePolicyChange change;
+  if (given("GPUSHARE_COMPUTE_SHARE")) change.share_pct = requested.compute.share_pct;
+  if (given("GPUSHARE_COMPUTE_LIMIT")) change.limit_pct = requested.compute.limit_pct;  // 0: no cap
+  if (given("GPUSHARE_PRIORITY")) change.priority = requested.compute.priority;
+  if (!bytes && !change.share_pct && !change.limit_pct && !change.priority) {
+    fmt::print(stderr, "gpushare quota set: nothing to set (give {})\n", changing_flags());
     return kExitBadInput;
-  }
-  if (options.priority) {
-    auto parsed = parse_priority(*options.priority);
-    if (!parsed) {
-      fmt::print(stderr, "gpushare quota set: --priority: {}\n", parsed.error().message);
-      return kExitBadInput;
-    }
-    change.priority = parsed.value();
   }
   const std::string& tenant = options.tenant;
-  const auto path = resolve_state_path("quota set", options.state);
+  const auto path = resolve_state_path("quota set", options.flags.value("--state"));
   if (!path) return kExitBadInput;
   auto state = open_existing(*path);
   if (!state) {

@@ -11,7 +11,6 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "core/compute.hpp"
 #include "core/ledger.hpp"
 #include "core/settings.hpp"
 #include "core/size.hpp"
@@ -30,8 +29,17 @@ std::string generated_tenant_name(const std::string& command) {
   return normalize_tenant_name(fmt::format("{}-{:06x}", base, static_cast<std::uint32_t>(mix >> 40)));
 }
 
-// Limits travel to the preload library as exact byte counts.
-std::string limit_text(std::uint64_t bytes) { return bytes == kUnlimited ? "unlimited" : std::to_string(bytes); }
+// What CMD's environment gets for a flag: sizes as exact byte counts (scripts read them back, as
+// examples/slurm does), the state as an absolute path (CMD may change its working folder), the rest
+// as given. `requested` holds the flags' parsed values.
+std::string exported_value(const OptionAssignment& assignment, const Settings& requested) {
+  auto limit_text = [](std::uint64_t bytes) { return bytes == kUnlimited ? "unlimited" : std::to_string(bytes); };
+  if (assignment.variable == "GPUSHARE_STATE") return fs::absolute(assignment.value).string();
+  if (assignment.variable == "GPUSHARE_CONTEXT_MEMORY") return std::to_string(requested.context_memory_bytes);
+  if (assignment.variable == "GPUSHARE_MEMORY_LIMIT") return limit_text(requested.memory_limit_bytes);
+  if (assignment.device >= 0) return limit_text(requested.memory_limit_for(assignment.device));
+  return assignment.value;
+}
 
 void set_env(const std::string& name, const std::string& value) { ::setenv(name.c_str(), value.c_str(), 1); }
 
@@ -44,18 +52,6 @@ void prepend_path_list(const char* variable, const std::string& entry) {
   set_env(variable, entry + ":" + list);
 }
 
-// Validates a compute option and exports it; false (after printing why) when it is bad.
-template <typename Parse>
-bool export_checked(const std::optional<std::string>& value, const char* flag, const char* variable, Parse parse) {
-  if (!value) return true;
-  if (auto parsed = parse(*value); !parsed) {
-    fmt::print(stderr, "gpushare run: {}: {}\n", flag, parsed.error().message);
-    return false;
-  }
-  set_env(variable, *value);
-  return true;
-}
-
 }  // namespace
 
 int run_command(RunOptions& options) {
@@ -64,56 +60,10 @@ int run_command(RunOptions& options) {
     return kExitBadInput;
   }
   // Everything is validated before anything is exported, so a bad value never reaches CMD.
-  if (!resolve_state_path("run", options.state)) return kExitBadInput;
-  if (options.memory) {
-    auto bytes = size_option("--memory", *options.memory, true);
-    if (!bytes) return kExitBadInput;
-    set_env("GPUSHARE_MEMORY_LIMIT", limit_text(*bytes));
-  }
-  for (const std::string& entry : options.device_memory) {
-    const auto equals = entry.find('=');
-    int index = -1;
-    if (equals != std::string::npos) {
-      const std::string digits = entry.substr(0, equals);
-      if (!digits.empty() && digits.size() <= 2 && (digits.size() == 1 || digits.front() != '0') &&
-          digits.find_first_not_of("0123456789") == std::string::npos) {
-        index = std::stoi(digits);
-      }
-    }
-    if (index < 0 || index >= kMaxDeviceOrdinals) {
-      fmt::print(stderr,
-                 "gpushare run: --device-memory: expected INDEX=SIZE with INDEX in 0..{} (no leading zeros), got '{}'\n",
-                 kMaxDeviceOrdinals - 1, entry);
-      return kExitBadInput;
-    }
-    auto bytes = size_option("--device-memory", entry.substr(equals + 1), true);
-    if (!bytes) return kExitBadInput;
-    set_env(fmt::format("GPUSHARE_MEMORY_LIMIT_{}", index), limit_text(*bytes));
-  }
-  if (options.context_memory) {
-    auto bytes = size_option("--context-memory", *options.context_memory, false);
-    if (!bytes) return kExitBadInput;
-    set_env("GPUSHARE_CONTEXT_MEMORY", std::to_string(*bytes));
-  }
-  if (options.log) {
-    if (auto level = parse_log_level(*options.log); !level) {
-      fmt::print(stderr, "gpushare run: --log: {}\n", level.error().message);
-      return kExitBadInput;
-    }
-    set_env("GPUSHARE_LOG", *options.log);
-  }
-  if (!export_checked(options.share, "--share", "GPUSHARE_COMPUTE_SHARE", parse_percent) ||
-      !export_checked(options.limit, "--limit", "GPUSHARE_COMPUTE_LIMIT", parse_percent) ||
-      !export_checked(options.priority, "--priority", "GPUSHARE_PRIORITY", parse_priority) ||
-      !export_checked(options.slice_ms, "--slice-ms", "GPUSHARE_SLICE_MS", parse_slice_ms)) {
-    return kExitBadInput;
-  }
-  if (options.tenant) {
-    if (auto valid = validate_tenant_name(*options.tenant); !valid) {
-      fmt::print(stderr, "gpushare run: --tenant: {}\n", valid.error().message);
-      return kExitBadInput;
-    }
-  }
+  if (!resolve_state_path("run", options.flags.value("--state"))) return kExitBadInput;
+  Settings requested;
+  const auto assignments = parse_table_flags("run", OptionWay::kRunFlag, options.flags, requested);
+  if (!assignments) return kExitBadInput;
 
   std::optional<std::string> preload = std::nullopt;
   if (const char* path = std::getenv("GPUSHARE_PRELOAD_LIBRARY"); path && *path) {
@@ -147,12 +97,14 @@ int run_command(RunOptions& options) {
     }
     return false;
   };
-  if (options.tenant) {
-    set_env("GPUSHARE_TENANT", *options.tenant);
-  } else if (!environment_names_tenant()) {
+  bool tenant_given = false;
+  for (const OptionAssignment& assignment : *assignments) {
+    tenant_given = tenant_given || assignment.variable == "GPUSHARE_TENANT";
+    set_env(assignment.variable, exported_value(assignment, requested));
+  }
+  if (!tenant_given && !environment_names_tenant()) {
     set_env("GPUSHARE_TENANT", generated_tenant_name(options.command.front()));
   }
-  if (options.state) set_env("GPUSHARE_STATE", fs::absolute(*options.state).string());
   // nvidia-smi and PyTorch dlopen NVML by name: the shadow copy must be found first.
   if (nvml_dir) prepend_path_list("LD_LIBRARY_PATH", *nvml_dir);
   // The loader splits LD_PRELOAD at spaces and colons: such a path would load nothing, and CMD
@@ -174,10 +126,8 @@ int run_command(RunOptions& options) {
   // A state that cannot be opened (a folder, a device, a missing folder) would refuse every
   // allocation of CMD: refuse it here, before anything runs, opened as the library will open it.
   // Closed again before the exec.
-  const bool configured = !effective.settings.state_path.empty();
-  if (auto state = SharedState::open(configured ? effective.settings.state_path : default_state_path(),
-                                     SharedState::Mode::kCreateIfMissing,
-                                     configured ? SharedState::Origin::kConfigured : SharedState::Origin::kDefault);
+  const StatePath state_path = resolved_state_path(effective.settings);
+  if (auto state = SharedState::open(state_path.path, SharedState::Mode::kCreateIfMissing, state_path.origin());
       !state) {
     fmt::print(stderr, "gpushare run: {}\n", state.error().message);
     return kExitBadInput;

@@ -42,6 +42,7 @@ typedef enum gpushare_priority {
 
 /* What gpushare_join sets. A zero or null field leaves the matching GPUSHARE_* environment
  * variable (docs/configuration.md) in force, so operators can still configure a linked program.
+ * A set field is checked exactly as that variable is.
  *
  * Versioning: struct_size is the size of the struct the *program* was compiled with. A library
  * reads only the fields that fit in it, so later versions can add fields at the end and programs
@@ -52,7 +53,7 @@ typedef struct gpushare_options {
   const char* state_path;        /* GPUSHARE_STATE */
   uint64_t memory_limit_bytes;   /* GPUSHARE_MEMORY_LIMIT, per GPU; GPUSHARE_UNLIMITED for none */
   uint32_t compute_share_pct;    /* GPUSHARE_COMPUTE_SHARE, 1-100 */
-  uint32_t compute_limit_pct;    /* GPUSHARE_COMPUTE_LIMIT, 1-100: a hard cap */
+  uint32_t compute_limit_pct;    /* GPUSHARE_COMPUTE_LIMIT: a hard cap, 1-99; 100: no cap */
   gpushare_priority priority;    /* GPUSHARE_PRIORITY */
   uint32_t slice_ms;             /* GPUSHARE_SLICE_MS */
 } gpushare_options;

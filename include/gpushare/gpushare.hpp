@@ -68,7 +68,7 @@ struct Options {
   std::optional<std::string> state_path;
   std::optional<std::uint64_t> memory_limit_bytes;  // kUnlimited for no quota
   std::optional<unsigned> compute_share_percent;
-  std::optional<unsigned> compute_limit_percent;
+  std::optional<unsigned> compute_limit_percent;  // 1-99; 0 or 100: no cap
   std::optional<Priority> priority;
   std::optional<unsigned> slice_ms;
 };
@@ -87,7 +87,10 @@ inline Expected<void> join(const Options& options = {}) {
   if (options.state_path) c.state_path = options.state_path->c_str();
   if (options.memory_limit_bytes) c.memory_limit_bytes = *options.memory_limit_bytes;
   if (options.compute_share_percent) c.compute_share_pct = *options.compute_share_percent;
-  if (options.compute_limit_percent) c.compute_limit_pct = *options.compute_limit_percent;
+  // 0 means no cap here as everywhere; in the C struct a zero field means "not set", 100 no cap.
+  if (options.compute_limit_percent) {
+    c.compute_limit_pct = *options.compute_limit_percent == 0 ? 100 : *options.compute_limit_percent;
+  }
   if (options.priority) c.priority = static_cast<gpushare_priority>(*options.priority);
   if (options.slice_ms) c.slice_ms = *options.slice_ms;
   if (const gpushare_result result = gpushare_join(&c); result != GPUSHARE_OK) return detail::last_error(result);

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <new>
@@ -41,12 +40,6 @@ std::string default_state_path() {
     return "/tmp/vgpulock/gpushare.state";
   }
   return "/dev/shm/gpushare.state";
-}
-
-std::string state_path_for_command(const std::string& option) {
-  if (!option.empty()) return option;
-  if (const char* env = std::getenv("GPUSHARE_STATE"); env != nullptr && *env != '\0') return env;
-  return default_state_path();
 }
 
 namespace ofd_lock {

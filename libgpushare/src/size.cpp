@@ -13,16 +13,29 @@ struct Unit {
   unsigned shift;  // bytes = number << shift
 };
 
-// Matched case-sensitively for the IEC names, case-insensitively for HAMi's single letters.
+// Matched case-sensitively: the IEC names, Kubernetes' binary suffixes and HAMi's lowercase letters
+// (binary, as HAMi reads them).
 constexpr std::array kUnits{
-    Unit{"", 0},     Unit{"B", 0},     Unit{"KiB", 10}, Unit{"MiB", 20}, Unit{"GiB", 30},
-    Unit{"TiB", 40}, Unit{"PiB", 50},  Unit{"k", 10},   Unit{"m", 20},   Unit{"g", 30},
-    Unit{"t", 40},   Unit{"p", 50},    Unit{"K", 10},   Unit{"M", 20},   Unit{"G", 30},
-    Unit{"T", 40},   Unit{"P", 50},
+    Unit{"", 0},     Unit{"B", 0},    Unit{"KiB", 10}, Unit{"MiB", 20}, Unit{"GiB", 30}, Unit{"TiB", 40},
+    Unit{"PiB", 50}, Unit{"Ki", 10},  Unit{"Mi", 20},  Unit{"Gi", 30},  Unit{"Ti", 40},  Unit{"Pi", 50},
+    Unit{"k", 10},   Unit{"m", 20},   Unit{"g", 30},   Unit{"t", 40},   Unit{"p", 50},
+};
+
+// Units that mean powers of 1000 to some readers and of 1024 to others, with the binary names to
+// write instead. Taking "8G" either way would surprise someone.
+struct AmbiguousUnit {
+  std::string_view name;
+  std::string_view binary;  // "GiB or Gi"
+};
+constexpr std::array kAmbiguousUnits{
+    AmbiguousUnit{"K", "KiB or Ki"},  AmbiguousUnit{"KB", "KiB or Ki"}, AmbiguousUnit{"kB", "KiB or Ki"},
+    AmbiguousUnit{"M", "MiB or Mi"},  AmbiguousUnit{"MB", "MiB or Mi"}, AmbiguousUnit{"G", "GiB or Gi"},
+    AmbiguousUnit{"GB", "GiB or Gi"}, AmbiguousUnit{"T", "TiB or Ti"},  AmbiguousUnit{"TB", "TiB or Ti"},
+    AmbiguousUnit{"P", "PiB or Pi"},  AmbiguousUnit{"PB", "PiB or Pi"},
 };
 
 Error size_error(std::string_view text, std::string_view why) {
-  return Error{fmt::format("invalid size '{}': {} (examples: 1073741824, 512MiB, 8GiB, 1.5GiB, 8g)",
+  return Error{fmt::format("invalid size '{}': {} (examples: 1073741824, 512MiB, 8GiB, 8Gi, 1.5GiB, 8g)",
                            text, why)};
 }
 
@@ -67,8 +80,11 @@ Result<std::uint64_t> parse_size(std::string_view text) {
     }
   }
   if (unit == nullptr) {
-    if (suffix == "KB" || suffix == "MB" || suffix == "GB" || suffix == "TB" || suffix == "kB") {
-      return size_error(text, "decimal units are ambiguous here; use KiB, MiB, GiB or TiB");
+    for (const AmbiguousUnit& ambiguous : kAmbiguousUnits) {
+      if (ambiguous.name != suffix) continue;
+      return size_error(text, fmt::format("decimal units are ambiguous here ('{}' may count 1000s or 1024s); "
+                                          "write {} for the binary unit, or the number of bytes",
+                                          suffix, ambiguous.binary));
     }
     return size_error(text, fmt::format("unknown unit '{}'", suffix));
   }

@@ -8,6 +8,8 @@
 #include <set>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "core/ledger.hpp"
 #include "core/state_layout.hpp"
 #include "test_support.hpp"
@@ -345,8 +347,9 @@ TEST(OptionSpecs, EveryVariableReadIsDocumentedInTheTable) {
   std::set<std::string> documented;
   for (const auto& spec : option_specs()) {
     EXPECT_FALSE(spec.env.empty());
-    EXPECT_FALSE(spec.description.empty()) << spec.env;
-    EXPECT_FALSE(spec.default_value.empty()) << spec.env;
+    EXPECT_FALSE(spec.help.empty()) << spec.env;
+    EXPECT_FALSE(spec.value_name.empty()) << spec.env;
+    EXPECT_FALSE(spec.default_text().empty()) << spec.env;
     documented.insert(std::string(spec.env));
     if (!spec.hami_alias.empty()) documented.insert(std::string(spec.hami_alias));
   }
@@ -366,6 +369,200 @@ TEST(OptionSpecs, EveryVariableReadIsDocumentedInTheTable) {
     EXPECT_EQ(documented.count(name), 1u) << name << " is read but not in option_specs()";
   }
   EXPECT_GE(asked.size(), 2u * kMaxDeviceOrdinals);
+}
+
+// Every field of a Settings, so that two can be compared and a difference shown.
+std::string describe(const Settings& s) {
+  std::string out = fmt::format(
+      "memory={} context={} tenant='{}' state='{}' libcuda='{}' log={} on_error={} share={} limit={} priority={} "
+      "slice={}us launches={} queue={}ms",
+      s.memory_limit_bytes, s.context_memory_bytes, s.tenant, s.state_path, s.real_libcuda,
+      static_cast<int>(s.log_level), static_cast<int>(s.on_error), s.compute.share_pct, s.compute.limit_pct,
+      priority_name(s.compute.priority), s.compute.slice.count(), s.inflight_launches, s.inflight_ms);
+  for (const auto& [device, bytes] : s.device_memory_limit_bytes) out += fmt::format(" device{}={}", device, bytes);
+  return out;
+}
+
+// One option given one way: the settings that result, or the error.
+struct Outcome {
+  bool ok = false;
+  std::string settings_or_error;
+};
+constexpr int kSampleDevice = 3;
+
+std::string variable_for(std::string_view pattern) {
+  return pattern.ends_with("<i>") ? std::string(pattern.substr(0, pattern.size() - 3)) + std::to_string(kSampleDevice)
+                                  : std::string(pattern);
+}
+
+Outcome through_environment(const std::string& variable, const std::string& text) {
+  const LoadedSettings loaded = FakeEnv{{variable, text}}.load();
+  if (!loaded.errors.empty()) {
+    // "VARIABLE: why": the why must not depend on the way in.
+    return {false, loaded.errors.front().substr(variable.size() + 2)};
+  }
+  return {true, describe(loaded.settings)};
+}
+
+Outcome through_flag(const OptionSpec& spec, const std::string& text) {
+  Settings settings;
+  const std::string flag_text = spec.per_device() ? fmt::format("{}={}", kSampleDevice, text) : text;
+  auto assignment = apply_flag(spec, flag_text, settings);
+  if (!assignment) return {false, assignment.error().message};
+  EXPECT_EQ(assignment.value().variable, variable_for(spec.env));
+  EXPECT_EQ(assignment.value().value, text);
+  return {true, describe(settings)};
+}
+
+// Texts worth trying on every option: good and bad values of each kind.
+const std::vector<std::string> kSamples{
+    "",     "0",     "1",    "2",         "10",    "30",      "64",   "99",   "100",   "101",
+    "3.5",  "none",  "unlimited", "8GiB", "8Gi",   "8g",      "8G",   "8GB",  "512MiB", "-1",
+    "high", "normal", "low", "urgent",    "warn",  "debug",   "loud", "open", "closed", "team-a",
+    "has space", "/tmp/x.state", "libcuda.so.1", "4096", "4097", "1000", "1001", "30%",
+};
+
+TEST(OptionsTable, EveryWayInNamesTheSameOptionAndParsesItAlike) {
+  for (const OptionSpec& spec : option_specs()) {
+    for (OptionWay way : {OptionWay::kEnvironment, OptionWay::kHamiAlias, OptionWay::kRunFlag, OptionWay::kQuotaFlag,
+                          OptionWay::kApiField}) {
+      const std::string_view name = option_name(spec, way);
+      if (!name.empty()) {
+        EXPECT_EQ(find_option(way, name), &spec) << name;
+      }
+    }
+    const std::string variable = variable_for(spec.env);
+    for (const std::string& text : kSamples) {
+      const Outcome expected = through_environment(variable, text);
+      const std::string context = fmt::format("{}='{}'", spec.env, text);
+      // HAMi's alias of the tenant is a file path made into a name: its own rule (tested below).
+      if (!spec.hami_alias.empty() && spec.env != "GPUSHARE_TENANT") {
+        const Outcome alias = through_environment(variable_for(spec.hami_alias), text);
+        EXPECT_EQ(alias.ok, expected.ok) << context << " via " << spec.hami_alias;
+        EXPECT_EQ(alias.settings_or_error, expected.settings_or_error) << context << " via " << spec.hami_alias;
+      }
+      if (!spec.run_flag.empty() || !spec.quota_flag.empty()) {
+        const Outcome flag = through_flag(spec, text);
+        EXPECT_EQ(flag.ok, expected.ok) << context << " via a flag";
+        EXPECT_EQ(flag.settings_or_error, expected.settings_or_error) << context << " via a flag";
+      }
+      if (!spec.api_field.empty()) {
+        // gpushare_join overlays the variable its field stands for.
+        EXPECT_EQ(option_variable(OptionWay::kApiField, spec.api_field), spec.env);
+      }
+    }
+  }
+}
+
+TEST(OptionsTable, NoCapIsZeroNoneOrHundredInEveryWayIn) {
+  const OptionSpec* cap = find_option(OptionWay::kEnvironment, "GPUSHARE_COMPUTE_LIMIT");
+  ASSERT_NE(cap, nullptr);
+  EXPECT_EQ(find_option(OptionWay::kHamiAlias, "CUDA_DEVICE_SM_LIMIT"), cap);
+  EXPECT_EQ(find_option(OptionWay::kRunFlag, "--limit"), cap);
+  EXPECT_EQ(find_option(OptionWay::kQuotaFlag, "--limit"), cap);
+  EXPECT_EQ(find_option(OptionWay::kApiField, "compute_limit_pct"), cap);
+  const std::pair<const char*, std::uint32_t> accepted[] = {{"0", 0},  {"none", 0}, {"100", 0}, {"100%", 0},
+                                                             {"1", 1},  {"30", 30},  {"30%", 30}, {"99", 99}};
+  for (const auto& [text, pct] : accepted) {
+    for (const char* variable : {"GPUSHARE_COMPUTE_LIMIT", "CUDA_DEVICE_SM_LIMIT"}) {
+      const LoadedSettings loaded = FakeEnv{{variable, text}}.load();
+      EXPECT_TRUE(loaded.errors.empty()) << variable << "=" << text << ": " << all_errors(loaded);
+      EXPECT_EQ(loaded.settings.compute.limit_pct, pct) << variable << "=" << text;
+    }
+    Settings flagged;
+    ASSERT_TRUE(apply_flag(*cap, text, flagged).ok()) << text;
+    EXPECT_EQ(flagged.compute.limit_pct, pct) << text;
+    EXPECT_EQ(parse_compute_cap(text).value(), pct) << text;
+  }
+  for (const char* text : {"", "101", "3.5", "-1", "unlimited", "None", "0.5"}) {
+    EXPECT_FALSE(parse_compute_cap(text).ok()) << text;
+    Settings flagged;
+    EXPECT_FALSE(apply_flag(*cap, text, flagged).ok()) << text;
+    const LoadedSettings loaded = FakeEnv{{"GPUSHARE_COMPUTE_LIMIT", text}}.load();
+    EXPECT_FALSE(loaded.errors.empty()) << text;
+  }
+  EXPECT_TRUE(Contains(parse_compute_cap("101").error().message, "0, none or 100: no cap"));
+}
+
+TEST(OptionsTable, DefaultsComeFromTheTable) {
+  const Settings defaults;
+  EXPECT_EQ(describe(defaults), describe(FakeEnv{}.load().settings));
+  for (const OptionSpec& spec : option_specs()) {
+    if (spec.default_value.empty()) continue;
+    // Each default parses, and writing it out changes nothing.
+    Settings applied;
+    EXPECT_TRUE(apply_option(spec, {spec.default_value}, applied).ok()) << spec.env;
+    const LoadedSettings loaded = FakeEnv{{std::string(spec.env), std::string(spec.default_value)}}.load();
+    EXPECT_TRUE(loaded.errors.empty()) << spec.env << ": " << all_errors(loaded);
+    EXPECT_EQ(describe(loaded.settings), describe(defaults)) << spec.env << "=" << spec.default_value;
+  }
+  EXPECT_EQ(defaults.inflight_launches, Settings::kDefaultInflightLaunches);
+  EXPECT_EQ(defaults.inflight_ms, 2u);
+  EXPECT_EQ(defaults.compute.slice, std::chrono::milliseconds(10));
+  EXPECT_EQ(defaults.compute.priority, Priority::kNormal);
+  EXPECT_EQ(defaults.compute.limit_pct, 0u);
+  EXPECT_EQ(defaults.compute.share_pct, 0u);
+}
+
+TEST(OptionsTable, APerDeviceFlagStandsForItsIndexedVariable) {
+  const OptionSpec* device = find_option(OptionWay::kRunFlag, "--device-memory");
+  ASSERT_NE(device, nullptr);
+  Settings settings;
+  auto assignment = apply_flag(*device, "3=2GiB", settings);
+  ASSERT_TRUE(assignment.ok()) << assignment.error().message;
+  EXPECT_EQ(assignment.value().variable, "GPUSHARE_MEMORY_LIMIT_3");
+  EXPECT_EQ(assignment.value().value, "2GiB");
+  EXPECT_EQ(settings.memory_limit_for(3), 2_GiB);
+  ASSERT_TRUE(apply_flag(*device, "63=unlimited", settings).ok());
+  EXPECT_EQ(settings.memory_limit_for(63), kUnlimited);
+  for (const char* bad : {"64=1GiB", "03=1GiB", "x=1GiB", "3", "=1GiB", "-1=1GiB", "3=8G", "3="}) {
+    Settings untouched;
+    EXPECT_FALSE(apply_flag(*device, bad, untouched).ok()) << bad;
+  }
+  EXPECT_TRUE(Contains(apply_flag(*device, "3=8G", settings).error().message, "Gi"));
+}
+
+TEST(OptionsTable, EveryFieldOfTheApiStandsForAVariable) {
+  // The fields of gpushare_options (include/gpushare/gpushare.h) that gpushare_join overlays.
+  for (const char* field : {"tenant", "state_path", "memory_limit_bytes", "compute_share_pct", "compute_limit_pct",
+                            "priority", "slice_ms"}) {
+    EXPECT_FALSE(option_variable(OptionWay::kApiField, field).empty()) << field;
+  }
+  EXPECT_EQ(option_variable(OptionWay::kApiField, "no_such_field"), "");
+}
+
+TEST(StatePath, OneRuleForEveryone) {
+  const auto no_variables = [](const char*) -> const char* { return nullptr; };
+  const auto variable_set = [](const char* name) -> const char* {
+    return std::string_view(name) == "GPUSHARE_STATE" ? "/tmp/from-env.state" : nullptr;
+  };
+  const auto variable_empty = [](const char* name) -> const char* {
+    return std::string_view(name) == "GPUSHARE_STATE" ? "" : nullptr;
+  };
+
+  const StatePath by_default = resolved_state_path(Settings{});
+  EXPECT_EQ(by_default.path, default_state_path());
+  EXPECT_FALSE(by_default.configured);
+  EXPECT_EQ(by_default.origin(), SharedState::Origin::kDefault);
+  const StatePath configured = resolved_state_path(FakeEnv{{"GPUSHARE_STATE", "/tmp/x.state"}}.load().settings);
+  EXPECT_EQ(configured.path, "/tmp/x.state");
+  EXPECT_EQ(configured.origin(), SharedState::Origin::kConfigured);
+
+  EXPECT_EQ(state_path_for_command(std::nullopt, no_variables).value().path, default_state_path());
+  EXPECT_FALSE(state_path_for_command(std::nullopt, no_variables).value().configured);
+  EXPECT_EQ(state_path_for_command(std::nullopt, variable_set).value().path, "/tmp/from-env.state");
+  EXPECT_TRUE(state_path_for_command(std::nullopt, variable_set).value().configured);
+  // --state wins over the variable, even over an empty one.
+  EXPECT_EQ(state_path_for_command("/tmp/flag.state", variable_set).value().path, "/tmp/flag.state");
+  EXPECT_EQ(state_path_for_command("/tmp/flag.state", variable_empty).value().path, "/tmp/flag.state");
+  // Empty is never the default by accident.
+  const auto empty_flag = state_path_for_command(std::string(), variable_set);
+  ASSERT_FALSE(empty_flag.ok());
+  EXPECT_TRUE(Contains(empty_flag.error().message, "--state: empty path")) << empty_flag.error().message;
+  const auto empty_variable = state_path_for_command(std::nullopt, variable_empty);
+  ASSERT_FALSE(empty_variable.ok());
+  EXPECT_TRUE(Contains(empty_variable.error().message, "GPUSHARE_STATE is set but empty"))
+      << empty_variable.error().message;
 }
 
 }  // namespace

@@ -19,7 +19,7 @@ struct Good {
   std::uint64_t bytes;
 };
 
-TEST(ParseSize, AcceptsIntegersIecUnitsAndHamiLetters) {
+TEST(ParseSize, AcceptsIntegersIecUnitsKubernetesSuffixesAndHamiLetters) {
   const std::vector<Good> cases{
       {"1073741824", 1073741824ull},
       {"0", 0},
@@ -31,9 +31,14 @@ TEST(ParseSize, AcceptsIntegersIecUnitsAndHamiLetters) {
       {"1TiB", 1ull << 40},
       {"2PiB", 2ull << 50},
       {"8g", 8ull << 30},
-      {"8G", 8ull << 30},
       {"512m", 512ull << 20},
-      {"512M", 512ull << 20},
+      {"8Gi", 8ull << 30},
+      {"512Mi", 512ull << 20},
+      {"4Ki", 4096},
+      {"2Ti", 2ull << 40},
+      {"1Pi", 1ull << 50},
+      {"1.5Gi", 1610612736ull},
+      {"8 Gi", 8ull << 30},
       {"64k", 64ull << 10},
       {"1t", 1ull << 40},
       {"1.5GiB", 1610612736ull},
@@ -106,6 +111,34 @@ TEST(ParseSize, DecimalUnitRefusalGivesAHint) {
   auto parsed = parse_size("8GB");
   ASSERT_FALSE(parsed.ok());
   EXPECT_TRUE(Contains(parsed.error().message, "GiB"));
+}
+
+TEST(ParseSize, AmbiguousUnitsAreRefusedNamingTheBinaryOnes) {
+  // Uppercase single letters and decimal names may count 1000s (Kubernetes, disks) or 1024s.
+  const std::vector<std::pair<const char*, const char*>> cases{
+      {"8G", "GiB or Gi"},   {"8GB", "GiB or Gi"},   {"512M", "MiB or Mi"}, {"512MB", "MiB or Mi"},
+      {"1T", "TiB or Ti"},   {"1TB", "TiB or Ti"},   {"64K", "KiB or Ki"},  {"64KB", "KiB or Ki"},
+      {"64kB", "KiB or Ki"}, {"2P", "PiB or Pi"},    {"2PB", "PiB or Pi"},  {"1.5G", "GiB or Gi"},
+      {"8 G", "GiB or Gi"},
+  };
+  for (const auto& [text, binary] : cases) {
+    for (const auto& parsed : {parse_size(text), parse_limit(text)}) {
+      ASSERT_FALSE(parsed.ok()) << text << " was accepted as " << parsed.value();
+      EXPECT_TRUE(Contains(parsed.error().message, std::string("'") + text + "'")) << parsed.error().message;
+      EXPECT_TRUE(Contains(parsed.error().message, "ambiguous")) << parsed.error().message;
+      EXPECT_TRUE(Contains(parsed.error().message, binary)) << parsed.error().message;
+    }
+  }
+}
+
+TEST(ParseSize, HamiLowercaseLettersKeepTheirBinaryMeaning) {
+  EXPECT_EQ(parse_size("8g").value(), 8_GiB);
+  EXPECT_EQ(parse_size("512m").value(), 512_MiB);
+  EXPECT_EQ(parse_size("64k").value(), 64_KiB);
+  EXPECT_EQ(parse_size("1t").value(), 1ull << 40);
+  EXPECT_EQ(parse_size("1p").value(), 1ull << 50);
+  EXPECT_EQ(parse_limit("8g").value(), parse_limit("8Gi").value());
+  EXPECT_EQ(parse_limit("8g").value(), parse_limit("8GiB").value());
 }
 
 TEST(ParseSize, FractionsThatAreWholeBytesInLargeUnitsAreExact) {

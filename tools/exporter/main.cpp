@@ -22,6 +22,7 @@
 #include <CLI/CLI.hpp>
 
 #include "core/report.hpp"
+#include "core/settings.hpp"
 #include "core/shared_state.hpp"
 #include "listen_address.hpp"
 #include "prometheus.hpp"
@@ -52,7 +53,7 @@ constexpr const char* kIndexPage =
 // join, or an allocation about to be refused, does), so watching never changes what is watched.
 class StateReader {
  public:
-  explicit StateReader(std::string path) : path_(std::move(path)) {}
+  explicit StateReader(gpushare::StatePath path) : path_(std::move(path.path)), origin_(path.origin()) {}
 
   // May run on several server threads at once: each scrape has its own mapping.
   std::string scrape() {
@@ -60,7 +61,7 @@ class StateReader {
     if (!fs::exists(path_, error)) {
       return unavailable(fmt::format("no shared state at {} yet: no tenant has run with it", path_));
     }
-    auto state = SharedState::open(path_, SharedState::Mode::kReadOnly);
+    auto state = SharedState::open(path_, SharedState::Mode::kReadOnly, origin_);
     if (!state) return unavailable(state.error().message);
     log_if_changed(fmt::format("reading the shared state at {}", path_));
     return render_prometheus(gpushare::build_report(**state));
@@ -80,6 +81,7 @@ class StateReader {
   }
 
   const std::string path_;
+  const SharedState::Origin origin_;
   std::mutex mutex_;
   std::string last_condition_;
 };
@@ -121,8 +123,9 @@ int main(int argc, char** argv) {
                  "HOST:PORT to serve http://HOST:PORT/metrics on; [::1]:9400 for IPv6, 0.0.0.0:9400 for every "
                  "interface, port 0 for any free port. The address is the first line on stdout")
       ->capture_default_str();
+  const gpushare::OptionSpec& state_spec = *gpushare::find_option(gpushare::OptionWay::kEnvironment, "GPUSHARE_STATE");
   app.add_option("--state", state_option,
-                 "Shared state file (default: $GPUSHARE_STATE, else " + gpushare::default_state_path() + ")");
+                 fmt::format("{} (default: ${}, else {})", state_spec.help, state_spec.env, state_spec.default_text()));
   app.set_version_flag("--version", std::string(GPUSHARE_VERSION));
   app.footer(
       "Example: gpushare exporter --listen 127.0.0.1:9400\n"
@@ -138,10 +141,12 @@ int main(int argc, char** argv) {
     return kExitBadInput;
   }
   // An empty path would silently mean the default one.
-  const char* state_variable = std::getenv("GPUSHARE_STATE");
-  if (app.count("--state") > 0 ? state_option.empty() : state_variable != nullptr && *state_variable == '\0') {
+  const bool state_given = app.count("--state") > 0;
+  auto state_path = gpushare::state_path_for_command(state_given ? std::optional(state_option) : std::nullopt,
+                                                     [](const char* name) { return std::getenv(name); });
+  if (!state_path) {
     fmt::print(stderr, "gpushare exporter: {} is empty (leave it out to use the default, {})\n",
-               app.count("--state") > 0 ? "--state" : "GPUSHARE_STATE", gpushare::default_state_path());
+               state_given ? "--state" : "GPUSHARE_STATE", gpushare::default_state_path());
     return kExitBadInput;
   }
   auto parsed_listen = parse_listen_address(listen);
@@ -157,7 +162,7 @@ int main(int argc, char** argv) {
   const sigset_t signals = stop_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  StateReader reader(gpushare::state_path_for_command(state_option));
+  StateReader reader(std::move(state_path).value());
   httplib::Server server;
   server.new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
   // SO_REUSEADDR only: a restarted exporter gets its port back at once, but a second one on a port

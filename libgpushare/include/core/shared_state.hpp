@@ -79,10 +79,9 @@ bool held_elsewhere(int fd, std::int64_t offset, std::int64_t length = 1);
 void unlock(int fd, std::int64_t offset);
 }  // namespace ofd_lock
 
-// The state path used when GPUSHARE_STATE is not set.
+// The state path used when none is configured; which path is used is decided by
+// resolved_state_path (core/settings.hpp).
 std::string default_state_path();
-// The state a command works on: `option` (its --state), else $GPUSHARE_STATE, else the default.
-std::string state_path_for_command(const std::string& option);
 
 std::uint64_t unix_now_ns();
 
