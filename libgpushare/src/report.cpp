@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "core/arbiter.hpp"
+#include "core/platform.hpp"
 #include "core/size.hpp"
 
 namespace gpushare {

@@ -3,7 +3,8 @@
 
 #include <gtest/gtest.h>
 
-#include "core/compute.hpp"
+#include "core/arbiter.hpp"
+#include "core/platform.hpp"
 #include "core/size.hpp"
 #include "test_support.hpp"
 

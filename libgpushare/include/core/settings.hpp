@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/compute.hpp"
+#include "core/compute_policy.hpp"
 #include "core/size.hpp"
 
 namespace gpushare {
