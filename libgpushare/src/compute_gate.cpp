@@ -71,7 +71,8 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
     auto lock = lock_schedule(state, gpu);
     if (!lock) return lock.error();
     const GpuSchedule& schedule = state.schedules[gpu];
-    if (layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot_ && schedule.grant_seq.load(kRelaxed) == slice_seen) {
+    if (layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot_ &&
+        schedule.grant_seq.load(kRelaxed) == slice_seen) {
       end_slice(state, gpu, monotonic_now_ns());
     }
   }

@@ -28,7 +28,8 @@ long call(std::atomic<std::uint32_t>& word, int op, std::uint32_t value, const t
 void wake_all(std::atomic<std::uint32_t>& word) { call(word, FUTEX_WAKE, INT_MAX, nullptr); }
 
 void wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t timeout_ns) {
-  const timespec timeout{static_cast<time_t>(timeout_ns / 1'000'000'000), static_cast<long>(timeout_ns % 1'000'000'000)};
+  const timespec timeout{static_cast<time_t>(timeout_ns / 1'000'000'000),
+                         static_cast<long>(timeout_ns % 1'000'000'000)};
   call(word, FUTEX_WAIT, expected, &timeout);
 }
 }  // namespace futex

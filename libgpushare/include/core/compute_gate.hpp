@@ -87,7 +87,9 @@ class ComputeGate {
   }
 
   // How many threads of this process are inside a gated call on the GPU now.
-  std::uint64_t threads_inside(std::uint32_t gpu) { return layout::threads_inside(layout::activity_of(slot_compute(gpu))); }
+  std::uint64_t threads_inside(std::uint32_t gpu) {
+    return layout::threads_inside(layout::activity_of(slot_compute(gpu)));
+  }
   // Makes this process's other threads' lane stores visible (fence::own_threads), if it can.
   bool fence_own_threads() const { return fenced_own_ && fence::own_threads(); }
 
