@@ -11,7 +11,7 @@
 
 #include "allocation_map.hpp"
 #include "cuda_api.hpp"
-#include "core/compute.hpp"
+#include "core/compute_gate.hpp"
 #include "core/inflight_bound.hpp"
 #include "core/ledger.hpp"
 #include "core/settings.hpp"

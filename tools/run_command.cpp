@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
+#include "core/compute_policy.hpp"
 #include "core/ledger.hpp"
 #include "core/settings.hpp"
 #include "core/size.hpp"

@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "core/compute.hpp"
+#include "core/compute_policy.hpp"
 #include "core/size.hpp"
 
 namespace gpushare::tools {

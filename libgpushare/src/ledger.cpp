@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "core/arbiter.hpp"
+#include "core/platform.hpp"
 #include "core/size.hpp"
 
 namespace gpushare {

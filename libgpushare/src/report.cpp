@@ -6,6 +6,9 @@
 #include <map>
 #include <thread>
 
+#include "core/arbiter.hpp"
+#include "core/platform.hpp"
+
 namespace gpushare {
 namespace {
 

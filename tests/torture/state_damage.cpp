@@ -209,7 +209,7 @@ int main(int argc, char** argv) {
     const std::uint32_t s = find_slot(state, args[0]);
     const auto& schedule = state.schedules[gpu_at(1)];
     const auto& compute = state.slots[s].compute[gpu_at(1)];
-    // The holder word is the holder's token, slot + 1 (compute.hpp, holder_token), and maybe the
+    // The holder word is the holder's token, slot + 1 (state_layout.hpp, holder_token), and maybe the
     // handover bit.
     const std::uint32_t holder = schedule.holder_word.load() & ~layout::kHandoverBit;
     // untaken: it holds a grant made on the waiting mark it still has (granted while it waited, not

@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "core/compute.hpp"
+#include "core/arbiter.hpp"
+#include "core/platform.hpp"
 #include "core/report_json.hpp"
 #include "core/size.hpp"
 #include "test_support.hpp"

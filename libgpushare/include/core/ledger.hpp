@@ -20,7 +20,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/compute.hpp"
+#include "core/compute_policy.hpp"
 #include "core/result.hpp"
 #include "core/shared_state.hpp"
 

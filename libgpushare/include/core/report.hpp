@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "core/compute.hpp"
+#include "core/compute_policy.hpp"
 #include "core/ledger.hpp"
 #include "core/shared_state.hpp"
 

@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/compute.hpp"
+#include "core/compute_policy.hpp"
 #include "core/shared_state.hpp"
 #include "core/size.hpp"
 

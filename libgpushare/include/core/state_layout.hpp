@@ -83,7 +83,7 @@ struct alignas(64) LedgerEntry {
   std::atomic<std::uint32_t> configured;    // 1 once a process of the tenant has used this GPU
 };
 
-// A tenant's GPU time on one GPU (compute.hpp). Guarded by GpuSchedule::mutex.
+// A tenant's GPU time on one GPU (arbiter.hpp). Guarded by GpuSchedule::mutex.
 struct alignas(64) ComputeEntry {
   std::atomic<std::uint64_t> virtual_ns;     // charged time / weight: the fair-queueing clock
   std::atomic<std::int64_t> budget_ns;       // hard-cap tokens (GPUSHARE_COMPUTE_LIMIT)
@@ -218,7 +218,7 @@ struct alignas(64) ProcessSlot {
   std::atomic<std::uint64_t> pid;  // in the owner's PID namespace: shown to people, never used to decide
   std::atomic<std::uint64_t> started_unix_ns;
   std::atomic<std::uint64_t> held_bytes[kMaxGpus];
-  // Non-zero once the process has registered for asymmetric fences (compute.hpp, `fence`): a
+  // Non-zero once the process has registered for asymmetric fences (platform.hpp, `fence`): a
   // reader of its activity may then make its threads pass a barrier instead of waiting it out.
   // Written by the owner's gate (0 or 1) and cleared with the slot; part of ABI 5 from the start.
   std::atomic<std::uint32_t> fenced;

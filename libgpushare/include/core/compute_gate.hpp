@@ -1,0 +1,149 @@
+// A process's side of the time-slice arbiter (arbiter.hpp) on every GPU: the launch hooks'
+// hot-path check and the slow paths that wait for a slice, hand it over and renew it.
+//
+// Hot path (holds, begin_launch, end_launch): inline here, no lock, no system call, and no locked
+// instruction for the first launching threads of a process on a GPU (each has a private activity
+// lane). Slow paths (acquire, checkpoint, release_if_wanted): compute_gate.cpp, under the GPU's
+// schedule mutex, sleeping on its futex (platform.hpp) while another process holds the slice.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+
+#include "core/compute_policy.hpp"
+#include "core/platform.hpp"
+#include "core/result.hpp"
+#include "core/shared_state.hpp"
+
+namespace gpushare {
+
+// A thread's activity lane, from begin_launch (or begin_wait) to end_launch.
+struct ActivityLane {
+  std::atomic<std::uint64_t>* word;
+  bool shared;  // lane 0, written by several threads
+};
+
+// The private activity lane a thread owns on one GPU, in the gate whose id is `gate_id` (gate ids
+// are never reused, so a claim made in another gate, or in the parent's before a fork, is never
+// taken for one in this gate). Kept by the caller, one per thread and GPU (the preload library's
+// launch hooks keep them thread-local): the core library has no thread-local state of its own, so
+// shared objects that link it and are loaded with dlopen (the NVML shadow) need no static TLS.
+struct LaneClaim {
+  std::uint64_t gate_id = 0;
+  unsigned lane = 0;
+};
+
+class ComputeGate {
+ public:
+  // `drain` waits until everything this process submitted to the GPU has finished.
+  using Drain = std::function<void(std::uint32_t gpu)>;
+  ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing = {});
+  ComputeGate(const ComputeGate&) = delete;
+  ComputeGate& operator=(const ComputeGate&) = delete;
+
+  // Hot path: no lock, no system call.
+  // Sequentially consistent (a plain load on x86): begin_launch's store comes first, and the idle
+  // check in arbitrate stores the handover bit before it looks at the activity again.
+  bool holds(std::uint32_t gpu) const {
+    return state_.state().schedules[gpu].holder_word.load(std::memory_order_seq_cst) == layout::holder_token(slot_);
+  }
+  // Bracket each gated launch or synchronize: the process's activity (layout::kCallBegun) moves
+  // with every call and counts the threads inside one (perhaps blocked on a full GPU queue, or
+  // waiting for their work), so that a busy process is never taken for idle. Only this process
+  // writes it.
+  //
+  // A launching thread with a private lane on the GPU (`claim`, see LaneClaim) moves it with a
+  // plain load and store, no locked instruction; the compiler keeps that store ahead of the
+  // holds() that follows, and the two readers that pair with it fence this process's threads
+  // first (`fence`), or watch for kStoreVisibleNs where that is refused. A thread past the private
+  // lanes adds to lane 0 atomically. Not async-signal-safe (a gated call from a signal handler,
+  // between the load and the store, would lose one launch from the count; the driver is not
+  // async-signal-safe either). One gate per slot in a process: lanes are claimed per gate.
+  [[gnu::always_inline]] ActivityLane begin_launch(std::uint32_t gpu, LaneClaim& claim) {
+    const unsigned lane = claim.gate_id == id_ ? claim.lane : claim_lane(gpu, claim);
+    if (lane == 0) return begin_wait(gpu);
+    std::atomic<std::uint64_t>& word = slot_compute(gpu).activity[lane];
+    word.store(word.load(std::memory_order_relaxed) + layout::kCallBegun, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    return {&word, false};
+  }
+  // The shared lane: for a synchronize, which blocks anyway (leaving the private lanes to launching
+  // threads), and for launching threads past the private lanes.
+  ActivityLane begin_wait(std::uint32_t gpu) {
+    std::atomic<std::uint64_t>& word = slot_compute(gpu).activity[0];
+    word.fetch_add(layout::kCallBegun, std::memory_order_seq_cst);
+    return {&word, true};
+  }
+  // Relaxed on a private lane: no reader needs more, and a release store would wait, on AArch64,
+  // for every store before it (the driver's own) to drain.
+  [[gnu::always_inline]] static void end_launch(ActivityLane lane) {
+    if (lane.shared) {
+      lane.word->fetch_sub(layout::kCallEnded, std::memory_order_seq_cst);
+    } else {
+      lane.word->store(lane.word->load(std::memory_order_relaxed) - layout::kCallEnded, std::memory_order_relaxed);
+    }
+  }
+
+  // How many threads of this process are inside a gated call on the GPU now.
+  std::uint64_t threads_inside(std::uint32_t gpu) {
+    return layout::threads_inside(layout::activity_of(slot_compute(gpu)));
+  }
+  // Makes this process's other threads' lane stores visible (fence::own_threads), if it can.
+  bool fence_own_threads() const { return fenced_own_ && fence::own_threads(); }
+
+  // Slow path before a launch when holds() is false: hands over first if this process was asked
+  // to, then waits until it holds the slice.
+  Status acquire(std::uint32_t gpu, const Drain& drain);
+  // Gives the slice up, without waiting for it again, if this process holds it and was asked to
+  // hand over, or its slice is over and someone else waits: for a process whose launches are
+  // being captured into a graph (they need no GPU now, so it has no reason to wait for its turn).
+  Status release_if_wanted(std::uint32_t gpu, const Drain& drain, std::uint64_t now = monotonic_now_ns());
+  // Called by the holder every few launches: ends its slice when it is over and someone waits,
+  // or when its tenant's cap is spent; then waits for its next turn.
+  // `now`: the monotonic clock, if the caller has just read it.
+  Status checkpoint(std::uint32_t gpu, const Drain& drain, std::uint64_t now = monotonic_now_ns());
+  // Whether a higher priority class than this process's held the GPU recently (timing_).
+  bool higher_class_recently(std::uint32_t gpu, std::uint64_t now) const;
+
+  // The process has mapped another process's GPU memory (CUDA IPC, imported allocations): its
+  // kernels may then wait for another process's, so the arbiter gives it only the short handover
+  // grace (SlotCompute::depends_on_others). Opening another process's event does not count: an
+  // event wait only waits for work already submitted.
+  void note_depends_on_other_processes() {
+    for (auto& compute : state_.state().slots[slot_].compute) {
+      if (compute.depends_on_others.load(std::memory_order_relaxed) == 0) {
+        compute.depends_on_others.store(1, std::memory_order_relaxed);
+      }
+    }
+  }
+
+ private:
+  Status hand_over(std::uint32_t gpu, const Drain& drain);
+  // The process's waiting mark on the GPU (SlotCompute::waiting_since_ns, shared by its threads)
+  // and the GPU's count of waiters move together: whoever sets the mark counts it, whoever takes
+  // it away (a thread taking a grant up, the arbiter withdrawing an untaken grant, a sweep) uncounts
+  // it. unmark_waiting returns whether this call took it.
+  void mark_waiting(std::uint32_t gpu, std::uint64_t now);
+  bool unmark_waiting(std::uint32_t gpu);
+  bool slot_alive(std::uint32_t slot);
+  layout::SlotCompute& slot_compute(std::uint32_t gpu) { return state_.state().slots[slot_].compute[gpu]; }
+  // Gives the calling thread the next private activity lane on the GPU, or the shared lane 0 when
+  // none is left (threads never give one back: launching threads usually live as long as the
+  // process), and records it in `claim`.
+  unsigned claim_lane(std::uint32_t gpu, LaneClaim& claim);
+
+  SharedState& state_;
+  std::uint32_t slot_;
+  // The slot's tenant when the gate was made (just after the process joined): trusted over the
+  // slot's field, which anyone may write later; checked before each use all the same.
+  std::uint32_t tenant_;
+  std::uint64_t id_;  // unique in the process, never reused: what a thread's LaneClaim names
+  std::array<std::atomic<unsigned>, layout::kMaxGpus> lanes_claimed_{};  // per GPU
+  bool fenced_own_;  // registered for fence::own_threads
+  ArbiterTiming timing_;
+  OwnFileDescription probe_file_;  // of the state file, for liveness probes
+};
+
+}  // namespace gpushare

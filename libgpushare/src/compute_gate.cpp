@@ -1,0 +1,216 @@
+#include "core/compute_gate.hpp"
+
+#include <algorithm>
+
+#include "core/arbiter.hpp"
+
+namespace gpushare {
+using layout::GpuSchedule;
+using layout::kHandoverBit;
+using layout::kMaxTenants;
+using layout::StateLayout;
+
+namespace {
+constexpr auto kRelaxed = std::memory_order_relaxed;
+constexpr auto kAcquire = std::memory_order_acquire;
+
+// 0 is no gate: a LaneClaim starts there.
+std::atomic<std::uint64_t> g_next_gate_id{1};
+}  // namespace
+
+ComputeGate::ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing)
+    : state_(state),
+      slot_(slot),
+      tenant_(state.state().slots[slot].tenant_index.load(kRelaxed)),
+      id_(g_next_gate_id.fetch_add(1, kRelaxed)),
+      fenced_own_(fence::register_process_for_own()),
+      timing_(timing),
+      probe_file_(OwnFileDescription::open_read_write(state.descriptor_path())) {
+  // Registering again (a second gate in the process, or after a fork: the child inherits its
+  // parent's registration) is harmless. Stored either way: only a registered process's slot may
+  // say so, whatever an earlier owner left there.
+  state_.state().slots[slot_].fenced.store(fence::register_process_for_global() ? 1 : 0, kRelaxed);
+}
+
+unsigned ComputeGate::claim_lane(std::uint32_t gpu, LaneClaim& claim) {
+  // Threads past the private lanes share lane 0 for good; the count stops there.
+  std::atomic<unsigned>& claimed_so_far = lanes_claimed_[gpu];
+  unsigned claimed = claimed_so_far.load(kRelaxed);
+  unsigned lane = 0;
+  while (claimed + 1 < layout::kActivityLanes) {
+    if (claimed_so_far.compare_exchange_weak(claimed, claimed + 1, kRelaxed)) {
+      lane = claimed + 1;
+      break;
+    }
+  }
+  claim = {id_, lane};
+  return lane;
+}
+
+Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
+  // Stop submitting, wait for what is in flight, then pass the GPU on: the charge runs to the
+  // end of the drain. The handover is asked for first (unless a waiter did), so that the
+  // process's other launching threads stop at their next launch (holds() turns false for them;
+  // one already inside a launch still submits it) instead of adding to what the drain waits for.
+  // They come here too, each with a drain of its own: only the slice seen now is ended, never one
+  // granted to the process again while a sibling was still draining.
+  StateLayout& state = state_.state();
+  std::uint32_t slice_seen = 0;
+  {
+    auto lock = lock_schedule(state, gpu);
+    if (!lock) return lock.error();
+    GpuSchedule& schedule = state.schedules[gpu];
+    slice_seen = schedule.grant_seq.load(kRelaxed);
+    if (schedule.holder_word.load(kAcquire) == holder_token(slot_)) {
+      schedule.handover_asked_ns.store(monotonic_now_ns(), kRelaxed);
+      schedule.holder_word.store(holder_token(slot_) | kHandoverBit, std::memory_order_seq_cst);
+    }
+  }
+  if (drain) drain(gpu);
+  {
+    auto lock = lock_schedule(state, gpu);
+    if (!lock) return lock.error();
+    const GpuSchedule& schedule = state.schedules[gpu];
+    if (layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot_ &&
+        schedule.grant_seq.load(kRelaxed) == slice_seen) {
+      end_slice(state, gpu, monotonic_now_ns());
+    }
+  }
+  wake_waiters(state, gpu);
+  return Ok{};
+}
+
+Status ComputeGate::release_if_wanted(std::uint32_t gpu, const Drain& drain, std::uint64_t now) {
+  const GpuSchedule& schedule = state_.state().schedules[gpu];
+  const std::uint32_t word = schedule.holder_word.load(kAcquire);
+  if (layout::holder_slot(word) != slot_) return Ok{};
+  const bool asked = (word & kHandoverBit) != 0;
+  // `waiting` is a hint, enough here: nobody to give it to.
+  const bool over = now >= slice_end_of(schedule, now) && schedule.waiting.load(kRelaxed) != 0;
+  return asked || over ? hand_over(gpu, drain) : Status{Ok{}};
+}
+
+void ComputeGate::mark_waiting(std::uint32_t gpu, std::uint64_t now) {
+  std::uint64_t unmarked = 0;
+  if (slot_compute(gpu).waiting_since_ns.compare_exchange_strong(unmarked, std::max<std::uint64_t>(now, 1),
+                                                                  std::memory_order_seq_cst)) {
+    state_.state().schedules[gpu].waiting.fetch_add(1, kRelaxed);
+  }
+}
+
+bool ComputeGate::unmark_waiting(std::uint32_t gpu) {
+  return take_waiting_mark(state_.state().schedules[gpu], slot_compute(gpu));
+}
+
+
+Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
+  StateLayout& state = state_.state();
+  GpuSchedule& schedule = state.schedules[gpu];
+  const std::uint64_t started = monotonic_now_ns();
+  // Counted while it is here: a sibling thread inside a launch on a grant means the grant is used.
+  auto& waiting_threads = slot_compute(gpu).threads_waiting;
+  waiting_threads.fetch_add(1, std::memory_order_seq_cst);
+  mark_waiting(gpu, started);
+  Status status = Ok{};
+  for (;;) {
+    // At every look: a slot written over while this thread waits would never be granted the GPU.
+    if (tenant_ < kMaxTenants) layout::restore_own_slot(state.slots[slot_], tenant_);
+    if (layout::holder_slot(schedule.holder_word.load(std::memory_order_seq_cst)) == slot_) {
+      // Granted (perhaps while this thread was not running): taking the mark takes the grant up,
+      // unless the arbiter withdrew it first (it takes the mark it was granted on, after storing
+      // the handover bit). No mark to take: a sibling thread took the grant up, or marked again
+      // (then its mark differs from the granted one and the arbiter cannot withdraw it). Either
+      // way the process holds the slice unless the word now says otherwise.
+      unmark_waiting(gpu);
+      const std::uint32_t word = schedule.holder_word.load(std::memory_order_seq_cst);
+      if (word == holder_token(slot_)) break;
+      if (word == (holder_token(slot_) | kHandoverBit)) {
+        // Asked to hand over already (the slice ran out before this thread ran, or a higher class
+        // came): at once, not after the holder's grace.
+        mark_waiting(gpu, monotonic_now_ns());
+        if (auto handed = hand_over(gpu, drain); !handed) {
+          status = handed;
+          break;
+        }
+        continue;
+      }
+    }
+    // Waiting again if the grant was lost meanwhile, or the arbiter passed this process over while
+    // it was not running.
+    mark_waiting(gpu, monotonic_now_ns());
+    const std::uint32_t seen = schedule.grant_seq.load(kAcquire);
+    Arbitration decided;
+    {
+      auto lock = lock_schedule(state, gpu);
+      if (!lock) {
+        status = lock.error();
+        break;
+      }
+      decided = arbitrate(state, gpu, monotonic_now_ns(), slot_, timing_,
+                          [this](std::uint32_t slot) { return slot_alive(slot); });
+    }
+    if (decided.changed) wake_waiters(state, gpu);
+    if (decided.granted_to_requester || layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot_) continue;
+    wait_for_grant(state, gpu, seen, decided.recheck_after_ns);
+  }
+  unmark_waiting(gpu);
+  if (std::uint32_t threads = waiting_threads.load(kRelaxed); threads != 0) {
+    waiting_threads.compare_exchange_strong(threads, threads - 1, kRelaxed);  // never below 0 if written over
+  }
+  if (tenant_ < kMaxTenants) {
+    state.tenants[tenant_].compute[gpu].wait_ns.fetch_add(monotonic_now_ns() - started, kRelaxed);
+  }
+  return status;
+}
+
+Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint64_t now) {
+  // The slice may have gone while the caller waited (in the in-flight bound): then the slice end
+  // below is someone else's.
+  if (!holds(gpu)) return acquire(gpu, drain);
+  StateLayout& state = state_.state();
+  GpuSchedule& schedule = state.schedules[gpu];
+  if (now < slice_end_of(schedule, now)) return Ok{};
+  if (tenant_ >= kMaxTenants || !capped(state.tenants[tenant_])) {
+    // Nobody who could take over waits (a scan, once per slice; the `waiting` counter is only a
+    // hint): roll the slice over, so the charge follows use slice by slice and an idle spell inside
+    // a long tenure is never charged as one block.
+    auto lock = lock_schedule(state, gpu);
+    if (!lock) return lock.error();
+    if (schedule.holder_word.load(std::memory_order_seq_cst) != holder_token(slot_)) return Ok{};
+    if (!contender_waits(state, gpu, slot_, now)) {
+      end_slice(state, gpu, now);
+      if (tenant_ < kMaxTenants) grant(state, gpu, slot_, tenant_, now, /*mark=*/0);  // else no renewal
+      return Ok{};
+    }
+  }
+  mark_waiting(gpu, now);
+  if (auto handed = hand_over(gpu, drain); !handed) {
+    unmark_waiting(gpu);  // not waiting after all: it would be granted a slice nobody takes up
+    return handed;
+  }
+  return acquire(gpu, drain);
+}
+
+bool ComputeGate::higher_class_recently(std::uint32_t gpu, std::uint64_t now) const {
+  const StateLayout& state = state_.state();
+  const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
+  if (tenant >= kMaxTenants) return false;
+  const std::uint32_t mine = layout::priority_class(state.tenants[tenant].compute_policy.priority.load(kRelaxed));
+  for (std::uint32_t higher = mine + 1; higher <= 2; ++higher) {
+    const std::uint64_t granted = state.schedules[gpu].class_granted_ns[higher].load(kRelaxed);
+    if (granted != 0 && now - granted < static_cast<std::uint64_t>(timing_.higher_class_memory.count())) return true;
+  }
+  return false;
+}
+
+bool ComputeGate::slot_alive(std::uint32_t slot) {
+  // The slot's liveness lock, probed through this gate's own descriptor: called under the schedule
+  // mutex, so it must not take the shared state's probe mutex (a sweep holds that one and then
+  // takes schedule mutexes). Threads of this process may probe at once; a probe is only a look.
+  if (!probe_file_.valid()) return true;
+  if (!ofd_lock::try_lock(probe_file_.fd(), layout::kSlotLockBase + slot)) return true;
+  ofd_lock::unlock(probe_file_.fd(), layout::kSlotLockBase + slot);
+  return false;
+}
+
+}  // namespace gpushare
