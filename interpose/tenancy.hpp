@@ -12,7 +12,7 @@
 #include "allocation_map.hpp"
 #include "cuda_api.hpp"
 #include "core/compute.hpp"
-#include "core/ledger.hpp"
+#include "core/registry.hpp"
 #include "core/settings.hpp"
 
 namespace gpushare::interpose {

@@ -12,23 +12,14 @@
 
 #include "commands.hpp"
 #include "core/compute.hpp"
-#include "core/ledger.hpp"
 #include "core/settings.hpp"
 #include "core/size.hpp"
+#include "core/tenant_name.hpp"
 
 namespace fs = std::filesystem;
 
 namespace gpushare::tools {
 namespace {
-
-std::string generated_tenant_name(const std::string& command) {
-  const auto now = static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-  std::uint64_t mix = now ^ (static_cast<std::uint64_t>(::getpid()) << 40);
-  mix = (mix ^ (mix >> 31)) * 0x9e3779b97f4a7c15ull;
-  std::string base = fs::path(command).filename().string();
-  if (base.size() > 48) base.resize(48);
-  return normalize_tenant_name(fmt::format("{}-{:06x}", base, static_cast<std::uint32_t>(mix >> 40)));
-}
 
 // Limits travel to the preload library as exact byte counts.
 std::string limit_text(std::uint64_t bytes) { return bytes == kUnlimited ? "unlimited" : std::to_string(bytes); }
@@ -150,7 +141,7 @@ int run_command(RunOptions& options) {
   if (options.tenant) {
     set_env("GPUSHARE_TENANT", *options.tenant);
   } else if (!environment_names_tenant()) {
-    set_env("GPUSHARE_TENANT", generated_tenant_name(options.command.front()));
+    set_env("GPUSHARE_TENANT", generate_tenant_name(options.command.front()));
   }
   if (options.state) set_env("GPUSHARE_STATE", fs::absolute(*options.state).string());
   // nvidia-smi and PyTorch dlopen NVML by name: the shadow copy must be found first.

@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "core/ledger.hpp"
+#include "core/tenant_name.hpp"
 #include "core/shared_state.hpp"
 
 namespace gpushare {

@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "core/ledger.hpp"
+#include "core/registry.hpp"
 #include "core/settings.hpp"
 #include "test_support.hpp"
 

@@ -8,7 +8,7 @@
 #include <set>
 #include <string>
 
-#include "core/ledger.hpp"
+#include "core/tenant_name.hpp"
 #include "core/state_layout.hpp"
 #include "test_support.hpp"
 
