@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "core/compute_slot_release.hpp"
 #include "driver.hpp"
 #include "log.hpp"
 
@@ -126,6 +127,7 @@ void Tenancy::start() {
   state_ = std::move(state).value();
   tenant_ = settings.tenant.empty() ? per_process_tenant_name() : settings.tenant;
   const std::string& tenant = tenant_;
+  install_compute_slot_release();
   auto membership = TenantMembership::join(*state_, tenant);
   if (!membership) return fail(membership.error().message);
   membership_ = std::move(membership).value();

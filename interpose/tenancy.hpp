@@ -13,7 +13,7 @@
 #include "cuda_api.hpp"
 #include "core/compute_gate.hpp"
 #include "core/inflight_bound.hpp"
-#include "core/ledger.hpp"
+#include "core/registry.hpp"
 #include "core/settings.hpp"
 
 namespace gpushare::interpose {

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/ledger.hpp"
+#include "core/snapshot.hpp"
 #include "core/shared_state.hpp"
 
 namespace gpushare::nvml {

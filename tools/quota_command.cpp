@@ -4,8 +4,10 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
+#include "core/administration.hpp"
 #include "core/compute_policy.hpp"
-#include "core/ledger.hpp"
+#include "core/compute_slot_release.hpp"
+#include "core/registry.hpp"
 #include "core/settings.hpp"
 #include "core/size.hpp"
 
@@ -53,6 +55,7 @@ int quota_set_command(const QuotaOptions& options) {
     fmt::print(stderr, "gpushare quota set: {}\n", state.error().message);
     return kExitFailure;
   }
+  install_compute_slot_release();
   reclaim_dead_processes(**state);
   if (bytes) {
     if (auto set = set_tenant_memory_limit(**state, tenant, *bytes); !set) {

@@ -12,23 +12,14 @@
 
 #include "commands.hpp"
 #include "core/compute_policy.hpp"
-#include "core/ledger.hpp"
 #include "core/settings.hpp"
 #include "core/size.hpp"
+#include "core/tenant_name.hpp"
 
 namespace fs = std::filesystem;
 
 namespace gpushare::tools {
 namespace {
-
-std::string generated_tenant_name(const std::string& command) {
-  const auto now = static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-  std::uint64_t mix = now ^ (static_cast<std::uint64_t>(::getpid()) << 40);
-  mix = (mix ^ (mix >> 31)) * 0x9e3779b97f4a7c15ull;
-  std::string base = fs::path(command).filename().string();
-  if (base.size() > 48) base.resize(48);
-  return normalize_tenant_name(fmt::format("{}-{:06x}", base, static_cast<std::uint32_t>(mix >> 40)));
-}
 
 // What CMD's environment gets for a flag: sizes as exact byte counts (scripts read them back, as
 // examples/slurm does), the state as an absolute path (CMD may change its working folder), the rest
@@ -104,7 +95,7 @@ int run_command(RunOptions& options) {
     set_env(assignment.variable, exported_value(assignment, requested));
   }
   if (!tenant_given && !environment_names_tenant()) {
-    set_env("GPUSHARE_TENANT", generated_tenant_name(options.command.front()));
+    set_env("GPUSHARE_TENANT", generate_tenant_name(options.command.front()));
   }
   // nvidia-smi and PyTorch dlopen NVML by name: the shadow copy must be found first.
   if (nvml_dir) prepend_path_list("LD_LIBRARY_PATH", *nvml_dir);

@@ -2,7 +2,8 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "core/ledger.hpp"
+#include "core/compute_slot_release.hpp"
+#include "core/registry.hpp"
 #include "core/report.hpp"
 #include "core/report_json.hpp"
 #include "core/size.hpp"
@@ -20,6 +21,7 @@ int status_command(const StatusOptions& options) {
   }
   // Bytes of processes that died without leaving go back to their tenants before the look, so the
   // figures are what the next allocation will see.
+  install_compute_slot_release();
   reclaim_dead_processes(**state);
   const Report report = build_report(**state);
   fmt::print("{}", options.json ? report_to_json(report) : render_status(report));

@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "core/ledger.hpp"
+#include "core/tenant_name.hpp"
 #include "core/settings.hpp"
 
 namespace gpushare {

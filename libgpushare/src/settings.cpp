@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "core/tenant_name.hpp"
 #include "core/shared_state.hpp"
 
 namespace gpushare {

@@ -9,7 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "core/ledger.hpp"
+#include "core/compute_slot_release.hpp"
+#include "core/registry.hpp"
 #include "core/shared_state.hpp"
 #include "process.hpp"
 #include "scratch.hpp"
@@ -53,6 +54,7 @@ class Damage : public ScratchTest {
 TEST_F(Damage, ASeventeenthGpuIsNeverUnlimited) {
   auto state = open_state();
   ASSERT_NE(state, nullptr);
+  install_compute_slot_release();
   auto filler = TenantMembership::join(*state, "filler");
   ASSERT_TRUE(filler.ok()) << filler.error().message;
   for (std::uint8_t i = 0; i < layout::kMaxGpus; ++i) {

@@ -14,7 +14,7 @@
 
 #include "core/arbiter.hpp"
 #include "core/compute_policy.hpp"
-#include "core/ledger.hpp"
+#include "core/registry.hpp"
 #include "test_support.hpp"
 
 namespace gpushare::testing {

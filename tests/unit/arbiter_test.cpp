@@ -11,8 +11,9 @@
 #include <vector>
 
 #include "arbiter_fixture.hpp"
+#include "core/administration.hpp"
 #include "core/compute_gate.hpp"
-#include "core/ledger.hpp"
+#include "core/registry.hpp"
 
 namespace gpushare {
 namespace {

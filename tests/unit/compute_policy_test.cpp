@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-#include "core/ledger.hpp"
+#include "core/registry.hpp"
 #include "core/settings.hpp"
 #include "test_support.hpp"
 

@@ -1,7 +1,7 @@
 // The ledger across processes: several processes on one state file, kill -9, and a process that
 // dies inside a critical section. Children are forked; they report through exit codes and pipes
 // and never return into the test framework.
-#include "core/ledger.hpp"
+#include "core/registry.hpp"
 
 #include <gtest/gtest.h>
 
@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "core/administration.hpp"
 #include "core/size.hpp"
 #include "test_support.hpp"
 

@@ -1,5 +1,5 @@
-// The ledger within one process (and its threads).
-#include "core/ledger.hpp"
+// The registry and the memory ledger within one process (and its threads).
+#include "core/registry.hpp"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +12,9 @@
 #include <thread>
 #include <vector>
 
+#include "core/administration.hpp"
 #include "core/size.hpp"
+#include "core/snapshot.hpp"
 #include "test_support.hpp"
 
 namespace gpushare {

@@ -10,7 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "core/ledger.hpp"
+#include "core/tenant_name.hpp"
 #include "core/state_layout.hpp"
 #include "test_support.hpp"
 

@@ -19,8 +19,10 @@
 #include <string>
 #include <utility>
 
-#include "core/ledger.hpp"
+#include "core/compute_slot_release.hpp"
+#include "core/registry.hpp"
 #include "core/shared_state.hpp"
+#include "core/snapshot.hpp"
 
 namespace gpushare::testing {
 
@@ -55,10 +57,12 @@ class TempStatePath {
   std::string path_;
 };
 
-// Fixture: a fresh state file per test, opened (created) in SetUp.
+// Fixture: a fresh state file per test, opened (created) in SetUp, with the arbiter's registry
+// hooks installed as every program that joins tenants installs them.
 class StateTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    install_compute_slot_release();
     auto opened = SharedState::open(path_.str(), SharedState::Mode::kCreateIfMissing);
     ASSERT_TRUE(opened.ok()) << opened.error().message;
     state_ = std::move(opened).value();

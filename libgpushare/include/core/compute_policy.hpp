@@ -11,7 +11,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <optional>
 #include <string_view>
 
 #include "core/result.hpp"
@@ -66,13 +65,5 @@ struct ArbiterTiming {
 // a valid tenant index.
 ComputePolicyValues adopt_compute_policy(layout::StateLayout& state, std::uint32_t tenant,
                                          const ComputePolicyValues& wanted);
-// Changes a live tenant's policy (ledger.cpp: it finds the tenant by name under the registry
-// mutex); the arbiter reads it at every decision, so it takes effect within one slice.
-struct ComputePolicyChange {
-  std::optional<std::uint32_t> share_pct;
-  std::optional<std::uint32_t> limit_pct;
-  std::optional<Priority> priority;
-};
-Status set_tenant_compute_policy(SharedState& state, std::string_view tenant, const ComputePolicyChange& change);
 
 }  // namespace gpushare

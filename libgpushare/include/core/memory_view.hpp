@@ -11,7 +11,7 @@
 
 #include <cstdint>
 
-#include "core/ledger.hpp"
+#include "core/memory_ledger.hpp"
 
 namespace gpushare {
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "core/compute_policy.hpp"
-#include "core/ledger.hpp"
+#include "core/snapshot.hpp"
 #include "core/shared_state.hpp"
 
 namespace gpushare {

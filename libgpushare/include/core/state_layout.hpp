@@ -11,7 +11,7 @@
 //     every slot's held_bytes[gpu]. Holding it keeps the invariant
 //         ledger[t][g].used_bytes == sum of held_bytes[g] over the slots of tenant t
 //     which is what lets a process that inherits the mutex from a dead holder (EOWNERDEAD)
-//     rebuild the ledger exactly (ledger.cpp).
+//     rebuild the ledger exactly (memory_ledger.cpp).
 //   * Lock order: registry_mutex before any ledger_mutex.
 //   * Counters that are only read for display (peaks, refusals, limits) are atomics that may be
 //     read without a lock.

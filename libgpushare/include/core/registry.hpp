@@ -1,15 +1,10 @@
-// Tenants, process slots and the per-GPU memory ledger, on top of the mapped shared state.
+// The registry: tenants, GPU records and process slots in the shared state, and their lifecycle.
+// A process joins a tenant (claiming a slot), attaches GPUs (by UUID) and leaves; a process that
+// dies without leaving is found by a sweep (its slot's liveness lock is free) and its slot freed.
 //
-// Protocol for an allocation (rmm's limiting adaptor, made cross-process and crash-safe):
-//   try_reserve(gpu, n)  -> the bytes are counted against the quota before the driver is asked,
-//   driver call          -> on success nothing more is needed: the reservation *is* the charge,
-//   release(gpu, n)      -> on driver failure (rollback), or when the memory is freed.
-// Reservation and the quota check are one step under the GPU's ledger mutex, so two processes
-// racing for the last bytes can never exceed the quota by a single byte.
-//
-// Cost: one uncontended process-shared robust mutex (an atomic exchange in user space; a futex
-// system call only when two processes allocate on the same GPU at the same instant). The mutex,
-// not lock-free counters, is what makes crash recovery exact: see state_layout.hpp.
+// The memory a slot holds goes back through the memory ledger (memory_ledger.hpp). What other
+// parts keep per slot or per GPU record (the arbiter's slices and waits) goes back through the
+// registry's hooks (RegistryHooks below): the registry knows nothing of them.
 #pragma once
 
 #include <array>
@@ -18,35 +13,56 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
 
-#include "core/compute_policy.hpp"
+#include "core/memory_ledger.hpp"
 #include "core/result.hpp"
+#include "core/shared_mutex.hpp"
 #include "core/shared_state.hpp"
 
 namespace gpushare {
+
+struct ComputePolicyValues;  // compute_policy.hpp; TenantMembership::adopt_compute_policy is in administration.cpp
 
 using GpuUuid = std::array<std::uint8_t, 16>;
 
 // "GPU-8f1c2a3b-...": the form nvidia-smi prints.
 std::string format_gpu_uuid(const GpuUuid& uuid);
 
-struct MemoryView {
-  std::uint64_t limit_bytes = 0;
-  std::uint64_t used_bytes = 0;
+// Who gives a slot up: its owner, leaving, or a sweep (or a joining process) for an owner that is
+// gone.
+enum class SlotRelease { kOwnerLeaving, kOwnerGone };
+
+// What the registry tells the parts that keep state of their own per slot or per GPU record. Each
+// function may be null. Called with indices already checked against the table sizes.
+struct RegistryHooks {
+  // A slot is given up: its bytes have gone back, it is not free yet, and the caller owns it.
+  void (*slot_released)(layout::StateLayout& state, std::uint32_t slot, SlotRelease why) = nullptr;
+  // GPU record `gpu` is about to describe another GPU. REQUIRES: registry lock held, and no live
+  // slot has the record attached.
+  void (*gpu_forgotten)(layout::StateLayout& state, std::uint32_t gpu) = nullptr;
+  // Every sweep, for each GPU record in use, once the dead slots are free: counts kept as hints
+  // beside the slots are derived from them again.
+  void (*gpu_swept)(layout::StateLayout& state, std::uint32_t gpu) = nullptr;
 };
+// An explicit list owned by the registry, filled by a function its users call (the arbiter's:
+// install_compute_slot_release), never by a static constructor a static library could drop. The
+// registry frees no slot while the list is empty: a forgotten install fails loudly, not silently.
+// REQUIRES: `hooks` has static storage duration. Adding one already there does nothing; returns
+// false when the list is full. Safe from any thread.
+bool add_registry_hooks(const RegistryHooks& hooks);
+void remove_registry_hooks(const RegistryHooks& hooks);
+bool registry_hooks_installed();
 
-enum class Reservation { kGranted, kOverQuota };
-
-// Checks a tenant name: 1 to 95 bytes of printable ASCII. Longer names (HAMi passes a file path)
-// are shortened deterministically by normalize_tenant_name.
-Status validate_tenant_name(std::string_view name);
-std::string normalize_tenant_name(std::string_view name);
+// The registry mutex (tenants, GPU records, slot claims); one who inherits it from a holder that
+// died inside frees a tenant record that was claimed but never named.
+Result<shared_mutex::Guard> lock_registry(layout::StateLayout& state);
+// The live tenant record named `name`. REQUIRES: registry lock held.
+std::optional<std::uint32_t> find_tenant(layout::StateLayout& state, std::string_view name);
 
 class TenantMembership {
  public:
   // Joins the tenant `name` (creating it when no one has) and claims a process slot. First returns
-  // the slots of dead processes to their tenants.
+  // the slots of dead processes to their tenants. Refused while no registry hooks are installed.
   static Result<std::unique_ptr<TenantMembership>> join(SharedState& state, std::string_view name);
 
   // Leaving returns every byte still held and frees the slot. A process that dies without leaving
@@ -68,7 +84,7 @@ class TenantMembership {
   Result<Attached> attach_gpu(const GpuUuid& uuid, std::uint64_t physical_bytes, std::uint64_t limit_bytes,
                               std::string_view name = {});
 
-  // REQUIRES: gpu was returned by attach_gpu.
+  // The memory ledger (memory_ledger.hpp). REQUIRES: gpu was returned by attach_gpu.
   // Before refusing, dead processes are swept once, so quota held by a killed process never
   // causes a refusal.
   Result<Reservation> try_reserve(std::uint32_t gpu, std::uint64_t bytes);
@@ -103,43 +119,9 @@ struct ReclaimReport {
   std::uint32_t ledgers_healed = 0;  // GPUs whose ledger did not match its slots (damage, rewritten)
 };
 // The sweep: finds slots whose owner has died (its liveness lock is free) and returns their bytes
-// to their tenants, then re-derives every GPU's ledger from the slots (used == sum of held), so
-// that numbers written into the file heal. Safe to run from any number of processes at once.
+// to their tenants and the rest through the hooks, then re-derives every GPU's ledger from the
+// slots (used == sum of held), so that numbers written into the file heal. Safe to run from any
+// number of processes at once. Does nothing while no registry hooks are installed.
 ReclaimReport reclaim_dead_processes(SharedState& state);
-
-// `gpushare quota set`: changes a live tenant's limit on every GPU it uses and on GPUs it starts
-// using later. Lowering it below current use makes further allocations fail until use drops.
-Status set_tenant_memory_limit(SharedState& state, std::string_view tenant, std::uint64_t limit_bytes);
-
-// A consistent-enough copy for display and tests (each counter is read atomically).
-struct LedgerSnapshot {
-  std::uint32_t gpu = 0;
-  GpuUuid uuid{};
-  std::string gpu_name;
-  std::uint64_t physical_bytes = 0;
-  std::uint64_t limit_bytes = 0;
-  std::uint64_t used_bytes = 0;
-  std::uint64_t peak_bytes = 0;
-  std::uint64_t oom_refusals = 0;
-  std::uint64_t gpu_ns = 0;      // GPU time charged
-  std::uint64_t launches = 0;
-  std::uint64_t wait_ns = 0;
-};
-struct ProcessSnapshot {
-  std::uint32_t slot = 0;
-  std::uint64_t pid = 0;  // in the owner's PID namespace
-  std::uint64_t started_unix_ns = 0;
-  bool alive = false;
-  std::array<std::uint64_t, layout::kMaxGpus> held_bytes{};
-};
-struct TenantSnapshot {
-  std::uint32_t index = 0;
-  std::string name;
-  std::optional<std::uint64_t> override_limit_bytes;
-  ComputePolicyValues compute;
-  std::vector<LedgerSnapshot> gpus;  // the GPUs this tenant has used
-  std::vector<ProcessSnapshot> processes;
-};
-std::vector<TenantSnapshot> snapshot_tenants(SharedState& state);
 
 }  // namespace gpushare

@@ -1,0 +1,75 @@
+#include "core/tenant_name.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+namespace gpushare {
+
+Status validate_tenant_name(std::string_view name) {
+  if (name.empty()) return Error{"tenant name is empty"};
+  if (name.size() >= layout::kTenantNameBytes) {
+    return Error{fmt::format("tenant name '{}' is longer than {} bytes", name, layout::kTenantNameBytes - 1)};
+  }
+  for (char c : name) {
+    if (c <= ' ' || c >= 127) {
+      return Error{fmt::format("tenant name '{}' contains a space or a non-printable character", name)};
+    }
+  }
+  return Ok{};
+}
+
+std::string normalize_tenant_name(std::string_view name) {
+  std::string out;
+  bool replaced = false;
+  for (char c : name) {
+    const bool unprintable = c <= ' ' || c >= 127;  // signed: bytes past 127 are negative
+    out += unprintable ? '_' : c;
+    replaced = replaced || unprintable;
+  }
+  constexpr std::size_t kMax = layout::kTenantNameBytes - 1;
+  if (!replaced && out.size() <= kMax) return out;
+  // A hash of the whole name keeps apart names that differ only where characters were replaced
+  // ("a b" and "a_b") or in what was cut; a long name keeps its tail (the distinctive part of a path).
+  const auto* bytes = reinterpret_cast<const unsigned char*>(name.data());
+  const std::string tag = fmt::format("~{:016x}", layout::fnv1a(bytes, name.size()));
+  if (out.size() + tag.size() <= kMax) return out + tag;
+  return out.substr(out.size() - (kMax - tag.size())) + tag;
+}
+
+std::string generate_tenant_name(std::string_view command, std::uint64_t entropy) {
+  // One round of a 64-bit mixer, so that entropy differing only in low bits (clock ticks) changes
+  // the six digits taken from the top.
+  std::uint64_t mix = (entropy ^ (entropy >> 31)) * 0x9e3779b97f4a7c15ull;
+  std::string base = std::filesystem::path(command).filename().string();
+  if (base.size() > 48) base.resize(48);
+  return normalize_tenant_name(fmt::format("{}-{:06x}", base, static_cast<std::uint32_t>(mix >> 40)));
+}
+
+std::string generate_tenant_name(std::string_view command) {
+  const auto now = static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+  return generate_tenant_name(command, now ^ (static_cast<std::uint64_t>(::getpid()) << 40));
+}
+
+std::string tenant_name_of(const layout::TenantRecord& record) {
+  const char* end = static_cast<const char*>(::memchr(record.name, '\0', sizeof record.name));
+  return end == nullptr ? std::string() : std::string(record.name, static_cast<std::size_t>(end - record.name));
+}
+
+bool tenant_name_is(const layout::TenantRecord& record, std::string_view name) {
+  const char* end = static_cast<const char*>(::memchr(record.name, '\0', sizeof record.name));
+  return end != nullptr && std::string_view(record.name, static_cast<std::size_t>(end - record.name)) == name;
+}
+
+void store_tenant_name(layout::TenantRecord& record, std::string_view name) {
+  const std::size_t bytes = std::min(name.size(), sizeof record.name - 1);
+  std::memset(record.name, 0, sizeof record.name);
+  std::memcpy(record.name, name.data(), bytes);
+}
+
+}  // namespace gpushare
