@@ -206,6 +206,9 @@ TEST_F(ComputeGateTest, AWaiterFindingItsGrantAlreadyAskedForHandsOverAtOnce) {
   ASSERT_EQ(holder(), other);
   other_since.store(0);
   launch(other);
+  // other stays inside a launch, so it never looks idle: the taker cannot be granted the GPU before
+  // the test sets up the scene (under load, the test thread may not run for milliseconds).
+  enter(other);
   // late is far behind in virtual time: once it has handed over, other goes first.
   auto& late_entry = s().tenants[s().slots[late].tenant_index.load()].compute[kGpu];
   late_entry.virtual_ns.store(std::uint64_t{1} << 60);
@@ -217,7 +220,14 @@ TEST_F(ComputeGateTest, AWaiterFindingItsGrantAlreadyAskedForHandsOverAtOnce) {
     EXPECT_TRUE(gate.acquire(kGpu, nullptr).ok());
     done = true;
   });
-  while (s().slots[late].compute[kGpu].waiting_since_ns.load() == 0) std::this_thread::yield();
+  const std::uint64_t marked_by = monotonic_now_ns() + 5'000 * kMs;
+  while (s().slots[late].compute[kGpu].waiting_since_ns.load() == 0 && !done && monotonic_now_ns() < marked_by) {
+    std::this_thread::yield();
+  }
+  if (s().slots[late].compute[kGpu].waiting_since_ns.load() == 0) {
+    taker.join();  // it is granted within other's grace at the latest
+    FAIL() << "the taker never marked itself waiting, or was granted before the scene was set";
+  }
   std::uint64_t started = 0;
   {
     // While the taker sleeps: other's slice ends, late is granted and, before its thread runs,
