@@ -9,6 +9,7 @@
 // Without a quota (limit = kUnlimited) the card is shown as it is, but for `used`.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "core/memory_ledger.hpp"
@@ -27,10 +28,20 @@ struct TenantMemory {
   std::uint64_t used_bytes = 0;
 };
 
-// The card as the tenant with `quota` (its limit and use on this GPU) sees it.
-TenantMemory tenant_memory_view(const DeviceMemory& device, const MemoryView& quota);
-
 // Only the total: for cuDeviceTotalMem, which has no free figure.
-std::uint64_t tenant_total_bytes(std::uint64_t device_total_bytes, const MemoryView& quota);
+inline std::uint64_t tenant_total_bytes(std::uint64_t device_total_bytes, const MemoryView& quota) {
+  return std::min(device_total_bytes, quota.limit_bytes);
+}
+
+// The card as the tenant with `quota` (its limit and use on this GPU) sees it. Inline: it is on
+// the path of every cuMemGetInfo.
+inline TenantMemory tenant_memory_view(const DeviceMemory& device, const MemoryView& quota) {
+  const std::uint64_t room = quota.limit_bytes > quota.used_bytes ? quota.limit_bytes - quota.used_bytes : 0;
+  return TenantMemory{
+      .total_bytes = tenant_total_bytes(device.total_bytes, quota),
+      .free_bytes = std::min(room, device.free_bytes),
+      .used_bytes = quota.used_bytes,
+  };
+}
 
 }  // namespace gpushare
