@@ -91,8 +91,8 @@ TEST_F(TimeSlicing, ThirtySeventyWithBurstsAndSynchronizes) {
 }
 
 // Programs that launch from several threads (inference servers with several model instances, a
-// thread that synchronizes on events): two threads inside the gate at once once made a busy
-// holder look idle, and this pair ran 50/50.
+// thread that synchronizes on events): two threads inside the gate at once must not make a busy
+// holder look idle.
 TEST_F(TimeSlicing, ThirtySeventyWithTwoLaunchingThreadsEach) {
   const auto got = shares({{"a", {"--share", "30"}, {"saturate", "5", "1000"}, "linked", {{"WORKLOAD_THREADS", "2"}}},
                            {"b", {"--share", "70"}, {"saturate", "5", "1000"}, "linked", {{"WORKLOAD_THREADS", "2"}}}});
@@ -176,10 +176,9 @@ TEST_F(TimeSlicing, TheWorkInFlightIsBoundedInLaunches) {
 
 // ... and in time: 64 launches of 1 ms kernels would be 64-96 ms queued (here the fake GPU's queue
 // is 50 ms); the bound keeps about 2 ms (the launches between checkpoints shrink to 1) from the
-// first launch on, and the GPU stays busy. The deepest queue is 3-5 ms on a quiet machine, ~7 ms
-// with both cores busy elsewhere (a descheduled thread comes back to an empty queue and lets it grow
-// a little). With two launching threads, each on its own stream, ~8 ms: they take turns at the
-// bound (before, while one waited the other launched freely and filled the queue).
+// first launch on, and the GPU stays busy. The bounds leave room for a descheduled thread that
+// comes back to an empty queue and lets it grow a little, and for two launching threads, each on
+// its own stream, taking turns at the bound (docs/performance.md has the depths seen).
 TEST_F(TimeSlicing, TheWorkInFlightIsBoundedInTime) {
   for (const char* threads : {"1", "2"}) {
     const ProcessResult r =
@@ -196,11 +195,9 @@ TEST_F(TimeSlicing, TheWorkInFlightIsBoundedInTime) {
 
 // The gate's events live in the context they were made in, and die with it (cudaDeviceReset, a
 // library's own context destroyed): they are destroyed first and made again in the next context,
-// so launches there are bounded too (before: unbounded, the fake GPU's whole queue, 100 ms here;
-// on a real driver a stale handle may even be reused for one of the program's own events).
-// The same when that context lives on unused (pycuda's made before PyTorch's): after 8 launches
-// in the context now launching, the bound moves there (those 8 and the bound's start-up queue
-// ~14 ms once).
+// so launches there are bounded too (a stale handle could be reused, on a real driver, for one of
+// the program's own events). The same when that context lives on unused (pycuda's made before
+// PyTorch's): after 8 launches in the context now launching, the bound moves there.
 TEST_F(TimeSlicing, TheBoundStartsAgainAfterItsContextEnds) {
   for (const char* first : {"destroyed", "keep"}) {
     const ProcessResult r =

@@ -335,8 +335,7 @@ TEST_F(ArbiterTest, QuotaSetTakesEffectWithinOneSlice) {
 
 // Two threads of the holder inside at once (one waiting for the GPU in a synchronize, one
 // launching) are as busy as one: the holder is not idle while any thread is inside, however long
-// its activity stands still. (It once counted odd/even: two threads inside looked idle, and
-// a 30/70 pair with two launching threads each ran 50/50.)
+// its activity stands still (counting threads by parity would make two inside look idle).
 TEST_F(ArbiterTest, AHolderWithTwoThreadsInsideIsNotIdle) {
   const auto a = add("a", 50), b = add("b", 50);
   grant_to(a);
