@@ -47,10 +47,9 @@ class Damage : public ScratchTest {
   }
 };
 
-// With 16 GPUs already recorded, an allocation on a new one went through uncounted (a 256 MiB
-// quota let one process take a whole card), cuMemGetInfo showed the whole card, and each
-// allocation logged a line. Now GPUSHARE_ON_ERROR decides, with one line, and the record of a GPU
-// no live process uses is given to the new one.
+// With 16 GPUs already recorded, an allocation on a new one is never uncounted: GPUSHARE_ON_ERROR
+// decides, with one log line, cuMemGetInfo shows no free memory where allocations are refused, and
+// the record of a GPU no live process uses is given to the new one.
 TEST_F(Damage, ASeventeenthGpuIsNeverUnlimited) {
   auto state = open_state();
   ASSERT_NE(state, nullptr);
