@@ -27,7 +27,7 @@ const InflightPacing& inflight_pacing() {
   static const InflightPacing pacing = [] {
     const Settings& settings = process_settings().settings;
     return InflightPacing::from_settings(settings.inflight_launches, settings.inflight_ms,
-                                         Settings::kDefaultInflightLaunches);
+                                         default_settings().inflight_launches);
   }();
   return pacing;
 }

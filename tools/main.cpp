@@ -69,7 +69,7 @@ void add_table_flags(CLI::App& command, gpushare::OptionWay way, TableFlags& fla
     const std::string flag(gpushare::option_name(spec, way));
     if (flag.empty()) continue;
     std::string help(spec.help);
-    if (with_defaults || spec.env == "GPUSHARE_STATE") help += " (" + default_help(spec) + ")";
+    if (with_defaults || spec.id == gpushare::OptionId::kState) help += " (" + default_help(spec) + ")";
     if (spec.per_device()) {
       command.add_option(flag, flags.repeatable[flag], help)
           ->type_name(std::string(spec.value_name))
@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
       "  gpushare exporter --listen 127.0.0.1:9400\n"
       "Run `gpushare COMMAND --help` for a command's options. docs/operations.md has more.");
 
-  const gpushare::OptionSpec& state_spec = *gpushare::find_option(gpushare::OptionWay::kEnvironment, "GPUSHARE_STATE");
+  const gpushare::OptionSpec& state_spec = gpushare::option_spec(gpushare::OptionId::kState);
   const std::string state_help = fmt::format("{} ({})", state_spec.help, default_help(state_spec));
   RunOptions run_options;
   auto* run = app.add_subcommand("run", "Run CMD as a tenant (every process it starts shares one quota)");

@@ -18,7 +18,7 @@ namespace {
 std::string changing_flags() {
   std::vector<std::string_view> flags;
   for (const OptionSpec& spec : option_specs()) {
-    if (!spec.quota_flag.empty() && spec.env != "GPUSHARE_STATE") flags.push_back(spec.quota_flag);
+    if (!spec.quota_flag.empty() && spec.id != OptionId::kState) flags.push_back(spec.quota_flag);
   }
   std::string text;
   for (std::size_t i = 0; i < flags.size(); ++i) {
@@ -34,15 +34,16 @@ int quota_set_command(const QuotaOptions& options) {
   Settings requested;
   const auto assignments = parse_table_flags("quota set", OptionWay::kQuotaFlag, options.flags, requested);
   if (!assignments) return kExitBadInput;
-  auto given = [&](std::string_view variable) {
+  auto given = [&](OptionId id) {
+    const std::string_view variable = option_spec(id).env;
     return std::ranges::any_of(*assignments, [&](const OptionAssignment& a) { return a.variable == variable; });
   };
   std::optional<std::uint64_t> bytes;
-  if (given("GPUSHARE_MEMORY_LIMIT")) bytes = requested.memory_limit_bytes;
+  if (given(OptionId::kMemoryLimit)) bytes = requested.memory_limit_bytes;
   ComputePolicyChange change;
-  if (given("GPUSHARE_COMPUTE_SHARE")) change.share_pct = requested.compute.share_pct;
-  if (given("GPUSHARE_COMPUTE_LIMIT")) change.limit_pct = requested.compute.limit_pct;  // 0: no cap
-  if (given("GPUSHARE_PRIORITY")) change.priority = requested.compute.priority;
+  if (given(OptionId::kComputeShare)) change.share_pct = requested.compute.share_pct;
+  if (given(OptionId::kComputeLimit)) change.limit_pct = requested.compute.limit_pct;  // 0: no cap
+  if (given(OptionId::kPriority)) change.priority = requested.compute.priority;
   if (!bytes && !change.share_pct && !change.limit_pct && !change.priority) {
     fmt::print(stderr, "gpushare quota set: nothing to set (give {})\n", changing_flags());
     return kExitBadInput;

@@ -26,9 +26,10 @@ namespace {
 // as given. `requested` holds the flags' parsed values.
 std::string exported_value(const OptionAssignment& assignment, const Settings& requested) {
   auto limit_text = [](std::uint64_t bytes) { return bytes == kUnlimited ? "unlimited" : std::to_string(bytes); };
-  if (assignment.variable == "GPUSHARE_STATE") return fs::absolute(assignment.value).string();
-  if (assignment.variable == "GPUSHARE_CONTEXT_MEMORY") return std::to_string(requested.context_memory_bytes);
-  if (assignment.variable == "GPUSHARE_MEMORY_LIMIT") return limit_text(requested.memory_limit_bytes);
+  auto assigns = [&](OptionId id) { return assignment.variable == option_spec(id).env; };
+  if (assigns(OptionId::kState)) return fs::absolute(assignment.value).string();
+  if (assigns(OptionId::kContextMemory)) return std::to_string(requested.context_memory_bytes);
+  if (assigns(OptionId::kMemoryLimit)) return limit_text(requested.memory_limit_bytes);
   if (assignment.device >= 0) return limit_text(requested.memory_limit_for(assignment.device));
   return assignment.value;
 }
@@ -83,19 +84,22 @@ int run_command(RunOptions& options) {
   // One run is one tenant, shared by every process CMD starts (torchrun workers included): --tenant,
   // else the one the environment names (GPUSHARE_TENANT, or HAMi's CUDA_DEVICE_MEMORY_SHARED_CACHE,
   // e.g. set by a pod spec or an outer wrapper), else a new one.
-  auto environment_names_tenant = [] {
-    for (const char* variable : {"GPUSHARE_TENANT", "CUDA_DEVICE_MEMORY_SHARED_CACHE"}) {
-      if (const char* value = std::getenv(variable); value != nullptr && *value != '\0') return true;
+  const OptionSpec& tenant_option = option_spec(OptionId::kTenant);
+  auto environment_names_tenant = [&] {
+    for (std::string_view variable : {tenant_option.env, tenant_option.hami_alias}) {
+      if (const char* value = std::getenv(std::string(variable).c_str()); value != nullptr && *value != '\0') {
+        return true;
+      }
     }
     return false;
   };
   bool tenant_given = false;
   for (const OptionAssignment& assignment : *assignments) {
-    tenant_given = tenant_given || assignment.variable == "GPUSHARE_TENANT";
+    tenant_given = tenant_given || assignment.variable == tenant_option.env;
     set_env(assignment.variable, exported_value(assignment, requested));
   }
   if (!tenant_given && !environment_names_tenant()) {
-    set_env("GPUSHARE_TENANT", generate_tenant_name(options.command.front()));
+    set_env(std::string(tenant_option.env), generate_tenant_name(options.command.front()));
   }
   // nvidia-smi and PyTorch dlopen NVML by name: the shadow copy must be found first.
   if (nvml_dir) prepend_path_list("LD_LIBRARY_PATH", *nvml_dir);

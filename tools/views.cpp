@@ -59,7 +59,7 @@ std::string render_status(const Report& report) {
                        "LIMIT", "PEAK", "REFUSED", "SHARE", "CAP", "PRIO", "GPU TIME", "LAUNCHES", "WAITED");
     for (const TenantOnGpu& use : gpu.tenants) {
       const TenantReport* tenant = find_tenant(report, use.tenant);
-      const ComputePolicyValues policy = tenant ? tenant->compute : ComputePolicyValues{};
+      const ComputePolicyValues policy = tenant ? tenant->compute : default_compute_policy();
       out += fmt::format("  {:<20} {:>10} {:>10} {:>10} {:>7} {:>5} {:>5} {:>6} {:>9.3f}s {:>9} {:>9.3f}s{}\n",
                          shortened(use.tenant, 20), format_size(use.memory_used_bytes),
                          limit_text(use.memory_limit_bytes), format_size(use.memory_peak_bytes), use.oom_refusals,
@@ -124,7 +124,7 @@ std::string render_top(const Report& report, const Report* previous, int width, 
                        "GPU%", "SHARE", "CAP", "PRIO", "BUSY (|=share)");
     for (const TenantOnGpu& use : gpu.tenants) {
       const TenantReport* tenant = find_tenant(report, use.tenant);
-      const ComputePolicyValues policy = tenant ? tenant->compute : ComputePolicyValues{};
+      const ComputePolicyValues policy = tenant ? tenant->compute : default_compute_policy();
       std::string rate = "-";
       double fraction = 0;
       if (auto before = earlier.find({gpu.index, use.tenant}); elapsed_ns > 0 && before != earlier.end()) {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "core/settings.hpp"
 #include "core/state_layout.hpp"
 
 namespace gpushare {
@@ -20,6 +21,8 @@ std::string_view priority_name(Priority priority) {
     default: return "normal";
   }
 }
+
+const ComputePolicyValues& default_compute_policy() { return default_settings().compute; }
 
 ComputePolicyValues adopt_compute_policy(layout::StateLayout& state, std::uint32_t tenant,
                                          const ComputePolicyValues& wanted) {

@@ -6,11 +6,8 @@ namespace gpushare {
 
 InflightPacing InflightPacing::from_settings(std::uint32_t inflight_launches, std::uint32_t inflight_ms,
                                              std::uint32_t default_launches) {
-  InflightPacing pacing;
-  pacing.bounded = inflight_launches != 0;
-  pacing.checkpoint_every = std::max(1u, (inflight_launches == 0 ? default_launches : inflight_launches) / 2);
-  pacing.queue_target_ns = std::uint64_t{inflight_ms} * 1'000'000;
-  return pacing;
+  const std::uint32_t launches = inflight_launches == 0 ? default_launches : inflight_launches;
+  return InflightPacing(inflight_launches != 0, std::max(1u, launches / 2), std::uint64_t{inflight_ms} * 1'000'000);
 }
 
 unsigned InflightPacing::most_launches(bool higher_class_near) const {

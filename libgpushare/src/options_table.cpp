@@ -13,7 +13,7 @@ namespace gpushare {
 namespace {
 
 // A whole number written with decimal digits only, in [low, high]; nullopt otherwise.
-std::optional<std::uint32_t> whole_number(std::string_view text, std::uint32_t low, std::uint32_t high) {
+constexpr std::optional<std::uint32_t> whole_number(std::string_view text, std::uint32_t low, std::uint32_t high) {
   if (text.empty() || text.size() > 9) return std::nullopt;
   std::uint32_t value = 0;
   for (char c : text) {
@@ -114,52 +114,76 @@ Status apply_inflight_ms(const OptionValue& value, Settings& s) {
   return Error{fmt::format("invalid queue length '{}' (expected milliseconds from 0 to 1000)", value.text)};
 }
 
-// env, HAMi alias, run flag, quota flag, API field, value name, default value, default meaning, help, parser.
+// id, env, HAMi alias, run flag, quota flag, API field, value name, default value, default meaning, help, parser.
 constexpr std::array kOptions{
-    OptionSpec{"GPUSHARE_MEMORY_LIMIT", "CUDA_DEVICE_MEMORY_LIMIT", "--memory", "--memory", "memory_limit_bytes",
-               "SIZE", "unlimited", "",
+    OptionSpec{OptionId::kMemoryLimit, "GPUSHARE_MEMORY_LIMIT", "CUDA_DEVICE_MEMORY_LIMIT", "--memory", "--memory",
+               "memory_limit_bytes", "SIZE", "unlimited", "",
                "Memory quota on each GPU the tenant uses: 8GiB, 8Gi, 512MiB, 1073741824, 8g, or unlimited",
                apply_memory_limit},
-    OptionSpec{"GPUSHARE_MEMORY_LIMIT_<i>", "CUDA_DEVICE_MEMORY_LIMIT_<i>", "--device-memory", "", "", "INDEX=SIZE", "",
-               "GPUSHARE_MEMORY_LIMIT",
+    OptionSpec{OptionId::kDeviceMemoryLimit, "GPUSHARE_MEMORY_LIMIT_<i>", "CUDA_DEVICE_MEMORY_LIMIT_<i>",
+               "--device-memory", "", "", "INDEX=SIZE", "", "GPUSHARE_MEMORY_LIMIT",
                "Quota on one device, INDEX=SIZE, INDEX as the program sees it (0-63, no leading zeros); repeatable",
                apply_device_memory_limit},
-    OptionSpec{"GPUSHARE_TENANT", "CUDA_DEVICE_MEMORY_SHARED_CACHE", "--tenant", "", "tenant", "NAME", "",
-               "a new one per gpushare run, else one per process",
+    OptionSpec{OptionId::kTenant, "GPUSHARE_TENANT", "CUDA_DEVICE_MEMORY_SHARED_CACHE", "--tenant", "", "tenant",
+               "NAME", "", "a new one per gpushare run, else one per process",
                "Tenant name; processes with the same name share one quota", apply_tenant},
-    OptionSpec{"GPUSHARE_STATE", "", "--state", "--state", "state_path", "PATH", "",
+    OptionSpec{OptionId::kState, "GPUSHARE_STATE", "", "--state", "--state", "state_path", "PATH", "",
                "/tmp/vgpulock/gpushare.state if /tmp/vgpulock is a folder of root's, else /dev/shm/gpushare.state",
                "Shared state file where the tenants of a GPU meet; an empty path is an error", apply_state_path},
-    OptionSpec{"GPUSHARE_REAL_LIBCUDA", "", "", "", "", "PATH", "libcuda.so.1", "",
+    OptionSpec{OptionId::kRealLibcuda, "GPUSHARE_REAL_LIBCUDA", "", "", "", "", "PATH", "libcuda.so.1", "",
                "The real CUDA driver library, opened at run time", apply_real_libcuda},
-    OptionSpec{"GPUSHARE_LOG", "", "--log", "", "", "LEVEL", "warn", "",
+    OptionSpec{OptionId::kLog, "GPUSHARE_LOG", "", "--log", "", "", "LEVEL", "warn", "",
                "Messages on stderr: error, warn, info or debug", apply_log_level},
-    OptionSpec{"GPUSHARE_ON_ERROR", "", "", "", "", "POLICY", "closed", "",
+    OptionSpec{OptionId::kOnError, "GPUSHARE_ON_ERROR", "", "", "", "", "POLICY", "closed", "",
                "When the configuration or state is unusable: closed = allocations fail, open = no quotas",
                apply_fail_policy},
-    OptionSpec{"GPUSHARE_CONTEXT_MEMORY", "", "--context-memory", "", "", "SIZE", "0", "",
+    OptionSpec{OptionId::kContextMemory, "GPUSHARE_CONTEXT_MEMORY", "", "--context-memory", "", "", "SIZE", "0", "",
                "Charge this much per process and GPU for the CUDA context; below every quota", apply_context_memory},
-    OptionSpec{"GPUSHARE_COMPUTE_SHARE", "", "--share", "--share", "compute_share_pct", "PERCENT", "",
-               "an equal part of what shares leave", "Weight of GPU time while others want the GPU, percent (1-100)",
-               apply_share},
-    OptionSpec{"GPUSHARE_COMPUTE_LIMIT", "CUDA_DEVICE_SM_LIMIT", "--limit", "--limit", "compute_limit_pct", "PERCENT",
-               "none", "",
+    OptionSpec{OptionId::kComputeShare, "GPUSHARE_COMPUTE_SHARE", "", "--share", "--share", "compute_share_pct",
+               "PERCENT", "", "an equal part of what shares leave",
+               "Weight of GPU time while others want the GPU, percent (1-100)", apply_share},
+    OptionSpec{OptionId::kComputeLimit, "GPUSHARE_COMPUTE_LIMIT", "CUDA_DEVICE_SM_LIMIT", "--limit", "--limit",
+               "compute_limit_pct", "PERCENT", "none", "",
                "Hard cap on GPU time, percent of wall time (1-100), held even when idle; 0, none or 100: no cap",
                apply_compute_cap},
-    OptionSpec{"GPUSHARE_PRIORITY", "", "--priority", "--priority", "priority", "CLASS", "normal", "",
-               "high, normal or low", apply_priority},
-    OptionSpec{"GPUSHARE_SLICE_MS", "", "--slice-ms", "", "slice_ms", "MS", "10", "",
+    OptionSpec{OptionId::kPriority, "GPUSHARE_PRIORITY", "", "--priority", "--priority", "priority", "CLASS", "normal",
+               "", "high, normal or low", apply_priority},
+    OptionSpec{OptionId::kSlice, "GPUSHARE_SLICE_MS", "", "--slice-ms", "", "slice_ms", "MS", "10", "",
                "Time-slice length in milliseconds (1-1000)", apply_slice},
-    OptionSpec{"GPUSHARE_INFLIGHT_LAUNCHES", "", "", "", "", "COUNT", "64", "",
+    OptionSpec{OptionId::kInflightLaunches, "GPUSHARE_INFLIGHT_LAUNCHES", "", "", "", "", "COUNT", "64", "",
                "Launches a process may have queued on a GPU (even, 0-4096; 0 = no bound)", apply_inflight_launches},
-    OptionSpec{"GPUSHARE_INFLIGHT_MS", "", "", "", "", "MS", "2", "",
+    OptionSpec{OptionId::kInflightMs, "GPUSHARE_INFLIGHT_MS", "", "", "", "", "MS", "2", "",
                "GPU time a process may have queued on a GPU, milliseconds (0-1000; 0 = launches only)",
                apply_inflight_ms},
 };
 
+// Row i is OptionId i, so that option_spec(id) is an index.
+constexpr bool rows_in_id_order() {
+  for (std::size_t i = 0; i < kOptions.size(); ++i) {
+    if (kOptions[i].id != static_cast<OptionId>(i)) return false;
+  }
+  return true;
+}
+static_assert(rows_in_id_order(), "kOptions must list the options in OptionId order");
+static_assert(kOptions.back().id == OptionId::kInflightMs, "every OptionId has a row");
+
+constexpr const OptionSpec& row(OptionId id) { return kOptions[static_cast<std::size_t>(id)]; }
+
+// A state file's slice of 0 means kDefaultSlice (the arbiter reads it alone): it is the table's.
+static_assert(whole_number(row(OptionId::kSlice).default_value, 1, 1000).value_or(0) * std::chrono::milliseconds(1) ==
+                  kDefaultSlice,
+              "kDefaultSlice must be GPUSHARE_SLICE_MS's default in the table");
+
 }  // namespace
 
 std::span<const OptionSpec> option_specs() { return kOptions; }
+
+const OptionSpec& option_spec(OptionId id) { return row(id); }
+
+const Settings& default_settings() {
+  static const Settings defaults;
+  return defaults;
+}
 
 std::string_view option_name(const OptionSpec& spec, OptionWay way) {
   switch (way) {

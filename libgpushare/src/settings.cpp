@@ -89,7 +89,7 @@ LoadedSettings load_settings(const EnvLookup& env, const EnvNames& names) {
       if (found.value == nullptr) return;
       if (auto applied = apply_option(spec, {found.value, device, found.from_hami_alias}, s); !applied) {
         loaded.errors.push_back(fmt::format("{}: {}", found.name, applied.error().message));
-      } else if (spec.env.starts_with("GPUSHARE_MEMORY_LIMIT")) {  // the quota and the per-device quotas
+      } else if (spec.memory_quota()) {
         limit_variables[device] = found.name;
       }
     };
@@ -108,9 +108,10 @@ LoadedSettings load_settings(const EnvLookup& env, const EnvNames& names) {
     const std::uint64_t limit = device < 0 ? s.memory_limit_bytes : s.memory_limit_for(device);
     if (s.context_memory_bytes == 0 || limit == kUnlimited || s.context_memory_bytes < limit) continue;
     loaded.errors.push_back(fmt::format(
-        "GPUSHARE_CONTEXT_MEMORY: {} is not below {} ({}): the context charge alone would fill the quota and every "
-        "allocation would be refused",
-        format_size(s.context_memory_bytes), variable, format_size(limit)));
+        "{}: {} is not below {} ({}): the context charge alone would fill the quota and every allocation would be "
+        "refused",
+        option_spec(OptionId::kContextMemory).env, format_size(s.context_memory_bytes), variable,
+        format_size(limit)));
   }
   return loaded;
 }
@@ -138,15 +139,15 @@ StatePath resolved_state_path(const Settings& settings) {
 }
 
 Result<StatePath> state_path_for_command(const std::optional<std::string>& flag, const EnvLookup& env) {
-  const OptionSpec* spec = find_option(OptionWay::kEnvironment, "GPUSHARE_STATE");
+  const OptionSpec& spec = option_spec(OptionId::kState);
   Settings settings;
   if (flag) {
-    if (auto applied = apply_option(*spec, {*flag}, settings); !applied) {
-      return Error{fmt::format("--state: {}", applied.error().message)};
+    if (auto applied = apply_option(spec, {*flag}, settings); !applied) {
+      return Error{fmt::format("{}: {}", spec.run_flag, applied.error().message)};
     }
-  } else if (const char* variable = env(std::string(spec->env).c_str())) {
-    if (auto applied = apply_option(*spec, {variable}, settings); !applied) {
-      return Error{fmt::format("GPUSHARE_STATE is set but empty: {}", applied.error().message)};
+  } else if (const char* variable = env(std::string(spec.env).c_str())) {
+    if (auto applied = apply_option(spec, {variable}, settings); !applied) {
+      return Error{fmt::format("{} is set but empty: {}", spec.env, applied.error().message)};
     }
   }
   return resolved_state_path(settings);

@@ -30,6 +30,7 @@ std::vector<TenantSnapshot> snapshot_tenants(SharedState& shared) {
     const std::uint64_t override_limit = record.override_limit_bytes.load(kRelaxed);
     if (override_limit != layout::kNoOverride) snap.override_limit_bytes = override_limit;
     // Until a process of the tenant has stated a policy (or `quota set` has), the defaults apply.
+    snap.compute = default_compute_policy();
     if (record.compute_configured.load(kAcquire) != 0) {
       snap.compute.share_pct = record.compute_policy.share_pct.load(kRelaxed);
       snap.compute.limit_pct = record.compute_policy.limit_pct.load(kRelaxed);

@@ -246,14 +246,19 @@ TEST_F(ExporterTest, ABadListenAddressExitsTwoWithAClearMessage) {
   EXPECT_EQ(run({GPUSHARE_TEST_TOOL, "exporter", "--no-such-option"}, {}).exit_code, 2);
 }
 
-// Run directly (not through `gpushare exporter`), an empty state path meant the default one.
+// Run directly (not through `gpushare exporter`), an empty state path meant the default one. The
+// refusal is the one every command prints, naming the default once.
 TEST_F(ExporterTest, AnEmptyStatePathIsRefused) {
-  ProcessResult r = run({GPUSHARE_TEST_EXPORTER, "--listen", "127.0.0.1:0", "--state", ""}, {});
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("--state is empty"), std::string::npos) << r.err;
-  r = run({GPUSHARE_TEST_EXPORTER, "--listen", "127.0.0.1:0"}, {{"GPUSHARE_STATE", ""}});
-  EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("GPUSHARE_STATE is empty"), std::string::npos) << r.err;
+  const auto expect_refused = [](const ProcessResult& r, const std::string& reason) {
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_EQ(r.err.find("gpushare exporter: " + reason), 0u) << r.err;
+    const auto mention = r.err.find("use the default");
+    ASSERT_NE(mention, std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("use the default", mention + 1), std::string::npos) << r.err;
+  };
+  expect_refused(run({GPUSHARE_TEST_EXPORTER, "--listen", "127.0.0.1:0", "--state", ""}, {}), "--state: empty path");
+  expect_refused(run({GPUSHARE_TEST_EXPORTER, "--listen", "127.0.0.1:0"}, {{"GPUSHARE_STATE", ""}}),
+                 "GPUSHARE_STATE is set but empty");
 }
 
 TEST_F(ExporterTest, APortInUseExitsOneAndLeavesTheFirstExporterServing) {

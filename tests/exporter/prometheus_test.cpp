@@ -9,6 +9,7 @@
 #include <string>
 
 #include "exposition.hpp"
+#include "core/compute_policy.hpp"
 #include "core/size.hpp"
 
 namespace {
@@ -35,6 +36,7 @@ TenantOnGpu use_of(std::string tenant) {
 TenantReport tenant_named(std::string name, std::vector<bool> processes_alive) {
   TenantReport tenant;
   tenant.name = std::move(name);
+  tenant.compute = gpushare::default_compute_policy();  // as the report shows a tenant that stated none
   std::uint32_t slot = 0;
   for (const bool alive : processes_alive) {
     tenant.processes.push_back(ProcessReport{slot, 1000 + slot, 0, alive});

@@ -9,8 +9,10 @@
 #include <string>
 #include <string_view>
 
+#include "core/arbiter.hpp"
 #include "core/registry.hpp"
 #include "core/settings.hpp"
+#include "core/snapshot.hpp"
 #include "test_support.hpp"
 
 namespace gpushare {
@@ -83,10 +85,8 @@ TEST(ComputePolicy, EveryPriorityIsParsedFromItsName) {
 }
 
 // The settings accept exactly the slices the arbiter believes: a tenant's slice is never cut
-// short of what it asked for, and the default is the one the arbiter uses for a tenant with none.
+// short of what it asked for.
 TEST(ComputePolicy, SettingsAcceptTheSlicesTheArbiterBelieves) {
-  EXPECT_EQ(Settings{}.compute.slice, kDefaultSlice);
-  EXPECT_EQ(ComputePolicyValues{}.slice, kDefaultSlice);
   const auto longest = std::chrono::duration_cast<std::chrono::milliseconds>(kLongestSlice).count();
   ASSERT_TRUE(parse_slice_ms(std::to_string(longest)).ok());
   EXPECT_EQ(parse_slice_ms(std::to_string(longest)).value(), kLongestSlice);
@@ -120,6 +120,34 @@ TEST_F(AdoptComputePolicyTest, TheFirstProcessDecides) {
   expect_in_force(adopt_compute_policy(state_->state(), tenant, second), Priority::kLow);
   state_->state().tenants[tenant].compute_policy.priority.store(7);
   expect_in_force(adopt_compute_policy(state_->state(), tenant, second), Priority::kHigh);
+}
+
+// A tenant whose record names no slice gets the table's default from the arbiter, and one that
+// stated no policy at all is shown with the table's defaults, what its processes would adopt.
+TEST_F(AdoptComputePolicyTest, ATenantThatStatedNothingHasTheTablesDefaults) {
+  const ComputePolicyValues& defaults = Settings{}.compute;
+  auto stated = TenantMembership::join(*state_, "stated");
+  ASSERT_TRUE(stated.ok());
+  ComputePolicyValues no_slice;
+  no_slice.priority = Priority::kHigh;
+  ASSERT_TRUE(stated.value()->adopt_compute_policy(no_slice).ok());
+  const auto& record = state_->state().tenants[stated.value()->tenant_index()];
+  EXPECT_EQ(std::chrono::nanoseconds(slice_ns_of(record)), defaults.slice);
+
+  auto silent = TenantMembership::join(*state_, "silent");
+  ASSERT_TRUE(silent.ok());
+  bool seen = false;
+  for (const TenantSnapshot& tenant : snapshot_tenants(*state_)) {
+    if (tenant.name != "silent") continue;
+    seen = true;
+    EXPECT_EQ(tenant.compute.share_pct, defaults.share_pct);
+    EXPECT_EQ(tenant.compute.limit_pct, defaults.limit_pct);
+    EXPECT_EQ(tenant.compute.priority, defaults.priority);
+    EXPECT_EQ(tenant.compute.slice, defaults.slice);
+  }
+  EXPECT_TRUE(seen);
+  EXPECT_EQ(default_compute_policy().priority, defaults.priority);
+  EXPECT_EQ(default_compute_policy().slice, defaults.slice);
 }
 
 }  // namespace

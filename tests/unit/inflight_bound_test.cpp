@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/handover_drain.hpp"
+#include "core/settings.hpp"
 #include "core/ungated_pause.hpp"
 
 namespace gpushare {
@@ -131,10 +132,12 @@ TEST(InflightPacingTest, ComesFromTheSettings) {
   EXPECT_EQ(pacing.queue_target_ns, 2 * kMs);
   EXPECT_EQ(InflightPacing::from_settings(1, 2, 64).checkpoint_every, 1u);
   EXPECT_EQ(InflightPacing::from_settings(128, 0, 64).queue_target_ns, 0u);
-  // Off: no events, but the slice is still checked at the default's pace.
-  const InflightPacing off = InflightPacing::from_settings(0, 2, 64);
+  // Off: no events, but the slice is still checked at the pace of the table's default.
+  const std::uint32_t table_default = default_settings().inflight_launches;
+  const InflightPacing off = InflightPacing::from_settings(0, 2, table_default);
   EXPECT_FALSE(off.bounded);
-  EXPECT_EQ(off.checkpoint_every, 32u);
+  EXPECT_EQ(off.checkpoint_every, table_default / 2);
+  EXPECT_EQ(off.checkpoint_every, InflightPacing::from_settings(table_default, 2, table_default).checkpoint_every);
 }
 
 TEST(InflightPacingTest, CheckpointsOftenNearAHigherClass) {

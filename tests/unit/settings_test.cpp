@@ -496,12 +496,17 @@ TEST(OptionsTable, DefaultsComeFromTheTable) {
     EXPECT_TRUE(loaded.errors.empty()) << spec.env << ": " << all_errors(loaded);
     EXPECT_EQ(describe(loaded.settings), describe(defaults)) << spec.env << "=" << spec.default_value;
   }
-  EXPECT_EQ(defaults.inflight_launches, Settings::kDefaultInflightLaunches);
-  EXPECT_EQ(defaults.inflight_ms, 2u);
-  EXPECT_EQ(defaults.compute.slice, std::chrono::milliseconds(10));
-  EXPECT_EQ(defaults.compute.priority, Priority::kNormal);
-  EXPECT_EQ(defaults.compute.limit_pct, 0u);
-  EXPECT_EQ(defaults.compute.share_pct, 0u);
+  // Those who need a default take it from the settings made once, the table's.
+  EXPECT_EQ(describe(default_settings()), describe(defaults));
+  EXPECT_EQ(&default_settings(), &default_settings());
+}
+
+// Code outside the table names an option by its id, which finds its own row.
+TEST(OptionsTable, EachIdNamesItsOwnRow) {
+  for (const OptionSpec& spec : option_specs()) {
+    EXPECT_EQ(&option_spec(spec.id), &spec) << spec.env;
+    EXPECT_EQ(find_option(OptionWay::kEnvironment, spec.env), &spec) << spec.env;
+  }
 }
 
 TEST(OptionsTable, APerDeviceFlagStandsForItsIndexedVariable) {

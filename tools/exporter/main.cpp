@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
                  "HOST:PORT to serve http://HOST:PORT/metrics on; [::1]:9400 for IPv6, 0.0.0.0:9400 for every "
                  "interface, port 0 for any free port. The address is the first line on stdout")
       ->capture_default_str();
-  const gpushare::OptionSpec& state_spec = *gpushare::find_option(gpushare::OptionWay::kEnvironment, "GPUSHARE_STATE");
+  const gpushare::OptionSpec& state_spec = gpushare::option_spec(gpushare::OptionId::kState);
   app.add_option("--state", state_option,
                  fmt::format("{} (default: ${}, else {})", state_spec.help, state_spec.env, state_spec.default_text()));
   app.set_version_flag("--version", std::string(GPUSHARE_VERSION));
@@ -145,8 +145,7 @@ int main(int argc, char** argv) {
   auto state_path = gpushare::state_path_for_command(state_given ? std::optional(state_option) : std::nullopt,
                                                      [](const char* name) { return std::getenv(name); });
   if (!state_path) {
-    fmt::print(stderr, "gpushare exporter: {} is empty (leave it out to use the default, {})\n",
-               state_given ? "--state" : "GPUSHARE_STATE", gpushare::default_state_path());
+    fmt::print(stderr, "gpushare exporter: {}\n", state_path.error().message);
     return kExitBadInput;
   }
   auto parsed_listen = parse_listen_address(listen);

@@ -26,18 +26,24 @@ enum class Priority : std::uint32_t { kLow = 0, kNormal = 1, kHigh = 2 };
 Result<Priority> parse_priority(std::string_view text);
 std::string_view priority_name(Priority priority);
 
-// The slice a tenant gets when it names none, and the longest one it may ask for: whatever the
-// state file says, no slice lasts longer, so a number written into it cannot keep the GPU from
-// the others.
+// The slice of a tenant whose record says 0 (the arbiter reads the state file alone), which
+// options_table.cpp checks at compile time to be GPUSHARE_SLICE_MS's default; and the longest slice
+// one may ask for: whatever the state file says, no slice lasts longer, so a number written into
+// it cannot keep the GPU from the others.
 inline constexpr std::chrono::microseconds kDefaultSlice{10'000};
 inline constexpr std::chrono::microseconds kLongestSlice{1'000'000};
 
+// No defaults of its own: zero until filled from the settings, the state file or
+// default_compute_policy().
 struct ComputePolicyValues {
   std::uint32_t share_pct = 0;  // 0 = not given
   std::uint32_t limit_pct = 0;  // 0 = no cap
-  Priority priority = Priority::kNormal;
-  std::chrono::microseconds slice{kDefaultSlice};
+  Priority priority{};
+  std::chrono::microseconds slice{};  // 0 = kDefaultSlice, as in the state file
 };
+
+// The policy of a tenant that stated none: the options table's defaults (Settings{}.compute).
+const ComputePolicyValues& default_compute_policy();
 
 // Tunables of the arbiter (not per tenant).
 struct ArbiterTiming {

@@ -34,25 +34,30 @@ class InflightEvents {
   virtual std::uint64_t now_ns() = 0;
 };
 
-// The bound's settings, fixed for the process.
+// The bound's settings, fixed for the process; made only by from_settings, so every value comes
+// from the settings (whose defaults are the options table's).
 struct InflightPacing {
   // Launches between checkpoints while a higher priority class is around: then at most ~4-6
   // launches of this process are queued ahead of its next request.
   static constexpr unsigned kNearHigherClassLaunches = 2;
 
-  bool bounded = true;  // false: checkpoints only check the slice, no events
+  bool bounded;  // false: checkpoints only check the slice, no events
   // Launches between checkpoints at most: half the launch bound (two events in the ring).
-  unsigned checkpoint_every = 32;
+  unsigned checkpoint_every;
   // GPU time the queue may hold (0: bounded in launches only): in launches alone, 64 kernels of
   // 1 ms would put 64 ms in front of a handover, while 64 tiny kernels are a few hundred µs.
-  std::uint64_t queue_target_ns = 2'000'000;
+  std::uint64_t queue_target_ns;
 
   // From GPUSHARE_INFLIGHT_LAUNCHES (0: off; the slice checks then keep `default_launches`'s
-  // pace) and GPUSHARE_INFLIGHT_MS.
+  // pace, the table's default) and GPUSHARE_INFLIGHT_MS.
   static InflightPacing from_settings(std::uint32_t inflight_launches, std::uint32_t inflight_ms,
                                       std::uint32_t default_launches);
   // Launches between checkpoints at most, now.
   unsigned most_launches(bool higher_class_near) const;
+
+ private:
+  InflightPacing(bool bounded_by_events, unsigned launches_between_checkpoints, std::uint64_t target_ns)
+      : bounded(bounded_by_events), checkpoint_every(launches_between_checkpoints), queue_target_ns(target_ns) {}
 };
 
 // One GPU's bound for one process. Thread-safe: every launching thread of the process takes its

@@ -34,7 +34,27 @@ struct OptionValue {
   bool from_hami_alias = false;  // read from the HAMi variable, whose meaning may differ
 };
 
+// Every option, in the table's order: how code outside the table names one (option_spec(id)),
+// so that its variable and flags are written only in the table.
+enum class OptionId {
+  kMemoryLimit,
+  kDeviceMemoryLimit,
+  kTenant,
+  kState,
+  kRealLibcuda,
+  kLog,
+  kOnError,
+  kContextMemory,
+  kComputeShare,
+  kComputeLimit,
+  kPriority,
+  kSlice,
+  kInflightLaunches,
+  kInflightMs,
+};
+
 struct OptionSpec {
+  OptionId id;
   std::string_view env;              // "GPUSHARE_MEMORY_LIMIT"; "<i>" stands for a device index
   std::string_view hami_alias;       // "" when none
   std::string_view run_flag;         // `gpushare run` flag, "" when none
@@ -47,10 +67,13 @@ struct OptionSpec {
   Status (*apply)(const OptionValue& value, Settings& settings);
 
   bool per_device() const { return env.ends_with("<i>"); }
+  // A memory quota, for every device or one (checked against the context charge).
+  bool memory_quota() const { return id == OptionId::kMemoryLimit || id == OptionId::kDeviceMemoryLimit; }
   // default_meaning when there is one, else default_value.
   std::string_view default_text() const { return default_meaning.empty() ? default_value : default_meaning; }
 };
 std::span<const OptionSpec> option_specs();
+const OptionSpec& option_spec(OptionId id);
 
 // The ways a value comes in, each naming options its own way.
 enum class OptionWay { kEnvironment, kHamiAlias, kRunFlag, kQuotaFlag, kApiField };
@@ -90,14 +113,15 @@ struct Settings {
   // its cost per launch shrinks as the bound grows. The time bound (inflight_ms) is what keeps long
   // kernels from queueing that many.
   std::uint32_t inflight_launches{};
-  // The table's default of inflight_launches as a constant, for the hooks' checkpoint spacing when
-  // the bound is off (a unit test checks that the two agree).
-  static constexpr std::uint32_t kDefaultInflightLaunches = 64;
   // GPU time a process may have queued, in milliseconds, as the bound estimates it; 0: launches only.
   std::uint32_t inflight_ms{};
 
   std::uint64_t memory_limit_for(int ordinal) const;
 };
+
+// Settings{}, made once: the table's defaults for those who need one of them (the hooks' checkpoint
+// spacing when the in-flight bound is off, the compute policy of a tenant that stated none).
+const Settings& default_settings();
 
 struct LoadedSettings {
   Settings settings;
