@@ -22,19 +22,12 @@ constexpr std::uint32_t kNone = layout::kNoHolder;
 // on the schedule mutex.
 constexpr std::uint64_t kShortestRecheckNs = 50'000;
 
-// Whether a process's activity still stands at `seen`, right after the caller asked it to hand
-// over. A thread that owns an activity lane moves it with a plain store, which may wait in its
-// core's store buffer while the thread already reads the holder word: a single look could miss a
-// launch that did not see the request either. So its threads are fenced first, or, where that
-// cannot be done, the lanes are watched for kStoreVisibleNs.
-bool stands_still(const layout::ProcessSlot& slot, std::uint32_t gpu, std::uint64_t seen) {
-  const layout::SlotCompute& compute = slot.compute[gpu];
-  if (slot.fenced.load(kRelaxed) != 0 && fence::registered_processes()) return layout::activity_of(compute) == seen;
-  const std::uint64_t until = monotonic_now_ns() + kStoreVisibleNs;
-  do {
-    if (layout::activity_of(compute) != seen) return false;
-  } while (monotonic_now_ns() < until);
-  return true;
+// Whether the holder's activity still stands at `seen` right after the handover bit was stored:
+// the probe's answer, or one look at the lanes where none was passed in.
+bool stands_still(const HolderProbes& probes, const layout::ProcessSlot& holder, std::uint32_t gpu,
+                  std::uint64_t seen) {
+  if (probes.stands_still) return probes.stands_still(holder, gpu, seen);
+  return layout::activity_of(holder.compute[gpu]) == seen;
 }
 
 // Whether a process of the tenant waits for a GPU other than `gpu`. Then the tenant's work here
@@ -211,7 +204,7 @@ bool contender_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t 
 }
 
 Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint32_t requester,
-                      const ArbiterTiming& timing, const SlotAlive& slot_alive) {
+                      const ArbiterTiming& timing, const HolderProbes& probes) {
   GpuSchedule& schedule = state.schedules[gpu];
   Arbitration result;
   std::uint64_t recheck = static_cast<std::uint64_t>(timing.max_sleep.count());
@@ -239,7 +232,8 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
       } else {
         stood = now - schedule.observed_at_ns.load(kRelaxed);
       }
-      if (stood >= static_cast<std::uint64_t>(timing.idle_after.count()) && slot_alive && !slot_alive(holder)) {
+      if (stood >= static_cast<std::uint64_t>(timing.idle_after.count()) && probes.slot_alive &&
+          !probes.slot_alive(holder)) {
         // Gone (its liveness lock is free), perhaps inside a launch: it loses the slice whatever
         // hold it had, charged up to when it was last seen launching. It is no waiter either,
         // whatever its slot says, until its slot is reclaimed.
@@ -257,7 +251,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
         auto& since = state.slots[holder].compute[gpu].waiting_since_ns;
         std::uint64_t mark = schedule.granted_mark.load(kRelaxed);
-        if (stands_still(state.slots[holder], gpu, seen) &&
+        if (stands_still(probes, state.slots[holder], gpu, seen) &&
             since.compare_exchange_strong(mark, 0, std::memory_order_seq_cst)) {
           uncount_waiter(schedule);
           take_away = true;
@@ -270,10 +264,10 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
                  stood >= idle_after_for(state, gpu, holder, timing, now)) {
         // Idle between launches. The hot path moves its lane and then reads the holder word; here
         // the word is changed and then the lanes read again, after fencing the holder's threads
-        // (or watching for kStoreVisibleNs: stands_still), so a launch that starts at this moment
+        // (or watching for kStoreVisibleNs: HolderStandsStill), so a launch that starts at this moment
         // is either seen here or sees the handover bit and hands over itself.
         schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
-        if (stands_still(state.slots[holder], gpu, seen)) {
+        if (stands_still(probes, state.slots[holder], gpu, seen)) {
           take_away = true;
           charge_until = std::min(now, std::max(schedule.observed_at_ns.load(kRelaxed),
                                                 schedule.slice_start_ns.load(kRelaxed)));

@@ -16,6 +16,19 @@ constexpr auto kAcquire = std::memory_order_acquire;
 
 // 0 is no gate: a LaneClaim starts there.
 std::atomic<std::uint64_t> g_next_gate_id{1};
+
+// The arbiter's HolderStandsStill for real processes: the holder's threads are fenced (the global
+// membarrier, for which its slot says it registered) and the lanes looked at once; where that
+// cannot be done, the lanes are watched for kStoreVisibleNs.
+bool fenced_or_watched_still(const layout::ProcessSlot& holder, std::uint32_t gpu, std::uint64_t seen) {
+  const layout::SlotCompute& compute = holder.compute[gpu];
+  if (holder.fenced.load(kRelaxed) != 0 && fence::registered_processes()) return layout::activity_of(compute) == seen;
+  const std::uint64_t until = monotonic_now_ns() + kStoreVisibleNs;
+  do {
+    if (layout::activity_of(compute) != seen) return false;
+  } while (monotonic_now_ns() < until);
+  return true;
+}
 }  // namespace
 
 ComputeGate::ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing)
@@ -102,7 +115,6 @@ bool ComputeGate::unmark_waiting(std::uint32_t gpu) {
   return take_waiting_mark(state_.state().schedules[gpu], slot_compute(gpu));
 }
 
-
 Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
@@ -112,6 +124,7 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
   waiting_threads.fetch_add(1, std::memory_order_seq_cst);
   mark_waiting(gpu, started);
   Status status = Ok{};
+  const HolderProbes probes{[this](std::uint32_t slot) { return slot_alive(slot); }, fenced_or_watched_still};
   for (;;) {
     // At every look: a slot written over while this thread waits would never be granted the GPU.
     if (tenant_ < kMaxTenants) layout::restore_own_slot(state.slots[slot_], tenant_);
@@ -146,8 +159,7 @@ Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
         status = lock.error();
         break;
       }
-      decided = arbitrate(state, gpu, monotonic_now_ns(), slot_, timing_,
-                          [this](std::uint32_t slot) { return slot_alive(slot); });
+      decided = arbitrate(state, gpu, monotonic_now_ns(), slot_, timing_, probes);
     }
     if (decided.changed) wake_waiters(state, gpu);
     if (decided.granted_to_requester || layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot_) continue;
@@ -193,10 +205,9 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint6
 
 bool ComputeGate::higher_class_recently(std::uint32_t gpu, std::uint64_t now) const {
   const StateLayout& state = state_.state();
-  const std::uint32_t tenant = state.slots[slot_].tenant_index.load(kRelaxed);
-  if (tenant >= kMaxTenants) return false;
-  const std::uint32_t mine = layout::priority_class(state.tenants[tenant].compute_policy.priority.load(kRelaxed));
-  for (std::uint32_t higher = mine + 1; higher <= 2; ++higher) {
+  if (tenant_ >= kMaxTenants) return false;
+  const std::uint32_t mine = layout::priority_class(state.tenants[tenant_].compute_policy.priority.load(kRelaxed));
+  for (std::uint32_t higher = mine + 1; higher < layout::kPriorityClasses; ++higher) {
     const std::uint64_t granted = state.schedules[gpu].class_granted_ns[higher].load(kRelaxed);
     if (granted != 0 && now - granted < static_cast<std::uint64_t>(timing_.higher_class_memory.count())) return true;
   }

@@ -6,15 +6,35 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <ctime>
 
 namespace gpushare {
 
-std::uint64_t monotonic_now_ns() {
+namespace {
+constexpr std::uint64_t kNsPerSecond = 1'000'000'000;
+
+std::uint64_t now_ns(clockid_t clock) {
   timespec now{};
-  ::clock_gettime(CLOCK_MONOTONIC, &now);
-  return static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000ull + static_cast<std::uint64_t>(now.tv_nsec);
+  ::clock_gettime(clock, &now);
+  return static_cast<std::uint64_t>(now.tv_sec) * kNsPerSecond + static_cast<std::uint64_t>(now.tv_nsec);
+}
+
+timespec timespec_of(std::uint64_t ns) {
+  return {static_cast<time_t>(ns / kNsPerSecond), static_cast<long>(ns % kNsPerSecond)};
+}
+}  // namespace
+
+std::uint64_t monotonic_now_ns() { return now_ns(CLOCK_MONOTONIC); }
+
+std::uint64_t unix_now_ns() { return now_ns(CLOCK_REALTIME); }
+
+void sleep_ns(std::uint64_t ns) {
+  // An absolute wake-up time, so that sleeping again after a signal does not add up the sleeps.
+  const timespec until = timespec_of(monotonic_now_ns() + ns);
+  while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, nullptr) == EINTR) {
+  }
 }
 
 namespace futex {
@@ -28,8 +48,7 @@ long call(std::atomic<std::uint32_t>& word, int op, std::uint32_t value, const t
 void wake_all(std::atomic<std::uint32_t>& word) { call(word, FUTEX_WAKE, INT_MAX, nullptr); }
 
 void wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t timeout_ns) {
-  const timespec timeout{static_cast<time_t>(timeout_ns / 1'000'000'000),
-                         static_cast<long>(timeout_ns % 1'000'000'000)};
+  const timespec timeout = timespec_of(timeout_ns);
   call(word, FUTEX_WAIT, expected, &timeout);
 }
 }  // namespace futex

@@ -1,7 +1,6 @@
 #include "core/report.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <map>
 #include <thread>
@@ -63,9 +62,7 @@ ComputeUse compute_use(const layout::StateLayout& state, std::uint32_t gpu, cons
 Report build_report(SharedState& shared) {
   Report report;
   report.state_path = shared.path();
-  report.time_unix_ns = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  report.time_unix_ns = unix_now_ns();
   report.monotonic_ns = monotonic_now_ns();
   const std::vector<TenantSnapshot> tenants = snapshot_tenants(shared);
   layout::StateLayout& state = shared.state();

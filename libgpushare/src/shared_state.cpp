@@ -4,16 +4,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <new>
-#include <thread>
 
 #include <boost/interprocess/file_mapping.hpp>
 #include <boost/interprocess/mapped_region.hpp>
 #include <fmt/format.h>
 
+#include "core/platform.hpp"
 #include "core/size.hpp"
 
 namespace gpushare {
@@ -24,12 +25,6 @@ struct SharedState::Mapping {
   bip::file_mapping file;
   bip::mapped_region region;
 };
-
-std::uint64_t unix_now_ns() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
-}
 
 std::string default_state_path() {
   // HAMi's device plugin mounts one host folder, /tmp/vgpulock, into every container it manages:
@@ -63,19 +58,20 @@ bool try_lock(int fd, std::int64_t offset) {
 Status lock_wait(int fd, std::int64_t offset, bool shared, std::chrono::nanoseconds wait) {
   // Polled rather than F_OFD_SETLKW: that one cannot be given a timeout.
   struct flock request = one_byte(shared ? F_RDLCK : F_WRLCK, offset);
-  const auto deadline = std::chrono::steady_clock::now() + wait;
-  auto pause = std::chrono::microseconds(50);
+  const std::uint64_t deadline =
+      monotonic_now_ns() + static_cast<std::uint64_t>(std::max<std::int64_t>(wait.count(), 0));
+  std::uint64_t pause_ns = 50'000;
   while (::fcntl(fd, F_OFD_SETLK, &request) != 0) {
     if (errno != EAGAIN && errno != EACCES && errno != EINTR) {
       return Error{fmt::format("cannot lock the state file: {}", std::strerror(errno))};
     }
-    if (std::chrono::steady_clock::now() >= deadline) {
+    if (monotonic_now_ns() >= deadline) {
       return Error{fmt::format("another process has held the state file's lock for over {} ms (stopped while "
                                "creating it?)",
                                std::chrono::duration_cast<std::chrono::milliseconds>(wait).count())};
     }
-    std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::microseconds(1'000));
+    sleep_ns(pause_ns);
+    pause_ns = std::min<std::uint64_t>(pause_ns * 2, 1'000'000);
   }
   return Ok{};
 }

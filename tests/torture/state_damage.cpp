@@ -209,13 +209,11 @@ int main(int argc, char** argv) {
     const std::uint32_t s = find_slot(state, args[0]);
     const auto& schedule = state.schedules[gpu_at(1)];
     const auto& compute = state.slots[s].compute[gpu_at(1)];
-    // The holder word is the holder's token, slot + 1 (state_layout.hpp, holder_token), and maybe the
-    // handover bit.
-    const std::uint32_t holder = schedule.holder_word.load() & ~layout::kHandoverBit;
+    const std::uint32_t holder = layout::holder_slot(schedule.holder_word.load());
     // untaken: it holds a grant made on the waiting mark it still has (granted while it waited, not
     // taken up yet), as against a holder that marked itself waiting as it hands over.
     const std::uint64_t mark = compute.waiting_since_ns.load();
-    std::printf("holds=%d waiting=%d untaken=%d inside=%llu\n", holder == s + 1 ? 1 : 0, mark != 0 ? 1 : 0,
+    std::printf("holds=%d waiting=%d untaken=%d inside=%llu\n", holder == s ? 1 : 0, mark != 0 ? 1 : 0,
                 mark != 0 && mark == schedule.granted_mark.load() ? 1 : 0,
                 static_cast<unsigned long long>(layout::threads_inside(layout::activity_of(compute))));
   } else if (kind == "tenant-index" || kind == "slot-state") {

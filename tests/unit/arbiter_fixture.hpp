@@ -47,13 +47,10 @@ class ArbiterTest : public StateTest {
     auto& since = s().slots[slot].compute[kGpu].waiting_since_ns;
     if (since.load() == 0) since.store(now_);
   }
-  std::uint32_t holder() {
-    const std::uint32_t word = s().schedules[kGpu].holder_word.load();
-    return word == 0 ? UINT32_MAX : (word & ~layout::kHandoverBit) - 1;
-  }
+  std::uint32_t holder() { return layout::holder_slot(s().schedules[kGpu].holder_word.load()); }
   Arbitration decide(std::uint32_t requester = kNoRequester) {
     Arbitration result = arbitrate(s(), kGpu, now_, requester, timing_);
-    if (holder() != UINT32_MAX) s().slots[holder()].compute[kGpu].waiting_since_ns.store(0);
+    if (holder() != layout::kNoHolder) s().slots[holder()].compute[kGpu].waiting_since_ns.store(0);
     return result;
   }
   // One whole launch: in and out again.
@@ -77,7 +74,7 @@ class ArbiterTest : public StateTest {
       for (auto slot : busy) want(slot);
       decide();
       const std::uint32_t h = holder();
-      ASSERT_NE(h, UINT32_MAX);
+      ASSERT_NE(h, layout::kNoHolder);
       launch(h);
       now_ = std::max(now_ + 1, s().schedules[kGpu].slice_end_ns.load());
       want(h);

@@ -178,7 +178,7 @@ TEST_F(ArbiterTest, ADeadHigherClassHolderLosesTheGpuAtOnce) {
   launch(high);
   want(low);
   bool high_alive = true;
-  const SlotAlive alive = [&](std::uint32_t slot) { return slot != high || high_alive; };
+  const HolderProbes alive{[&](std::uint32_t slot) { return slot != high || high_alive; }, {}};
   arbitrate(s(), kGpu, now_, low, timing_, alive);
   now_ += 5 * kMs;
   arbitrate(s(), kGpu, now_, low, timing_, alive);
@@ -508,6 +508,71 @@ TEST_F(ArbiterTest, AGrantASiblingIsLaunchingOnIsNotWithdrawn) {
     arbitrate(s(), kGpu, now_, q, timing_);
     ASSERT_EQ(holder(), p) << "B is inside a launch on the grant (" << i + 1 << " ms)";
   }
+}
+
+// The arbiter's question whether a holder stands still, asked right after it stores the handover
+// bit, goes to the probe passed in: the probe's answer alone decides, so the decision takes no real
+// time and makes no system call of its own.
+struct RecordingStandsStill {
+  struct Call {
+    const layout::ProcessSlot* holder;
+    std::uint32_t gpu;
+    std::uint64_t seen;
+  };
+  std::vector<Call> calls;
+  bool answer = true;
+  HolderProbes probes() {
+    return {{}, [this](const layout::ProcessSlot& holder, std::uint32_t gpu, std::uint64_t seen) {
+              calls.push_back({&holder, gpu, seen});
+              return answer;
+            }};
+  }
+};
+
+TEST_F(ArbiterTest, AnIdleHolderIsTakenOnlyWhenTheProbeSaysItStandsStill) {
+  const auto a = add("a", 50), b = add("b", 50);
+  grant_to(a);
+  launch(a);
+  want(b);
+  RecordingStandsStill probe;
+  const HolderProbes probes = probe.probes();
+  arbitrate(s(), kGpu, now_, b, timing_, probes);
+  EXPECT_TRUE(probe.calls.empty()) << "it has just launched: nothing to ask";
+  now_ += 3 * kMs;       // past idle_after
+  probe.answer = false;  // a launch came in as the handover bit was stored
+  arbitrate(s(), kGpu, now_, b, timing_, probes);
+  ASSERT_EQ(probe.calls.size(), 1u);
+  EXPECT_EQ(probe.calls[0].holder, &s().slots[a]);
+  EXPECT_EQ(probe.calls[0].gpu, kGpu);
+  EXPECT_EQ(probe.calls[0].seen, layout::activity_of(s().slots[a].compute[kGpu]));
+  EXPECT_EQ(s().schedules[kGpu].holder_word.load(), holder_token(a)) << "kept, and the handover bit taken back";
+  now_ += kMs;
+  probe.answer = true;
+  EXPECT_TRUE(arbitrate(s(), kGpu, now_, b, timing_, probes).granted_to_requester);
+  EXPECT_EQ(probe.calls.size(), 2u);
+}
+
+TEST_F(ArbiterTest, AnUntakenGrantIsWithdrawnOnlyWhenTheProbeSaysItStandsStill) {
+  const auto sleeper = add("sleeper", 50), other = add("other", 50);
+  RecordingStandsStill probe;
+  const HolderProbes probes = probe.probes();
+  want(sleeper);
+  enter_to_wait(sleeper);
+  arbitrate(s(), kGpu, now_, kNoRequester, timing_, probes);
+  ASSERT_EQ(holder(), sleeper);
+  want(other);
+  now_ += 3 * kMs;  // past idle_after, the grant not taken up
+  probe.answer = false;
+  arbitrate(s(), kGpu, now_, other, timing_, probes);
+  ASSERT_EQ(probe.calls.size(), 1u);
+  EXPECT_EQ(probe.calls[0].holder, &s().slots[sleeper]);
+  EXPECT_EQ(s().schedules[kGpu].holder_word.load(), holder_token(sleeper));
+  EXPECT_NE(s().slots[sleeper].compute[kGpu].waiting_since_ns.load(), 0u) << "the grant stands, mark and all";
+  now_ += kMs;
+  probe.answer = true;
+  EXPECT_TRUE(arbitrate(s(), kGpu, now_, other, timing_, probes).granted_to_requester);
+  EXPECT_EQ(probe.calls.size(), 2u);
+  EXPECT_EQ(s().slots[sleeper].compute[kGpu].waiting_since_ns.load(), 0u) << "withdrawn";
 }
 
 // Garbage written into the holder word (any process can write the file) must not crash a waiter:

@@ -46,6 +46,18 @@ TEST_F(ComputeGateTest, ALowerClassKnowsAHigherOneWasAroundRecently) {
   EXPECT_FALSE(low_gate.higher_class_recently(kGpu, now_ + 150 * kMs)) << "100 ms later it is forgotten";
 }
 
+// The gate knows its tenant from when it was made: a slot's tenant index written over later (any
+// process can write the file) does not change the class it compares with.
+TEST_F(ComputeGateTest, ALowerClassGateKeepsItsClassWhenItsSlotIsWrittenOver) {
+  const auto low = add("low", 50, 0, Priority::kLow), high = add("high", 50, 0, Priority::kHigh);
+  const ComputeGate low_gate(*state_, low);
+  grant_to(high);
+  s().slots[low].tenant_index.store(s().slots[high].tenant_index.load());
+  EXPECT_TRUE(low_gate.higher_class_recently(kGpu, now_ + 50 * kMs)) << "written to say high";
+  s().slots[low].tenant_index.store(0x7fffffff);
+  EXPECT_TRUE(low_gate.higher_class_recently(kGpu, now_ + 50 * kMs)) << "written out of range";
+}
+
 // The activity lanes: the first threads of a process to launch own a lane each and move it with
 // plain stores; later ones share lane 0 with atomic adds. More threads than lanes, all launching at
 // once: no call is lost (two threads on one private lane would lose some) and none is left inside.

@@ -1,10 +1,14 @@
-// The platform layer under the arbiter and the gate: the monotonic clock, futexes on shared words,
-// and a file description of the gate's own.
+// The platform layer under the arbiter and the gate: the clocks and sleeping, futexes on shared
+// words, and a file description of the gate's own.
 #include "core/platform.hpp"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include <csignal>
+#include <ctime>
 
 #include <atomic>
 #include <chrono>
@@ -31,6 +35,50 @@ TEST(Platform, TheMonotonicClockNeverGoesBack) {
     ASSERT_GE(now, previous);
     previous = now;
   }
+}
+
+// The wall clock is Unix time (time(2) may read a coarser clock: a second's leeway).
+TEST(Platform, TheWallClockIsUnixTime) {
+  const auto before = static_cast<std::uint64_t>(::time(nullptr));
+  const std::uint64_t now_s = unix_now_ns() / 1'000'000'000;
+  const auto after = static_cast<std::uint64_t>(::time(nullptr));
+  EXPECT_GE(now_s + 1, before);
+  EXPECT_LE(now_s, after + 1);
+}
+
+TEST(Platform, ASleepLastsAtLeastItsLength) {
+  const std::uint64_t began = monotonic_now_ns();
+  sleep_ns(5 * kMs);
+  const std::uint64_t slept = monotonic_now_ns() - began;
+  EXPECT_GE(slept, 5 * kMs);
+  EXPECT_LT(slept, 5'000 * kMs);
+}
+
+// Signals arriving while a thread sleeps (a handler installed without SA_RESTART) do not cut the
+// sleep short: the init-lock wait relies on its pauses.
+TEST(Platform, ASleepIsNotCutShortBySignals) {
+  struct sigaction quiet {};
+  quiet.sa_handler = [](int) {};
+  struct sigaction previous {};
+  ASSERT_EQ(::sigaction(SIGUSR1, &quiet, &previous), 0);
+  std::atomic<bool> done{false};
+  std::uint64_t slept = 0;
+  std::thread sleeper([&] {
+    const std::uint64_t began = monotonic_now_ns();
+    sleep_ns(50 * kMs);
+    slept = monotonic_now_ns() - began;
+    done = true;
+  });
+  const pthread_t target = sleeper.native_handle();
+  int signals = 0;
+  while (!done) {
+    ::pthread_kill(target, SIGUSR1);
+    ++signals;
+    sleep_ns(kMs);
+  }
+  sleeper.join();
+  ::sigaction(SIGUSR1, &previous, nullptr);
+  EXPECT_GE(slept, 50 * kMs) << "after " << signals << " signals";
 }
 
 TEST(Platform, AFutexWaitOnAWordThatMovedReturnsAtOnce) {

@@ -63,12 +63,9 @@ void write_header(const std::string& path, const StateHeader& header) {
   ::close(fd);
 }
 
-// The same FNV-1a the library uses, so a test can forge a header that is consistent but foreign.
+// The library's header checksum, so a test can forge a header that is consistent but foreign.
 std::uint64_t checksum_of(const StateHeader& header) {
-  const auto* bytes = reinterpret_cast<const unsigned char*>(&header);
-  std::uint64_t hash = 0xcbf29ce484222325ull;
-  for (std::size_t i = 0; i < offsetof(StateHeader, checksum); ++i) hash = (hash ^ bytes[i]) * 0x100000001b3ull;
-  return hash;
+  return layout::fnv1a(reinterpret_cast<const unsigned char*>(&header), offsetof(StateHeader, checksum));
 }
 
 void create_valid(const std::string& path) {

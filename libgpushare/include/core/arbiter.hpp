@@ -3,10 +3,11 @@
 // Per GPU, one process at a time holds the *slice* and may submit work; everyone else who wants
 // the GPU sleeps on a futex in the shared state. There is no daemon: the decisions are taken by
 // whichever process is in the slow path (a waiter, or a holder at a checkpoint: compute_gate.hpp),
-// under the GPU's schedule mutex, by `arbitrate` below. They are functions of the schedule state
-// and the `now` passed in, so unit tests drive them with a fake clock. The only system calls are
-// the platform layer's (platform.hpp): a fence before an idle holder is taken, a futex wake when a
-// dead decider's half-made grant is undone.
+// under the GPU's schedule mutex, by `arbitrate` below. They are functions of the schedule state,
+// the `now` passed in and the answers of the process-side probes passed in (HolderProbes: is a
+// slot's process alive, does a holder's activity stand still once its threads are fenced), so unit
+// tests drive them with a fake clock and fake probes. The arbiter's own system calls are futex
+// wakes and waits around a decision (wake_waiters, wait_for_grant, lock_schedule's repair).
 //
 // Policy (the values: compute_policy.hpp):
 //   * Priority classes are strict: a waiting `high` tenant takes the GPU from a `normal` or `low`
@@ -50,14 +51,28 @@ struct Arbitration {
   std::uint64_t recheck_after_ns = 0;  // when to look again if still waiting
 };
 
+// Whether the process in `slot` is alive (its liveness lock is held).
+using SlotAlive = std::function<bool(std::uint32_t slot)>;
+// Whether `holder`'s activity on `gpu` still stands at `seen`, asked right after the handover bit
+// was stored. A thread that owns an activity lane moves it with a plain store, which may wait in
+// its core's store buffer while the thread already reads the holder word, so a single look could
+// miss a launch that did not see the bit either: the process's threads are fenced first, or the
+// lanes watched for kStoreVisibleNs (ComputeGate supplies that one).
+using HolderStandsStill = std::function<bool(const layout::ProcessSlot& holder, std::uint32_t gpu, std::uint64_t seen)>;
+// What the arbiter asks of the processes beyond the shared state: system calls, passed in so that
+// a decision takes no time of its own and tests can answer for the processes.
+struct HolderProbes {
+  SlotAlive slot_alive;            // empty: every slot is alive
+  HolderStandsStill stands_still;  // empty: one look at the lanes (no thread of the holder runs)
+};
+
 // REQUIRES: the GPU's schedule mutex held (see lock_schedule). `requester` is the slot asking
 // (it has set its waiting_since), or kNoRequester for a look by someone who only passes by.
 // A holder whose activity has stopped moving is idle when no thread of it is inside a
-// launch, and dead when `slot_alive` says so (a launch blocked on a full GPU queue is neither).
+// launch, and dead when `probes.slot_alive` says so (a launch blocked on a full GPU queue is neither).
 inline constexpr std::uint32_t kNoRequester = UINT32_MAX;
-using SlotAlive = std::function<bool(std::uint32_t slot)>;
 Arbitration arbitrate(layout::StateLayout& state, std::uint32_t gpu, std::uint64_t now_ns, std::uint32_t requester,
-                      const ArbiterTiming& timing, const SlotAlive& slot_alive = {});
+                      const ArbiterTiming& timing, const HolderProbes& probes = {});
 
 // Grants the slice to `slot` of `tenant` (a tenant index checked by the caller: the slot's own
 // field may change meanwhile). `mark`: the waiting mark it was granted on

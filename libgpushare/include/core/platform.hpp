@@ -1,7 +1,7 @@
-// The operating system under the time-slicing code: the monotonic clock, futexes on words of the
-// shared mapping, asymmetric fences (membarrier) and a descriptor of its own on the state file.
-// Every system call the arbiter and the gate make goes through here, so the decisions above it
-// stay functions of the shared state and a clock that tests can drive.
+// The operating system under the core: the clocks and sleeping, futexes on words of the shared
+// mapping, asymmetric fences (membarrier) and a descriptor of its own on the state file. Every
+// clock read and system call of the arbiter and the gate goes through here, so the decisions above
+// it stay functions of the shared state and a clock that tests can drive.
 //
 // The rest of this layer: shared_mutex.hpp, the one lock type of the shared state (a robust,
 // process-shared mutex, shared_mutex::Guard), and the open-file-description liveness locks
@@ -16,6 +16,11 @@ namespace gpushare {
 
 // CLOCK_MONOTONIC in nanoseconds: the clock of every slice, charge and deadline in the state.
 std::uint64_t monotonic_now_ns();
+// CLOCK_REALTIME in nanoseconds since the Unix epoch: for moments people read (when a tenant or a
+// process joined, when a report was taken), never for a deadline (it may jump).
+std::uint64_t unix_now_ns();
+// Sleeps for at least `ns` on the monotonic clock; a signal does not cut the sleep short.
+void sleep_ns(std::uint64_t ns);
 
 // Futexes on words of the shared mapping (never FUTEX_PRIVATE: the sleepers are other processes).
 namespace futex {

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <string>
 
+#include "core/platform.hpp"  // unix_now_ns, for the times written into the file
 #include "core/result.hpp"
 #include "core/shared_mutex.hpp"
 #include "core/state_layout.hpp"
@@ -82,7 +83,5 @@ void unlock(int fd, std::int64_t offset);
 // The state path used when none is configured; which path is used is decided by
 // resolved_state_path (core/settings.hpp).
 std::string default_state_path();
-
-std::uint64_t unix_now_ns();
 
 }  // namespace gpushare
