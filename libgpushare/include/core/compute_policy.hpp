@@ -59,11 +59,4 @@ struct ArbiterTiming {
   std::chrono::nanoseconds higher_class_memory{std::chrono::milliseconds(100)};
 };
 
-// Sets the tenant's compute policy if it has none yet (the first process decides), returning the
-// policy in force. `quota set` uses set_tenant_compute_policy instead.
-// REQUIRES: the registry mutex held (TenantMembership::adopt_compute_policy takes it); `tenant`
-// a valid tenant index.
-ComputePolicyValues adopt_compute_policy(layout::StateLayout& state, std::uint32_t tenant,
-                                         const ComputePolicyValues& wanted);
-
 }  // namespace gpushare
