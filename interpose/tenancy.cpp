@@ -4,10 +4,10 @@
 #include <unistd.h>
 
 #include <array>
-#include <chrono>
 #include <cstdlib>
 
 #include "core/compute_slot_release.hpp"
+#include "core/tenant_name.hpp"
 #include "driver.hpp"
 #include "log.hpp"
 
@@ -15,16 +15,6 @@ namespace gpushare::interpose {
 namespace {
 
 std::mutex g_tenancy_mutex;  // constant-initialised: no constructor runs at load time
-
-std::string per_process_tenant_name() {
-  const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-  std::uint64_t mix = static_cast<std::uint64_t>(now) ^ (static_cast<std::uint64_t>(::getpid()) << 32);
-  mix ^= mix >> 33;
-  mix *= 0xff51afd7ed558ccdull;
-  mix ^= mix >> 33;
-  return fmt::format("pid{}-{:08x}", ::getpid(), static_cast<std::uint32_t>(mix));
-}
-
 }  // namespace
 
 namespace {

@@ -1,4 +1,4 @@
-// Tenant limits and compute policies: set by `gpushare quota set`, or by a tenant's first process.
+// Tenant limits and compute policies as `gpushare quota set` changes them.
 #include "core/administration.hpp"
 
 #include <fmt/format.h>
@@ -58,12 +58,6 @@ Status set_tenant_compute_policy(SharedState& shared, std::string_view name, con
     }
     record.compute_configured.store(1, kRelease);
   });
-}
-
-Result<ComputePolicyValues> TenantMembership::adopt_compute_policy(const ComputePolicyValues& wanted) {
-  auto registry = lock_registry(state_.state());
-  if (!registry) return registry.error();
-  return gpushare::adopt_compute_policy(state_.state(), tenant_, wanted);
 }
 
 }  // namespace gpushare

@@ -4,8 +4,6 @@
 #include <algorithm>
 #include <array>
 
-#include "core/registry.hpp"
-
 namespace gpushare {
 using layout::kFree;
 using layout::kMaxGpus;
@@ -59,12 +57,14 @@ std::uint64_t return_slot_bytes(StateLayout& state, layout::ProcessSlot& slot) {
   return total;
 }
 
-Result<Reservation> TenantMembership::reserve_once(std::uint32_t gpu, std::uint64_t bytes) {
-  StateLayout& state = state_.state();
+Result<Reservation> SlotLedger::try_reserve(std::uint32_t gpu, std::uint64_t bytes) {
+  if (gpu >= kMaxGpus) return Error{"GPU index out of range"};
+  StateLayout& state = *state_;
   auto lock = lock_ledger(state, gpu);
   if (!lock) return lock.error();
-  layout::restore_own_slot(state.slots[slot_], tenant_);
-  if (auto& attached = state.slots[slot_].gpus_attached; (attached.load(kRelaxed) & (1u << gpu)) == 0) {
+  auto& slot = state.slots[slot_];
+  layout::restore_own_slot(slot, tenant_);
+  if (auto& attached = slot.gpus_attached; (attached.load(kRelaxed) & (1u << gpu)) == 0) {
     attached.fetch_or(1u << gpu, kRelaxed);  // written over: the record must not go to another GPU
   }
   auto& entry = state.tenants[tenant_].ledger[gpu];
@@ -72,28 +72,18 @@ Result<Reservation> TenantMembership::reserve_once(std::uint32_t gpu, std::uint6
   const std::uint64_t limit = entry.limit_bytes.load(kRelaxed);
   if (bytes > limit || used > limit - bytes) return Reservation::kOverQuota;
   entry.used_bytes.store(used + bytes, kRelaxed);
-  state.slots[slot_].held_bytes[gpu].fetch_add(bytes, kRelaxed);
+  slot.held_bytes[gpu].fetch_add(bytes, kRelaxed);
   if (used + bytes > entry.peak_bytes.load(kRelaxed)) entry.peak_bytes.store(used + bytes, kRelaxed);
   return Reservation::kGranted;
 }
 
-Result<Reservation> TenantMembership::try_reserve(std::uint32_t gpu, std::uint64_t bytes) {
-  if (gpu >= kMaxGpus) return Error{"GPU index out of range"};
-  auto first = reserve_once(gpu, bytes);
-  if (!first || first.value() == Reservation::kGranted) return first;
-  // Before refusing, give back what dead processes of any tenant still hold; the refusal path
-  // may make system calls, the granted path never does.
-  if (const ReclaimReport swept = reclaim_dead_processes(state_); swept.processes > 0 || swept.ledgers_healed > 0) {
-    auto second = reserve_once(gpu, bytes);
-    if (!second || second.value() == Reservation::kGranted) return second;
-  }
-  state_.state().tenants[tenant_].ledger[gpu].oom_refusals.fetch_add(1, kRelaxed);
-  return Reservation::kOverQuota;
+void SlotLedger::count_refusal(std::uint32_t gpu) {
+  if (gpu < kMaxGpus) state_->tenants[tenant_].ledger[gpu].oom_refusals.fetch_add(1, kRelaxed);
 }
 
-Status TenantMembership::release(std::uint32_t gpu, std::uint64_t bytes) {
+Status SlotLedger::release(std::uint32_t gpu, std::uint64_t bytes) {
   if (gpu >= kMaxGpus) return Error{"GPU index out of range"};
-  StateLayout& state = state_.state();
+  StateLayout& state = *state_;
   auto lock = lock_ledger(state, gpu);
   if (!lock) return lock.error();
   auto& held = state.slots[slot_].held_bytes[gpu];
@@ -105,9 +95,9 @@ Status TenantMembership::release(std::uint32_t gpu, std::uint64_t bytes) {
   return Ok{};
 }
 
-MemoryView TenantMembership::view(std::uint32_t gpu) const {
+MemoryView SlotLedger::view(std::uint32_t gpu) const {
   if (gpu >= kMaxGpus) return {};
-  const auto& entry = state_.state().tenants[tenant_].ledger[gpu];
+  const auto& entry = state_->tenants[tenant_].ledger[gpu];
   return {entry.limit_bytes.load(kRelaxed), entry.used_bytes.load(kRelaxed)};
 }
 

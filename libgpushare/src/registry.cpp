@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 
@@ -289,6 +290,49 @@ void TenantMembership::abandon() {
   abandoned_ = true;
   ::close(fd_);
   fd_ = -1;
+}
+
+Result<Reservation> TenantMembership::try_reserve(std::uint32_t gpu, std::uint64_t bytes) {
+  SlotLedger account = ledger();
+  auto first = account.try_reserve(gpu, bytes);
+  if (!first || first.value() == Reservation::kGranted) return first;
+  // Before refusing, give back what dead processes of any tenant still hold; the refusal path
+  // may make system calls, the granted path never does.
+  if (const ReclaimReport swept = reclaim_dead_processes(state_); swept.processes > 0 || swept.ledgers_healed > 0) {
+    auto second = account.try_reserve(gpu, bytes);
+    if (!second || second.value() == Reservation::kGranted) return second;
+  }
+  account.count_refusal(gpu);
+  return Reservation::kOverQuota;
+}
+
+Status TenantMembership::release(std::uint32_t gpu, std::uint64_t bytes) { return ledger().release(gpu, bytes); }
+
+MemoryView TenantMembership::view(std::uint32_t gpu) const { return ledger().view(gpu); }
+
+Result<ComputePolicyValues> TenantMembership::adopt_compute_policy(const ComputePolicyValues& wanted) {
+  auto registry = lock_registry(state_.state());
+  if (!registry) return registry.error();
+  return gpushare::adopt_compute_policy(state_.state(), tenant_, wanted);
+}
+
+ComputePolicyValues adopt_compute_policy(StateLayout& state, std::uint32_t tenant, const ComputePolicyValues& wanted) {
+  auto& record = state.tenants[tenant];
+  auto& policy = record.compute_policy;
+  if (record.compute_configured.load(kAcquire) == 0) {
+    policy.share_pct.store(wanted.share_pct, kRelaxed);
+    policy.limit_pct.store(wanted.limit_pct, kRelaxed);
+    policy.priority.store(static_cast<std::uint32_t>(wanted.priority), kRelaxed);
+    policy.slice_us.store(static_cast<std::uint32_t>(wanted.slice.count()), kRelaxed);
+    record.compute_configured.store(1, kRelease);
+    return wanted;
+  }
+  ComputePolicyValues in_force;
+  in_force.share_pct = policy.share_pct.load(kRelaxed);
+  in_force.limit_pct = policy.limit_pct.load(kRelaxed);
+  in_force.priority = static_cast<Priority>(layout::priority_class(policy.priority.load(kRelaxed)));
+  in_force.slice = std::chrono::microseconds(policy.slice_us.load(kRelaxed));
+  return in_force;
 }
 
 Result<TenantMembership::Attached> TenantMembership::attach_gpu(const GpuUuid& uuid, std::uint64_t physical_bytes,

@@ -42,19 +42,41 @@ std::string normalize_tenant_name(std::string_view name) {
   return out.substr(out.size() - (kMax - tag.size())) + tag;
 }
 
-std::string generate_tenant_name(std::string_view command, std::uint64_t entropy) {
-  // One round of a 64-bit mixer, so that entropy differing only in low bits (clock ticks) changes
-  // the six digits taken from the top.
-  std::uint64_t mix = (entropy ^ (entropy >> 31)) * 0x9e3779b97f4a7c15ull;
-  std::string base = std::filesystem::path(command).filename().string();
-  if (base.size() > 48) base.resize(48);
-  return normalize_tenant_name(fmt::format("{}-{:06x}", base, static_cast<std::uint32_t>(mix >> 40)));
+namespace {
+
+// A 64-bit finalizer (SplitMix64's): every bit of the result depends on every bit of `entropy`, so
+// entropy differing only in low bits (clock ticks) changes the digits taken from the top.
+std::uint64_t mix_entropy(std::uint64_t entropy) {
+  std::uint64_t mix = entropy;
+  mix = (mix ^ (mix >> 30)) * 0xbf58476d1ce4e5b9ull;
+  mix = (mix ^ (mix >> 27)) * 0x94d049bb133111ebull;
+  return mix ^ (mix >> 31);
 }
 
-std::string generate_tenant_name(std::string_view command) {
+// The wall clock, and the process id in bits the clock's nanoseconds rarely reach: processes
+// started at the same instant differ.
+std::uint64_t own_process_id() { return static_cast<std::uint64_t>(::getpid()); }
+std::uint64_t clock_entropy() {
   const auto now = static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-  return generate_tenant_name(command, now ^ (static_cast<std::uint64_t>(::getpid()) << 40));
+  return now ^ (own_process_id() << 40);
 }
+
+}  // namespace
+
+std::string generate_tenant_name(std::string_view command, std::uint64_t entropy) {
+  std::string base = std::filesystem::path(command).filename().string();
+  if (base.size() > 48) base.resize(48);
+  const auto digits = static_cast<std::uint32_t>(mix_entropy(entropy) >> 40);
+  return normalize_tenant_name(fmt::format("{}-{:06x}", base, digits));
+}
+
+std::string generate_tenant_name(std::string_view command) { return generate_tenant_name(command, clock_entropy()); }
+
+std::string per_process_tenant_name(std::uint64_t pid, std::uint64_t entropy) {
+  return fmt::format("pid{}-{:08x}", pid, static_cast<std::uint32_t>(mix_entropy(entropy) >> 32));
+}
+
+std::string per_process_tenant_name() { return per_process_tenant_name(own_process_id(), clock_entropy()); }
 
 std::string tenant_name_of(const layout::TenantRecord& record) {
   const char* end = static_cast<const char*>(::memchr(record.name, '\0', sizeof record.name));

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/administration.hpp"
+#include "core/memory_ledger.hpp"
 #include "core/size.hpp"
 #include "core/snapshot.hpp"
 #include "test_support.hpp"
@@ -58,6 +59,97 @@ class LedgerTest : public testing::StateTest {
     return nullptr;
   }
 };
+
+// The memory ledger on its own: accounts named by slot and tenant index, no registry involved.
+class SlotLedgerTest : public testing::StateTest {
+ protected:
+  layout::LedgerEntry& entry(std::uint32_t tenant, std::uint32_t gpu) {
+    return state_->state().tenants[tenant].ledger[gpu];
+  }
+  std::atomic<std::uint64_t>& held(std::uint32_t slot, std::uint32_t gpu) {
+    return state_->state().slots[slot].held_bytes[gpu];
+  }
+};
+
+TEST_F(SlotLedgerTest, ReservesReleasesAndViewsWithoutTheRegistry) {
+  constexpr std::uint32_t kSlot = 3, kTenant = 5, kGpu = 2;
+  entry(kTenant, kGpu).limit_bytes.store(100);
+  SlotLedger ledger(state_->state(), kSlot, kTenant);
+  EXPECT_EQ(ledger.try_reserve(kGpu, 60).value(), Reservation::kGranted);
+  EXPECT_EQ(ledger.try_reserve(kGpu, 41).value(), Reservation::kOverQuota);
+  EXPECT_EQ(entry(kTenant, kGpu).oom_refusals.load(), 0u) << "a refusal is counted by whoever decides on it";
+  EXPECT_EQ(ledger.try_reserve(kGpu, 40).value(), Reservation::kGranted);
+  EXPECT_EQ(ledger.view(kGpu).limit_bytes, 100u);
+  EXPECT_EQ(ledger.view(kGpu).used_bytes, 100u);
+  EXPECT_EQ(held(kSlot, kGpu).load(), 100u);
+  EXPECT_EQ(entry(kTenant, kGpu).peak_bytes.load(), 100u);
+  EXPECT_TRUE(ledger.release(kGpu, 30).ok());
+  EXPECT_EQ(ledger.view(kGpu).used_bytes, 70u);
+  EXPECT_EQ(held(kSlot, kGpu).load(), 70u);
+  EXPECT_FALSE(ledger.release(kGpu, 71).ok()) << "more than the slot holds";
+  EXPECT_EQ(ledger.view(kGpu).used_bytes, 0u) << "what it held went back";
+  EXPECT_EQ(held(kSlot, kGpu).load(), 0u);
+  EXPECT_EQ(entry(kTenant, kGpu).peak_bytes.load(), 100u);
+  ledger.count_refusal(kGpu);
+  EXPECT_EQ(entry(kTenant, kGpu).oom_refusals.load(), 1u);
+}
+
+TEST_F(SlotLedgerTest, AGpuOutOfRangeIsRefusedWithoutTouchingTheState) {
+  SlotLedger ledger(state_->state(), 0, 0);
+  EXPECT_FALSE(ledger.try_reserve(layout::kMaxGpus, 1).ok());
+  EXPECT_FALSE(ledger.release(layout::kMaxGpus, 1).ok());
+  EXPECT_EQ(ledger.view(layout::kMaxGpus).limit_bytes, 0u);
+  ledger.count_refusal(layout::kMaxGpus);  // nothing to count, nothing written past the table
+  EXPECT_EQ(state_->state().slots[0].state.load(), layout::kFree);
+}
+
+TEST_F(SlotLedgerTest, SlotsOfATenantShareItsQuotaAndTheInvariantHolds) {
+  constexpr std::uint32_t kGpu = 1;
+  entry(0, kGpu).limit_bytes.store(1000);
+  entry(1, kGpu).limit_bytes.store(10);
+  SlotLedger first(state_->state(), 4, 0), second(state_->state(), 9, 0), other(state_->state(), 11, 1);
+  EXPECT_EQ(first.try_reserve(kGpu, 600).value(), Reservation::kGranted);
+  EXPECT_EQ(second.try_reserve(kGpu, 401).value(), Reservation::kOverQuota);
+  EXPECT_EQ(second.try_reserve(kGpu, 400).value(), Reservation::kGranted);
+  EXPECT_EQ(other.try_reserve(kGpu, 10).value(), Reservation::kGranted) << "another tenant, its own quota";
+  EXPECT_EQ(entry(0, kGpu).used_bytes.load(), held(4, kGpu).load() + held(9, kGpu).load());
+  EXPECT_EQ(entry(1, kGpu).used_bytes.load(), held(11, kGpu).load());
+  auto lock = lock_ledger(state_->state(), kGpu);
+  ASSERT_TRUE(lock.ok());
+  EXPECT_FALSE(rebuild_gpu_ledger(state_->state(), kGpu)) << "the ledger already agrees with its slots";
+}
+
+TEST_F(SlotLedgerTest, AReservationPutsBackTheSlotItFindsWrittenOver) {
+  constexpr std::uint32_t kSlot = 6, kTenant = 2, kGpu = 3;
+  entry(kTenant, kGpu).limit_bytes.store(kUnlimited);
+  auto& slot = state_->state().slots[kSlot];
+  slot.tenant_index.store(77);
+  slot.gpus_attached.store(0);
+  SlotLedger ledger(state_->state(), kSlot, kTenant);
+  EXPECT_EQ(ledger.try_reserve(kGpu, 5).value(), Reservation::kGranted);
+  EXPECT_EQ(slot.tenant_index.load(), kTenant);
+  EXPECT_EQ(slot.state.load(), layout::kInUse);
+  EXPECT_NE(slot.gpus_attached.load() & (1u << kGpu), 0u);
+}
+
+// The ledger refuses on the figures it finds; the registry's forwarder sweeps before refusing.
+TEST_F(SlotLedgerTest, OnlyTheMembershipSweepsBeforeARefusal) {
+  auto joined = TenantMembership::join(*state_, "team-a");
+  ASSERT_TRUE(joined.ok()) << joined.error().message;
+  auto& member = *joined.value();
+  const auto gpu = member.attach_gpu(make_uuid(1), 80_GiB, 1_GiB);
+  ASSERT_TRUE(gpu.ok());
+  const std::uint32_t g = gpu.value().gpu;
+  ASSERT_EQ(member.try_reserve(g, 100_MiB).value(), Reservation::kGranted);
+  auto& used = entry(member.tenant_index(), g).used_bytes;
+  used.store(UINT64_MAX - 4);  // written into the file
+  SlotLedger ledger(state_->state(), member.slot_index(), member.tenant_index());
+  EXPECT_EQ(ledger.try_reserve(g, 1_MiB).value(), Reservation::kOverQuota);
+  EXPECT_EQ(used.load(), UINT64_MAX - 4);
+  EXPECT_EQ(member.try_reserve(g, 1_MiB).value(), Reservation::kGranted);
+  EXPECT_EQ(used.load(), 101_MiB);
+  EXPECT_EQ(entry(member.tenant_index(), g).oom_refusals.load(), 0u);
+}
 
 TEST(FormatGpuUuid, NvidiaSmiForm) {
   GpuUuid uuid{0x8f, 0x1c, 0x2a, 0x3b, 0x4c, 0x5d, 0x6e, 0x7f, 0x80, 0x91, 0xa2, 0xb3, 0xc4, 0xd5, 0xe6, 0xf7};

@@ -1,9 +1,13 @@
-// Tenant names: the name `gpushare run` makes up, and names kept in tenant records. The rules for
-// given names (validate, normalize) are tested with the settings that apply them.
+// Tenant names: the names `gpushare run` and an unnamed preloaded process make up, and names kept
+// in tenant records. The rules for given names (validate, normalize) are tested with the settings
+// that apply them.
 #include "core/tenant_name.hpp"
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdint>
 #include <cstring>
 #include <set>
 #include <string>
@@ -50,6 +54,37 @@ TEST(GenerateTenantName, AnyCommandGivesAValidName) {
   const std::string drawn = generate_tenant_name("/usr/bin/python3");  // from the clock and the pid
   EXPECT_EQ(drawn.rfind("python3-", 0), 0u) << drawn;
   EXPECT_TRUE(ends_in_six_hex_digits(drawn)) << drawn;
+}
+
+bool is_per_process_name(const std::string& name, std::uint64_t pid) {
+  const std::string prefix = "pid" + std::to_string(pid) + "-";
+  return name.size() == prefix.size() + 8 && name.rfind(prefix, 0) == 0 &&
+         name.find_first_not_of("0123456789abcdef", prefix.size()) == std::string::npos;
+}
+
+TEST(PerProcessTenantName, IsThePidAndEightHexDigits) {
+  const std::string name = per_process_tenant_name(4242, 42);
+  EXPECT_TRUE(is_per_process_name(name, 4242)) << name;
+  EXPECT_TRUE(validate_tenant_name(name).ok()) << name;
+  EXPECT_TRUE(is_per_process_name(per_process_tenant_name(UINT64_MAX, 0), UINT64_MAX));
+  EXPECT_TRUE(validate_tenant_name(per_process_tenant_name(UINT64_MAX, UINT64_MAX)).ok());
+}
+
+TEST(PerProcessTenantName, TheSameEntropyGivesTheSameNameAndNeighboursDiffer) {
+  EXPECT_EQ(per_process_tenant_name(1, 7), per_process_tenant_name(1, 7));
+  // Process 1 of many containers, started a clock tick apart: the digits alone tell them apart.
+  std::set<std::string> names;
+  const std::uint64_t now = 1'700'000'000'000'000'000ull;
+  for (std::uint64_t tick = 0; tick < 256; ++tick) names.insert(per_process_tenant_name(1, now + tick));
+  EXPECT_EQ(names.size(), 256u);
+  EXPECT_NE(per_process_tenant_name(1, now), per_process_tenant_name(2, now)) << "the pid is part of the name";
+}
+
+TEST(PerProcessTenantName, DrawnForTheCallingProcess) {
+  const auto pid = static_cast<std::uint64_t>(::getpid());
+  const std::string drawn = per_process_tenant_name();  // from the clock and the pid
+  EXPECT_TRUE(is_per_process_name(drawn, pid)) << drawn;
+  EXPECT_TRUE(validate_tenant_name(drawn).ok()) << drawn;
 }
 
 TEST(TenantRecordName, IsStoredAndReadBack) {

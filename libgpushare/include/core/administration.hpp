@@ -1,6 +1,6 @@
-// Changes made to live tenants from outside (`gpushare quota set`), under the registry lock.
-// administration.cpp also defines TenantMembership::adopt_compute_policy (a tenant's first process
-// states the policy).
+// Changes made to live tenants from outside (`gpushare quota set`), under the registry lock. What a
+// tenant starts with is stated by its first process when it joins (TenantMembership::attach_gpu and
+// adopt_compute_policy, registry.hpp).
 #pragma once
 
 #include <cstdint>

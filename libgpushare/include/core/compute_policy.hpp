@@ -17,11 +17,6 @@
 
 namespace gpushare {
 
-class SharedState;
-namespace layout {
-struct StateLayout;
-}  // namespace layout
-
 enum class Priority : std::uint32_t { kLow = 0, kNormal = 1, kHigh = 2 };
 Result<Priority> parse_priority(std::string_view text);
 std::string_view priority_name(Priority priority);
@@ -64,12 +59,5 @@ struct ArbiterTiming {
   // GPU, so the higher one's next request waits behind as little queued work as possible.
   std::chrono::nanoseconds higher_class_memory{std::chrono::milliseconds(100)};
 };
-
-// Sets the tenant's compute policy if it has none yet (the first process decides), returning the
-// policy in force. `quota set` uses set_tenant_compute_policy instead.
-// REQUIRES: the registry mutex held (TenantMembership::adopt_compute_policy takes it); `tenant`
-// a valid tenant index.
-ComputePolicyValues adopt_compute_policy(layout::StateLayout& state, std::uint32_t tenant,
-                                         const ComputePolicyValues& wanted);
 
 }  // namespace gpushare

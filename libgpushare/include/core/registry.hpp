@@ -2,9 +2,11 @@
 // A process joins a tenant (claiming a slot), attaches GPUs (by UUID) and leaves; a process that
 // dies without leaving is found by a sweep (its slot's liveness lock is free) and its slot freed.
 //
-// The memory a slot holds goes back through the memory ledger (memory_ledger.hpp). What other
-// parts keep per slot or per GPU record (the arbiter's slices and waits) goes back through the
-// registry's hooks (RegistryHooks below): the registry knows nothing of them.
+// A member's allocations go to the memory ledger (memory_ledger.hpp), which TenantMembership
+// forwards to, adding only the sweep before a refusal; the memory a slot holds goes back the same
+// way. What other parts keep per slot or per GPU record (the arbiter's slices and waits) goes back
+// through the registry's hooks (RegistryHooks below): the registry knows nothing of them. A
+// tenant's first process also states the tenant's compute policy here (adopt_compute_policy).
 #pragma once
 
 #include <array>
@@ -14,14 +16,13 @@
 #include <string>
 #include <string_view>
 
+#include "core/compute_policy.hpp"
 #include "core/memory_ledger.hpp"
 #include "core/result.hpp"
 #include "core/shared_mutex.hpp"
 #include "core/shared_state.hpp"
 
 namespace gpushare {
-
-struct ComputePolicyValues;  // compute_policy.hpp; TenantMembership::adopt_compute_policy is in administration.cpp
 
 using GpuUuid = std::array<std::uint8_t, 16>;
 
@@ -84,14 +85,15 @@ class TenantMembership {
   Result<Attached> attach_gpu(const GpuUuid& uuid, std::uint64_t physical_bytes, std::uint64_t limit_bytes,
                               std::string_view name = {});
 
-  // The memory ledger (memory_ledger.hpp). REQUIRES: gpu was returned by attach_gpu.
-  // Before refusing, dead processes are swept once, so quota held by a killed process never
-  // causes a refusal.
+  // This slot's account in the memory ledger (SlotLedger, memory_ledger.hpp). REQUIRES: gpu was
+  // returned by attach_gpu. Before refusing, dead processes are swept once, so quota held by a
+  // killed process never causes a refusal.
   Result<Reservation> try_reserve(std::uint32_t gpu, std::uint64_t bytes);
   Status release(std::uint32_t gpu, std::uint64_t bytes);
   MemoryView view(std::uint32_t gpu) const;
 
-  // The tenant's compute policy: this process's wishes if it is the first to state any.
+  // The tenant's compute policy: this process's wishes if it is the first to state any (the free
+  // function below, under the registry lock).
   Result<ComputePolicyValues> adopt_compute_policy(const ComputePolicyValues& wanted);
 
   std::uint32_t slot_index() const { return slot_; }
@@ -104,7 +106,7 @@ class TenantMembership {
  private:
   TenantMembership(SharedState& state, int fd, std::uint32_t tenant, std::uint32_t slot)
       : state_(state), fd_(fd), tenant_(tenant), slot_(slot) {}
-  Result<Reservation> reserve_once(std::uint32_t gpu, std::uint64_t bytes);
+  SlotLedger ledger() const { return SlotLedger(state_.state(), slot_, tenant_); }
 
   SharedState& state_;
   int fd_;  // its own open file description: holds the slot's liveness lock
@@ -112,6 +114,13 @@ class TenantMembership {
   std::uint32_t slot_;
   bool abandoned_ = false;
 };
+
+// Sets the tenant's compute policy if it has none yet (the first process decides), returning the
+// policy in force; a priority read from the file is clamped to a valid class. `gpushare quota set`
+// changes it with set_tenant_compute_policy (administration.hpp). REQUIRES: the registry mutex
+// held; tenant < kMaxTenants.
+ComputePolicyValues adopt_compute_policy(layout::StateLayout& state, std::uint32_t tenant,
+                                         const ComputePolicyValues& wanted);
 
 struct ReclaimReport {
   std::uint32_t processes = 0;

@@ -27,6 +27,13 @@ std::string normalize_tenant_name(std::string_view name);
 std::string generate_tenant_name(std::string_view command, std::uint64_t entropy);
 std::string generate_tenant_name(std::string_view command);
 
+// The name of a process that joins with no tenant named (a preloaded program without
+// GPUSHARE_TENANT): a tenant of its own, "pid<pid>-" and eight hex digits drawn from `entropy`, so
+// that processes with the same id (in two containers, or one after the other) get different names.
+// The form without arguments names the calling process, with digits drawn from the clock and its id.
+std::string per_process_tenant_name(std::uint64_t pid, std::uint64_t entropy);
+std::string per_process_tenant_name();
+
 // The name a record holds; empty when it holds no NUL-terminated one.
 std::string tenant_name_of(const layout::TenantRecord& record);
 bool tenant_name_is(const layout::TenantRecord& record, std::string_view name);
