@@ -44,10 +44,9 @@ void lower_compute(const ComputePolicyValues& granted, const ComputePolicyValues
     if (granted.share_pct != 0 && requested.share_pct <= granted.share_pct)
       effective.share_pct = requested.share_pct;
     else
-      out.ignored.push_back(fmt::format("GPUSHARE_COMPUTE_SHARE={} ignored: the policy grants {}",
-                                        requested.share_pct,
-                                        granted.share_pct == 0 ? std::string("an equal part")
-                                                               : fmt::format("{}%", granted.share_pct)));
+      out.ignored.push_back(
+          fmt::format("GPUSHARE_COMPUTE_SHARE={} ignored: the policy grants {}", requested.share_pct,
+                      granted.share_pct == 0 ? std::string("an equal part") : fmt::format("{}%", granted.share_pct)));
   }
   if (requested.limit_pct != defaults.limit_pct) {
     bool lower = requested.limit_pct != 0 && (granted.limit_pct == 0 || requested.limit_pct <= granted.limit_pct);
@@ -65,8 +64,8 @@ void lower_compute(const ComputePolicyValues& granted, const ComputePolicyValues
                                         priority_name(requested.priority), priority_name(granted.priority)));
   }
   if (requested.slice != defaults.slice)
-    out.ignored.push_back(fmt::format("GPUSHARE_SLICE_MS={} ignored: the agent decides the slice",
-                                      requested.slice.count() / 1000));
+    out.ignored.push_back(
+        fmt::format("GPUSHARE_SLICE_MS={} ignored: the agent decides the slice", requested.slice.count() / 1000));
 }
 
 }  // namespace

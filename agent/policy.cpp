@@ -6,13 +6,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <set>
-#include <toml++/toml.h>
 
 #include <fmt/format.h>
 
@@ -58,8 +58,7 @@ std::string number_or_text(const toml::node& node) {
 Result<std::uint32_t> parse_id(const toml::node& node) {
   auto number = node.value_exact<std::int64_t>();
   // (uid_t)-1 is the "no change" value of setreuid and never a process's id.
-  if (!number || *number < 0 || *number >= 0xffffffffLL)
-    return Error{"expected whole numbers from 0 to 4294967294"};
+  if (!number || *number < 0 || *number >= 0xffffffffLL) return Error{"expected whole numbers from 0 to 4294967294"};
   return static_cast<std::uint32_t>(*number);
 }
 
@@ -75,8 +74,8 @@ Result<int> parse_ordinal(std::string_view text) {
   bool leading_zero = text.size() > 1 && text.front() == '0';
   if (error != std::errc{} || end != text.data() + text.size() || leading_zero || ordinal < 0 ||
       ordinal > kMaxGpuOrdinal)
-    return Error{fmt::format("GPU index '{}' is not a number from 0 to {} without leading zeros", text,
-                             kMaxGpuOrdinal)};
+    return Error{
+        fmt::format("GPU index '{}' is not a number from 0 to {} without leading zeros", text, kMaxGpuOrdinal)};
   return ordinal;
 }
 
@@ -226,7 +225,8 @@ class Parser {
       cap ? void(limits.compute.limit_pct = *cap) : fail(cap.error().message);
     } else if (key == "priority") {
       auto text = node.value_exact<std::string>();
-      auto priority = text ? parse_priority(*text) : Result<Priority>(Error{"expected \"high\", \"normal\" or \"low\""});
+      auto priority =
+          text ? parse_priority(*text) : Result<Priority>(Error{"expected \"high\", \"normal\" or \"low\""});
       priority ? void(limits.compute.priority = *priority) : fail(priority.error().message);
     } else {
       return false;
@@ -303,8 +303,8 @@ Status validate_cgroup_pattern(std::string_view pattern) {
     return Error{fmt::format("cgroup pattern '{}' must be an absolute path starting with '/'", pattern)};
   if (pattern == "/") return Ok{};
   if (pattern.back() == '/')
-    return Error{fmt::format("cgroup pattern '{}' ends in '/' (write the path alone, or '/*' for what is below it)",
-                             pattern)};
+    return Error{
+        fmt::format("cgroup pattern '{}' ends in '/' (write the path alone, or '/*' for what is below it)", pattern)};
   std::string_view rest = pattern.substr(1);
   while (true) {
     std::size_t slash = rest.find('/');
@@ -322,8 +322,8 @@ Status validate_cgroup_pattern(std::string_view pattern) {
 Status check_policy_permissions(std::string_view what, std::uint32_t owner_uid, std::uint32_t owner_gid,
                                 std::uint32_t mode, bool is_directory, std::uint32_t agent_uid) {
   if (owner_uid != 0 && owner_uid != agent_uid)
-    return Error{fmt::format("{}: owned by uid {}, not by root or the agent's user (uid {}): refused", what,
-                             owner_uid, agent_uid)};
+    return Error{fmt::format("{}: owned by uid {}, not by root or the agent's user (uid {}): refused", what, owner_uid,
+                             agent_uid)};
   bool sticky_directory = is_directory && (mode & S_ISVTX) != 0;
   if ((mode & S_IWOTH) != 0 && !sticky_directory)
     return Error{fmt::format("{}: writable by others (mode {:o}): refused", what, mode & 07777)};

@@ -17,7 +17,8 @@ TEST(ReadCgroup, OfThisProcess) {
 TEST(ReadCgroup, OfNoProcess) { EXPECT_FALSE(read_cgroup(-1).ok()); }
 
 TEST(CgroupFromProcText, PrefersTheUnifiedHierarchy) {
-  auto path = cgroup_from_proc_text("12:cpu,cpuacct:/docker/abc\n1:name=systemd:/user.slice\n0::/system.slice/x.scope\n");
+  auto path =
+      cgroup_from_proc_text("12:cpu,cpuacct:/docker/abc\n1:name=systemd:/user.slice\n0::/system.slice/x.scope\n");
   ASSERT_TRUE(path.ok());
   EXPECT_EQ(*path, "/system.slice/x.scope");
 }

@@ -43,8 +43,8 @@ TEST(LowerOnly, MemoryHigherIsIgnored) {
 
 TEST(LowerOnly, PerDeviceMemory) {
   Settings requested;
-  requested.device_memory_limit_bytes[0] = 1_GiB;   // lower than 8 GiB: taken
-  requested.device_memory_limit_bytes[1] = 6_GiB;   // higher than GPU 1's 4 GiB: ignored
+  requested.device_memory_limit_bytes[0] = 1_GiB;  // lower than 8 GiB: taken
+  requested.device_memory_limit_bytes[1] = 6_GiB;  // higher than GPU 1's 4 GiB: ignored
   LoweredLimits lowered = lower_only(granted_limits(), requested);
   EXPECT_EQ(lowered.effective.memory_for(0), 1_GiB);
   EXPECT_EQ(lowered.effective.memory_for(1), 4_GiB);

@@ -117,7 +117,7 @@ TEST_P(PolicyErrors, NameFileLineAndKey) {
 INSTANTIATE_TEST_SUITE_P(
     EveryError, PolicyErrors,
     testing::Values(
-        BadPolicy{"[tenant.a]\nuids = [1\n", "policy.toml:2"},                       // TOML syntax
+        BadPolicy{"[tenant.a]\nuids = [1\n", "policy.toml:2"},  // TOML syntax
         BadPolicy{"[tenants.a]\nuids = [1]\n", "policy.toml:1: tenants: unknown table"},
         BadPolicy{"[tenant.a]\nuids = [1]\nmemroy = \"1GiB\"\n", "policy.toml:3: tenant.a.memroy: unknown key"},
         BadPolicy{"[tenant.a]\nuids = [1]\nmemory = \"8G\"\n", "policy.toml:3: tenant.a.memory: "},
@@ -149,7 +149,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadPolicy{"tenant = 1\n", "policy.toml:1: tenant: expected tables"},
         BadPolicy{"[tenant.a]\nuids = [1]\n[tenant.b]\nuids = [2, 1]\n",
                   "policy.toml:4: tenant.b.uids: 1 already claimed by tenant 'a'"},
-        BadPolicy{"[tenant.a]\ngids = [7]\n[tenant.b]\ngids = [7]\n", "policy.toml:4: tenant.b.gids: 7 already claimed"},
+        BadPolicy{"[tenant.a]\ngids = [7]\n[tenant.b]\ngids = [7]\n",
+                  "policy.toml:4: tenant.b.gids: 7 already claimed"},
         BadPolicy{"[tenant.a]\ncgroups = [\"/x/*\"]\n\n[tenant.b]\ncgroups = [\"/x/*\"]\n",
                   "policy.toml:5: tenant.b.cgroups: '/x/*' already claimed by tenant 'a'"},
         BadPolicy{"[tenant.a]\nuids = [1, 1]\n", "policy.toml:2: tenant.a.uids: 1 listed twice"},
@@ -215,13 +216,36 @@ TEST(PolicyPermissions, OwnerAndModeRules) {
   constexpr std::uint32_t agent = 500;
   EXPECT_TRUE(check_policy_permissions("f", 0, 0, 0644, false, agent).ok());
   EXPECT_TRUE(check_policy_permissions("f", agent, 100, 0600, false, agent).ok());
-  EXPECT_TRUE(check_policy_permissions("f", 0, 0, 0664, false, agent).ok());       // group root
-  EXPECT_FALSE(check_policy_permissions("f", 0, 100, 0664, false, agent).ok());    // another group
+  EXPECT_TRUE(check_policy_permissions("f", 0, 0, 0664, false, agent).ok());         // group root
+  EXPECT_FALSE(check_policy_permissions("f", 0, 100, 0664, false, agent).ok());      // another group
   EXPECT_FALSE(check_policy_permissions("f", 1000, 1000, 0644, false, agent).ok());  // a tenant's file
   EXPECT_FALSE(check_policy_permissions("f", 0, 0, 0666, false, agent).ok());
-  EXPECT_TRUE(check_policy_permissions("d", 0, 0, 01777, true, agent).ok());      // /tmp
+  EXPECT_TRUE(check_policy_permissions("d", 0, 0, 01777, true, agent).ok());  // /tmp
   EXPECT_FALSE(check_policy_permissions("d", 0, 0, 0777, true, agent).ok());
-  EXPECT_FALSE(check_policy_permissions("f", 0, 0, 01666, false, agent).ok());    // sticky means nothing on files
+  EXPECT_FALSE(check_policy_permissions("f", 0, 0, 01666, false, agent).ok());  // sticky means nothing on files
+}
+
+// Every example of docs/agent-policy.md is a valid policy.
+TEST(PolicyDoc, ExamplesParse) {
+  std::ifstream doc(GPUSHARE_AGENT_POLICY_DOC);
+  ASSERT_TRUE(doc) << GPUSHARE_AGENT_POLICY_DOC;
+  std::string line, example;
+  bool inside = false;
+  int examples = 0;
+  while (std::getline(doc, line)) {
+    if (!inside && line == "```toml") {
+      inside = true;
+      example.clear();
+    } else if (inside && line == "```") {
+      inside = false;
+      ++examples;
+      auto policy = parse_policy(example, "docs/agent-policy.md example");
+      EXPECT_TRUE(policy.ok()) << policy.error().message;
+    } else if (inside) {
+      example += line + "\n";
+    }
+  }
+  EXPECT_GE(examples, 2);
 }
 
 }  // namespace
