@@ -34,7 +34,10 @@ Result<sockaddr_un> unix_address(const std::string& path) {
 
 // The directory must be ours and writable by nobody else: whoever can write it can swap the socket.
 Status check_directory(const fs::path& directory) {
-  if (::mkdir(directory.c_str(), 0755) != 0 && errno != EEXIST) {
+  if (::mkdir(directory.c_str(), 0755) == 0) {
+    // Whatever the umask, tenants must be able to reach the socket inside.
+    if (::chmod(directory.c_str(), 0755) != 0) return Error{system_error("cannot chmod " + directory.string(), errno)};
+  } else if (errno != EEXIST) {
     return Error{system_error(fmt::format("cannot create {}", directory.string()), errno)};
   }
   struct stat info {};
