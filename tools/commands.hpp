@@ -74,4 +74,7 @@ int top_command(const TopOptions& options);
 // `gpushare exporter ARGS`: runs the exporter program installed beside this one.
 int exporter_command(const std::vector<std::string>& args);
 
+// `gpushare agent ARGS`: runs the node agent program installed beside this one.
+int agent_command(const std::vector<std::string>& args);
+
 }  // namespace gpushare::tools

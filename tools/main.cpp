@@ -96,6 +96,7 @@ int main(int argc, char** argv) {
       "  gpushare top\n"
       "  gpushare quota set train --share 50\n"
       "  gpushare exporter --listen 127.0.0.1:9400\n"
+      "  gpushare agent --admin-group gpuadmin\n"
       "Run `gpushare COMMAND --help` for a command's options. docs/operations.md has more.");
 
   const gpushare::OptionSpec& state_spec = gpushare::option_spec(gpushare::OptionId::kState);
@@ -147,13 +148,19 @@ int main(int argc, char** argv) {
   exporter->set_help_flag();  // --help belongs to the exporter program
   exporter->footer("");
 
-  // `gpushare run`: CMD is split off, out of CLI11's reach. The exporter's arguments are its own.
+  auto* agent = app.add_subcommand("agent", "Run the node agent of isolation mode (run `gpushare agent --help`)");
+  agent->prefix_command();
+  agent->set_help_flag();  // --help belongs to the agent program
+  agent->footer("");
+
+  // `gpushare run`: CMD is split off, out of CLI11's reach. The exporter's and the agent's arguments
+  // are their own.
   const std::vector<std::string> given(argv + 1, argv + argc);
   std::vector<std::string> args;
   if (!given.empty() && given.front() == "run") {
     args.push_back("run");
     if (!split_run_arguments(*run, {given.begin() + 1, given.end()}, args, run_options.command)) return kExitBadInput;
-  } else if (!given.empty() && given.front() == "exporter") {
+  } else if (!given.empty() && (given.front() == "exporter" || given.front() == "agent")) {
     args = given;
   } else {
     for (const std::string& word : given) append_option_word(word, args);
@@ -172,5 +179,6 @@ int main(int argc, char** argv) {
   if (*status) return status_command(status_options);
   if (*top) return top_command(top_options);
   if (*exporter) return exporter_command(exporter->remaining());
+  if (*agent) return agent_command(agent->remaining());
   return kExitBadInput;
 }

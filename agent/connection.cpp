@@ -1,0 +1,98 @@
+#include "connection.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include <fmt/format.h>
+
+namespace gpushare::agent {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Waits for `events` on fd until `deadline`; false when the time is up or poll fails.
+bool wait_for(int fd, short events, Clock::time_point deadline) {
+  while (true) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return false;
+    pollfd entry{fd, events, 0};
+    const int ready = ::poll(&entry, 1, static_cast<int>(left.count()));
+    if (ready > 0) return true;
+    if (ready < 0 && errno != EINTR) return false;
+  }
+}
+
+}  // namespace
+
+Result<AgentConnection> AgentConnection::connect(const std::string& socket_path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (socket_path.empty() || socket_path.size() >= sizeof(address.sun_path)) {
+    return Error{fmt::format("bad agent socket path '{}'", socket_path)};
+  }
+  std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error{fmt::format("socket: {}", std::strerror(errno))};
+  // A Unix stream connect completes at once or fails (EAGAIN: the agent's backlog is full).
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return Error{fmt::format("cannot connect to the agent at {}: {}", socket_path, std::strerror(error))};
+  }
+  return AgentConnection(fd);
+}
+
+AgentConnection::AgentConnection(AgentConnection&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), input_(std::move(other.input_)) {}
+
+AgentConnection::~AgentConnection() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status AgentConnection::send(const Message& message, std::chrono::milliseconds timeout) {
+  const std::string bytes = encode(message);
+  const auto deadline = Clock::now() + timeout;
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t sent = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+    if (sent >= 0) {
+      done += static_cast<std::size_t>(sent);
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!wait_for(fd_, POLLOUT, deadline)) return Error{"the agent is not reading (send timed out)"};
+    } else if (errno != EINTR) {
+      return Error{fmt::format("send to the agent: {}", std::strerror(errno))};
+    }
+  }
+  return Ok{};
+}
+
+Result<Message> AgentConnection::receive(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (true) {
+    auto frame = decode_frame(input_);
+    if (!frame) return frame.error();
+    if (*frame) {
+      input_.erase(0, (*frame)->consumed_bytes);
+      return std::move((*frame)->message);
+    }
+    char chunk[4096];
+    const ssize_t received = ::recv(fd_, chunk, sizeof chunk, 0);
+    if (received > 0) {
+      input_.append(chunk, static_cast<std::size_t>(received));
+    } else if (received == 0) {
+      return Error{"the agent closed the connection"};
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (!wait_for(fd_, POLLIN, deadline)) return Error{"no answer from the agent in time"};
+    } else if (errno != EINTR) {
+      return Error{fmt::format("receive from the agent: {}", std::strerror(errno))};
+    }
+  }
+}
+
+}  // namespace gpushare::agent

@@ -1,0 +1,33 @@
+// A client's end of the agent's socket: connect, send a message, wait for one, each with a
+// deadline, so that a client never hangs on an agent that is gone or stuck.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "core/result.hpp"
+#include "protocol.hpp"
+
+namespace gpushare::agent {
+
+class AgentConnection {
+ public:
+  static Result<AgentConnection> connect(const std::string& socket_path);
+  AgentConnection(AgentConnection&& other) noexcept;
+  AgentConnection& operator=(AgentConnection&&) = delete;
+  AgentConnection(const AgentConnection&) = delete;
+  ~AgentConnection();
+
+  Status send(const Message& message, std::chrono::milliseconds timeout);
+  // The next message from the agent; an Error when none arrives in time, the agent closed the
+  // connection, or its bytes do not decode.
+  Result<Message> receive(std::chrono::milliseconds timeout);
+  int fd() const { return fd_; }
+
+ private:
+  explicit AgentConnection(int fd) : fd_(fd) {}
+  int fd_ = -1;
+  std::string input_;
+};
+
+}  // namespace gpushare::agent

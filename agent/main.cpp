@@ -1,0 +1,127 @@
+// gpushare-agent: the node agent of isolation mode (docs/architecture.md). Run as
+// `gpushare agent [OPTIONS]` (tools/agent_command.cpp execs this program). For now it serves the
+// socket protocol (agent/protocol.hpp): it tells each client who the kernel says it is, answers
+// pings, and admits administrators' requests only from root and the --admin-group.
+#include <grp.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+
+#include "listen_socket.hpp"
+#include "server.hpp"
+
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitBadInput = 2;
+
+void log_info(std::string_view line) { fmt::print(stderr, "gpushare-agent: info: {}\n", line); }
+
+std::optional<gid_t> resolve_group(const std::string& name) {
+  std::vector<char> buffer(16384);
+  group entry{};
+  group* found = nullptr;
+  while (::getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) == ERANGE && buffer.size() < (1u << 20)) {
+    buffer.resize(buffer.size() * 2);
+  }
+  if (found == nullptr) return std::nullopt;
+  return found->gr_gid;
+}
+
+// The one admin request served so far: it tells an administrator that the agent admits it.
+gpushare::Result<std::string> serve_admin(const gpushare::agent::PeerIdentity& peer, std::string_view command) {
+  if (command == "check") return fmt::format("admin access granted to uid {}", peer.credentials.uid);
+  return gpushare::Error{fmt::format("unknown admin request '{}' (this agent serves: check)", command)};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"gpushare-agent: the node agent of isolation mode: the only writer of the shared state; tenants "
+               "and tools talk to it over a Unix socket and are known by the kernel's word, not their own.\n"};
+  app.name("gpushare agent");
+  app.set_version_flag("--version", std::string(GPUSHARE_VERSION));
+  std::string socket_path = "/run/gpushare/agent.sock";
+  std::optional<std::string> state_path;
+  std::optional<std::string> policy_path;
+  std::optional<std::string> admin_group;
+  app.add_option("--socket", socket_path,
+                 "The socket to listen on, created mode 0666 in a directory only the agent may write "
+                 "(default /run/gpushare/agent.sock)");
+  app.add_option("--state", state_path,
+                 "The shared state file (default /run/gpushare/gpushare.state) (not yet used: only checked to "
+                 "exist when given)");
+  app.add_option("--policy", policy_path,
+                 "The policy file (default /etc/gpushare/policy.toml) (not yet used: only checked to exist when "
+                 "given)");
+  app.add_option("--admin-group", admin_group,
+                 "Members of this group may send administration requests, as root may; everyone else is refused");
+  app.footer("Runs until SIGTERM or SIGINT. Exit status: 0 when stopped by a signal; 1 when the socket cannot be "
+             "served; 2 for bad options.");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error) == 0 ? 0 : kExitBadInput;
+  }
+
+  for (const auto& [flag, path] : {std::pair{"--state", state_path}, std::pair{"--policy", policy_path}}) {
+    std::error_code error;
+    if (path && !std::filesystem::exists(*path, error)) {
+      fmt::print(stderr, "gpushare-agent: {} {}: no such file\n", flag, *path);
+      return kExitBadInput;
+    }
+  }
+  std::optional<std::uint32_t> admin_gid;
+  if (admin_group) {
+    admin_gid = resolve_group(*admin_group);
+    if (!admin_gid) {
+      fmt::print(stderr, "gpushare-agent: --admin-group {}: no such group\n", *admin_group);
+      return kExitBadInput;
+    }
+  }
+
+  // SIGTERM and SIGINT arrive through a signalfd that the loop watches, so stopping is an event.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  ::sigprocmask(SIG_BLOCK, &stop_signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  const int stop_fd = ::signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (stop_fd < 0) {
+    fmt::print(stderr, "gpushare-agent: signalfd: {}\n", std::strerror(errno));
+    return kExitFailure;
+  }
+
+  auto socket = gpushare::agent::ListenSocket::create(socket_path);
+  if (!socket) {
+    fmt::print(stderr, "gpushare-agent: {}\n", socket.error().message);
+    return kExitFailure;
+  }
+  gpushare::agent::ServerHooks hooks;
+  hooks.log_info = log_info;
+  hooks.on_admin = serve_admin;
+  gpushare::agent::Server server(std::move(socket).value(), admin_gid, gpushare::agent::ServerLimits{},
+                                 std::move(hooks));
+  log_info(fmt::format("listening on {}{}", server.socket_path(),
+                       admin_group ? fmt::format(" (admin group {}, gid {})", *admin_group, *admin_gid) : ""));
+  const auto served = server.run(stop_fd);
+  ::close(stop_fd);
+  if (!served) {
+    fmt::print(stderr, "gpushare-agent: {}\n", served.error().message);
+    return kExitFailure;
+  }
+  log_info("stopped");
+  return 0;
+}

@@ -1,0 +1,125 @@
+// The wire format between the agent and its clients (tenant processes and tools) over a Unix
+// stream socket. Every message is a 12-byte header followed by a typed payload:
+//   magic u32 | frame version u16 | type u16 | payload length u32      (all little-endian)
+// The frame version covers this layout only; the protocol's version travels in Hello, so that a
+// newer client is told "unsupported version" in a message it can read instead of being cut off.
+// The payload is at most kMaxPayloadBytes. Integers are little-endian; a string is a u16 length
+// followed by that many bytes (no NUL). A decoder is handed untrusted bytes: it never reads past
+// them, and rejects a bad magic, version, type or length, a short or over-long payload, and an
+// out-of-range field with an Error, never an exception.
+//
+// Planned, not yet on the wire: Lease/LeaseGranted/Release (a process asks for a slice of its
+// tenant's quota to spend locally and gives unused bytes back), SliceRequest/SliceGranted (time
+// slices decided by the agent's arbiter), and typed Admin verbs (quota set, policy reload) that
+// replace AdminRequest's free-form command. New types take new numbers; old numbers never change.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "core/result.hpp"
+
+namespace gpushare::agent {
+
+inline constexpr std::uint32_t kProtocolMagic = 0x41535047;  // "GPSA" on the wire
+inline constexpr std::uint16_t kFrameVersion = 1;
+inline constexpr std::uint16_t kProtocolVersion = 1;
+inline constexpr std::size_t kHeaderBytes = 12;
+inline constexpr std::size_t kMaxPayloadBytes = 4096;
+inline constexpr std::size_t kMaxMessageBytes = kHeaderBytes + kMaxPayloadBytes;
+
+enum class MessageType : std::uint16_t {
+  kHello = 1,         // client -> agent, first message of every connection
+  kWelcome = 2,       // agent -> client, the answer to Hello
+  kPing = 3,          // client -> agent
+  kPong = 4,          // agent -> client
+  kError = 5,         // agent -> client
+  kAdminRequest = 6,  // client -> agent, root and the admin group only
+  kAdminReply = 7,    // agent -> client
+};
+
+enum class ClientKind : std::uint8_t { kTenant = 1, kTool = 2 };
+
+enum class ErrorCode : std::uint16_t {
+  kMalformed = 1,           // the message could not be decoded
+  kUnsupportedVersion = 2,  // Hello asked for a protocol this agent does not speak
+  kNotWelcomed = 3,         // a request before Hello, or a second Hello
+  kPermissionDenied = 4,    // an admin request from someone who is not an administrator
+  kRequestFailed = 5,       // the request was understood but could not be carried out
+};
+
+// Who the kernel says is at the other end of the socket (SO_PEERCRED), in the agent's namespaces.
+struct PeerCredentials {
+  std::int32_t pid = 0;
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  friend bool operator==(const PeerCredentials&, const PeerCredentials&) = default;
+};
+
+struct Hello {
+  ClientKind kind = ClientKind::kTenant;
+  std::uint16_t protocol_version = kProtocolVersion;
+  friend bool operator==(const Hello&, const Hello&) = default;
+};
+struct Welcome {
+  bool accepted = false;
+  std::string tenant_or_refusal;  // the tenant assigned, or why the client is refused
+  PeerCredentials peer;           // the identity the agent saw
+  friend bool operator==(const Welcome&, const Welcome&) = default;
+};
+struct Ping {
+  std::uint64_t nonce = 0;
+  friend bool operator==(const Ping&, const Ping&) = default;
+};
+struct Pong {
+  std::uint64_t nonce = 0;
+  friend bool operator==(const Pong&, const Pong&) = default;
+};
+struct ErrorMessage {
+  ErrorCode code = ErrorCode::kMalformed;
+  std::string text;
+  friend bool operator==(const ErrorMessage&, const ErrorMessage&) = default;
+};
+struct AdminRequest {
+  std::string command;
+  friend bool operator==(const AdminRequest&, const AdminRequest&) = default;
+};
+struct AdminReply {
+  std::string text;
+  friend bool operator==(const AdminReply&, const AdminReply&) = default;
+};
+
+using Message = std::variant<Hello, Welcome, Ping, Pong, ErrorMessage, AdminRequest, AdminReply>;
+
+MessageType message_type(const Message& message);
+std::string_view message_type_name(MessageType type);
+
+// Header and payload, ready to write. REQUIRES: every string fits a u16 length and the payload
+// fits kMaxPayloadBytes (longer texts are cut to fit).
+std::string encode(const Message& message);
+
+struct Header {
+  MessageType type = MessageType::kHello;
+  std::uint32_t payload_bytes = 0;
+};
+// REQUIRES: bytes.size() >= kHeaderBytes (only the first kHeaderBytes are read).
+Result<Header> decode_header(std::string_view bytes);
+// The payload of a message whose header was accepted; it must be consumed exactly.
+Result<Message> decode_payload(MessageType type, std::string_view payload);
+
+// One message from the front of a stream of bytes: nullopt while the bytes are a correct but
+// incomplete prefix of a message, an Error as soon as they cannot be one (a wrong first byte of
+// the magic is enough), else the message and how many bytes it took.
+struct Frame {
+  Message message;
+  std::size_t consumed_bytes = 0;
+};
+Result<std::optional<Frame>> decode_frame(std::string_view bytes);
+
+}  // namespace gpushare::agent
