@@ -112,8 +112,8 @@ ListenSocket::~ListenSocket() {
   ::close(fd_);
 }
 
-Result<PeerIdentity> read_peer_identity(int connected_fd) {
-  PeerIdentity peer;
+Result<SocketPeer> read_socket_peer(int connected_fd) {
+  SocketPeer peer;
   ucred credentials{};
   socklen_t length = sizeof credentials;
   if (::getsockopt(connected_fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) {
@@ -138,7 +138,7 @@ Result<PeerIdentity> read_peer_identity(int connected_fd) {
   return peer;
 }
 
-bool is_administrator(const PeerIdentity& peer, const std::optional<std::uint32_t>& admin_gid) {
+bool is_administrator(const SocketPeer& peer, const std::optional<std::uint32_t>& admin_gid) {
   if (peer.credentials.uid == 0) return true;
   if (!admin_gid) return false;
   return peer.credentials.gid == *admin_gid ||

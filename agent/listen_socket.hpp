@@ -40,13 +40,13 @@ class ListenSocket {
 };
 
 // The peer of a connected Unix socket as the kernel recorded it at connect time.
-struct PeerIdentity {
+struct SocketPeer {
   PeerCredentials credentials;
   std::vector<std::uint32_t> supplementary_groups;
 };
-Result<PeerIdentity> read_peer_identity(int connected_fd);
+Result<SocketPeer> read_socket_peer(int connected_fd);
 
 // Root, a peer whose primary or supplementary group is `admin_gid`, and nobody else.
-bool is_administrator(const PeerIdentity& peer, const std::optional<std::uint32_t>& admin_gid);
+bool is_administrator(const SocketPeer& peer, const std::optional<std::uint32_t>& admin_gid);
 
 }  // namespace gpushare::agent

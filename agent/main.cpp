@@ -18,7 +18,9 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "identity.hpp"
 #include "listen_socket.hpp"
+#include "policy.hpp"
 #include "server.hpp"
 
 namespace {
@@ -40,9 +42,22 @@ std::optional<gid_t> resolve_group(const std::string& name) {
 }
 
 // The one admin request served so far: it tells an administrator that the agent admits it.
-gpushare::Result<std::string> serve_admin(const gpushare::agent::PeerIdentity& peer, std::string_view command) {
+gpushare::Result<std::string> serve_admin(const gpushare::agent::SocketPeer& peer, std::string_view command) {
   if (command == "check") return fmt::format("admin access granted to uid {}", peer.credentials.uid);
   return gpushare::Error{fmt::format("unknown admin request '{}' (this agent serves: check)", command)};
+}
+
+// The tenant of a peer under the policy: its credentials from the socket, its cgroup read while
+// its connection is open (a process whose cgroup cannot be read matches no cgroup rule).
+gpushare::Result<std::string> tenant_of(const gpushare::agent::Policy& policy, const gpushare::agent::SocketPeer& peer) {
+  gpushare::agent::PeerIdentity identity{peer.credentials.uid, peer.credentials.gid,
+                                         static_cast<pid_t>(peer.credentials.pid), ""};
+  if (auto cgroup = gpushare::agent::read_cgroup(identity.pid)) identity.cgroup = std::move(cgroup).value();
+  auto assignment = gpushare::agent::assign(policy, identity);
+  if (!assignment) return assignment.error();
+  log_info(fmt::format("pid {} uid {}: tenant {} ({})", identity.pid, identity.uid, assignment.value().tenant,
+                       assignment.value().reason));
+  return assignment.value().tenant;
 }
 
 }  // namespace
@@ -63,8 +78,9 @@ int main(int argc, char** argv) {
                  "The shared state file (default /run/gpushare/gpushare.state) (not yet used: only checked to "
                  "exist when given)");
   app.add_option("--policy", policy_path,
-                 "The policy file (default /etc/gpushare/policy.toml) (not yet used: only checked to exist when "
-                 "given)");
+                 "The policy file (docs/agent-policy.md): who is which tenant. Each Hello is answered with the "
+                 "peer's tenant, or refused. Without it every peer is welcomed without a tenant (limits are not "
+                 "enforced through the agent yet)");
   app.add_option("--admin-group", admin_group,
                  "Members of this group may send administration requests, as root may; everyone else is refused");
   app.footer("Runs until SIGTERM or SIGINT. Exit status: 0 when stopped by a signal; 1 when the socket cannot be "
@@ -75,12 +91,19 @@ int main(int argc, char** argv) {
     return app.exit(error) == 0 ? 0 : kExitBadInput;
   }
 
-  for (const auto& [flag, path] : {std::pair{"--state", state_path}, std::pair{"--policy", policy_path}}) {
-    std::error_code error;
-    if (path && !std::filesystem::exists(*path, error)) {
-      fmt::print(stderr, "gpushare-agent: {} {}: no such file\n", flag, *path);
+  std::error_code missing;
+  if (state_path && !std::filesystem::exists(*state_path, missing)) {
+    fmt::print(stderr, "gpushare-agent: --state {}: no such file\n", *state_path);
+    return kExitBadInput;
+  }
+  std::optional<gpushare::agent::Policy> policy;
+  if (policy_path) {
+    auto loaded = gpushare::agent::load_policy(*policy_path);
+    if (!loaded) {
+      fmt::print(stderr, "gpushare-agent: --policy: {}\n", loaded.error().message);
       return kExitBadInput;
     }
+    policy = std::move(loaded).value();
   }
   std::optional<std::uint32_t> admin_gid;
   if (admin_group) {
@@ -112,6 +135,7 @@ int main(int argc, char** argv) {
   gpushare::agent::ServerHooks hooks;
   hooks.log_info = log_info;
   hooks.on_admin = serve_admin;
+  if (policy) hooks.assign_tenant = [&policy](const gpushare::agent::SocketPeer& peer) { return tenant_of(*policy, peer); };
   gpushare::agent::Server server(std::move(socket).value(), admin_gid, gpushare::agent::ServerLimits{},
                                  std::move(hooks));
   log_info(fmt::format("listening on {}{}", server.socket_path(),

@@ -20,7 +20,7 @@ constexpr std::size_t kReadChunkBytes = 4096;
 constexpr int kReadsPerWakeup = 8;  // per client and wake-up: a flooding client is served in turns
 constexpr int kEventsPerWait = 64;
 
-std::string describe(const PeerIdentity& peer) {
+std::string describe(const SocketPeer& peer) {
   return fmt::format("pid {} uid {} gid {}", peer.credentials.pid, peer.credentials.uid, peer.credentials.gid);
 }
 }  // namespace
@@ -32,6 +32,7 @@ std::string_view disconnect_reason_text(DisconnectReason reason) {
     case DisconnectReason::kStalled: return "cut off: no complete message within the deadline";
     case DisconnectReason::kNotReading: return "cut off: not reading its answers";
     case DisconnectReason::kProtocolViolation: return "cut off: protocol violation";
+    case DisconnectReason::kRefused: return "closed: refused by the policy";
     case DisconnectReason::kShutdown: return "closed: the agent is stopping";
   }
   return "closed";
@@ -39,7 +40,7 @@ std::string_view disconnect_reason_text(DisconnectReason reason) {
 
 struct Server::Client {
   int fd = -1;
-  PeerIdentity peer;
+  SocketPeer peer;
   std::string input;
   std::string output;
   Clock::time_point connected_at;
@@ -117,7 +118,7 @@ void Server::accept_clients() {
       if (errno != EAGAIN && hooks_.log_info) hooks_.log_info(fmt::format("accept: {}", std::strerror(errno)));
       return;
     }
-    auto peer = read_peer_identity(fd);
+    auto peer = read_socket_peer(fd);
     if (!peer || clients_.size() >= limits_.max_clients) {
       if (hooks_.log_info) {
         hooks_.log_info(peer ? fmt::format("refused {}: {} clients already", describe(*peer), clients_.size())
@@ -177,11 +178,15 @@ void Server::serve_readable(Client& client) {
 }
 
 void Server::handle_message(Client& client, const Message& message) {
+  // The client gets what was sent to it, then the connection closes (within the deadline).
+  const auto close_after_answer = [&](DisconnectReason reason) {
+    if (!client.closing_since) client.closing_since = Clock::now();
+    client.closing_reason = reason;
+    if (client.output.empty() && !client.doom) client.doom = {client.closing_reason, "after its answer"};
+  };
   const auto refuse_and_close = [&](ErrorCode code, std::string text) {
     send(client, ErrorMessage{code, std::move(text)});
-    if (!client.closing_since) client.closing_since = Clock::now();
-    client.closing_reason = DisconnectReason::kProtocolViolation;
-    if (client.output.empty() && !client.doom) client.doom = {client.closing_reason, "after an Error"};
+    close_after_answer(DisconnectReason::kProtocolViolation);
   };
   if (const auto* hello = std::get_if<Hello>(&message)) {
     if (client.welcomed) return refuse_and_close(ErrorCode::kNotWelcomed, "Hello was already said");
@@ -191,8 +196,15 @@ void Server::handle_message(Client& client, const Message& message) {
                                           hello->protocol_version, kProtocolVersion));
     }
     client.welcomed = true;
-    // The tenant is assigned by the policy in a later step; for now the Welcome says who we saw.
-    send(client, Welcome{true, "", client.peer.credentials});
+    Welcome welcome{true, "", client.peer.credentials};
+    if (hooks_.assign_tenant) {
+      auto tenant = hooks_.assign_tenant(client.peer);
+      welcome.accepted = tenant.ok();
+      welcome.tenant_or_refusal = tenant ? std::move(tenant).value() : tenant.error().message;
+    }
+    const bool refused = !welcome.accepted;
+    send(client, std::move(welcome));
+    if (refused) close_after_answer(DisconnectReason::kRefused);
     return;
   }
   if (!client.welcomed) return refuse_and_close(ErrorCode::kNotWelcomed, "the first message must be Hello");

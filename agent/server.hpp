@@ -33,15 +33,18 @@ struct ServerLimits {
   std::size_t max_clients = 4096;
 };
 
-enum class DisconnectReason { kClosedByPeer, kMalformed, kStalled, kNotReading, kProtocolViolation, kShutdown };
+enum class DisconnectReason { kClosedByPeer, kMalformed, kStalled, kNotReading, kProtocolViolation, kRefused, kShutdown };
 std::string_view disconnect_reason_text(DisconnectReason reason);
 
 struct ServerHooks {
   // One line for the log: a connection or a cut-off.
   std::function<void(std::string_view line)> log_info;
-  std::function<void(const PeerIdentity& peer, DisconnectReason reason)> on_disconnect;
+  std::function<void(const SocketPeer& peer, DisconnectReason reason)> on_disconnect;
   // Carries out an administrator's request (the caller has been checked); its text or an Error.
-  std::function<Result<std::string>(const PeerIdentity& peer, std::string_view command)> on_admin;
+  std::function<Result<std::string>(const SocketPeer& peer, std::string_view command)> on_admin;
+  // The tenant of a peer that said Hello, or an Error saying why it is refused (its Welcome then
+  // says so and the connection closes). Unset: every peer is welcomed without a tenant.
+  std::function<Result<std::string>(const SocketPeer& peer)> assign_tenant;
 };
 
 class Server {

@@ -26,8 +26,8 @@ int main(int argc, char** argv) {
                     : gpushare::Result<Message>(gpushare::Error{"cannot send Hello"});
   const auto* welcome = answer ? std::get_if<Welcome>(&answer.value()) : nullptr;
   if (welcome == nullptr) return fmt::print("error message=no-welcome\n"), 1;
-  fmt::print("welcome accepted={} uid={} gid={} pid={} self_pid={}\n", welcome->accepted ? 1 : 0, welcome->peer.uid,
-             welcome->peer.gid, welcome->peer.pid, ::getpid());
+  fmt::print("welcome accepted={} uid={} gid={} pid={} self_pid={} tenant={}\n", welcome->accepted ? 1 : 0,
+             welcome->peer.uid, welcome->peer.gid, welcome->peer.pid, ::getpid(), welcome->tenant_or_refusal);
   if (argc > 2) {
     auto reply = connection->send(AdminRequest{argv[2]}, kTimeout) ? connection->receive(kTimeout)
                                                                   : gpushare::Result<Message>(gpushare::Error{"send"});

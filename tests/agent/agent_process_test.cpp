@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "process.hpp"
 #include "server_harness.hpp"
@@ -108,6 +109,30 @@ TEST_F(AgentProgram, AMemberOfTheAdminGroupIsGrantedAdministration) {
   EXPECT_EQ(output_value(member, "result", "admin"), "reply") << member;
   const std::string outsider = probe(kAsNobody);
   EXPECT_EQ(output_value(outsider, "result", "admin"), "error") << outsider;
+}
+
+// With a policy, the Welcome names the tenant the kernel's identity maps to; a peer no rule matches
+// is refused (the default) and its connection closed.
+TEST_F(AgentProgram, ThePolicyNamesTheTenantOfTheKernelsIdentity) {
+  const std::string policy = directory_.path() + "/policy.toml";
+  std::ofstream(policy) << "[tenant.night-team]\nuids = [65534]\nmemory = \"8GiB\"\n\n[default]\nrefuse = true\n";
+  auto agent = start_agent({"--policy", policy});
+  const std::string nobody = probe(kAsNobody);
+  EXPECT_EQ(output_value(nobody, "accepted", "welcome"), "1") << nobody;
+  EXPECT_EQ(output_value(nobody, "tenant", "welcome"), "night-team") << nobody;
+  const std::string root = probe({});
+  EXPECT_EQ(output_value(root, "accepted", "welcome"), "0") << root;
+  EXPECT_NE(root.find("matches no rule"), std::string::npos) << root;
+  EXPECT_NE(output_value(root, "result", "admin"), "reply") << "a refused peer is served nothing: " << root;
+}
+
+TEST_F(AgentProgram, AFaultyPolicyIsRefusedWithItsLine) {
+  const std::string policy = directory_.path() + "/policy.toml";
+  std::ofstream(policy) << "[tenant.a]\nuids = [1000]\nmemroy = \"8GiB\"\n";
+  auto faulty = gpushare::testing::run({GPUSHARE_TEST_TOOL, "agent", "--socket", socket_path_, "--policy", policy}, {});
+  EXPECT_EQ(faulty.exit_code, 2) << faulty.err;
+  EXPECT_NE(faulty.err.find("policy.toml:3"), std::string::npos) << faulty.err;
+  EXPECT_FALSE(std::filesystem::exists(socket_path_));
 }
 
 TEST_F(AgentProgram, BadOptionsAreRefusedBeforeListening) {

@@ -53,12 +53,12 @@ class RunningServer {
     auto socket = ListenSocket::create(socket_path_);
     if (!socket) throw std::runtime_error(socket.error().message);
     ServerHooks hooks;
-    hooks.on_disconnect = [this](const PeerIdentity&, DisconnectReason reason) {
+    hooks.on_disconnect = [this](const SocketPeer&, DisconnectReason reason) {
       const std::lock_guard lock(mutex_);
       reasons_.push_back(reason);
       changed_.notify_all();
     };
-    hooks.on_admin = [](const PeerIdentity&, std::string_view command) -> Result<std::string> {
+    hooks.on_admin = [](const SocketPeer&, std::string_view command) -> Result<std::string> {
       if (command == "check") return std::string("granted");
       return Error{"unknown"};
     };

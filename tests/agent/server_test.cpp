@@ -197,10 +197,10 @@ TEST(AgentServer, AdminRequestsAreServedToRootOnly) {
 }
 
 TEST(AgentServer, AdministratorsAreRootAndTheAdminGroup) {
-  const PeerIdentity root{{1, 0, 0}, {}};
-  const PeerIdentity primary{{1, 1000, 50}, {}};
-  const PeerIdentity supplementary{{1, 1000, 1000}, {7, 50}};
-  const PeerIdentity other{{1, 1000, 1000}, {7}};
+  const SocketPeer root{{1, 0, 0}, {}};
+  const SocketPeer primary{{1, 1000, 50}, {}};
+  const SocketPeer supplementary{{1, 1000, 1000}, {7, 50}};
+  const SocketPeer other{{1, 1000, 1000}, {7}};
   EXPECT_TRUE(is_administrator(root, std::nullopt));
   EXPECT_FALSE(is_administrator(primary, std::nullopt));
   EXPECT_TRUE(is_administrator(primary, 50u));
