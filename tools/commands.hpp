@@ -30,6 +30,10 @@ Result<std::unique_ptr<SharedState>> open_existing(const StatePath& path,
                                                    SharedState::Mode mode = SharedState::Mode::kExistingOnly);
 // A file installed beside the `gpushare` binary (relative to bin/), else the build-tree path.
 std::optional<std::string> find_installed(const char* from_bindir, const char* build_path);
+// `gpushare COMMAND ARGS` for a companion program (the exporter, the agent): execs it with ARGS,
+// found as find_installed does. Returns only on failure, with the exit status, after saying why.
+int exec_companion(std::string_view command, const char* program_name, const char* from_bindir,
+                   const char* build_path, const std::vector<std::string>& args);
 
 // The options-table flags a command was given, by flag ("--memory" -> "8GiB"). main.cpp makes one
 // entry per flag of the table before parsing, so an entry without a value was not given.

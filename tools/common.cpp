@@ -1,4 +1,8 @@
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -36,6 +40,23 @@ std::optional<std::string> find_installed(const char* from_bindir, const char* b
   }
   if (fs::exists(build_path, error)) return std::string(build_path);
   return std::nullopt;
+}
+
+int exec_companion(std::string_view command, const char* program_name, const char* from_bindir,
+                   const char* build_path, const std::vector<std::string>& args) {
+  const auto program = find_installed(from_bindir, build_path);
+  if (!program) {
+    fmt::print(stderr, "gpushare {}: cannot find {} (expected under {})\n", command, program_name, from_bindir);
+    return kExitFailure;
+  }
+  std::vector<std::string> owned{*program};
+  owned.insert(owned.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& arg : owned) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  ::execv(argv[0], argv.data());
+  fmt::print(stderr, "gpushare {}: cannot run {}: {}\n", command, *program, std::strerror(errno));
+  return kExitCannotExec;
 }
 
 std::optional<std::string> TableFlags::value(std::string_view flag) const {
