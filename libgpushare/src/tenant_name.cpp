@@ -3,11 +3,13 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include <fmt/format.h>
+
+#include "core/platform.hpp"
 
 namespace gpushare {
 
@@ -57,8 +59,7 @@ std::uint64_t mix_entropy(std::uint64_t entropy) {
 // started at the same instant differ.
 std::uint64_t own_process_id() { return static_cast<std::uint64_t>(::getpid()); }
 std::uint64_t clock_entropy() {
-  const auto now = static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
-  return now ^ (own_process_id() << 40);
+  return unix_now_ns() ^ (own_process_id() << 40);
 }
 
 }  // namespace
@@ -78,15 +79,18 @@ std::string per_process_tenant_name(std::uint64_t pid, std::uint64_t entropy) {
 
 std::string per_process_tenant_name() { return per_process_tenant_name(own_process_id(), clock_entropy()); }
 
-std::string tenant_name_of(const layout::TenantRecord& record) {
+namespace {
+// The name stored in a record, nullopt when it has no terminating NUL (written over, or half made).
+std::optional<std::string_view> stored_name(const layout::TenantRecord& record) {
   const char* end = static_cast<const char*>(::memchr(record.name, '\0', sizeof record.name));
-  return end == nullptr ? std::string() : std::string(record.name, static_cast<std::size_t>(end - record.name));
+  if (end == nullptr) return std::nullopt;
+  return std::string_view(record.name, static_cast<std::size_t>(end - record.name));
 }
+}  // namespace
 
-bool tenant_name_is(const layout::TenantRecord& record, std::string_view name) {
-  const char* end = static_cast<const char*>(::memchr(record.name, '\0', sizeof record.name));
-  return end != nullptr && std::string_view(record.name, static_cast<std::size_t>(end - record.name)) == name;
-}
+std::string tenant_name_of(const layout::TenantRecord& record) { return std::string(stored_name(record).value_or("")); }
+
+bool tenant_name_is(const layout::TenantRecord& record, std::string_view name) { return stored_name(record) == name; }
 
 void store_tenant_name(layout::TenantRecord& record, std::string_view name) {
   const std::size_t bytes = std::min(name.size(), sizeof record.name - 1);
