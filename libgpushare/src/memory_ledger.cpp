@@ -44,6 +44,7 @@ std::uint64_t return_slot_bytes(StateLayout& state, layout::ProcessSlot& slot) {
   std::uint64_t total = 0;
   const std::uint32_t tenant = slot.tenant_index;
   for (std::uint32_t gpu = 0; gpu < kMaxGpus; ++gpu) {
+    slot.lease_left_bytes[gpu].store(0, kRelaxed);  // part of held_bytes: goes back with them
     if (slot.held_bytes[gpu].load(kRelaxed) == 0) continue;
     auto lock = lock_ledger(state, gpu);
     if (!lock) continue;  // cannot happen with a valid robust mutex; leave the bytes rather than guess

@@ -32,8 +32,10 @@ namespace gpushare::layout {
 inline constexpr std::uint64_t kStateMagic = 0x3145544154535047ull;  // "GPSTATE1", little endian
 // 2: compute time-slicing; 3: GPU names; 4: SlotCompute::activity counts threads inside a launch;
 // 5: SlotCompute::activity is split into per-thread lanes; 6: ProcessSlot::gpus_attached (GPU
-// records are reclaimed), every process holds the users lock while it has the file open.
-inline constexpr std::uint32_t kStateAbiVersion = 6;
+// records are reclaimed), every process holds the users lock while it has the file open; 7: a
+// ProcessSlot is two pages, the registry's and its owner's (isolation mode maps a private page over
+// the owner's), with the owner's memory lease.
+inline constexpr std::uint32_t kStateAbiVersion = 7;
 
 inline constexpr std::uint32_t kMaxGpus = 16;  // at most 32: ProcessSlot::gpus_attached is a mask
 inline constexpr std::uint32_t kMaxTenants = 128;
@@ -212,21 +214,41 @@ inline std::uint64_t activity_of(const SlotCompute& compute) {
   return sum;
 }
 
-struct alignas(64) ProcessSlot {
+// The size of each of a ProcessSlot's two pages. Isolation mode maps a page of its own over the
+// owner's part, so it needs the system's page size to be this (agent/, tenant side: checked there).
+inline constexpr std::size_t kSlotPageBytes = 4096;
+
+// One process's record. Two pages: the first is the registry's (who the process is, what it holds),
+// the second its owner's (what the process writes about itself on every launch). In the daemonless
+// mode both are parts of the file; in isolation mode the agent alone writes the file and each
+// process gets a private page (a memfd shared with the agent only) mapped over its slot's second
+// page, in its own view and in the agent's, so that the code reading either part is the same.
+struct alignas(kSlotPageBytes) ProcessSlot {
+  // --- The registry's page ---
   std::atomic<std::uint32_t> state;
   std::atomic<std::uint32_t> tenant_index;
   std::atomic<std::uint64_t> pid;  // in the owner's PID namespace: shown to people, never used to decide
   std::atomic<std::uint64_t> started_unix_ns;
   std::atomic<std::uint64_t> held_bytes[kMaxGpus];
-  // Non-zero once the process has registered for asymmetric fences (platform.hpp, `fence`): a
-  // reader of its activity may then make its threads pass a barrier instead of waiting it out.
-  // Written by the owner's gate (0 or 1) and cleared with the slot; part of ABI 5 from the start.
-  std::atomic<std::uint32_t> fenced;
   // Bit g set while the owner has GPU record g attached (it keeps the index for its lifetime): a
   // record no live slot has attached may be given to another GPU. Guarded by registry_mutex.
   std::atomic<std::uint32_t> gpus_attached;
-  SlotCompute compute[kMaxGpus];
+
+  // --- The owner's page ---
+  alignas(kSlotPageBytes) SlotCompute compute[kMaxGpus];
+  // Isolation mode's memory lease: bytes of held_bytes[g] the owner has not spent yet and may
+  // allocate without asking the agent. The owner takes from it with a compare-and-swap and gives
+  // freed bytes back with an add; the agent adds a grant and takes unspent bytes back with an
+  // exchange. Untrusted by the agent (the owner may write anything here): clamped to held_bytes.
+  // Unused (0) in the daemonless mode.
+  std::atomic<std::int64_t> lease_left_bytes[kMaxGpus];
+  // Non-zero once the process has registered for asymmetric fences (platform.hpp, `fence`): a
+  // reader of its activity may then make its threads pass a barrier instead of waiting it out.
+  // Written by the owner's gate (0 or 1) and cleared with the slot.
+  std::atomic<std::uint32_t> fenced;
 };
+static_assert(offsetof(ProcessSlot, compute) == kSlotPageBytes, "the owner's part starts a page");
+static_assert(sizeof(ProcessSlot) == 2 * kSlotPageBytes, "a slot is two pages");
 
 // A live process's own slot says it is in use by the process's tenant. Anyone can write the file:
 // the owner puts that back where it finds it changed (a waiter whose slot says otherwise is never
@@ -251,5 +273,6 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 static_assert(std::atomic<std::int64_t>::is_always_lock_free);
 static_assert(sizeof(std::atomic<std::uint64_t>) == sizeof(std::uint64_t));
 static_assert(offsetof(StateLayout, header) == 0);
+static_assert(offsetof(StateLayout, slots) % kSlotPageBytes == 0, "slots start on a page");
 
 }  // namespace gpushare::layout
