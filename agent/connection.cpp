@@ -49,10 +49,42 @@ Result<AgentConnection> AgentConnection::connect(const std::string& socket_path)
 }
 
 AgentConnection::AgentConnection(AgentConnection&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), input_(std::move(other.input_)) {}
+    : fd_(std::exchange(other.fd_, -1)), input_(std::move(other.input_)), passed_fds_(std::move(other.passed_fds_)) {}
 
 AgentConnection::~AgentConnection() {
   if (fd_ >= 0) ::close(fd_);
+  for (const int passed : passed_fds_) ::close(passed);
+}
+
+int AgentConnection::take_passed_fd() {
+  if (passed_fds_.empty()) return -1;
+  const int fd = passed_fds_.front();
+  passed_fds_.erase(passed_fds_.begin());
+  return fd;
+}
+
+// recv that also keeps the descriptors passed with the bytes (close-on-exec); a control message
+// cut short loses its descriptors, which the kernel has then closed.
+ssize_t AgentConnection::receive_some(char* buffer, std::size_t size) {
+  iovec data{buffer, size};
+  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+  msghdr header{};
+  header.msg_iov = &data;
+  header.msg_iovlen = 1;
+  header.msg_control = control;
+  header.msg_controllen = sizeof control;
+  const ssize_t received = ::recvmsg(fd_, &header, MSG_CMSG_CLOEXEC);
+  if (received < 0) return received;
+  for (cmsghdr* message = CMSG_FIRSTHDR(&header); message != nullptr; message = CMSG_NXTHDR(&header, message)) {
+    if (message->cmsg_level != SOL_SOCKET || message->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (message->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int passed = -1;
+      std::memcpy(&passed, CMSG_DATA(message) + i * sizeof(int), sizeof(int));
+      passed_fds_.push_back(passed);
+    }
+  }
+  return received;
 }
 
 Status AgentConnection::send(const Message& message, std::chrono::milliseconds timeout) {
@@ -82,7 +114,7 @@ Result<Message> AgentConnection::receive(std::chrono::milliseconds timeout) {
       return std::move((*frame)->message);
     }
     char chunk[4096];
-    const ssize_t received = ::recv(fd_, chunk, sizeof chunk, 0);
+    const ssize_t received = receive_some(chunk, sizeof chunk);
     if (received > 0) {
       input_.append(chunk, static_cast<std::size_t>(received));
     } else if (received == 0) {

@@ -4,6 +4,9 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
+
+#include <sys/types.h>
 
 #include "core/result.hpp"
 #include "protocol.hpp"
@@ -22,12 +25,18 @@ class AgentConnection {
   // The next message from the agent; an Error when none arrives in time, the agent closed the
   // connection, or its bytes do not decode.
   Result<Message> receive(std::chrono::milliseconds timeout);
+  // The oldest descriptor the agent passed (SCM_RIGHTS) that nobody has taken yet, or -1. The
+  // caller owns it. A descriptor arrives with the first bytes of its message, so once that message
+  // has been received it is here.
+  int take_passed_fd();
   int fd() const { return fd_; }
 
  private:
   explicit AgentConnection(int fd) : fd_(fd) {}
+  ssize_t receive_some(char* buffer, std::size_t size);
   int fd_ = -1;
   std::string input_;
+  std::vector<int> passed_fds_;
 };
 
 }  // namespace gpushare::agent

@@ -43,6 +43,7 @@ class ListenSocket {
 struct SocketPeer {
   PeerCredentials credentials;
   std::vector<std::uint32_t> supplementary_groups;
+  std::uint64_t connection_id = 0;  // given by the server: unique among its connections, never reused
 };
 Result<SocketPeer> read_socket_peer(int connected_fd);
 

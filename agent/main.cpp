@@ -1,10 +1,12 @@
 // gpushare-agent: the node agent of isolation mode (docs/architecture.md). Run as
-// `gpushare agent [OPTIONS]` (tools/agent_command.cpp execs this program). For now it serves the
-// socket protocol (agent/protocol.hpp): it tells each client who the kernel says it is, answers
-// pings, and admits administrators' requests only from root and the --admin-group.
+// `gpushare agent [OPTIONS]` (tools/agent_command.cpp execs this program). It owns the state file
+// (the only writer; tenants map it read-only), assigns each connecting process its tenant under the
+// policy, keeps its slot, private page and memory lease (tenant_sessions.hpp), and admits
+// administrators' requests only from root and the --admin-group.
 #include <grp.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -21,7 +23,10 @@
 #include "identity.hpp"
 #include "listen_socket.hpp"
 #include "policy.hpp"
+#include "core/compute_slot_release.hpp"
+#include "core/shared_state.hpp"
 #include "server.hpp"
+#include "tenant_sessions.hpp"
 
 namespace {
 
@@ -47,9 +52,33 @@ gpushare::Result<std::string> serve_admin(const gpushare::agent::SocketPeer& pee
   return gpushare::Error{fmt::format("unknown admin request '{}' (this agent serves: check)", command)};
 }
 
+// The state file, the agent's alone: created (with its folder) when missing, refused when someone
+// else owns it, readable by everyone and writable by the agent only.
+gpushare::Result<std::unique_ptr<gpushare::SharedState>> open_agent_state(const std::string& path) {
+  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+  std::error_code ignored;
+  if (!folder.empty() && !std::filesystem::exists(folder, ignored) && ::mkdir(folder.c_str(), 0755) != 0 &&
+      errno != EEXIST) {
+    return gpushare::Error{fmt::format("cannot create {}: {}", folder.string(), std::strerror(errno))};
+  }
+  struct stat info {};
+  if (::lstat(path.c_str(), &info) == 0 && (!S_ISREG(info.st_mode) || info.st_uid != ::geteuid())) {
+    return gpushare::Error{fmt::format("{} is not a file of this agent's user (uid {}); remove it or name another "
+                                       "--state",
+                                       path, ::geteuid())};
+  }
+  auto state = gpushare::SharedState::open(path, gpushare::SharedState::Mode::kCreateIfMissing);
+  if (!state) return state.error();
+  if (::chmod(path.c_str(), 0644) != 0) {
+    return gpushare::Error{fmt::format("cannot make {} read-only for tenants: {}", path, std::strerror(errno))};
+  }
+  return state;
+}
+
 // The tenant of a peer under the policy: its credentials from the socket, its cgroup read while
 // its connection is open (a process whose cgroup cannot be read matches no cgroup rule).
-gpushare::Result<std::string> tenant_of(const gpushare::agent::Policy& policy, const gpushare::agent::SocketPeer& peer) {
+gpushare::Result<gpushare::agent::Assignment> tenant_of(const gpushare::agent::Policy& policy,
+                                                         const gpushare::agent::SocketPeer& peer) {
   gpushare::agent::PeerIdentity identity{peer.credentials.uid, peer.credentials.gid,
                                          static_cast<pid_t>(peer.credentials.pid), ""};
   if (auto cgroup = gpushare::agent::read_cgroup(identity.pid)) identity.cgroup = std::move(cgroup).value();
@@ -57,7 +86,7 @@ gpushare::Result<std::string> tenant_of(const gpushare::agent::Policy& policy, c
   if (!assignment) return assignment.error();
   log_info(fmt::format("pid {} uid {}: tenant {} ({})", identity.pid, identity.uid, assignment.value().tenant,
                        assignment.value().reason));
-  return assignment.value().tenant;
+  return assignment;
 }
 
 }  // namespace
@@ -68,19 +97,18 @@ int main(int argc, char** argv) {
   app.name("gpushare agent");
   app.set_version_flag("--version", std::string(GPUSHARE_VERSION));
   std::string socket_path = "/run/gpushare/agent.sock";
-  std::optional<std::string> state_path;
+  std::string state_path = "/run/gpushare/gpushare.state";
   std::optional<std::string> policy_path;
   std::optional<std::string> admin_group;
   app.add_option("--socket", socket_path,
                  "The socket to listen on, created mode 0666 in a directory only the agent may write "
                  "(default /run/gpushare/agent.sock)");
   app.add_option("--state", state_path,
-                 "The shared state file (default /run/gpushare/gpushare.state) (not yet used: only checked to "
-                 "exist when given)");
+                 "The shared state file, written by the agent only and readable by everyone (default "
+                 "/run/gpushare/gpushare.state; created when missing)");
   app.add_option("--policy", policy_path,
-                 "The policy file (docs/agent-policy.md): who is which tenant. Each Hello is answered with the "
-                 "peer's tenant, or refused. Without it every peer is welcomed without a tenant (limits are not "
-                 "enforced through the agent yet)");
+                 "The policy file (docs/agent-policy.md): who is which tenant, with which limits. Each Hello is "
+                 "answered with the peer's tenant, or refused. Without it no process can join a tenant");
   app.add_option("--admin-group", admin_group,
                  "Members of this group may send administration requests, as root may; everyone else is refused");
   app.footer("Runs until SIGTERM or SIGINT. Exit status: 0 when stopped by a signal; 1 when the socket cannot be "
@@ -91,11 +119,6 @@ int main(int argc, char** argv) {
     return app.exit(error) == 0 ? 0 : kExitBadInput;
   }
 
-  std::error_code missing;
-  if (state_path && !std::filesystem::exists(*state_path, missing)) {
-    fmt::print(stderr, "gpushare-agent: --state {}: no such file\n", *state_path);
-    return kExitBadInput;
-  }
   std::optional<gpushare::agent::Policy> policy;
   if (policy_path) {
     auto loaded = gpushare::agent::load_policy(*policy_path);
@@ -127,6 +150,18 @@ int main(int argc, char** argv) {
     return kExitFailure;
   }
 
+  if (auto pages = gpushare::agent::TenantSessions::check_page_size(); !pages) {
+    fmt::print(stderr, "gpushare-agent: {}\n", pages.error().message);
+    return kExitFailure;
+  }
+  gpushare::install_compute_slot_release();
+  auto state = open_agent_state(state_path);
+  if (!state) {
+    fmt::print(stderr, "gpushare-agent: --state: {}\n", state.error().message);
+    return kExitFailure;
+  }
+  gpushare::agent::TenantSessions sessions(*state.value());
+
   auto socket = gpushare::agent::ListenSocket::create(socket_path);
   if (!socket) {
     fmt::print(stderr, "gpushare-agent: {}\n", socket.error().message);
@@ -135,10 +170,24 @@ int main(int argc, char** argv) {
   gpushare::agent::ServerHooks hooks;
   hooks.log_info = log_info;
   hooks.on_admin = serve_admin;
-  if (policy) hooks.assign_tenant = [&policy](const gpushare::agent::SocketPeer& peer) { return tenant_of(*policy, peer); };
+  if (policy) {
+    hooks.assign_tenant = [&](const gpushare::agent::SocketPeer& peer) -> gpushare::Result<std::string> {
+      auto assignment = tenant_of(*policy, peer);
+      if (!assignment) return assignment.error();
+      std::string tenant = assignment->tenant;
+      sessions.assigned(peer, std::move(assignment).value());
+      return tenant;
+    };
+  }
+  hooks.on_request = [&](const gpushare::agent::SocketPeer& peer, const gpushare::agent::Message& request) {
+    return sessions.handle(peer, request);
+  };
+  hooks.on_disconnect = [&](const gpushare::agent::SocketPeer& peer, gpushare::agent::DisconnectReason) {
+    sessions.disconnected(peer.connection_id);
+  };
   gpushare::agent::Server server(std::move(socket).value(), admin_gid, gpushare::agent::ServerLimits{},
                                  std::move(hooks));
-  log_info(fmt::format("listening on {}{}", server.socket_path(),
+  log_info(fmt::format("state {}; listening on {}{}", state_path, server.socket_path(),
                        admin_group ? fmt::format(" (admin group {}, gid {})", *admin_group, *admin_gid) : ""));
   const auto served = server.run(stop_fd);
   ::close(stop_fd);

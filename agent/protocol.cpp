@@ -96,7 +96,56 @@ void write_payload(Writer& out, const ErrorMessage& error) {
 }
 void write_payload(Writer& out, const AdminRequest& request) { out.text(request.command); }
 void write_payload(Writer& out, const AdminReply& reply) { out.text(reply.text); }
+void write_payload(Writer& out, const Join& join) {
+  out.u32(join.share_pct);
+  out.u32(join.limit_pct);
+  out.u8(join.priority);
+}
+void write_payload(Writer& out, const Joined& joined) {
+  out.u32(joined.slot);
+  out.u32(joined.tenant_index);
+  out.u32(joined.share_pct);
+  out.u32(joined.limit_pct);
+  out.u8(joined.priority);
+  out.text(joined.tenant);
+}
+void write_payload(Writer& out, const AttachGpu& attach) {
+  for (const std::uint8_t byte : attach.uuid) out.u8(byte);
+  out.u32(attach.ordinal);
+  out.u64(attach.physical_bytes);
+  out.u64(attach.wanted_limit_bytes);
+  out.text(attach.name);
+}
+void write_payload(Writer& out, const GpuAttached& attached) {
+  out.u32(attached.gpu);
+  out.u64(attached.limit_bytes);
+}
+void write_payload(Writer& out, const Lease& lease) {
+  out.u32(lease.gpu);
+  out.u64(lease.bytes);
+}
+void write_payload(Writer& out, const LeaseReply& reply) {
+  out.u32(reply.gpu);
+  out.u8(reply.granted ? 1 : 0);
+}
+void write_payload(Writer& out, const LeaseTrim& trim) { out.u32(trim.gpu); }
 
+std::uint8_t read_flag(Reader& in, std::string_view what) {
+  const std::uint8_t flag = in.u8();
+  if (flag > 1) in.fail(fmt::format("{} is neither 0 nor 1", what));
+  return flag;
+}
+std::uint8_t read_priority(Reader& in, bool may_be_absent) {
+  const std::uint8_t priority = in.u8();
+  if (priority >= 3 && !(may_be_absent && priority == kNoPriorityWish)) in.fail(fmt::format("priority {}", priority));
+  return priority;
+}
+// A GPU record index (the state has kMaxGpus of them; the wire carries no more than that).
+std::uint32_t read_gpu(Reader& in) {
+  const std::uint32_t gpu = in.u32();
+  if (gpu >= kMaxGpuRecords) in.fail(fmt::format("GPU record {} out of range", gpu));
+  return gpu;
+}
 Message read_hello(Reader& in) {
   Hello hello;
   const std::uint8_t kind = in.u8();
@@ -109,9 +158,7 @@ Message read_hello(Reader& in) {
 }
 Message read_welcome(Reader& in) {
   Welcome welcome;
-  const std::uint8_t accepted = in.u8();
-  if (accepted > 1) in.fail("the accepted flag is neither 0 nor 1");
-  welcome.accepted = accepted == 1;
+  welcome.accepted = read_flag(in, "the accepted flag") == 1;
   welcome.peer.pid = static_cast<std::int32_t>(in.u32());
   welcome.peer.uid = in.u32();
   welcome.peer.gid = in.u32();
@@ -130,9 +177,36 @@ Message read_error(Reader& in) {
   return error;
 }
 
+Message read_join(Reader& in) {
+  Join join;
+  join.share_pct = in.u32();
+  join.limit_pct = in.u32();
+  join.priority = read_priority(in, true);
+  if (join.share_pct > 100 || join.limit_pct > 100) in.fail("a share or limit over 100");
+  return join;
+}
+Message read_joined(Reader& in) {
+  Joined joined;
+  joined.slot = in.u32();
+  joined.tenant_index = in.u32();
+  joined.share_pct = in.u32();
+  joined.limit_pct = in.u32();
+  joined.priority = read_priority(in, false);
+  joined.tenant = in.text();
+  return joined;
+}
+Message read_attach(Reader& in) {
+  AttachGpu attach;
+  for (auto& byte : attach.uuid) byte = in.u8();
+  attach.ordinal = in.u32();
+  attach.physical_bytes = in.u64();
+  attach.wanted_limit_bytes = in.u64();
+  attach.name = in.text();
+  return attach;
+}
+
 bool known_type(std::uint16_t type) {
-  return type >= static_cast<std::uint16_t>(MessageType::kHello) &&
-         type <= static_cast<std::uint16_t>(MessageType::kAdminReply);
+  return type >= static_cast<std::uint16_t>(MessageType::kHello) && type <= kLastMessageType;
 }
 
 }  // namespace
@@ -148,6 +222,13 @@ MessageType message_type(const Message& message) {
         if constexpr (std::is_same_v<T, ErrorMessage>) return MessageType::kError;
         if constexpr (std::is_same_v<T, AdminRequest>) return MessageType::kAdminRequest;
         if constexpr (std::is_same_v<T, AdminReply>) return MessageType::kAdminReply;
+        if constexpr (std::is_same_v<T, Join>) return MessageType::kJoin;
+        if constexpr (std::is_same_v<T, Joined>) return MessageType::kJoined;
+        if constexpr (std::is_same_v<T, AttachGpu>) return MessageType::kAttachGpu;
+        if constexpr (std::is_same_v<T, GpuAttached>) return MessageType::kGpuAttached;
+        if constexpr (std::is_same_v<T, Lease>) return MessageType::kLease;
+        if constexpr (std::is_same_v<T, LeaseReply>) return MessageType::kLeaseReply;
+        if constexpr (std::is_same_v<T, LeaseTrim>) return MessageType::kLeaseTrim;
       },
       message);
 }
@@ -161,6 +242,13 @@ std::string_view message_type_name(MessageType type) {
     case MessageType::kError: return "Error";
     case MessageType::kAdminRequest: return "AdminRequest";
     case MessageType::kAdminReply: return "AdminReply";
+    case MessageType::kJoin: return "Join";
+    case MessageType::kJoined: return "Joined";
+    case MessageType::kAttachGpu: return "AttachGpu";
+    case MessageType::kGpuAttached: return "GpuAttached";
+    case MessageType::kLease: return "Lease";
+    case MessageType::kLeaseReply: return "LeaseReply";
+    case MessageType::kLeaseTrim: return "LeaseTrim";
   }
   return "unknown";
 }
@@ -209,6 +297,25 @@ Result<Message> decode_payload(MessageType type, std::string_view payload) {
     case MessageType::kError: message = read_error(in); break;
     case MessageType::kAdminRequest: message = AdminRequest{in.text()}; break;
     case MessageType::kAdminReply: message = AdminReply{in.text()}; break;
+    case MessageType::kJoin: message = read_join(in); break;
+    case MessageType::kJoined: message = read_joined(in); break;
+    case MessageType::kAttachGpu: message = read_attach(in); break;
+    case MessageType::kGpuAttached: {
+      const std::uint32_t gpu = read_gpu(in);
+      message = GpuAttached{gpu, in.u64()};
+      break;
+    }
+    case MessageType::kLease: {
+      const std::uint32_t gpu = read_gpu(in);
+      message = Lease{gpu, in.u64()};
+      break;
+    }
+    case MessageType::kLeaseReply: {
+      const std::uint32_t gpu = read_gpu(in);
+      message = LeaseReply{gpu, read_flag(in, "the granted flag") == 1};
+      break;
+    }
+    case MessageType::kLeaseTrim: message = LeaseTrim{read_gpu(in)}; break;
     default: return Error{fmt::format("unknown message type {}", static_cast<unsigned>(type))};
   }
   if (auto error = in.finish(type)) return *error;

@@ -8,14 +8,15 @@
 // them, and rejects a bad magic, version, type or length, a short or over-long payload, and an
 // out-of-range field with an Error, never an exception.
 //
-// Planned, not yet on the wire: Lease/LeaseGranted/Release (a process asks for a slice of its
-// tenant's quota to spend locally and gives unused bytes back), SliceRequest/SliceGranted (time
-// slices decided by the agent's arbiter), and typed Admin verbs (quota set, policy reload) that
-// replace AdminRequest's free-form command. New types take new numbers; old numbers never change.
+// A tenant process: Hello -> Welcome (its tenant), Join -> Joined (its slot, with its private page
+// passed alongside as a file descriptor), AttachGpu -> GpuAttached per GPU, then Lease -> LeaseReply
+// whenever its lease of quota on a GPU is too small, and LeaseTrim when it holds too much unspent.
+// New types take new numbers; old numbers never change.
 #pragma once
 
 #include <sys/types.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -24,6 +25,7 @@
 #include <variant>
 
 #include "core/result.hpp"
+#include "core/state_layout.hpp"
 
 namespace gpushare::agent {
 
@@ -42,7 +44,26 @@ enum class MessageType : std::uint16_t {
   kError = 5,         // agent -> client
   kAdminRequest = 6,  // client -> agent, root and the admin group only
   kAdminReply = 7,    // agent -> client
+  kJoin = 8,          // tenant -> agent, after Welcome
+  kJoined = 9,        // agent -> tenant, with the private page's descriptor and the state's (read-only)
+  kAttachGpu = 10,    // tenant -> agent
+  kGpuAttached = 11,  // agent -> tenant
+  kLease = 12,        // tenant -> agent: more quota to spend on a GPU
+  kLeaseReply = 13,   // agent -> tenant
+  kLeaseTrim = 14,    // tenant -> agent: take back what is unspent beyond one lease (no answer)
 };
+inline constexpr std::uint16_t kLastMessageType = 14;
+// The unspent quota a process may keep on a GPU, for a tenant limit of `limit_bytes` (kUnlimited:
+// none): a sixty-fourth of the limit, between 2 MiB and 64 MiB. A process asks the agent to take
+// back what it holds beyond twice this (LeaseTrim).
+constexpr std::uint64_t lease_chunk_bytes(std::uint64_t limit_bytes) {
+  constexpr std::uint64_t kMinLease = 2ull << 20;
+  constexpr std::uint64_t kMaxLease = 64ull << 20;
+  const std::uint64_t part = limit_bytes / 64;
+  return part < kMinLease ? kMinLease : part > kMaxLease ? kMaxLease : part;
+}
+// GPU record indices on the wire are checked against the state's table.
+inline constexpr std::uint32_t kMaxGpuRecords = layout::kMaxGpus;
 
 enum class ClientKind : std::uint8_t { kTenant = 1, kTool = 2 };
 
@@ -95,7 +116,53 @@ struct AdminReply {
   friend bool operator==(const AdminReply&, const AdminReply&) = default;
 };
 
-using Message = std::variant<Hello, Welcome, Ping, Pong, ErrorMessage, AdminRequest, AdminReply>;
+// A tenant's wishes for its compute policy: they may only lower what the policy grants.
+inline constexpr std::uint8_t kNoPriorityWish = 0xff;
+struct Join {
+  std::uint32_t share_pct = 0;  // 0: none asked
+  std::uint32_t limit_pct = 0;  // 0: none asked
+  std::uint8_t priority = kNoPriorityWish;
+  friend bool operator==(const Join&, const Join&) = default;
+};
+struct Joined {
+  std::uint32_t slot = 0;
+  std::uint32_t tenant_index = 0;
+  std::string tenant;
+  std::uint32_t share_pct = 0;
+  std::uint32_t limit_pct = 0;
+  std::uint8_t priority = 0;
+  friend bool operator==(const Joined&, const Joined&) = default;
+};
+struct AttachGpu {
+  std::array<std::uint8_t, 16> uuid{};
+  std::uint32_t ordinal = 0;            // the tenant's device ordinal (for memory_per_gpu)
+  std::uint64_t physical_bytes = 0;
+  std::uint64_t wanted_limit_bytes = 0;  // the tenant's own limit (kUnlimited: none); only lowers
+  std::string name;
+  friend bool operator==(const AttachGpu&, const AttachGpu&) = default;
+};
+struct GpuAttached {
+  std::uint32_t gpu = 0;  // the state's GPU record
+  std::uint64_t limit_bytes = 0;
+  friend bool operator==(const GpuAttached&, const GpuAttached&) = default;
+};
+struct Lease {
+  std::uint32_t gpu = 0;
+  std::uint64_t bytes = 0;  // what the allocation under way needs
+  friend bool operator==(const Lease&, const Lease&) = default;
+};
+struct LeaseReply {
+  std::uint32_t gpu = 0;
+  bool granted = false;  // the bytes asked for are charged to the process (the rest goes to its lease)
+  friend bool operator==(const LeaseReply&, const LeaseReply&) = default;
+};
+struct LeaseTrim {
+  std::uint32_t gpu = 0;
+  friend bool operator==(const LeaseTrim&, const LeaseTrim&) = default;
+};
+
+using Message = std::variant<Hello, Welcome, Ping, Pong, ErrorMessage, AdminRequest, AdminReply, Join, Joined,
+                             AttachGpu, GpuAttached, Lease, LeaseReply, LeaseTrim>;
 
 MessageType message_type(const Message& message);
 std::string_view message_type_name(MessageType type);

@@ -1,5 +1,6 @@
 #include "server.hpp"
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -43,6 +45,8 @@ struct Server::Client {
   SocketPeer peer;
   std::string input;
   std::string output;
+  // Descriptors to pass, each group with the offset in `output` of the first byte of its message.
+  std::vector<std::pair<std::size_t, std::vector<int>>> output_fds;
   Clock::time_point connected_at;
   std::optional<Clock::time_point> partial_since;  // part of a message has arrived since then
   std::optional<Clock::time_point> closing_since;  // an answer is being flushed before closing
@@ -68,10 +72,14 @@ Server::~Server() {
   if (epoll_fd_ >= 0) ::close(epoll_fd_);
 }
 
+void Server::watch(int fd, std::function<void()> ready) { watched_[fd] = std::move(ready); }
+
 Status Server::run(int stop_fd) {
   if (epoll_fd_ < 0) epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) return Error{fmt::format("epoll_create1: {}", std::strerror(errno))};
-  for (const int fd : {socket_.fd(), stop_fd}) {
+  std::vector<int> listened{socket_.fd(), stop_fd};
+  for (const auto& [fd, ready] : watched_) listened.push_back(fd);
+  for (const int fd : listened) {
     epoll_event event{};
     event.events = EPOLLIN;
     event.data.fd = fd;
@@ -83,7 +91,12 @@ Status Server::run(int stop_fd) {
   bool stopping = false;
   while (!stopping) {
     cut_off_stalled(Clock::now());
-    const int ready = ::epoll_wait(epoll_fd_, events.data(), kEventsPerWait, wait_timeout_ms(Clock::now()));
+    int timeout = wait_timeout_ms(Clock::now());
+    if (hooks_.on_wake) {
+      const auto wanted = static_cast<int>(std::max<std::int64_t>(0, hooks_.on_wake().count()));
+      timeout = timeout < 0 ? wanted : std::min(timeout, wanted);
+    }
+    const int ready = ::epoll_wait(epoll_fd_, events.data(), kEventsPerWait, timeout);
     if (ready < 0) {
       if (errno == EINTR) continue;
       return Error{fmt::format("epoll_wait: {}", std::strerror(errno))};
@@ -96,6 +109,10 @@ Status Server::run(int stop_fd) {
       }
       if (fd == socket_.fd()) {
         accept_clients();
+        continue;
+      }
+      if (const auto watched = watched_.find(fd); watched != watched_.end()) {
+        watched->second();
         continue;
       }
       const auto found = clients_.find(fd);
@@ -137,6 +154,7 @@ void Server::accept_clients() {
     auto client = std::make_unique<Client>();
     client->fd = fd;
     client->peer = std::move(peer).value();
+    client->peer.connection_id = next_connection_id_++;
     client->connected_at = Clock::now();
     if (hooks_.log_info) hooks_.log_info(fmt::format("connected: {}", describe(client->peer)));
     clients_[fd] = std::move(client);
@@ -220,24 +238,77 @@ void Server::handle_message(Client& client, const Message& message) {
     if (!reply) return send(client, ErrorMessage{ErrorCode::kRequestFailed, reply.error().message});
     return send(client, AdminReply{std::move(reply).value()});
   }
-  // Welcome, Pong, Error and AdminReply only ever travel from the agent.
+  const MessageType type = message_type(message);
+  if (type == MessageType::kJoin || type == MessageType::kAttachGpu || type == MessageType::kLease ||
+      type == MessageType::kLeaseTrim) {
+    if (!hooks_.on_request) return send(client, ErrorMessage{ErrorCode::kRequestFailed, "no tenants are served"});
+    auto answers = hooks_.on_request(client.peer, message);
+    if (!answers) return send(client, ErrorMessage{ErrorCode::kRequestFailed, answers.error().message});
+    for (const Outgoing& answer : answers.value()) send(client, answer.message, answer.fds);
+    return;
+  }
+  // Welcome, Pong, Error, AdminReply, Joined, GpuAttached and LeaseReply only travel from the agent.
   client.doom = {DisconnectReason::kProtocolViolation,
                  fmt::format("a {} message from a client", message_type_name(message_type(message)))};
 }
 
-void Server::send(Client& client, const Message& message) {
+void Server::send(Client& client, const Message& message, const std::vector<int>& fds) {
   const std::string bytes = encode(message);
   if (client.output.size() + bytes.size() > limits_.max_output_bytes) {
     client.doom = {DisconnectReason::kNotReading, fmt::format("{} bytes unsent", client.output.size())};
     return;
   }
+  if (!fds.empty()) {
+    std::vector<int> copies;
+    for (const int fd : std::span(fds).first(std::min(fds.size(), kMaxPassedFds))) {
+      const int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (copy < 0) {
+        for (const int made : copies) ::close(made);
+        client.doom = {DisconnectReason::kShutdown, fmt::format("cannot pass a descriptor: {}", std::strerror(errno))};
+        return;
+      }
+      copies.push_back(copy);
+    }
+    client.output_fds.emplace_back(client.output.size(), std::move(copies));
+  }
   client.output += bytes;
   flush(client);
 }
 
+// Sends from the front of the output; a descriptor goes with the first byte of its message, and no
+// call carries two (each stops short of the next descriptor's message).
+ssize_t Server::send_some(Client& client) {
+  std::size_t length = client.output.size();
+  const bool passes_fd = !client.output_fds.empty() && client.output_fds.front().first == 0;
+  if (client.output_fds.size() > (passes_fd ? 1u : 0u)) length = client.output_fds[passes_fd ? 1 : 0].first;
+  iovec data{client.output.data(), length};
+  msghdr header{};
+  header.msg_iov = &data;
+  header.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(kMaxPassedFds * sizeof(int))] = {};
+  if (passes_fd) {
+    const std::vector<int>& passed = client.output_fds.front().second;
+    header.msg_control = control;
+    header.msg_controllen = CMSG_SPACE(passed.size() * sizeof(int));
+    cmsghdr* message = CMSG_FIRSTHDR(&header);
+    message->cmsg_level = SOL_SOCKET;
+    message->cmsg_type = SCM_RIGHTS;
+    message->cmsg_len = CMSG_LEN(passed.size() * sizeof(int));
+    std::memcpy(CMSG_DATA(message), passed.data(), passed.size() * sizeof(int));
+  }
+  const ssize_t sent = ::sendmsg(client.fd, &header, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (sent <= 0) return sent;
+  if (passes_fd) {
+    for (const int passed : client.output_fds.front().second) ::close(passed);
+    client.output_fds.erase(client.output_fds.begin());
+  }
+  for (auto& [offset, fd] : client.output_fds) offset -= static_cast<std::size_t>(sent);
+  return sent;
+}
+
 void Server::flush(Client& client) {
   while (!client.output.empty()) {
-    const ssize_t sent = ::send(client.fd, client.output.data(), client.output.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    const ssize_t sent = send_some(client);
     if (sent < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -263,6 +334,9 @@ void Server::cut_off(int fd, DisconnectReason reason, std::string_view detail) {
   if (found == clients_.end()) return;
   const std::unique_ptr<Client> client = std::move(found->second);
   clients_.erase(found);
+  for (const auto& [offset, passed] : client->output_fds) {
+    for (const int passed_fd : passed) ::close(passed_fd);
+  }
   if (epoll_fd_ >= 0) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   ::close(fd);
   if (hooks_.log_info) {

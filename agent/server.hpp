@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/result.hpp"
 #include "listen_socket.hpp"
@@ -36,6 +37,14 @@ struct ServerLimits {
 enum class DisconnectReason { kClosedByPeer, kMalformed, kStalled, kNotReading, kProtocolViolation, kRefused, kShutdown };
 std::string_view disconnect_reason_text(DisconnectReason reason);
 
+// An answer to a request, and descriptors to pass with it (SCM_RIGHTS, at most kMaxPassedFds). The
+// server passes duplicates: the hook keeps its own.
+inline constexpr std::size_t kMaxPassedFds = 4;
+struct Outgoing {
+  Message message;
+  std::vector<int> fds;
+};
+
 struct ServerHooks {
   // One line for the log: a connection or a cut-off.
   std::function<void(std::string_view line)> log_info;
@@ -45,6 +54,11 @@ struct ServerHooks {
   // The tenant of a peer that said Hello, or an Error saying why it is refused (its Welcome then
   // says so and the connection closes). Unset: every peer is welcomed without a tenant.
   std::function<Result<std::string>(const SocketPeer& peer)> assign_tenant;
+  // A welcomed tenant's request (Join, AttachGpu, Lease, LeaseTrim): the answers, or an Error that
+  // is sent as kRequestFailed. Unset: such requests are answered with an Error.
+  std::function<Result<std::vector<Outgoing>>(const SocketPeer& peer, const Message& request)> on_request;
+  // Called after every round of the loop; returns how long the loop may sleep before the next call.
+  std::function<std::chrono::milliseconds()> on_wake;
 };
 
 class Server {
@@ -57,6 +71,9 @@ class Server {
   // Serves clients until `stop_fd` becomes readable (a signalfd, an eventfd), or an Error when the
   // loop itself fails. Clients still connected then are closed with kShutdown.
   Status run(int stop_fd);
+  // Another descriptor for the loop to watch: `ready` runs when it becomes readable (a signalfd for
+  // SIGHUP). REQUIRES: before run().
+  void watch(int fd, std::function<void()> ready);
 
   std::size_t client_count() const { return clients_.size(); }
   const std::string& socket_path() const { return socket_.path(); }
@@ -68,8 +85,9 @@ class Server {
   void accept_clients();
   void serve_readable(Client& client);
   void handle_message(Client& client, const Message& message);
-  void send(Client& client, const Message& message);
+  void send(Client& client, const Message& message, const std::vector<int>& fds = {});
   void flush(Client& client);
+  ssize_t send_some(Client& client);
   void cut_off(int fd, DisconnectReason reason, std::string_view detail = {});
   void cut_off_stalled(Clock::time_point now);
   int wait_timeout_ms(Clock::time_point now) const;
@@ -80,6 +98,8 @@ class Server {
   ServerHooks hooks_;
   int epoll_fd_ = -1;
   std::map<int, std::unique_ptr<Client>> clients_;
+  std::map<int, std::function<void()>> watched_;
+  std::uint64_t next_connection_id_ = 1;
 };
 
 }  // namespace gpushare::agent

@@ -56,7 +56,7 @@ CUresult reserve(std::optional<CUdevice> device, std::uint64_t bytes, Charge& ch
     return tenancy.refuses_untracked(*device) ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
   }
   if (!tenancy.context_charge_paid(*device)) return CUDA_ERROR_OUT_OF_MEMORY;
-  auto reserved = tenancy.membership().try_reserve(*gpu, bytes);
+  auto reserved = tenancy.try_reserve(*gpu, bytes);
   if (!reserved) {
     const bool refuse = tenancy.refuses_uncounted();
     log_repeated(Repeated::kLedger, LogLevel::kError, "device {}: {}; {}", *device, reserved.error().message,
@@ -65,7 +65,7 @@ CUresult reserve(std::optional<CUdevice> device, std::uint64_t bytes, Charge& ch
     return refuse ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
   }
   if (reserved.value() == Reservation::kOverQuota) {
-    const MemoryView view = tenancy.membership().view(*gpu);
+    const MemoryView view = tenancy.view(*gpu);
     log(LogLevel::kInfo, "device {}: refused {} (tenant uses {} of its {} quota)", *device, format_size(bytes),
         format_size(view.used_bytes), format_size(view.limit_bytes));
     return CUDA_ERROR_OUT_OF_MEMORY;
@@ -80,7 +80,7 @@ CUresult settle(const Charge& charge, CUresult result, MapMember map, std::uint6
   if (result == CUDA_SUCCESS) {
     (charge.tenancy->*map).insert(key, {charge.gpu, charge.bytes});
   } else {
-    (void)charge.tenancy->membership().release(charge.gpu, charge.bytes);
+    (void)charge.tenancy->release(charge.gpu, charge.bytes);
   }
   return result;
 }
@@ -104,7 +104,7 @@ CUresult release(MapMember map, std::uint64_t key, Call&& call) {
   const CUresult result = call();
   if (allocation) {
     if (result == CUDA_SUCCESS) {
-      if (auto released = tenancy.membership().release(allocation->gpu, allocation->bytes); !released) {
+      if (auto released = tenancy.release(allocation->gpu, allocation->bytes); !released) {
         log_repeated(Repeated::kLedger, LogLevel::kError, "{}; the freed bytes stay charged until this process ends",
                      released.error().message);
       }
@@ -177,14 +177,14 @@ CUresult cuMemAllocPitch_v2(CUdeviceptr* dptr, size_t* pPitch, size_t WidthInByt
   const CUresult result = driver->cuMemAllocPitch_v2(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
   if (result == CUDA_SUCCESS && charge.tenancy != nullptr && pPitch != nullptr) {
     const std::uint64_t actual = std::uint64_t{*pPitch} * Height;
-    auto& membership = charge.tenancy->membership();
+    Tenancy& tenancy = *charge.tenancy;
     if (actual < charge.bytes) {
-      (void)membership.release(charge.gpu, charge.bytes - actual);
+      (void)tenancy.release(charge.gpu, charge.bytes - actual);
     } else if (actual > charge.bytes) {
-      auto extra = membership.try_reserve(charge.gpu, actual - charge.bytes);
+      auto extra = tenancy.try_reserve(charge.gpu, actual - charge.bytes);
       if (!extra || extra.value() != Reservation::kGranted) {
         driver->cuMemFree_v2(*dptr);
-        (void)membership.release(charge.gpu, charge.bytes);
+        (void)tenancy.release(charge.gpu, charge.bytes);
         return CUDA_ERROR_OUT_OF_MEMORY;
       }
     }
@@ -342,7 +342,7 @@ CUresult cuMemGetInfo_v2(size_t* free, size_t* total) {
   const auto gpu = device ? tenancy.gpu_for(*device) : std::nullopt;
   if (!gpu && device && tenancy.refuses_untracked(*device)) *free = 0;
   if (!gpu) return result;
-  const TenantMemory view = tenant_memory_view({*total, *free}, tenancy.membership().view(*gpu));
+  const TenantMemory view = tenant_memory_view({*total, *free}, tenancy.view(*gpu));
   *total = static_cast<size_t>(view.total_bytes);
   *free = static_cast<size_t>(view.free_bytes);
   return result;
@@ -359,7 +359,7 @@ CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice dev) {
   if (tenancy.mode() != Tenancy::Mode::kEnforce) return result;
   const auto gpu = tenancy.gpu_for(dev);
   if (!gpu) return result;
-  *bytes = static_cast<size_t>(tenant_total_bytes(*bytes, tenancy.membership().view(*gpu)));
+  *bytes = static_cast<size_t>(tenant_total_bytes(*bytes, tenancy.view(*gpu)));
   return result;
 }
 

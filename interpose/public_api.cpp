@@ -162,7 +162,7 @@ gpushare_result get_usage(int device, gpushare_usage* out) {
                                                    "valid ordinal, and has cuInit been called?)",
                                                    device));
   }
-  const auto& tenant = tenancy.shared_state().state().tenants[tenancy.membership().tenant_index()];
+  const auto& tenant = tenancy.shared_state().state().tenants[tenancy.tenant_index()];
   const auto& ledger = tenant.ledger[*gpu];
   const auto& compute = tenant.compute[*gpu];
   constexpr auto kRelaxed = std::memory_order_relaxed;

@@ -91,6 +91,7 @@ void Tenancy::forget_after_fork() {
   // descriptor, so the parent keeps its lock) and join afresh on the child's first driver call.
   if (Tenancy* tenancy = instance_.load(std::memory_order_acquire)) {
     if (tenancy->membership_) tenancy->membership_->abandon();
+    if (tenancy->agent_) tenancy->agent_->abandon();
     instance_.store(nullptr, std::memory_order_release);
   }
 }
@@ -109,6 +110,10 @@ void Tenancy::start() {
     std::string all;
     for (const auto& error : loaded.errors) all += (all.empty() ? "" : "; ") + error;
     return fail(all);
+  }
+  if (const auto socket = agent_socket_path()) {
+    if (const std::string why = start_with_agent(*socket, settings); !why.empty()) return fail(why);
+    return;
   }
   const StatePath state_path = resolved_state_path(settings);
   const std::string& path = state_path.path;
@@ -133,6 +138,18 @@ void Tenancy::start() {
   }
   gate_ = std::make_unique<ComputeGate>(*state_, membership_->slot_index());
   log(LogLevel::kInfo, "joined tenant '{}' in {} (slot {})", tenant, path, membership_->slot_index());
+}
+
+std::string Tenancy::start_with_agent(const std::string& socket_path, const Settings& settings) {
+  auto link = AgentLink::connect(socket_path, settings);
+  if (!link) return link.error().message;
+  agent_ = std::move(link).value();
+  tenant_ = agent_->tenant_name();
+  const ComputePolicyValues& in_force = agent_->compute_policy();
+  log(LogLevel::kInfo, "joined tenant '{}' through the agent at {} (slot {}; share {}%, limit {}%, priority {})",
+      tenant_, socket_path, agent_->slot_index(), in_force.share_pct, in_force.limit_pct,
+      priority_name(in_force.priority));
+  return {};
 }
 
 std::optional<std::uint32_t> Tenancy::gpu_for(CUdevice ordinal) {
@@ -163,7 +180,8 @@ std::optional<std::uint32_t> Tenancy::gpu_for(CUdevice ordinal) {
       driver->cuDeviceGetName(name.data(), static_cast<int>(name.size() - 1), ordinal) != CUDA_SUCCESS) {
     name[0] = '\0';
   }
-  auto attached = membership_->attach_gpu(key, physical, wanted, std::string_view(name.data()));
+  auto attached = agent_ ? agent_->attach_gpu(key, ordinal, physical, wanted, std::string_view(name.data()))
+                        : membership_->attach_gpu(key, physical, wanted, std::string_view(name.data()));
   if (!attached) {
     const bool closed = process_settings().settings.on_error == FailPolicy::kClosed;
     log_repeated(Repeated::kUntrackedGpu, LogLevel::kError, "cannot track device {}: {}; {}", ordinal,
@@ -197,7 +215,7 @@ bool Tenancy::context_charge_paid(CUdevice ordinal) {
   std::lock_guard lock(bind_mutex_);
   if (binding.context_paid.load(std::memory_order_acquire)) return true;
   const auto gpu = static_cast<std::uint32_t>(binding.gpu.load(std::memory_order_acquire));
-  auto reserved = membership_->try_reserve(gpu, charge);
+  auto reserved = try_reserve(gpu, charge);
   if (!reserved || reserved.value() != Reservation::kGranted) {
     log_repeated(Repeated::kContextCharge, LogLevel::kError,
                  "device {}: the quota has no room for this process's context charge (GPUSHARE_CONTEXT_MEMORY={}): "

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "agent_link.hpp"
 #include "allocation_map.hpp"
 #include "cuda_api.hpp"
 #include "core/compute_gate.hpp"
@@ -44,7 +45,7 @@ class Tenancy {
   // Why the mode is not kEnforce (empty when it is).
   const std::string& failure() const { return failure_; }
   const std::string& tenant_name() const { return tenant_; }
-  SharedState& shared_state() { return *state_; }
+  SharedState& shared_state() { return agent_ ? agent_->shared_state() : *state_; }
 
   // The shared-state GPU index for a device ordinal, attached (and its context charge taken) on
   // first use. nullopt when the device cannot be identified: the caller passes the call through
@@ -62,7 +63,19 @@ class Tenancy {
   // Takes the context charge if GPUSHARE_CONTEXT_MEMORY asks for one and it is still owed.
   bool context_charge_paid(CUdevice ordinal);
 
-  TenantMembership& membership() { return *membership_; }
+  // The memory ledger, through the shared state (daemonless) or the agent's leases (isolation).
+  Result<Reservation> try_reserve(std::uint32_t gpu, std::uint64_t bytes) {
+    return agent_ ? agent_->try_reserve(gpu, bytes) : membership_->try_reserve(gpu, bytes);
+  }
+  Status release(std::uint32_t gpu, std::uint64_t bytes) {
+    return agent_ ? agent_->release(gpu, bytes) : membership_->release(gpu, bytes);
+  }
+  MemoryView view(std::uint32_t gpu) const { return agent_ ? agent_->view(gpu) : membership_->view(gpu); }
+  std::uint32_t tenant_index() const { return agent_ ? agent_->tenant_index() : membership_->tenant_index(); }
+  // Whether launches are gated here. In isolation mode the agent is to decide the slices; until it
+  // does, launches pass ungated.
+  bool gates_launches() const { return gate_ != nullptr; }
+  // REQUIRES: gates_launches().
   ComputeGate& gate() { return *gate_; }
 
   // Per GPU: bounds this process's work in flight with events (so that a handover or a
@@ -78,6 +91,8 @@ class Tenancy {
  private:
   Tenancy() = default;
   void start();
+  // Isolation mode: joins through the agent at `socket_path`; returns why not, or "" on success.
+  std::string start_with_agent(const std::string& socket_path, const Settings& settings);
   static Tenancy& start_once();
   static void forget_after_fork();
 
@@ -97,7 +112,8 @@ class Tenancy {
   std::string failure_;
   std::string tenant_;
   std::unique_ptr<SharedState> state_;
-  std::unique_ptr<TenantMembership> membership_;
+  std::unique_ptr<TenantMembership> membership_;  // daemonless mode
+  std::unique_ptr<AgentLink> agent_;               // isolation mode
   std::unique_ptr<ComputeGate> gate_;
   std::array<InflightBound, layout::kMaxGpus> inflight_;
   std::mutex bind_mutex_;

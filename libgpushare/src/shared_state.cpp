@@ -208,6 +208,21 @@ Result<std::unique_ptr<SharedState>> SharedState::open(const std::string& path, 
     }
     return Error{fmt::format("cannot open state file {}: {}", path, std::strerror(errno))};
   }
+  return open_opened(std::move(self), mode, origin);
+}
+
+Result<std::unique_ptr<SharedState>> SharedState::open_descriptor(int fd, const std::string& shown_path) {
+  std::unique_ptr<SharedState> self(new SharedState());
+  self->path_ = shown_path;
+  self->fd_ = fd;
+  return open_opened(std::move(self), Mode::kReadOnly, Origin::kConfigured);
+}
+
+Result<std::unique_ptr<SharedState>> SharedState::open_opened(std::unique_ptr<SharedState> self, Mode mode,
+                                                              Origin origin) {
+  const std::string& path = self->path_;
+  const bool read_only = mode == Mode::kReadOnly;
+  const bool may_create = mode == Mode::kCreateIfMissing;
   struct stat info {};
   if (::fstat(self->fd_, &info) != 0) {
     return Error{fmt::format("cannot stat state file {}: {}", path, std::strerror(errno))};

@@ -4,13 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <grp.h>
-#include <poll.h>
-#include <sys/inotify.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 
+#include "agent_program.hpp"
 #include "process.hpp"
 #include "server_harness.hpp"
 
@@ -21,31 +20,6 @@ using namespace std::chrono_literals;
 using gpushare::testing::output_value;
 using gpushare::testing::Process;
 
-// Waits for `name` to appear in `directory` (the agent renames its socket into place), by
-// inotify rather than by polling the file system.
-bool wait_for_entry(const std::string& directory, const std::string& name, std::chrono::milliseconds timeout) {
-  const int watch = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-  if (watch < 0) return false;
-  ::inotify_add_watch(watch, directory.c_str(), IN_CREATE | IN_MOVED_TO);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  bool found = std::filesystem::exists(directory + "/" + name);  // after the watch: no event is missed
-  while (!found) {
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    pollfd entry{watch, POLLIN, 0};
-    if (::poll(&entry, 1, static_cast<int>(left.count())) <= 0) continue;
-    alignas(inotify_event) char events[4096];
-    const ssize_t length = ::read(watch, events, sizeof events);
-    for (ssize_t offset = 0; offset < length;) {
-      const auto* event = reinterpret_cast<const inotify_event*>(events + offset);
-      if (event->len > 0 && name == event->name) found = true;
-      offset += static_cast<ssize_t>(sizeof(inotify_event) + event->len);
-    }
-  }
-  ::close(watch);
-  return found;
-}
-
 class AgentProgram : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -55,7 +29,8 @@ class AgentProgram : public ::testing::Test {
 
   // `gpushare agent` on a socket in a fresh directory, running once its socket is in place.
   std::unique_ptr<Process> start_agent(const std::vector<std::string>& more = {}) {
-    std::vector<std::string> argv{GPUSHARE_TEST_TOOL, "agent", "--socket", socket_path_};
+    std::vector<std::string> argv{GPUSHARE_TEST_TOOL, "agent", "--socket", socket_path_, "--state",
+                                  directory_.path() + "/gpushare.state"};
     argv.insert(argv.end(), more.begin(), more.end());
     auto agent = std::make_unique<Process>(argv, gpushare::testing::Env{});
     if (!wait_for_entry(directory_.path(), "agent.sock", 10s)) ADD_FAILURE() << "the agent's socket never appeared";
@@ -73,8 +48,6 @@ class AgentProgram : public ::testing::Test {
   testing::TemporaryDirectory directory_;
   std::string socket_path_ = directory_.path() + "/agent.sock";
 };
-
-const std::vector<std::string> kAsNobody = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
 
 TEST_F(AgentProgram, AnotherUserIsKnownByTheKernelsWordAndRefusedAdministration) {
   auto agent = start_agent();

@@ -36,6 +36,10 @@ class SharedState {
   static Result<std::unique_ptr<SharedState>> open(const std::string& path, Mode mode,
                                                    Origin origin = Origin::kConfigured);
 
+  // Maps, read-only, the state file that `fd` (open for reading) names, with the same checks as
+  // open; takes ownership of `fd`. For isolation mode's tenants, to whom the agent passes the
+  // descriptor: they need no access to its path. `shown_path` names it in messages.
+  static Result<std::unique_ptr<SharedState>> open_descriptor(int fd, const std::string& shown_path);
   ~SharedState();
   SharedState(const SharedState&) = delete;
   SharedState& operator=(const SharedState&) = delete;
@@ -60,6 +64,8 @@ class SharedState {
 
  private:
   SharedState() = default;
+  static Result<std::unique_ptr<SharedState>> open_opened(std::unique_ptr<SharedState> self, Mode mode,
+                                                          Origin origin);
   std::string path_;
   int fd_ = -1;
   struct Mapping;

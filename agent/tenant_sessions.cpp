@@ -1,0 +1,227 @@
+#include "tenant_sessions.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "core/size.hpp"
+#include "lower_only.hpp"
+
+namespace gpushare::agent {
+namespace {
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+// What a process asked for in its own settings, in the form lower_only reads.
+Settings wishes_of(const Join& join) {
+  Settings wished = default_settings();
+  if (join.share_pct != 0) wished.compute.share_pct = join.share_pct;
+  if (join.limit_pct != 0) wished.compute.limit_pct = join.limit_pct;
+  if (join.priority != kNoPriorityWish) wished.compute.priority = static_cast<Priority>(join.priority);
+  return wished;
+}
+
+std::vector<Outgoing> answer(Message message) { return {Outgoing{std::move(message), {}}}; }
+
+}  // namespace
+
+struct TenantSessions::Session {
+  SocketPeer peer;
+  std::optional<Assignment> assignment;
+  std::unique_ptr<TenantMembership> membership;
+  int page_fd = -1;
+  void* page = nullptr;  // the slot's owner page in the agent's view, once the private page is mapped there
+  std::uint32_t attached = 0;  // bit g: GPU record g attached
+  std::array<std::uint64_t, layout::kMaxGpus> limit_bytes{};
+  std::string log_name;
+};
+
+TenantSessions::TenantSessions(SharedState& state) : state_(state) {
+  state_fd_ = ::open(state.descriptor_path().c_str(), O_RDWR | O_CLOEXEC);
+  state_read_fd_ = ::open(state.descriptor_path().c_str(), O_RDONLY | O_CLOEXEC);
+}
+
+TenantSessions::~TenantSessions() {
+  while (!sessions_.empty()) disconnected(sessions_.begin()->first);
+  if (state_fd_ >= 0) ::close(state_fd_);
+  if (state_read_fd_ >= 0) ::close(state_read_fd_);
+}
+
+Status TenantSessions::check_page_size() {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  if (page != static_cast<long>(layout::kSlotPageBytes)) {
+    return Error{fmt::format("isolation mode needs {}-byte memory pages; this system uses {}", layout::kSlotPageBytes,
+                             page)};
+  }
+  return Ok{};
+}
+
+void TenantSessions::assigned(const SocketPeer& peer, Assignment assignment) {
+  auto& session = sessions_[peer.connection_id];
+  if (!session) session = std::make_unique<Session>();
+  session->peer = peer;
+  session->log_name = fmt::format("pid {} (tenant {})", peer.credentials.pid, assignment.tenant);
+  session->assignment = std::move(assignment);
+}
+
+Result<std::vector<Outgoing>> TenantSessions::handle(const SocketPeer& peer, const Message& request) {
+  const auto found = sessions_.find(peer.connection_id);
+  if (found == sessions_.end() || !found->second->assignment) return Error{"no tenant was assigned to this process"};
+  Session& session = *found->second;
+  if (const auto* join_request = std::get_if<Join>(&request)) return join(peer, session, *join_request);
+  if (!session.membership) return Error{"Join first"};
+  if (const auto* attach_request = std::get_if<AttachGpu>(&request)) return attach(session, *attach_request);
+  if (const auto* lease_request = std::get_if<Lease>(&request)) return lease(session, *lease_request);
+  if (const auto* trim_request = std::get_if<LeaseTrim>(&request)) {
+    trim(session, trim_request->gpu);
+    return std::vector<Outgoing>{};
+  }
+  return Error{fmt::format("unexpected {}", message_type_name(message_type(request)))};
+}
+
+Result<std::vector<Outgoing>> TenantSessions::join(const SocketPeer& peer, Session& session, const Join& request) {
+  if (session.membership) return Error{"this process has joined already"};
+  const Assignment& assignment = *session.assignment;
+  auto membership = TenantMembership::join(state_, assignment.tenant);
+  if (!membership) return membership.error();
+  session.membership = std::move(membership).value();
+  const std::uint32_t slot = session.membership->slot_index();
+  state_.state().slots[slot].pid.store(static_cast<std::uint64_t>(peer.credentials.pid), kRelaxed);
+  if (auto mapped = map_page(session); !mapped) {
+    session.membership.reset();
+    return mapped.error();
+  }
+  const LoweredLimits lowered = lower_only(assignment.limits, wishes_of(request));
+  for (const auto& line : lowered.ignored) fmt::print(stderr, "gpushare-agent: info: {}: {}\n", session.log_name, line);
+  auto policy = session.membership->adopt_compute_policy(lowered.effective.compute);
+  if (!policy) return policy.error();
+  Joined joined{slot, session.membership->tenant_index(), assignment.tenant, policy->share_pct, policy->limit_pct,
+                static_cast<std::uint8_t>(policy->priority)};
+  return std::vector<Outgoing>{Outgoing{joined, {session.page_fd, state_read_fd_}}};
+}
+
+Result<std::vector<Outgoing>> TenantSessions::attach(Session& session, const AttachGpu& request) {
+  Settings wished = default_settings();
+  wished.memory_limit_bytes = request.wanted_limit_bytes;
+  const LoweredLimits lowered = lower_only(session.assignment->limits, wished);
+  for (const auto& line : lowered.ignored) fmt::print(stderr, "gpushare-agent: info: {}: {}\n", session.log_name, line);
+  const std::uint64_t limit = lowered.effective.memory_for(static_cast<int>(request.ordinal));
+  std::array<char, layout::kGpuNameBytes> name{};
+  std::memcpy(name.data(), request.name.data(), std::min(request.name.size(), name.size() - 1));
+  auto attached = session.membership->attach_gpu(request.uuid, request.physical_bytes, limit, name.data());
+  if (!attached) return attached.error();
+  session.attached |= 1u << attached->gpu;
+  session.limit_bytes[attached->gpu] = attached->effective_limit_bytes;
+  return answer(GpuAttached{attached->gpu, attached->effective_limit_bytes});
+}
+
+std::uint64_t TenantSessions::take_back_lease(Session& session, std::uint32_t gpu, std::uint64_t keep) {
+  auto& slot = state_.state().slots[session.membership->slot_index()];
+  const std::int64_t written = slot.lease_left_bytes[gpu].exchange(0, kRelaxed);
+  const std::uint64_t unspent =
+      std::min<std::uint64_t>(static_cast<std::uint64_t>(std::max<std::int64_t>(written, 0)),
+                              slot.held_bytes[gpu].load(kRelaxed));
+  const std::uint64_t kept = std::min(unspent, keep);
+  if (kept > 0) slot.lease_left_bytes[gpu].fetch_add(static_cast<std::int64_t>(kept), kRelaxed);
+  if (unspent > kept) (void)session.membership->release(gpu, unspent - kept);
+  return unspent - kept;
+}
+
+Result<std::vector<Outgoing>> TenantSessions::lease(Session& session, const Lease& request) {
+  const std::uint32_t gpu = request.gpu;
+  if ((session.attached & (1u << gpu)) == 0) return Error{fmt::format("GPU record {} is not attached", gpu)};
+  const auto& limit = state_.state().tenants[session.membership->tenant_index()].ledger[gpu].limit_bytes;
+  const std::uint64_t chunk = lease_chunk_bytes(limit.load(kRelaxed));
+  SlotLedger ledger(state_.state(), session.membership->slot_index(), session.membership->tenant_index());
+  const auto granted = [&] { return LeaseReply{gpu, true}; };
+  take_back_lease(session, gpu);
+  // The bytes asked for and a lease beside them, else only the bytes.
+  if (request.bytes <= UINT64_MAX - chunk) {
+    auto with_lease = ledger.try_reserve(gpu, request.bytes + chunk);
+    if (!with_lease) return with_lease.error();
+    if (with_lease.value() == Reservation::kGranted) {
+      state_.state().slots[session.membership->slot_index()].lease_left_bytes[gpu].fetch_add(
+          static_cast<std::int64_t>(chunk), kRelaxed);
+      return answer(granted());
+    }
+  }
+  for (int round = 0; round < 2; ++round) {
+    auto exact = session.membership->try_reserve(gpu, request.bytes);  // sweeps and counts a refusal
+    if (!exact) return exact.error();
+    if (exact.value() == Reservation::kGranted) return answer(granted());
+    if (round == 1) break;
+    // Before refusing: the unspent leases of the tenant's other processes on this GPU.
+    std::uint64_t returned = 0;
+    for (auto& [id, other] : sessions_) {
+      if (other.get() == &session || !other->membership || (other->attached & (1u << gpu)) == 0 ||
+          other->membership->tenant_index() != session.membership->tenant_index()) {
+        continue;
+      }
+      returned += take_back_lease(*other, gpu);
+    }
+    if (returned == 0) break;
+    // The refusal counted above did not stand: take it back.
+    auto& refusals = state_.state().tenants[session.membership->tenant_index()].ledger[gpu].oom_refusals;
+    if (const auto counted = refusals.load(kRelaxed); counted > 0) refusals.store(counted - 1, kRelaxed);
+  }
+  return answer(LeaseReply{gpu, false});
+}
+
+void TenantSessions::trim(Session& session, std::uint32_t gpu) {
+  if ((session.attached & (1u << gpu)) == 0) return;
+  const auto& limit = state_.state().tenants[session.membership->tenant_index()].ledger[gpu].limit_bytes;
+  take_back_lease(session, gpu, lease_chunk_bytes(limit.load(kRelaxed)));
+}
+
+void TenantSessions::disconnected(std::uint64_t connection_id) {
+  const auto found = sessions_.find(connection_id);
+  if (found == sessions_.end()) return;
+  Session& session = *found->second;
+  // Leaving returns every byte the slot holds, leases included, and the slice (the registry's hooks).
+  session.membership.reset();
+  unmap_page(session);
+  sessions_.erase(found);
+}
+
+Status TenantSessions::map_page(Session& session) {
+  if (state_fd_ < 0 || state_read_fd_ < 0) return Error{"the agent cannot reopen its state file"};
+  const std::uint32_t slot = session.membership->slot_index();
+  const int fd = ::memfd_create(fmt::format("gpushare-slot-{}", slot).c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return Error{fmt::format("memfd_create: {}", std::strerror(errno))};
+  // Sealed at one page: the process can neither shrink it (which would SIGBUS the agent) nor grow it.
+  if (::ftruncate(fd, layout::kSlotPageBytes) != 0 ||
+      ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    const int error = errno;
+    ::close(fd);
+    return Error{fmt::format("cannot make a slot page: {}", std::strerror(error))};
+  }
+  void* where = &state_.state().slots[slot].compute;
+  void* mapped = ::mmap(where, layout::kSlotPageBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+  if (mapped == MAP_FAILED) {
+    const int error = errno;
+    ::close(fd);
+    return Error{fmt::format("cannot map a slot page: {}", std::strerror(error))};
+  }
+  session.page_fd = fd;
+  session.page = mapped;
+  return Ok{};
+}
+
+void TenantSessions::unmap_page(Session& session) {
+  if (session.page != nullptr) {
+    // The file's own page again: a slot's next owner starts from it.
+    const auto offset = static_cast<char*>(session.page) - reinterpret_cast<char*>(&state_.state());
+    ::mmap(session.page, layout::kSlotPageBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, state_fd_, offset);
+    session.page = nullptr;
+  }
+  if (session.page_fd >= 0) ::close(session.page_fd);
+  session.page_fd = -1;
+}
+
+}  // namespace gpushare::agent

@@ -1,0 +1,67 @@
+// The agent's side of each tenant process: its place in the shared state, which the agent alone
+// writes. Per connection: a slot in the tenant the policy names, the process's private page (a
+// sealed memfd mapped over the slot's owner page here and passed to the process with a read-only
+// descriptor of the state), the GPUs it
+// attached, and its memory lease.
+//
+// Memory leases: a process spends quota locally from ProcessSlot::lease_left_bytes (no system call
+// per allocation) and asks for more with Lease when that is too small. The agent charges a lease to
+// the process's slot before handing it out, so the ledger never holds more than the quota, and it
+// takes unspent leases back (its own first, then every other process's of the tenant) before it
+// refuses anyone. What a process writes into its page is untrusted: a lease taken back is clamped
+// to what the slot holds.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/registry.hpp"
+#include "core/result.hpp"
+#include "core/shared_state.hpp"
+#include "identity.hpp"
+#include "listen_socket.hpp"
+#include "server.hpp"
+
+namespace gpushare::agent {
+
+class TenantSessions {
+ public:
+  // REQUIRES: `state` opened read-write by the agent, the registry's hooks installed, the page size
+  // equal to layout::kSlotPageBytes (check_page_size).
+  explicit TenantSessions(SharedState& state);
+  ~TenantSessions();
+  TenantSessions(const TenantSessions&) = delete;
+  TenantSessions& operator=(const TenantSessions&) = delete;
+
+  static Status check_page_size();
+
+  // The policy's word on a connection, recorded when it said Hello.
+  void assigned(const SocketPeer& peer, Assignment assignment);
+  // A tenant's request; the answers to send.
+  Result<std::vector<Outgoing>> handle(const SocketPeer& peer, const Message& request);
+  // The connection closed: its bytes and slot go back at once.
+  void disconnected(std::uint64_t connection_id);
+
+  std::size_t session_count() const { return sessions_.size(); }
+
+ private:
+  struct Session;
+  Result<std::vector<Outgoing>> join(const SocketPeer& peer, Session& session, const Join& join);
+  Result<std::vector<Outgoing>> attach(Session& session, const AttachGpu& attach);
+  Result<std::vector<Outgoing>> lease(Session& session, const Lease& lease);
+  void trim(Session& session, std::uint32_t gpu);
+  // Moves a session's unspent lease on `gpu` back to its tenant; returns the bytes.
+  std::uint64_t take_back_lease(Session& session, std::uint32_t gpu, std::uint64_t keep = 0);
+  Status map_page(Session& session);
+  void unmap_page(Session& session);
+
+  SharedState& state_;
+  int state_fd_ = -1;       // read-write: for mapping a slot's file page back
+  int state_read_fd_ = -1;  // read-only: passed to each process with Joined
+  std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
+};
+
+}  // namespace gpushare::agent

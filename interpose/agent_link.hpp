@@ -1,0 +1,79 @@
+// Isolation mode, a tenant process's side: its link to the node agent (agent/), which alone writes
+// the shared state. The process maps the state read-only (from a descriptor the agent passes) with
+// its private page (also passed) over its slot's owner page, so the launch hooks' hot path reads and
+// writes exactly what it does in the daemonless mode.
+//
+// Memory is spent from the slot's lease (ProcessSlot::lease_left_bytes) with a compare-and-swap:
+// no system call per allocation while the lease lasts. When it does not, the process asks the agent
+// (Lease), which charges the allocation and a new lease to the slot, or refuses it once it has
+// taken back every unspent lease of the tenant. Freed bytes go back to the lease; what is held
+// beyond two leases is handed back (LeaseTrim). One exchange with the agent at a time; each has a
+// deadline, after which the link counts as broken and every later request fails at once, so that
+// the caller applies GPUSHARE_ON_ERROR.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "connection.hpp"
+#include "core/memory_ledger.hpp"
+#include "core/registry.hpp"
+#include "core/settings.hpp"
+#include "core/shared_state.hpp"
+
+namespace gpushare::interpose {
+
+// The agent's socket for this process: GPUSHARE_AGENT when set (an empty value: none), else the
+// default socket when it exists; nullopt for the daemonless mode.
+std::optional<std::string> agent_socket_path();
+inline constexpr const char* kDefaultAgentSocket = "/run/gpushare/agent.sock";
+
+class AgentLink {
+ public:
+  // Connects, is told its tenant, joins (sending its own wishes, which may only lower its limits)
+  // and maps the state and its page.
+  static Result<std::unique_ptr<AgentLink>> connect(const std::string& socket_path, const Settings& settings);
+  ~AgentLink();
+  AgentLink(const AgentLink&) = delete;
+  AgentLink& operator=(const AgentLink&) = delete;
+
+  SharedState& shared_state() { return *state_; }
+  std::uint32_t slot_index() const { return slot_; }
+  std::uint32_t tenant_index() const { return tenant_index_; }
+  const std::string& tenant_name() const { return tenant_; }
+  const ComputePolicyValues& compute_policy() const { return compute_; }
+
+  Result<TenantMembership::Attached> attach_gpu(const GpuUuid& uuid, int ordinal, std::uint64_t physical_bytes,
+                                                std::uint64_t wanted_limit_bytes, std::string_view name);
+  Result<Reservation> try_reserve(std::uint32_t gpu, std::uint64_t bytes);
+  Status release(std::uint32_t gpu, std::uint64_t bytes);
+  // The tenant's limit and use, less this process's unspent lease.
+  MemoryView view(std::uint32_t gpu) const;
+
+  // For a child after fork(): the connection is the parent's; closes the child's copy only.
+  void abandon();
+
+ private:
+  AgentLink(agent::AgentConnection connection) : connection_(std::move(connection)) {}
+  // One request and its answer, under the exchange mutex.
+  Result<agent::Message> exchange(const agent::Message& request);
+  std::atomic<std::int64_t>& lease_left(std::uint32_t gpu) {
+    return state_->state().slots[slot_].lease_left_bytes[gpu];
+  }
+
+  agent::AgentConnection connection_;
+  std::mutex exchange_mutex_;
+  bool broken_ = false;  // guarded by exchange_mutex_
+  std::unique_ptr<SharedState> state_;
+  std::uint32_t slot_ = 0;
+  std::uint32_t tenant_index_ = 0;
+  std::string tenant_;
+  ComputePolicyValues compute_;
+};
+
+}  // namespace gpushare::interpose

@@ -1,0 +1,148 @@
+// Isolation mode end to end: the real agent as root owns the state; tenants are real processes on
+// the fake driver, through the real preload library, run as another Unix user (setpriv). They get
+// the limits the policy gives their uid, whatever their environment says, cannot write the state,
+// and their bytes go back the moment they die.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "agent_program.hpp"
+#include "process.hpp"
+#include "server_harness.hpp"
+
+namespace gpushare::agent {
+namespace {
+
+using namespace std::chrono_literals;
+using gpushare::testing::Env;
+using gpushare::testing::output_u64;
+using gpushare::testing::Process;
+using gpushare::testing::ProcessResult;
+
+constexpr std::uint64_t kMiB = 1ull << 20;
+constexpr std::uint64_t kGiB = 1ull << 30;
+
+class Isolation : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the agent and tenants as another user";
+    if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "needs setpriv (util-linux)";
+    // Ready files of tenants running as nobody.
+    std::filesystem::create_directory(drop_);
+    ::chmod(drop_.c_str(), 0777);
+    std::ofstream(policy_) << "[tenant.night]\nuids = [65534]\nmemory = \"64MiB\"\n\n"
+                              "[tenant.racers]\nuids = [65533]\nmemory = \"100MiB\"\n\n"
+                              "[default]\nrefuse = true\n";
+    agent_ = std::make_unique<Process>(std::vector<std::string>{GPUSHARE_TEST_TOOL, "agent", "--socket", socket_,
+                                                                "--state", state_, "--policy", policy_},
+                                       Env{});
+    ASSERT_TRUE(wait_for_entry(directory_.path(), "agent.sock", 10s)) << "the agent's socket never appeared";
+  }
+
+  // A tenant's environment: preloaded, the fake driver, the agent named; `extra` on top.
+  Env tenant_env(Env extra = {}) const {
+    extra.insert({{"LD_PRELOAD", GPUSHARE_TEST_PRELOAD},
+                  {"GPUSHARE_AGENT", socket_},
+                  {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)}});
+    return gpushare::testing::fake_driver_env(GPUSHARE_TEST_FAKE_DIR, std::move(extra));
+  }
+  static std::vector<std::string> as_user(int uid, std::vector<std::string> argv) {
+    std::vector<std::string> command{"setpriv", "--reuid=" + std::to_string(uid), "--regid=" + std::to_string(uid),
+                                     "--clear-groups"};
+    command.insert(command.end(), argv.begin(), argv.end());
+    return command;
+  }
+  static std::vector<std::string> probe(std::vector<std::string> args) {
+    args.insert(args.begin(), {GPUSHARE_TEST_PROBE, "linked"});
+    return args;
+  }
+  std::string drop(const std::string& name) const { return drop_ + "/" + name; }
+
+  testing::TemporaryDirectory directory_;
+  std::string socket_ = directory_.path() + "/agent.sock";
+  std::string state_ = directory_.path() + "/gpushare.state";
+  std::string policy_ = directory_.path() + "/policy.toml";
+  std::string drop_ = directory_.path() + "/drop";
+  std::unique_ptr<Process> agent_;
+};
+
+TEST_F(Isolation, TheStateIsTheAgentsAndTenantsCannotWriteIt) {
+  struct stat info {};
+  ASSERT_EQ(::stat(state_.c_str(), &info), 0);
+  EXPECT_EQ(info.st_uid, 0u);
+  EXPECT_EQ(info.st_mode & 0777, 0644u);
+  // A tenant that joined is running; it still cannot open the file for writing.
+  Process holder(as_user(65534, probe({"hold", std::to_string(8 * kMiB), drop("ready")})), tenant_env());
+  ASSERT_TRUE(wait_for_entry(drop_, "ready", 20s));
+  const ProcessResult write =
+      gpushare::testing::run(as_user(65534, {"sh", "-c", "printf x >> \"$0\"", state_}), Env{});
+  EXPECT_NE(write.exit_code, 0) << "a tenant's user could write the state";
+  const ProcessResult truncate = gpushare::testing::run(as_user(65534, {"truncate", "-s", "0", state_}), Env{});
+  EXPECT_NE(truncate.exit_code, 0);
+}
+
+TEST_F(Isolation, ThePolicysQuotaIsExactAndTheEnvironmentCannotRaiseIt) {
+  const ProcessResult raised = gpushare::testing::run(as_user(65534, probe({"fill", std::to_string(kMiB)})),
+                                                      tenant_env({{"GPUSHARE_MEMORY_LIMIT", "1GiB"},
+                                                                  {"CUDA_DEVICE_MEMORY_LIMIT", "2g"},
+                                                                  {"GPUSHARE_TENANT", "racers"}}));
+  ASSERT_EQ(raised.exit_code, 0) << raised.err;
+  EXPECT_EQ(output_u64(raised.out, "allocated"), 64 * kMiB) << raised.out;
+  EXPECT_EQ(output_u64(raised.out, "total", "meminfo"), 64 * kMiB);
+  EXPECT_EQ(output_u64(raised.out, "free", "after_free"), 64 * kMiB);
+
+  // A lower limit of its own is taken.
+  const ProcessResult lowered = gpushare::testing::run(as_user(65534, probe({"fill", std::to_string(kMiB)})),
+                                                       tenant_env({{"GPUSHARE_MEMORY_LIMIT", "32MiB"}}));
+  ASSERT_EQ(lowered.exit_code, 0) << lowered.err;
+  EXPECT_EQ(output_u64(lowered.out, "allocated"), 32 * kMiB) << lowered.out;
+}
+
+TEST_F(Isolation, RacingProcessesNeverExceedTheQuotaByOneByte) {
+  std::vector<std::unique_ptr<Process>> racers;
+  for (int i = 0; i < 4; ++i) {
+    const std::string filled = drop("filled-" + std::to_string(i));
+    racers.push_back(std::make_unique<Process>(
+        as_user(65533, probe({"fill", std::to_string(kMiB), drop("go"), filled})), tenant_env()));
+  }
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(wait_for_entry(drop_, "filled-" + std::to_string(i), 20s));
+  }
+  std::ofstream(drop("go")) << "go\n";
+  std::uint64_t total = 0;
+  for (auto& racer : racers) {
+    const ProcessResult r = racer->wait();
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto allocated = output_u64(r.out, "allocated");
+    ASSERT_TRUE(allocated.has_value()) << r.out;
+    total += *allocated;
+  }
+  EXPECT_EQ(total, 100 * kMiB) << "leases taken back before any refusal, never a byte over";
+}
+
+TEST_F(Isolation, KillingATenantReturnsItsBytesAtOnce) {
+  {
+    Process holder(as_user(65534, probe({"hold", std::to_string(40 * kMiB), drop("ready")})), tenant_env());
+    ASSERT_TRUE(wait_for_entry(drop_, "ready", 20s));
+    holder.kill(SIGKILL);
+    EXPECT_EQ(holder.wait().exit_code, 128 + SIGKILL);
+  }
+  const ProcessResult r = gpushare::testing::run(as_user(65534, probe({"fill", std::to_string(kMiB)})), tenant_env());
+  EXPECT_EQ(output_u64(r.out, "allocated"), 64 * kMiB) << r.out << r.err;
+}
+
+TEST_F(Isolation, AProcessNoRuleMatchesIsRefused) {
+  const ProcessResult r =
+      gpushare::testing::run(as_user(65532, probe({"fill", std::to_string(kMiB)})), tenant_env());
+  EXPECT_EQ(output_u64(r.out, "allocated"), 0u) << r.out;
+  EXPECT_NE(r.err.find("refuses this process"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace gpushare::agent
