@@ -360,9 +360,10 @@ EscapeEvent EscapeEnforcer::enforce(Entry& entry, std::chrono::steady_clock::tim
     return {EscapeEvent::Kind::kKilled, finding.pid, finding.gpu_uuid,
             fmt::format("{}; unaccounted for {}: killed (SIGKILL)", describe_process(entry.state), held_for)};
   }
+  const int kill_errno = errno;
   return {EscapeEvent::Kind::kKillFailed, finding.pid, finding.gpu_uuid,
           fmt::format("{}; unaccounted for {}: SIGKILL failed: {}", describe_process(entry.state), held_for,
-                      std::strerror(errno))};
+                      std::strerror(kill_errno))};
 }
 
 std::vector<TrackedEscape> EscapeEnforcer::tracked() const {
