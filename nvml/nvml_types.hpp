@@ -15,6 +15,7 @@ enum Return : int {
   kSuccess = 0,
   kErrorUninitialized = 1,
   kErrorInvalidArgument = 2,
+  kErrorInsufficientSize = 7,
   kErrorLibraryNotFound = 12,
   kErrorFunctionNotFound = 13,
   kErrorArgumentVersionMismatch = 25,
@@ -42,8 +43,31 @@ inline constexpr unsigned int kMemoryV2Version = static_cast<unsigned int>(sizeo
 // NVML_DEVICE_UUID_V2_BUFFER_SIZE: room for "GPU-" and "MIG-" UUIDs alike.
 inline constexpr unsigned int kUuidBufferSize = 96;
 
+// nvmlProcessInfo_v1_t: what the unversioned nvmlDeviceGetComputeRunningProcesses fills.
+struct ProcessInfoV1 {
+  unsigned int pid;
+  unsigned long long used_gpu_memory;
+};
+
+// nvmlProcessInfo_t (= nvmlProcessInfo_v2_t): what nvmlDeviceGetComputeRunningProcesses_v3 fills;
+// the two ids name the MIG instance the process runs in.
+struct ProcessInfo {
+  unsigned int pid;
+  unsigned long long used_gpu_memory;
+  unsigned int gpu_instance_id;
+  unsigned int compute_instance_id;
+};
+static_assert(sizeof(ProcessInfoV1) == 16 && sizeof(ProcessInfo) == 24, "NVML's process records");
+
+// NVML_VALUE_NOT_AVAILABLE: a used_gpu_memory the driver cannot tell.
+inline constexpr unsigned long long kValueNotAvailable = ~0ull;
+
 using GetMemoryInfoFn = Return (*)(Device, Memory*);
 using GetMemoryInfoV2Fn = Return (*)(Device, MemoryV2*);
 using GetUuidFn = Return (*)(Device, char*, unsigned int);
+// nvmlDeviceGetComputeRunningProcesses(_v3): *count is the room in, the number of processes out;
+// kErrorInsufficientSize when the room is short (then *count is what it needs).
+using GetComputeRunningProcessesFn = Return (*)(Device, unsigned int*, ProcessInfo*);
+using GetComputeRunningProcessesV1Fn = Return (*)(Device, unsigned int*, ProcessInfoV1*);
 
 }  // namespace gpushare::nvml
