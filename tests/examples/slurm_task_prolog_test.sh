@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# examples/slurm/gpushare-task-prolog.sh with a fake job's environment: its output is applied as
+# examples/slurm/daemonless/gpushare-task-prolog.sh with a fake job's environment: its output is applied as
 # slurmstepd applies it, the job's tasks run under it on the fake driver, and the quota, the
 # policy and the tenant's name show in `gpushare status --json`. Bad values: a message and no
 # export at all.
@@ -7,7 +7,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-prolog=$EXAMPLES_SOURCE_DIR/examples/slurm/gpushare-task-prolog.sh
+prolog=$EXAMPLES_SOURCE_DIR/examples/slurm/daemonless/gpushare-task-prolog.sh
 if [[ -e /etc/gpushare/slurm-task-prolog.conf ]]; then
   echo "FAIL: /etc/gpushare/slurm-task-prolog.conf exists here and would override this test's settings" >&2
   exit 1
@@ -142,7 +142,7 @@ echo "GPUSHARE_MEMORY_LIMIT=1TiB" >>"$work/prolog.conf"
 run_prolog SLURM_JOB_ID=5 SLURM_SHARDS_ON_NODE=3
 expect_eq "site file: an unknown name exports nothing" "$(grep -c '^export ' <<<"$out" || true)" 0
 expect_contains "site file: an unknown name is reported" "$err" "unknown setting 'GPUSHARE_MEMORY_LIMIT'"
-prolog=$EXAMPLES_SOURCE_DIR/examples/slurm/gpushare-task-prolog.sh
+prolog=$EXAMPLES_SOURCE_DIR/examples/slurm/daemonless/gpushare-task-prolog.sh
 
 # A line break in a value cannot smuggle a line to Slurm.
 run_prolog SLURM_JOB_ID=99 CUDA_VISIBLE_DEVICES=0 GPUSHARE_MEMORY_LIMIT=$'1GiB\nexport LD_PRELOAD=/tmp/x.so'
