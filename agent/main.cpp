@@ -26,6 +26,7 @@
 #include "core/compute_slot_release.hpp"
 #include "core/shared_state.hpp"
 #include "server.hpp"
+#include "slice_service.hpp"
 #include "tenant_sessions.hpp"
 
 namespace {
@@ -87,6 +88,15 @@ gpushare::Result<gpushare::agent::Assignment> tenant_of(const gpushare::agent::P
   log_info(fmt::format("pid {} uid {}: tenant {} ({})", identity.pid, identity.uid, assignment.value().tenant,
                        assignment.value().reason));
   return assignment;
+}
+
+void serve_slice_message(gpushare::agent::SliceService& slices, std::uint32_t slot,
+                         const gpushare::agent::Message& message) {
+  if (const auto* wanted = std::get_if<gpushare::agent::SliceWanted>(&message)) slices.wanted(slot, wanted->gpu);
+  if (const auto* done = std::get_if<gpushare::agent::SliceDone>(&message)) {
+    slices.done(slot, done->gpu, done->slice_seen);
+  }
+  if (const auto* renew = std::get_if<gpushare::agent::SliceRenew>(&message)) slices.renew(slot, renew->gpu);
 }
 
 }  // namespace
@@ -179,12 +189,19 @@ int main(int argc, char** argv) {
       return tenant;
     };
   }
-  hooks.on_request = [&](const gpushare::agent::SocketPeer& peer, const gpushare::agent::Message& request) {
-    return sessions.handle(peer, request);
+  gpushare::agent::SliceService slices(*state.value(), [&sessions](std::uint32_t slot) { return sessions.slot_live(slot); });
+  hooks.on_request = [&](const gpushare::agent::SocketPeer& peer, const gpushare::agent::Message& request)
+      -> gpushare::Result<std::vector<gpushare::agent::Outgoing>> {
+    if (!gpushare::agent::is_slice_message(request)) return sessions.handle(peer, request);
+    // Never answered, not even with an error: the tenant does not wait for one.
+    if (const auto slot = sessions.slot_of(peer.connection_id)) serve_slice_message(slices, *slot, request);
+    return std::vector<gpushare::agent::Outgoing>{};
   };
   hooks.on_disconnect = [&](const gpushare::agent::SocketPeer& peer, gpushare::agent::DisconnectReason) {
     sessions.disconnected(peer.connection_id);
+    slices.slot_released();
   };
+  hooks.on_wake = [&slices] { return slices.tick(); };
   gpushare::agent::Server server(std::move(socket).value(), admin_gid, gpushare::agent::ServerLimits{},
                                  std::move(hooks));
   log_info(fmt::format("state {}; listening on {}{}", state_path, server.socket_path(),

@@ -129,6 +129,12 @@ void write_payload(Writer& out, const LeaseReply& reply) {
   out.u8(reply.granted ? 1 : 0);
 }
 void write_payload(Writer& out, const LeaseTrim& trim) { out.u32(trim.gpu); }
+void write_payload(Writer& out, const SliceWanted& wanted) { out.u32(wanted.gpu); }
+void write_payload(Writer& out, const SliceDone& done) {
+  out.u32(done.gpu);
+  out.u32(done.slice_seen);
+}
+void write_payload(Writer& out, const SliceRenew& renew) { out.u32(renew.gpu); }
 
 std::uint8_t read_flag(Reader& in, std::string_view what) {
   const std::uint8_t flag = in.u8();
@@ -229,8 +235,16 @@ MessageType message_type(const Message& message) {
         if constexpr (std::is_same_v<T, Lease>) return MessageType::kLease;
         if constexpr (std::is_same_v<T, LeaseReply>) return MessageType::kLeaseReply;
         if constexpr (std::is_same_v<T, LeaseTrim>) return MessageType::kLeaseTrim;
+        if constexpr (std::is_same_v<T, SliceWanted>) return MessageType::kSliceWanted;
+        if constexpr (std::is_same_v<T, SliceDone>) return MessageType::kSliceDone;
+        if constexpr (std::is_same_v<T, SliceRenew>) return MessageType::kSliceRenew;
       },
       message);
+}
+
+bool is_slice_message(const Message& message) {
+  return std::holds_alternative<SliceWanted>(message) || std::holds_alternative<SliceDone>(message) ||
+         std::holds_alternative<SliceRenew>(message);
 }
 
 std::string_view message_type_name(MessageType type) {
@@ -249,6 +263,9 @@ std::string_view message_type_name(MessageType type) {
     case MessageType::kLease: return "Lease";
     case MessageType::kLeaseReply: return "LeaseReply";
     case MessageType::kLeaseTrim: return "LeaseTrim";
+    case MessageType::kSliceWanted: return "SliceWanted";
+    case MessageType::kSliceDone: return "SliceDone";
+    case MessageType::kSliceRenew: return "SliceRenew";
   }
   return "unknown";
 }
@@ -316,6 +333,13 @@ Result<Message> decode_payload(MessageType type, std::string_view payload) {
       break;
     }
     case MessageType::kLeaseTrim: message = LeaseTrim{read_gpu(in)}; break;
+    case MessageType::kSliceWanted: message = SliceWanted{read_gpu(in)}; break;
+    case MessageType::kSliceDone: {
+      const std::uint32_t gpu = read_gpu(in);
+      message = SliceDone{gpu, in.u32()};
+      break;
+    }
+    case MessageType::kSliceRenew: message = SliceRenew{read_gpu(in)}; break;
     default: return Error{fmt::format("unknown message type {}", static_cast<unsigned>(type))};
   }
   if (auto error = in.finish(type)) return *error;

@@ -10,7 +10,8 @@
 //
 // A tenant process: Hello -> Welcome (its tenant), Join -> Joined (its slot, with its private page
 // passed alongside as a file descriptor), AttachGpu -> GpuAttached per GPU, then Lease -> LeaseReply
-// whenever its lease of quota on a GPU is too small, and LeaseTrim when it holds too much unspent.
+// whenever its lease of quota on a GPU is too small, and LeaseTrim when it holds too much unspent;
+// SliceWanted, SliceDone and SliceRenew for time slices (answered through the shared state).
 // New types take new numbers; old numbers never change.
 #pragma once
 
@@ -51,8 +52,11 @@ enum class MessageType : std::uint16_t {
   kLease = 12,        // tenant -> agent: more quota to spend on a GPU
   kLeaseReply = 13,   // agent -> tenant
   kLeaseTrim = 14,    // tenant -> agent: take back what is unspent beyond one lease (no answer)
+  kSliceWanted = 15,  // tenant -> agent: it has marked itself waiting for a GPU (no answer)
+  kSliceDone = 16,    // tenant -> agent: asked to hand over, it has drained (no answer)
+  kSliceRenew = 17,   // tenant -> agent: its slice is over (no answer)
 };
-inline constexpr std::uint16_t kLastMessageType = 14;
+inline constexpr std::uint16_t kLastMessageType = 17;
 // The unspent quota a process may keep on a GPU, for a tenant limit of `limit_bytes` (kUnlimited:
 // none): a sixty-fourth of the limit, between 2 MiB and 64 MiB. A process asks the agent to take
 // back what it holds beyond twice this (LeaseTrim).
@@ -161,10 +165,27 @@ struct LeaseTrim {
   friend bool operator==(const LeaseTrim&, const LeaseTrim&) = default;
 };
 
+// Time slices (core/compute_gate.hpp's SliceBroker, agent/slice_service.hpp).
+struct SliceWanted {
+  std::uint32_t gpu = 0;
+  friend bool operator==(const SliceWanted&, const SliceWanted&) = default;
+};
+struct SliceDone {
+  std::uint32_t gpu = 0;
+  std::uint32_t slice_seen = 0;  // the schedule's grant_seq when the process began to drain
+  friend bool operator==(const SliceDone&, const SliceDone&) = default;
+};
+struct SliceRenew {
+  std::uint32_t gpu = 0;
+  friend bool operator==(const SliceRenew&, const SliceRenew&) = default;
+};
+
 using Message = std::variant<Hello, Welcome, Ping, Pong, ErrorMessage, AdminRequest, AdminReply, Join, Joined,
-                             AttachGpu, GpuAttached, Lease, LeaseReply, LeaseTrim>;
+                             AttachGpu, GpuAttached, Lease, LeaseReply, LeaseTrim, SliceWanted, SliceDone, SliceRenew>;
 
 MessageType message_type(const Message& message);
+// SliceWanted, SliceDone or SliceRenew.
+bool is_slice_message(const Message& message);
 std::string_view message_type_name(MessageType type);
 
 // Header and payload, ready to write. REQUIRES: every string fits a u16 length and the payload

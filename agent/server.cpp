@@ -240,7 +240,8 @@ void Server::handle_message(Client& client, const Message& message) {
   }
   const MessageType type = message_type(message);
   if (type == MessageType::kJoin || type == MessageType::kAttachGpu || type == MessageType::kLease ||
-      type == MessageType::kLeaseTrim) {
+      type == MessageType::kLeaseTrim || type == MessageType::kSliceWanted || type == MessageType::kSliceDone ||
+      type == MessageType::kSliceRenew) {
     if (!hooks_.on_request) return send(client, ErrorMessage{ErrorCode::kRequestFailed, "no tenants are served"});
     auto answers = hooks_.on_request(client.peer, message);
     if (!answers) return send(client, ErrorMessage{ErrorCode::kRequestFailed, answers.error().message});

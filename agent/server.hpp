@@ -54,7 +54,7 @@ struct ServerHooks {
   // The tenant of a peer that said Hello, or an Error saying why it is refused (its Welcome then
   // says so and the connection closes). Unset: every peer is welcomed without a tenant.
   std::function<Result<std::string>(const SocketPeer& peer)> assign_tenant;
-  // A welcomed tenant's request (Join, AttachGpu, Lease, LeaseTrim): the answers, or an Error that
+  // A welcomed tenant's request (Join, AttachGpu, Lease, LeaseTrim, Slice*): the answers, or an Error that
   // is sent as kRequestFailed. Unset: such requests are answered with an Error.
   std::function<Result<std::vector<Outgoing>>(const SocketPeer& peer, const Message& request)> on_request;
   // Called after every round of the loop; returns how long the loop may sleep before the next call.

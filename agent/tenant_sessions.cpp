@@ -29,6 +29,25 @@ Settings wishes_of(const Join& join) {
 
 std::vector<Outgoing> answer(Message message) { return {Outgoing{std::move(message), {}}}; }
 
+// Marks a slot's lease and ledger bytes as moving (ProcessSlot::lease_seq odd) for its lifetime.
+// Nested moves of one slot count once.
+class LeaseMove {
+ public:
+  explicit LeaseMove(layout::ProcessSlot& slot) : seq_(slot.lease_seq) {
+    outer_ = (seq_.load(std::memory_order_relaxed) & 1) == 0;
+    if (outer_) seq_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  ~LeaseMove() {
+    if (outer_) seq_.fetch_add(1, std::memory_order_release);
+  }
+  LeaseMove(const LeaseMove&) = delete;
+  LeaseMove& operator=(const LeaseMove&) = delete;
+
+ private:
+  std::atomic<std::uint32_t>& seq_;
+  bool outer_ = false;
+};
+
 }  // namespace
 
 struct TenantSessions::Session {
@@ -92,8 +111,10 @@ Result<std::vector<Outgoing>> TenantSessions::join(const SocketPeer& peer, Sessi
   if (!membership) return membership.error();
   session.membership = std::move(membership).value();
   const std::uint32_t slot = session.membership->slot_index();
+  live_slots_.set(slot);
   state_.state().slots[slot].pid.store(static_cast<std::uint64_t>(peer.credentials.pid), kRelaxed);
   if (auto mapped = map_page(session); !mapped) {
+    live_slots_.reset(slot);
     session.membership.reset();
     return mapped.error();
   }
@@ -123,6 +144,7 @@ Result<std::vector<Outgoing>> TenantSessions::attach(Session& session, const Att
 
 std::uint64_t TenantSessions::take_back_lease(Session& session, std::uint32_t gpu, std::uint64_t keep) {
   auto& slot = state_.state().slots[session.membership->slot_index()];
+  const LeaseMove moving(slot);
   const std::int64_t written = slot.lease_left_bytes[gpu].exchange(0, kRelaxed);
   const std::uint64_t unspent =
       std::min<std::uint64_t>(static_cast<std::uint64_t>(std::max<std::int64_t>(written, 0)),
@@ -140,6 +162,7 @@ Result<std::vector<Outgoing>> TenantSessions::lease(Session& session, const Leas
   const std::uint64_t chunk = lease_chunk_bytes(limit.load(kRelaxed));
   SlotLedger ledger(state_.state(), session.membership->slot_index(), session.membership->tenant_index());
   const auto granted = [&] { return LeaseReply{gpu, true}; };
+  const LeaseMove moving(state_.state().slots[session.membership->slot_index()]);
   take_back_lease(session, gpu);
   // The bytes asked for and a lease beside them, else only the bytes.
   if (request.bytes <= UINT64_MAX - chunk) {
@@ -179,11 +202,22 @@ void TenantSessions::trim(Session& session, std::uint32_t gpu) {
   take_back_lease(session, gpu, lease_chunk_bytes(limit.load(kRelaxed)));
 }
 
+std::optional<std::uint32_t> TenantSessions::slot_of(std::uint64_t connection_id) const {
+  const auto found = sessions_.find(connection_id);
+  if (found == sessions_.end() || !found->second->membership) return std::nullopt;
+  return found->second->membership->slot_index();
+}
+
+bool TenantSessions::slot_live(std::uint32_t slot) const {
+  return slot < layout::kMaxSlots && live_slots_.test(slot);
+}
+
 void TenantSessions::disconnected(std::uint64_t connection_id) {
   const auto found = sessions_.find(connection_id);
   if (found == sessions_.end()) return;
   Session& session = *found->second;
   // Leaving returns every byte the slot holds, leases included, and the slice (the registry's hooks).
+  if (session.membership) live_slots_.reset(session.membership->slot_index());
   session.membership.reset();
   unmap_page(session);
   sessions_.erase(found);

@@ -12,8 +12,10 @@
 // to what the slot holds.
 #pragma once
 
+#include <bitset>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +48,10 @@ class TenantSessions {
   void disconnected(std::uint64_t connection_id);
 
   std::size_t session_count() const { return sessions_.size(); }
+  // The slot of a connection that has joined.
+  std::optional<std::uint32_t> slot_of(std::uint64_t connection_id) const;
+  // Whether a slot belongs to a connected process.
+  bool slot_live(std::uint32_t slot) const;
 
  private:
   struct Session;
@@ -62,6 +68,7 @@ class TenantSessions {
   int state_fd_ = -1;       // read-write: for mapping a slot's file page back
   int state_read_fd_ = -1;  // read-only: passed to each process with Joined
   std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
+  std::bitset<layout::kMaxSlots> live_slots_;
 };
 
 }  // namespace gpushare::agent

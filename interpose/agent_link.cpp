@@ -101,11 +101,16 @@ AgentLink::~AgentLink() = default;
 
 Result<agent::Message> AgentLink::exchange(const agent::Message& request) {
   std::lock_guard lock(exchange_mutex_);
-  if (broken_) return Error{"the link to the agent is broken"};
+  if (broken_.load(kRelaxed)) return Error{"the link to the agent is broken"};
   auto sent = connection_.send(request, kExchangeDeadline);
   auto answer = sent ? connection_.receive(kExchangeDeadline) : Result<agent::Message>(sent.error());
-  if (!answer) broken_ = true;
+  if (!answer) broken_.store(true, kRelaxed);
   return answer;
+}
+
+void AgentLink::notify(const agent::Message& message) {
+  std::lock_guard lock(exchange_mutex_);
+  if (!broken_.load(kRelaxed) && !connection_.send(message, kExchangeDeadline)) broken_.store(true, kRelaxed);
 }
 
 Result<TenantMembership::Attached> AgentLink::attach_gpu(const GpuUuid& uuid, int ordinal, std::uint64_t physical_bytes,
@@ -146,8 +151,7 @@ Status AgentLink::release(std::uint32_t gpu, std::uint64_t bytes) {
   const std::int64_t now_left = lease_left(gpu).fetch_add(returned, kRelaxed) + returned;
   const auto limit = state_->state().tenants[tenant_index_].ledger[gpu].limit_bytes.load(kRelaxed);
   if (now_left > 0 && static_cast<std::uint64_t>(now_left) > 2 * agent::lease_chunk_bytes(limit)) {
-    std::lock_guard lock(exchange_mutex_);
-    if (!broken_ && !connection_.send(agent::LeaseTrim{gpu}, kExchangeDeadline)) broken_ = true;
+    notify(agent::LeaseTrim{gpu});
   }
   return Ok{};
 }
@@ -156,8 +160,16 @@ MemoryView AgentLink::view(std::uint32_t gpu) const {
   if (gpu >= layout::kMaxGpus) return {};
   const auto& slot = state_->state().slots[slot_];
   const auto& ledger = state_->state().tenants[tenant_index_].ledger[gpu];
-  const std::int64_t left = slot.lease_left_bytes[gpu].load(kRelaxed);
-  const std::uint64_t used = ledger.used_bytes.load(kRelaxed);
+  // The agent may be moving this process's unspent lease back into the ledger: read both between
+  // two equal, even values of lease_seq (a few tries; the move takes microseconds).
+  std::int64_t left = 0;
+  std::uint64_t used = 0;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const std::uint32_t before = slot.lease_seq.load(std::memory_order_acquire);
+    left = slot.lease_left_bytes[gpu].load(std::memory_order_acquire);
+    used = ledger.used_bytes.load(std::memory_order_acquire);
+    if ((before & 1) == 0 && slot.lease_seq.load(std::memory_order_acquire) == before) break;
+  }
   const std::uint64_t unspent = left > 0 ? static_cast<std::uint64_t>(left) : 0;
   return {ledger.limit_bytes.load(kRelaxed), used > unspent ? used - unspent : 0};
 }

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "connection.hpp"
+#include "core/compute_gate.hpp"
 #include "core/memory_ledger.hpp"
 #include "core/registry.hpp"
 #include "core/settings.hpp"
@@ -33,7 +34,7 @@ namespace gpushare::interpose {
 std::optional<std::string> agent_socket_path();
 inline constexpr const char* kDefaultAgentSocket = "/run/gpushare/agent.sock";
 
-class AgentLink {
+class AgentLink final : public SliceBroker {
  public:
   // Connects, is told its tenant, joins (sending its own wishes, which may only lower its limits)
   // and maps the state and its page.
@@ -58,17 +59,25 @@ class AgentLink {
   // For a child after fork(): the connection is the parent's; closes the child's copy only.
   void abandon();
 
+  // SliceBroker: time slices are the agent's to decide.
+  void wanted(std::uint32_t gpu) override { notify(agent::SliceWanted{gpu}); }
+  void done(std::uint32_t gpu, std::uint32_t slice_seen) override { notify(agent::SliceDone{gpu, slice_seen}); }
+  void renew(std::uint32_t gpu) override { notify(agent::SliceRenew{gpu}); }
+  bool usable() const override { return !broken_.load(std::memory_order_relaxed); }
+
  private:
   AgentLink(agent::AgentConnection connection) : connection_(std::move(connection)) {}
   // One request and its answer, under the exchange mutex.
   Result<agent::Message> exchange(const agent::Message& request);
+  // A message that has no answer.
+  void notify(const agent::Message& message);
   std::atomic<std::int64_t>& lease_left(std::uint32_t gpu) {
     return state_->state().slots[slot_].lease_left_bytes[gpu];
   }
 
   agent::AgentConnection connection_;
   std::mutex exchange_mutex_;
-  bool broken_ = false;  // guarded by exchange_mutex_
+  std::atomic<bool> broken_{false};  // set under exchange_mutex_
   std::unique_ptr<SharedState> state_;
   std::uint32_t slot_ = 0;
   std::uint32_t tenant_index_ = 0;

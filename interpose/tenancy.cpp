@@ -145,6 +145,7 @@ std::string Tenancy::start_with_agent(const std::string& socket_path, const Sett
   if (!link) return link.error().message;
   agent_ = std::move(link).value();
   tenant_ = agent_->tenant_name();
+  gate_ = std::make_unique<ComputeGate>(agent_->shared_state(), agent_->slot_index(), ArbiterTiming{}, agent_.get());
   const ComputePolicyValues& in_force = agent_->compute_policy();
   log(LogLevel::kInfo, "joined tenant '{}' through the agent at {} (slot {}; share {}%, limit {}%, priority {})",
       tenant_, socket_path, agent_->slot_index(), in_force.share_pct, in_force.limit_pct,

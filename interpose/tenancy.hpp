@@ -72,8 +72,7 @@ class Tenancy {
   }
   MemoryView view(std::uint32_t gpu) const { return agent_ ? agent_->view(gpu) : membership_->view(gpu); }
   std::uint32_t tenant_index() const { return agent_ ? agent_->tenant_index() : membership_->tenant_index(); }
-  // Whether launches are gated here. In isolation mode the agent is to decide the slices; until it
-  // does, launches pass ungated.
+  // Whether launches are gated here (not before the tenancy has joined).
   bool gates_launches() const { return gate_ != nullptr; }
   // REQUIRES: gates_launches().
   ComputeGate& gate() { return *gate_; }

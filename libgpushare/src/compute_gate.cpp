@@ -17,9 +17,8 @@ constexpr auto kAcquire = std::memory_order_acquire;
 // 0 is no gate: a LaneClaim starts there.
 std::atomic<std::uint64_t> g_next_gate_id{1};
 
-// The arbiter's HolderStandsStill for real processes: the holder's threads are fenced (the global
-// membarrier, for which its slot says it registered) and the lanes looked at once; where that
-// cannot be done, the lanes are watched for kStoreVisibleNs.
+}  // namespace
+
 bool fenced_or_watched_still(const layout::ProcessSlot& holder, std::uint32_t gpu, std::uint64_t seen) {
   const layout::SlotCompute& compute = holder.compute[gpu];
   if (holder.fenced.load(kRelaxed) != 0 && fence::registered_processes()) return layout::activity_of(compute) == seen;
@@ -29,16 +28,16 @@ bool fenced_or_watched_still(const layout::ProcessSlot& holder, std::uint32_t gp
   } while (monotonic_now_ns() < until);
   return true;
 }
-}  // namespace
 
-ComputeGate::ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing)
+ComputeGate::ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing, SliceBroker* broker)
     : state_(state),
       slot_(slot),
       tenant_(state.state().slots[slot].tenant_index.load(kRelaxed)),
       id_(g_next_gate_id.fetch_add(1, kRelaxed)),
       fenced_own_(fence::register_process_for_own()),
       timing_(timing),
-      probe_file_(OwnFileDescription::open_read_write(state.descriptor_path())) {
+      probe_file_(OwnFileDescription::open_read_write(state.descriptor_path())),
+      broker_(broker) {
   // Registering again (a second gate in the process, or after a fork: the child inherits its
   // parent's registration) is harmless. Stored either way: only a registered process's slot may
   // say so, whatever an earlier owner left there.
@@ -94,6 +93,7 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
 }
 
 Status ComputeGate::release_if_wanted(std::uint32_t gpu, const Drain& drain, std::uint64_t now) {
+  if (broker_ != nullptr) return release_if_wanted_brokered(gpu, drain, now);
   const GpuSchedule& schedule = state_.state().schedules[gpu];
   const std::uint32_t word = schedule.holder_word.load(kAcquire);
   if (layout::holder_slot(word) != slot_) return Ok{};
@@ -106,16 +106,19 @@ Status ComputeGate::release_if_wanted(std::uint32_t gpu, const Drain& drain, std
 void ComputeGate::mark_waiting(std::uint32_t gpu, std::uint64_t now) {
   std::uint64_t unmarked = 0;
   if (slot_compute(gpu).waiting_since_ns.compare_exchange_strong(unmarked, std::max<std::uint64_t>(now, 1),
-                                                                  std::memory_order_seq_cst)) {
+                                                                  std::memory_order_seq_cst) &&
+      broker_ == nullptr) {  // the agent counts the marks itself
     state_.state().schedules[gpu].waiting.fetch_add(1, kRelaxed);
   }
 }
 
 bool ComputeGate::unmark_waiting(std::uint32_t gpu) {
+  if (broker_ != nullptr) return slot_compute(gpu).waiting_since_ns.exchange(0, std::memory_order_seq_cst) != 0;
   return take_waiting_mark(state_.state().schedules[gpu], slot_compute(gpu));
 }
 
 Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
+  if (broker_ != nullptr) return acquire_brokered(gpu, drain);
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
   const std::uint64_t started = monotonic_now_ns();
@@ -179,6 +182,7 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint6
   // The slice may have gone while the caller waited (in the in-flight bound): then the slice end
   // below is someone else's.
   if (!holds(gpu)) return acquire(gpu, drain);
+  if (broker_ != nullptr) return checkpoint_brokered(gpu, drain, now);
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
   if (now < slice_end_of(schedule, now)) return Ok{};

@@ -36,8 +36,8 @@ class Isolation : public ::testing::Test {
     // Ready files of tenants running as nobody.
     std::filesystem::create_directory(drop_);
     ::chmod(drop_.c_str(), 0777);
-    std::ofstream(policy_) << "[tenant.night]\nuids = [65534]\nmemory = \"64MiB\"\n\n"
-                              "[tenant.racers]\nuids = [65533]\nmemory = \"100MiB\"\n\n"
+    std::ofstream(policy_) << "[tenant.night]\nuids = [65534]\nmemory = \"64MiB\"\nshare = 30\n\n"
+                              "[tenant.racers]\nuids = [65533]\nmemory = \"100MiB\"\nshare = 70\n\n"
                               "[default]\nrefuse = true\n";
     agent_ = std::make_unique<Process>(std::vector<std::string>{GPUSHARE_TEST_TOOL, "agent", "--socket", socket_,
                                                                 "--state", state_, "--policy", policy_},
@@ -135,6 +135,27 @@ TEST_F(Isolation, KillingATenantReturnsItsBytesAtOnce) {
   }
   const ProcessResult r = gpushare::testing::run(as_user(65534, probe({"fill", std::to_string(kMiB)})), tenant_env());
   EXPECT_EQ(output_u64(r.out, "allocated"), 64 * kMiB) << r.out << r.err;
+}
+
+// The agent decides the slices with the daemonless arbiter: the policy's 30/70 holds while both
+// saturate the GPU, and neither tenant writes the schedule.
+TEST_F(Isolation, TheAgentsSlicesKeepThePolicysShares) {
+  const std::string engine = drop("engine");
+  std::ofstream{engine};
+  ::chmod(engine.c_str(), 0666);
+  const Env env = tenant_env({{"FAKE_CUDA_ENGINE", engine}});
+  const std::vector<std::string> workload{GPUSHARE_TEST_WORKLOAD, "linked", "saturate", "4", "1000"};
+  Process thirty(as_user(65534, workload), env);
+  Process seventy(as_user(65533, workload), env);
+  const ProcessResult a = thirty.wait(60s);
+  const ProcessResult b = seventy.wait(60s);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  const double a_us = gpushare::testing::output_double(a.out, "kernel_us").value_or(0);
+  const double b_us = gpushare::testing::output_double(b.out, "kernel_us").value_or(0);
+  ASSERT_GT(a_us + b_us, 0) << a.out << b.out;
+  std::printf("share night %.3f racers %.3f\n", a_us / (a_us + b_us), b_us / (a_us + b_us));
+  EXPECT_NEAR(a_us / (a_us + b_us), 0.30, 0.03) << a.out << b.out;
 }
 
 TEST_F(Isolation, AProcessNoRuleMatchesIsRefused) {

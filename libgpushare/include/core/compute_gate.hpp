@@ -35,11 +35,35 @@ struct LaneClaim {
   unsigned lane = 0;
 };
 
+// Isolation mode: the node agent alone writes the schedule, so a gate whose process maps the state
+// read-only tells the agent what it would otherwise do itself (compute_gate_brokered.cpp). Each is
+// a message that needs no answer: the process watches the holder word, as it always does.
+class SliceBroker {
+ public:
+  virtual ~SliceBroker() = default;
+  // The process has marked itself waiting for `gpu` (its own waiting mark): decide.
+  virtual void wanted(std::uint32_t gpu) = 0;
+  // The process, asked to hand over, has drained its work: end the slice granted as `slice_seen`
+  // (grant_seq) if it is still the one in force.
+  virtual void done(std::uint32_t gpu, std::uint32_t slice_seen) = 0;
+  // The holder's slice is over: renew it if nobody else waits, else ask it to hand over.
+  virtual void renew(std::uint32_t gpu) = 0;
+  // False once the agent cannot be told (gone): the slow paths fail and launches pass ungated.
+  virtual bool usable() const = 0;
+};
+
+// The arbiter's HolderStandsStill for real processes: the holder's threads are fenced (the global
+// membarrier, for which its slot says it registered) and the lanes looked at once; where that
+// cannot be done, the lanes are watched for kStoreVisibleNs.
+bool fenced_or_watched_still(const layout::ProcessSlot& holder, std::uint32_t gpu, std::uint64_t seen);
+
 class ComputeGate {
  public:
   // `drain` waits until everything this process submitted to the GPU has finished.
   using Drain = std::function<void(std::uint32_t gpu)>;
-  ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing = {});
+  // `broker`: null in the daemonless mode (this process decides under the schedule mutex), else the
+  // agent's messenger (isolation mode), which must outlive the gate.
+  ComputeGate(SharedState& state, std::uint32_t slot, ArbiterTiming timing = {}, SliceBroker* broker = nullptr);
   ComputeGate(const ComputeGate&) = delete;
   ComputeGate& operator=(const ComputeGate&) = delete;
 
@@ -121,6 +145,13 @@ class ComputeGate {
 
  private:
   Status hand_over(std::uint32_t gpu, const Drain& drain);
+  // The same slow paths when the agent decides (compute_gate_brokered.cpp).
+  Status acquire_brokered(std::uint32_t gpu, const Drain& drain);
+  Status checkpoint_brokered(std::uint32_t gpu, const Drain& drain, std::uint64_t now);
+  Status release_if_wanted_brokered(std::uint32_t gpu, const Drain& drain, std::uint64_t now);
+  Status hand_over_brokered(std::uint32_t gpu, const Drain& drain);
+  // Asks the agent to renew or end the slice, once per slice.
+  void ask_renewal(std::uint32_t gpu);
   // The process's waiting mark on the GPU (SlotCompute::waiting_since_ns, shared by its threads)
   // and the GPU's count of waiters move together: whoever sets the mark counts it, whoever takes
   // it away (a thread taking a grant up, the arbiter withdrawing an untaken grant, a sweep) uncounts
@@ -143,7 +174,10 @@ class ComputeGate {
   std::array<std::atomic<unsigned>, layout::kMaxGpus> lanes_claimed_{};  // per GPU
   bool fenced_own_;  // registered for fence::own_threads
   ArbiterTiming timing_;
-  OwnFileDescription probe_file_;  // of the state file, for liveness probes
+  OwnFileDescription probe_file_;  // of the state file, for liveness probes (daemonless mode)
+  SliceBroker* broker_;
+  // Per GPU: the slice (grant_seq) for which a renewal was last asked of the broker.
+  std::array<std::atomic<std::uint32_t>, layout::kMaxGpus> renewal_asked_{};
 };
 
 }  // namespace gpushare

@@ -233,6 +233,10 @@ struct alignas(kSlotPageBytes) ProcessSlot {
   // Bit g set while the owner has GPU record g attached (it keeps the index for its lifetime): a
   // record no live slot has attached may be given to another GPU. Guarded by registry_mutex.
   std::atomic<std::uint32_t> gpus_attached;
+  // Isolation mode: odd while the agent moves unspent lease (lease_left_bytes) back into the
+  // ledger, so that a reader of both (the owner's view of its tenant's use) retries instead of
+  // seeing the bytes in neither or in both.
+  std::atomic<std::uint32_t> lease_seq;
 
   // --- The owner's page ---
   alignas(kSlotPageBytes) SlotCompute compute[kMaxGpus];
