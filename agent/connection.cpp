@@ -87,12 +87,26 @@ ssize_t AgentConnection::receive_some(char* buffer, std::size_t size) {
   return received;
 }
 
-Status AgentConnection::send(const Message& message, std::chrono::milliseconds timeout) {
+Status AgentConnection::send(const Message& message, std::chrono::milliseconds timeout, int fd) {
   const std::string bytes = encode(message);
   const auto deadline = Clock::now() + timeout;
   std::size_t done = 0;
   while (done < bytes.size()) {
-    const ssize_t sent = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+    iovec data{const_cast<char*>(bytes.data() + done), bytes.size() - done};
+    msghdr header{};
+    header.msg_iov = &data;
+    header.msg_iovlen = 1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    if (fd >= 0 && done == 0) {  // with the first byte of the message
+      header.msg_control = control;
+      header.msg_controllen = sizeof control;
+      cmsghdr* passed = CMSG_FIRSTHDR(&header);
+      passed->cmsg_level = SOL_SOCKET;
+      passed->cmsg_type = SCM_RIGHTS;
+      passed->cmsg_len = CMSG_LEN(sizeof(int));
+      std::memcpy(CMSG_DATA(passed), &fd, sizeof(int));
+    }
+    const ssize_t sent = ::sendmsg(fd_, &header, MSG_NOSIGNAL);
     if (sent >= 0) {
       done += static_cast<std::size_t>(sent);
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {

@@ -21,7 +21,8 @@ class AgentConnection {
   AgentConnection(const AgentConnection&) = delete;
   ~AgentConnection();
 
-  Status send(const Message& message, std::chrono::milliseconds timeout);
+  // `fd`: a descriptor to pass with the message (SCM_RIGHTS), -1 for none.
+  Status send(const Message& message, std::chrono::milliseconds timeout, int fd = -1);
   // The next message from the agent; an Error when none arrives in time, the agent closed the
   // connection, or its bytes do not decode.
   Result<Message> receive(std::chrono::milliseconds timeout);

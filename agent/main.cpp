@@ -24,7 +24,9 @@
 #include "listen_socket.hpp"
 #include "policy.hpp"
 #include "core/compute_slot_release.hpp"
+#include "core/registry.hpp"
 #include "core/shared_state.hpp"
+#include "recovery.hpp"
 #include "server.hpp"
 #include "slice_service.hpp"
 #include "tenant_sessions.hpp"
@@ -170,7 +172,17 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "gpushare-agent: --state: {}\n", state.error().message);
     return kExitFailure;
   }
+  // Slots of a previous agent's processes wait this long for them to come back (recovery.hpp).
+  auto recovery = gpushare::agent::Recovery::begin(*state.value(), std::chrono::milliseconds(2000));
+  if (!recovery) {
+    fmt::print(stderr, "gpushare-agent: {}\n", recovery.error().message);
+    return kExitFailure;
+  }
+  if (const std::size_t waiting = recovery.value()->pending(); waiting > 0) {
+    log_info(fmt::format("{} processes of the previous agent may rejoin within 2 s", waiting));
+  }
   gpushare::agent::TenantSessions sessions(*state.value());
+  sessions.set_recovery(recovery.value().get());
 
   auto socket = gpushare::agent::ListenSocket::create(socket_path);
   if (!socket) {
@@ -190,9 +202,9 @@ int main(int argc, char** argv) {
     };
   }
   gpushare::agent::SliceService slices(*state.value(), [&sessions](std::uint32_t slot) { return sessions.slot_live(slot); });
-  hooks.on_request = [&](const gpushare::agent::SocketPeer& peer, const gpushare::agent::Message& request)
-      -> gpushare::Result<std::vector<gpushare::agent::Outgoing>> {
-    if (!gpushare::agent::is_slice_message(request)) return sessions.handle(peer, request);
+  hooks.on_request = [&](const gpushare::agent::SocketPeer& peer, const gpushare::agent::Message& request,
+                         std::vector<int>& passed_fds) -> gpushare::Result<std::vector<gpushare::agent::Outgoing>> {
+    if (!gpushare::agent::is_slice_message(request)) return sessions.handle(peer, request, passed_fds);
     // Never answered, not even with an error: the tenant does not wait for one.
     if (const auto slot = sessions.slot_of(peer.connection_id)) serve_slice_message(slices, *slot, request);
     return std::vector<gpushare::agent::Outgoing>{};
@@ -201,7 +213,18 @@ int main(int argc, char** argv) {
     sessions.disconnected(peer.connection_id);
     slices.slot_released();
   };
-  hooks.on_wake = [&slices] { return slices.tick(); };
+  hooks.on_wake = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    if (const std::size_t expired = recovery.value()->expire_if_due(now); expired > 0) {
+      const gpushare::ReclaimReport swept = gpushare::reclaim_dead_processes(*state.value());
+      log_info(fmt::format("{} processes of the previous agent did not rejoin: {} slots and {} bytes returned",
+                           expired, swept.processes, swept.bytes));
+      slices.slot_released();
+    }
+    auto wait = slices.tick();
+    if (recovery.value()->pending() > 0) wait = std::min(wait, recovery.value()->time_left(now));
+    return wait;
+  };
   gpushare::agent::Server server(std::move(socket).value(), admin_gid, gpushare::agent::ServerLimits{},
                                  std::move(hooks));
   log_info(fmt::format("state {}; listening on {}{}", state_path, server.socket_path(),

@@ -135,6 +135,10 @@ void write_payload(Writer& out, const SliceDone& done) {
   out.u32(done.slice_seen);
 }
 void write_payload(Writer& out, const SliceRenew& renew) { out.u32(renew.gpu); }
+void write_payload(Writer& out, const Rejoin& rejoin) {
+  out.u32(rejoin.slot);
+  out.u32(rejoin.tenant_index);
+}
 
 std::uint8_t read_flag(Reader& in, std::string_view what) {
   const std::uint8_t flag = in.u8();
@@ -238,6 +242,7 @@ MessageType message_type(const Message& message) {
         if constexpr (std::is_same_v<T, SliceWanted>) return MessageType::kSliceWanted;
         if constexpr (std::is_same_v<T, SliceDone>) return MessageType::kSliceDone;
         if constexpr (std::is_same_v<T, SliceRenew>) return MessageType::kSliceRenew;
+        if constexpr (std::is_same_v<T, Rejoin>) return MessageType::kRejoin;
       },
       message);
 }
@@ -266,6 +271,7 @@ std::string_view message_type_name(MessageType type) {
     case MessageType::kSliceWanted: return "SliceWanted";
     case MessageType::kSliceDone: return "SliceDone";
     case MessageType::kSliceRenew: return "SliceRenew";
+    case MessageType::kRejoin: return "Rejoin";
   }
   return "unknown";
 }
@@ -340,6 +346,11 @@ Result<Message> decode_payload(MessageType type, std::string_view payload) {
       break;
     }
     case MessageType::kSliceRenew: message = SliceRenew{read_gpu(in)}; break;
+    case MessageType::kRejoin: {
+      const std::uint32_t slot = in.u32();
+      message = Rejoin{slot, in.u32()};
+      break;
+    }
     default: return Error{fmt::format("unknown message type {}", static_cast<unsigned>(type))};
   }
   if (auto error = in.finish(type)) return *error;

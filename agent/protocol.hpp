@@ -11,7 +11,8 @@
 // A tenant process: Hello -> Welcome (its tenant), Join -> Joined (its slot, with its private page
 // passed alongside as a file descriptor), AttachGpu -> GpuAttached per GPU, then Lease -> LeaseReply
 // whenever its lease of quota on a GPU is too small, and LeaseTrim when it holds too much unspent;
-// SliceWanted, SliceDone and SliceRenew for time slices (answered through the shared state).
+// SliceWanted, SliceDone and SliceRenew for time slices (answered through the shared state). After
+// its agent died, Hello -> Welcome and Rejoin -> Joined (with the state only) with the next one.
 // New types take new numbers; old numbers never change.
 #pragma once
 
@@ -55,8 +56,9 @@ enum class MessageType : std::uint16_t {
   kSliceWanted = 15,  // tenant -> agent: it has marked itself waiting for a GPU (no answer)
   kSliceDone = 16,    // tenant -> agent: asked to hand over, it has drained (no answer)
   kSliceRenew = 17,   // tenant -> agent: its slice is over (no answer)
+  kRejoin = 18,       // tenant -> restarted agent, with its private page: answered with Joined
 };
-inline constexpr std::uint16_t kLastMessageType = 17;
+inline constexpr std::uint16_t kLastMessageType = 18;
 // The unspent quota a process may keep on a GPU, for a tenant limit of `limit_bytes` (kUnlimited:
 // none): a sixty-fourth of the limit, between 2 MiB and 64 MiB. A process asks the agent to take
 // back what it holds beyond twice this (LeaseTrim).
@@ -180,8 +182,16 @@ struct SliceRenew {
   friend bool operator==(const SliceRenew&, const SliceRenew&) = default;
 };
 
+// A process whose agent died, to the new one: the slot it had, for its tenant (its page passed along).
+struct Rejoin {
+  std::uint32_t slot = 0;
+  std::uint32_t tenant_index = 0;
+  friend bool operator==(const Rejoin&, const Rejoin&) = default;
+};
+
 using Message = std::variant<Hello, Welcome, Ping, Pong, ErrorMessage, AdminRequest, AdminReply, Join, Joined,
-                             AttachGpu, GpuAttached, Lease, LeaseReply, LeaseTrim, SliceWanted, SliceDone, SliceRenew>;
+                             AttachGpu, GpuAttached, Lease, LeaseReply, LeaseTrim, SliceWanted, SliceDone, SliceRenew,
+                             Rejoin>;
 
 MessageType message_type(const Message& message);
 // SliceWanted, SliceDone or SliceRenew.

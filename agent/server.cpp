@@ -47,6 +47,7 @@ struct Server::Client {
   std::string output;
   // Descriptors to pass, each group with the offset in `output` of the first byte of its message.
   std::vector<std::pair<std::size_t, std::vector<int>>> output_fds;
+  std::vector<int> input_fds;  // passed by the client, not yet used by a request
   Clock::time_point connected_at;
   std::optional<Clock::time_point> partial_since;  // part of a message has arrived since then
   std::optional<Clock::time_point> closing_since;  // an answer is being flushed before closing
@@ -164,7 +165,7 @@ void Server::accept_clients() {
 void Server::serve_readable(Client& client) {
   for (int round = 0; round < kReadsPerWakeup && !client.doom; ++round) {
     char chunk[kReadChunkBytes];
-    const ssize_t received = ::recv(client.fd, chunk, sizeof chunk, MSG_DONTWAIT);
+    const ssize_t received = receive_some(client, chunk, sizeof chunk);
     if (received == 0) {
       client.doom = {DisconnectReason::kClosedByPeer, ""};
       return;
@@ -193,6 +194,33 @@ void Server::serve_readable(Client& client) {
       client.partial_since = Clock::now();
     }
   }
+}
+
+// recv that also keeps what descriptors the client passes, a few at most (the rest are closed).
+ssize_t Server::receive_some(Client& client, char* buffer, std::size_t size) {
+  iovec data{buffer, size};
+  alignas(cmsghdr) char control[CMSG_SPACE(kMaxPassedFds * sizeof(int))];
+  msghdr header{};
+  header.msg_iov = &data;
+  header.msg_iovlen = 1;
+  header.msg_control = control;
+  header.msg_controllen = sizeof control;
+  const ssize_t received = ::recvmsg(client.fd, &header, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (received < 0) return received;
+  for (cmsghdr* message = CMSG_FIRSTHDR(&header); message != nullptr; message = CMSG_NXTHDR(&header, message)) {
+    if (message->cmsg_level != SOL_SOCKET || message->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (message->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int passed = -1;
+      std::memcpy(&passed, CMSG_DATA(message) + i * sizeof(int), sizeof(int));
+      if (client.input_fds.size() < kMaxPassedFds) {
+        client.input_fds.push_back(passed);
+      } else {
+        ::close(passed);
+      }
+    }
+  }
+  return received;
 }
 
 void Server::handle_message(Client& client, const Message& message) {
@@ -241,9 +269,11 @@ void Server::handle_message(Client& client, const Message& message) {
   const MessageType type = message_type(message);
   if (type == MessageType::kJoin || type == MessageType::kAttachGpu || type == MessageType::kLease ||
       type == MessageType::kLeaseTrim || type == MessageType::kSliceWanted || type == MessageType::kSliceDone ||
-      type == MessageType::kSliceRenew) {
+      type == MessageType::kSliceRenew || type == MessageType::kRejoin) {
     if (!hooks_.on_request) return send(client, ErrorMessage{ErrorCode::kRequestFailed, "no tenants are served"});
-    auto answers = hooks_.on_request(client.peer, message);
+    auto answers = hooks_.on_request(client.peer, message, client.input_fds);
+    for (const int unused : client.input_fds) ::close(unused);
+    client.input_fds.clear();
     if (!answers) return send(client, ErrorMessage{ErrorCode::kRequestFailed, answers.error().message});
     for (const Outgoing& answer : answers.value()) send(client, answer.message, answer.fds);
     return;
@@ -338,6 +368,7 @@ void Server::cut_off(int fd, DisconnectReason reason, std::string_view detail) {
   for (const auto& [offset, passed] : client->output_fds) {
     for (const int passed_fd : passed) ::close(passed_fd);
   }
+  for (const int passed_fd : client->input_fds) ::close(passed_fd);
   if (epoll_fd_ >= 0) ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   ::close(fd);
   if (hooks_.log_info) {

@@ -54,9 +54,13 @@ struct ServerHooks {
   // The tenant of a peer that said Hello, or an Error saying why it is refused (its Welcome then
   // says so and the connection closes). Unset: every peer is welcomed without a tenant.
   std::function<Result<std::string>(const SocketPeer& peer)> assign_tenant;
-  // A welcomed tenant's request (Join, AttachGpu, Lease, LeaseTrim, Slice*): the answers, or an Error that
-  // is sent as kRequestFailed. Unset: such requests are answered with an Error.
-  std::function<Result<std::vector<Outgoing>>(const SocketPeer& peer, const Message& request)> on_request;
+  // A welcomed tenant's request (Join, Rejoin, AttachGpu, Lease, LeaseTrim, Slice*): the answers, or
+  // an Error that is sent as kRequestFailed. Unset: such requests are answered with an Error.
+  // `passed_fds`: descriptors the client passed with its messages so far (at most kMaxPassedFds); the
+  // hook takes those it keeps out of the vector, the server closes the others after the call.
+  std::function<Result<std::vector<Outgoing>>(const SocketPeer& peer, const Message& request,
+                                              std::vector<int>& passed_fds)>
+      on_request;
   // Called after every round of the loop; returns how long the loop may sleep before the next call.
   std::function<std::chrono::milliseconds()> on_wake;
 };
@@ -88,6 +92,7 @@ class Server {
   void send(Client& client, const Message& message, const std::vector<int>& fds = {});
   void flush(Client& client);
   ssize_t send_some(Client& client);
+  ssize_t receive_some(Client& client, char* buffer, std::size_t size);
   void cut_off(int fd, DisconnectReason reason, std::string_view detail = {});
   void cut_off_stalled(Clock::time_point now);
   int wait_timeout_ms(Clock::time_point now) const;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "core/size.hpp"
+#include "core/tenant_name.hpp"
 #include "lower_only.hpp"
 
 namespace gpushare::agent {
@@ -89,11 +91,15 @@ void TenantSessions::assigned(const SocketPeer& peer, Assignment assignment) {
   session->assignment = std::move(assignment);
 }
 
-Result<std::vector<Outgoing>> TenantSessions::handle(const SocketPeer& peer, const Message& request) {
+Result<std::vector<Outgoing>> TenantSessions::handle(const SocketPeer& peer, const Message& request,
+                                                     std::vector<int>& passed_fds) {
   const auto found = sessions_.find(peer.connection_id);
   if (found == sessions_.end() || !found->second->assignment) return Error{"no tenant was assigned to this process"};
   Session& session = *found->second;
   if (const auto* join_request = std::get_if<Join>(&request)) return join(peer, session, *join_request);
+  if (const auto* rejoin_request = std::get_if<Rejoin>(&request)) {
+    return rejoin(peer, session, *rejoin_request, passed_fds);
+  }
   if (!session.membership) return Error{"Join first"};
   if (const auto* attach_request = std::get_if<AttachGpu>(&request)) return attach(session, *attach_request);
   if (const auto* lease_request = std::get_if<Lease>(&request)) return lease(session, *lease_request);
@@ -125,6 +131,57 @@ Result<std::vector<Outgoing>> TenantSessions::join(const SocketPeer& peer, Sessi
   Joined joined{slot, session.membership->tenant_index(), assignment.tenant, policy->share_pct, policy->limit_pct,
                 static_cast<std::uint8_t>(policy->priority)};
   return std::vector<Outgoing>{Outgoing{joined, {session.page_fd, state_read_fd_}}};
+}
+
+Result<std::vector<Outgoing>> TenantSessions::rejoin(const SocketPeer& peer, Session& session, const Rejoin& request,
+                                                     std::vector<int>& passed_fds) {
+  if (session.membership) return Error{"this process has joined already"};
+  layout::StateLayout& state = state_.state();
+  const std::uint32_t slot = request.slot;
+  if (slot >= layout::kMaxSlots || request.tenant_index >= layout::kMaxTenants) return Error{"slot or tenant out of range"};
+  const layout::ProcessSlot& record = state.slots[slot];
+  // The slot must be this process's: its pid (as the kernel told the previous agent) and tenant.
+  if (record.state.load(std::memory_order_acquire) != layout::kInUse ||
+      record.pid.load(kRelaxed) != static_cast<std::uint64_t>(peer.credentials.pid) ||
+      record.tenant_index.load(kRelaxed) != request.tenant_index ||
+      tenant_name_of(state.tenants[request.tenant_index]) != session.assignment->tenant) {
+    return Error{fmt::format("slot {} is not this process's", slot)};
+  }
+  if (passed_fds.empty()) return Error{"Rejoin came without the process's page"};
+  const int page = passed_fds.front();
+  struct stat info {};
+  const int seals = ::fcntl(page, F_GET_SEALS);
+  if (::fstat(page, &info) != 0 || info.st_size != static_cast<off_t>(layout::kSlotPageBytes) || seals < 0 ||
+      (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW)) {
+    return Error{"the page passed with Rejoin is not a sealed one-page memfd"};
+  }
+  if (recovery_ == nullptr || !recovery_->release_for_adoption(slot)) {
+    return Error{fmt::format("slot {} is not waiting for its process (too late?)", slot)};
+  }
+  auto adopted = TenantMembership::adopt(state_, slot);
+  if (!adopted) return adopted.error();
+  session.membership = std::move(adopted).value();
+  if (auto mapped = map_page_fd(session, page); !mapped) {
+    session.membership.reset();
+    return mapped.error();
+  }
+  passed_fds.erase(passed_fds.begin());
+  live_slots_.set(slot);
+  const std::uint32_t attached = record.gpus_attached.load(kRelaxed);
+  for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
+    if ((attached & (1u << gpu)) == 0) continue;
+    session.attached |= 1u << gpu;
+    session.limit_bytes[gpu] = state.tenants[request.tenant_index].ledger[gpu].limit_bytes.load(kRelaxed);
+  }
+  const auto& policy = state.tenants[request.tenant_index].compute_policy;
+  Joined joined{slot,
+                request.tenant_index,
+                session.assignment->tenant,
+                policy.share_pct.load(kRelaxed),
+                policy.limit_pct.load(kRelaxed),
+                static_cast<std::uint8_t>(layout::priority_class(policy.priority.load(kRelaxed)))};
+  fmt::print(stderr, "gpushare-agent: info: {}: rejoined slot {}\n", session.log_name, slot);
+  return std::vector<Outgoing>{Outgoing{joined, {state_read_fd_}}};
 }
 
 Result<std::vector<Outgoing>> TenantSessions::attach(Session& session, const AttachGpu& request) {
@@ -235,13 +292,17 @@ Status TenantSessions::map_page(Session& session) {
     ::close(fd);
     return Error{fmt::format("cannot make a slot page: {}", std::strerror(error))};
   }
-  void* where = &state_.state().slots[slot].compute;
-  void* mapped = ::mmap(where, layout::kSlotPageBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
-  if (mapped == MAP_FAILED) {
-    const int error = errno;
+  if (auto mapped = map_page_fd(session, fd); !mapped) {
     ::close(fd);
-    return Error{fmt::format("cannot map a slot page: {}", std::strerror(error))};
+    return mapped;
   }
+  return Ok{};
+}
+
+Status TenantSessions::map_page_fd(Session& session, int fd) {
+  void* where = &state_.state().slots[session.membership->slot_index()].compute;
+  void* mapped = ::mmap(where, layout::kSlotPageBytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+  if (mapped == MAP_FAILED) return Error{fmt::format("cannot map a slot page: {}", std::strerror(errno))};
   session.page_fd = fd;
   session.page = mapped;
   return Ok{};

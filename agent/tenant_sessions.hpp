@@ -25,6 +25,7 @@
 #include "core/shared_state.hpp"
 #include "identity.hpp"
 #include "listen_socket.hpp"
+#include "recovery.hpp"
 #include "server.hpp"
 
 namespace gpushare::agent {
@@ -42,8 +43,11 @@ class TenantSessions {
 
   // The policy's word on a connection, recorded when it said Hello.
   void assigned(const SocketPeer& peer, Assignment assignment);
-  // A tenant's request; the answers to send.
-  Result<std::vector<Outgoing>> handle(const SocketPeer& peer, const Message& request);
+  // A tenant's request; the answers to send. `passed_fds`: what the client passed (Rejoin's page);
+  // those kept are taken out.
+  Result<std::vector<Outgoing>> handle(const SocketPeer& peer, const Message& request, std::vector<int>& passed_fds);
+  // A restarted agent's slots waiting for their processes (null once there are none to wait for).
+  void set_recovery(Recovery* recovery) { recovery_ = recovery; }
   // The connection closed: its bytes and slot go back at once.
   void disconnected(std::uint64_t connection_id);
 
@@ -56,6 +60,10 @@ class TenantSessions {
  private:
   struct Session;
   Result<std::vector<Outgoing>> join(const SocketPeer& peer, Session& session, const Join& join);
+  Result<std::vector<Outgoing>> rejoin(const SocketPeer& peer, Session& session, const Rejoin& rejoin,
+                                       std::vector<int>& passed_fds);
+  // Maps `fd` (a one-page memfd) over the session's slot's owner page.
+  Status map_page_fd(Session& session, int fd);
   Result<std::vector<Outgoing>> attach(Session& session, const AttachGpu& attach);
   Result<std::vector<Outgoing>> lease(Session& session, const Lease& lease);
   void trim(Session& session, std::uint32_t gpu);
@@ -69,6 +77,7 @@ class TenantSessions {
   int state_read_fd_ = -1;  // read-only: passed to each process with Joined
   std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
   std::bitset<layout::kMaxSlots> live_slots_;
+  Recovery* recovery_ = nullptr;
 };
 
 }  // namespace gpushare::agent

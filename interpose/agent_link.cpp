@@ -1,5 +1,7 @@
 #include "agent_link.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -7,8 +9,11 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include <fmt/format.h>
+
+#include "log.hpp"
 
 namespace gpushare::interpose {
 namespace {
@@ -51,7 +56,9 @@ Result<std::unique_ptr<AgentLink>> AgentLink::connect(const std::string& socket_
   }
   auto connection = agent::AgentConnection::connect(socket_path);
   if (!connection) return connection.error();
-  std::unique_ptr<AgentLink> link(new AgentLink(std::move(connection).value()));
+  std::unique_ptr<AgentLink> link(
+      new AgentLink(std::make_unique<agent::AgentConnection>(std::move(connection).value())));
+  link->socket_path_ = socket_path;
 
   auto welcome = expect<agent::Welcome>(link->exchange(agent::Hello{agent::ClientKind::kTenant}));
   if (!welcome) return welcome.error();
@@ -65,8 +72,8 @@ Result<std::unique_ptr<AgentLink>> AgentLink::connect(const std::string& socket_
   }
   auto joined = expect<agent::Joined>(link->exchange(join));
   if (!joined) return joined.error();
-  const ClosedOnExit page{link->connection_.take_passed_fd()};
-  const int state_fd = link->connection_.take_passed_fd();
+  const ClosedOnExit page{link->connection_->take_passed_fd()};
+  const int state_fd = link->connection_->take_passed_fd();
   if (page.fd < 0 || state_fd < 0) {
     if (state_fd >= 0) ::close(state_fd);
     return Error{"the agent passed no state or page with Joined"};
@@ -74,6 +81,11 @@ Result<std::unique_ptr<AgentLink>> AgentLink::connect(const std::string& socket_
   if (joined->slot >= layout::kMaxSlots || joined->tenant_index >= layout::kMaxTenants) {
     ::close(state_fd);
     return Error{"the agent named a slot or tenant out of range"};
+  }
+  struct stat state_info {};
+  if (::fstat(state_fd, &state_info) == 0) {
+    link->state_device_ = state_info.st_dev;
+    link->state_inode_ = state_info.st_ino;
   }
   auto state = SharedState::open_descriptor(state_fd, socket_path + " (the agent's state)");
   if (!state) return state.error();
@@ -94,23 +106,77 @@ Result<std::unique_ptr<AgentLink>> AgentLink::connect(const std::string& socket_
       MAP_FAILED) {
     return Error{fmt::format("cannot map this process's page: {}", std::strerror(errno))};
   }
+  link->page_fd_ = ::fcntl(page.fd, F_DUPFD_CLOEXEC, 0);
+  // Never joined: the link lives as long as the process (the tenancy is never destroyed).
+  std::thread([raw = link.get()] { raw->watch(); }).detach();
   return link;
+}
+
+void AgentLink::mark_broken() {
+  if (!broken_.exchange(true, kRelaxed)) {
+    log(LogLevel::kWarn, "lost the agent at {}: running on this process's lease; allocations beyond it follow "
+        "GPUSHARE_ON_ERROR and launches are not gated until it is back", socket_path_);
+  }
+}
+
+void AgentLink::watch() {
+  for (;;) {
+    if (!broken_.load(kRelaxed)) {
+      pollfd entry{connection_->fd(), POLLRDHUP, 0};
+      if (::poll(&entry, 1, 1000) > 0 && (entry.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0) {
+        std::lock_guard lock(exchange_mutex_);
+        mark_broken();
+      }
+      continue;
+    }
+    ::usleep(100'000);
+    if (rejoin()) log(LogLevel::kInfo, "rejoined the agent at {} (slot {})", socket_path_, slot_);
+  }
+}
+
+bool AgentLink::rejoin() {
+  auto connected = agent::AgentConnection::connect(socket_path_);
+  if (!connected) return false;
+  auto connection = std::make_unique<agent::AgentConnection>(std::move(connected).value());
+  const auto ask = [&](const agent::Message& message, int fd = -1) -> Result<agent::Message> {
+    if (auto sent = connection->send(message, kExchangeDeadline, fd); !sent) return sent.error();
+    return connection->receive(kExchangeDeadline);
+  };
+  auto welcome = expect<agent::Welcome>(ask(agent::Hello{agent::ClientKind::kTenant}));
+  if (!welcome || !welcome->accepted) return false;
+  auto joined = expect<agent::Joined>(ask(agent::Rejoin{slot_, tenant_index_}, page_fd_));
+  if (!joined) {
+    log(LogLevel::kWarn, "the agent at {} does not take this process back: {}", socket_path_,
+        joined.error().message);
+    return false;
+  }
+  const ClosedOnExit state{connection->take_passed_fd()};
+  struct stat info {};
+  if (joined->slot != slot_ || state.fd < 0 || ::fstat(state.fd, &info) != 0 || info.st_dev != state_device_ ||
+      info.st_ino != state_inode_) {
+    log(LogLevel::kWarn, "the agent at {} serves another state file: this process stays without it", socket_path_);
+    return false;
+  }
+  std::lock_guard lock(exchange_mutex_);
+  connection_ = std::move(connection);
+  broken_.store(false, kRelaxed);
+  return true;
 }
 
 AgentLink::~AgentLink() = default;
 
 Result<agent::Message> AgentLink::exchange(const agent::Message& request) {
   std::lock_guard lock(exchange_mutex_);
-  if (broken_.load(kRelaxed)) return Error{"the link to the agent is broken"};
-  auto sent = connection_.send(request, kExchangeDeadline);
-  auto answer = sent ? connection_.receive(kExchangeDeadline) : Result<agent::Message>(sent.error());
-  if (!answer) broken_.store(true, kRelaxed);
+  if (broken_.load(kRelaxed)) return Error{"the agent is not reachable"};
+  auto sent = connection_->send(request, kExchangeDeadline);
+  auto answer = sent ? connection_->receive(kExchangeDeadline) : Result<agent::Message>(sent.error());
+  if (!answer) mark_broken();
   return answer;
 }
 
 void AgentLink::notify(const agent::Message& message) {
   std::lock_guard lock(exchange_mutex_);
-  if (!broken_.load(kRelaxed) && !connection_.send(message, kExchangeDeadline)) broken_.store(true, kRelaxed);
+  if (!broken_.load(kRelaxed) && !connection_->send(message, kExchangeDeadline)) mark_broken();
 }
 
 Result<TenantMembership::Attached> AgentLink::attach_gpu(const GpuUuid& uuid, int ordinal, std::uint64_t physical_bytes,
@@ -177,7 +243,8 @@ MemoryView AgentLink::view(std::uint32_t gpu) const {
 void AgentLink::abandon() {
   // The descriptor closes with the object, which the child never destroys: close it now, so that
   // the parent's death closes the agent's end.
-  ::close(connection_.fd());
+  ::close(connection_->fd());
+  if (page_fd_ >= 0) ::close(page_fd_);
 }
 
 }  // namespace gpushare::interpose

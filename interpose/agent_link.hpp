@@ -9,7 +9,11 @@
 // taken back every unspent lease of the tenant. Freed bytes go back to the lease; what is held
 // beyond two leases is handed back (LeaseTrim). One exchange with the agent at a time; each has a
 // deadline, after which the link counts as broken and every later request fails at once, so that
-// the caller applies GPUSHARE_ON_ERROR.
+// the caller applies GPUSHARE_ON_ERROR (launches pass ungated).
+//
+// When the agent dies the process keeps running: its lease and page are its own. A thread of the
+// link watches the socket; once it closes, the thread tries every 100 ms to rejoin a restarted
+// agent on the same state (Rejoin, with the page), which keeps the slot, its bytes and its GPUs.
 #pragma once
 
 #include <atomic>
@@ -19,6 +23,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+
+#include <sys/types.h>
 
 #include "connection.hpp"
 #include "core/compute_gate.hpp"
@@ -66,7 +72,11 @@ class AgentLink final : public SliceBroker {
   bool usable() const override { return !broken_.load(std::memory_order_relaxed); }
 
  private:
-  AgentLink(agent::AgentConnection connection) : connection_(std::move(connection)) {}
+  explicit AgentLink(std::unique_ptr<agent::AgentConnection> connection) : connection_(std::move(connection)) {}
+  // The watcher thread's loop, and one attempt to rejoin (true: the link works again).
+  void watch();
+  bool rejoin();
+  void mark_broken();
   // One request and its answer, under the exchange mutex.
   Result<agent::Message> exchange(const agent::Message& request);
   // A message that has no answer.
@@ -75,8 +85,12 @@ class AgentLink final : public SliceBroker {
     return state_->state().slots[slot_].lease_left_bytes[gpu];
   }
 
-  agent::AgentConnection connection_;
+  std::unique_ptr<agent::AgentConnection> connection_;  // replaced on a rejoin, under exchange_mutex_
   std::mutex exchange_mutex_;
+  std::string socket_path_;
+  int page_fd_ = -1;  // kept for a rejoin
+  dev_t state_device_ = 0;
+  ino_t state_inode_ = 0;
   std::atomic<bool> broken_{false};  // set under exchange_mutex_
   std::unique_ptr<SharedState> state_;
   std::uint32_t slot_ = 0;

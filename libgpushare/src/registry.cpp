@@ -274,6 +274,23 @@ Result<std::unique_ptr<TenantMembership>> TenantMembership::join(SharedState& sh
   return Error{fmt::format("all {} process slots of the shared state are in use", kMaxSlots)};
 }
 
+Result<std::unique_ptr<TenantMembership>> TenantMembership::adopt(SharedState& shared, std::uint32_t slot) {
+  if (slot >= kMaxSlots) return Error{fmt::format("slot {} out of range", slot)};
+  StateLayout& state = shared.state();
+  const int fd = ::open(shared.descriptor_path().c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Error{fmt::format("cannot open state file {}: {}", shared.path(), std::strerror(errno))};
+  const std::uint32_t tenant = state.slots[slot].tenant_index.load(kRelaxed);
+  if (!ofd_lock::try_lock(fd, layout::kSlotLockBase + slot)) {
+    ::close(fd);
+    return Error{fmt::format("slot {} is held by a live process", slot)};
+  }
+  if (state.slots[slot].state.load(kAcquire) != kInUse || tenant >= kMaxTenants) {
+    ::close(fd);  // drops the lock
+    return Error{fmt::format("slot {} is not in use", slot)};
+  }
+  return std::unique_ptr<TenantMembership>(new TenantMembership(shared, fd, tenant, slot));
+}
+
 TenantMembership::~TenantMembership() {
   if (!abandoned_) {
     StateLayout& state = state_.state();

@@ -10,7 +10,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
+#include <thread>
 
 #include "agent_program.hpp"
 #include "process.hpp"
@@ -39,10 +41,27 @@ class Isolation : public ::testing::Test {
     std::ofstream(policy_) << "[tenant.night]\nuids = [65534]\nmemory = \"64MiB\"\nshare = 30\n\n"
                               "[tenant.racers]\nuids = [65533]\nmemory = \"100MiB\"\nshare = 70\n\n"
                               "[default]\nrefuse = true\n";
-    agent_ = std::make_unique<Process>(std::vector<std::string>{GPUSHARE_TEST_TOOL, "agent", "--socket", socket_,
-                                                                "--state", state_, "--policy", policy_},
-                                       Env{});
+    start_agent();
+  }
+  // The agent, its log appended to agent.log (the tests wait for its lines).
+  void start_agent() {
+    std::filesystem::remove(socket_);
+    agent_ = std::make_unique<Process>(
+        std::vector<std::string>{"sh", "-c", "exec \"$0\" agent --socket \"$1\" --state \"$2\" --policy \"$3\" 2>>\"$4\"",
+                                 GPUSHARE_TEST_TOOL, socket_, state_, policy_, log_},
+        Env{});
     ASSERT_TRUE(wait_for_entry(directory_.path(), "agent.sock", 10s)) << "the agent's socket never appeared";
+  }
+  // Waits up to `patience` for the agent's log to hold `text`.
+  bool agent_logged(const std::string& text, std::chrono::milliseconds patience) const {
+    const auto deadline = std::chrono::steady_clock::now() + patience;
+    do {
+      std::ifstream file(log_);
+      const std::string all((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+      if (all.find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(10ms);
+    } while (std::chrono::steady_clock::now() < deadline);
+    return false;
   }
 
   // A tenant's environment: preloaded, the fake driver, the agent named; `extra` on top.
@@ -69,6 +88,7 @@ class Isolation : public ::testing::Test {
   std::string state_ = directory_.path() + "/gpushare.state";
   std::string policy_ = directory_.path() + "/policy.toml";
   std::string drop_ = directory_.path() + "/drop";
+  std::string log_ = directory_.path() + "/agent.log";
   std::unique_ptr<Process> agent_;
 };
 
@@ -156,6 +176,30 @@ TEST_F(Isolation, TheAgentsSlicesKeepThePolicysShares) {
   ASSERT_GT(a_us + b_us, 0) << a.out << b.out;
   std::printf("share night %.3f racers %.3f\n", a_us / (a_us + b_us), b_us / (a_us + b_us));
   EXPECT_NEAR(a_us / (a_us + b_us), 0.30, 0.03) << a.out << b.out;
+}
+
+// kill -9 of the agent: the tenant keeps running, a new process cannot join (its allocations are
+// refused: GPUSHARE_ON_ERROR=closed), and a restarted agent takes the tenant back within 2 s with
+// its bytes, and enforces its quota again.
+TEST_F(Isolation, TenantsOutliveTheAgentAndARestartedOneTakesThemBack) {
+  Process holder(as_user(65534, probe({"hold", std::to_string(40 * kMiB), drop("ready")})), tenant_env());
+  ASSERT_TRUE(wait_for_entry(drop_, "ready", 20s));
+  agent_->kill(SIGKILL);
+  agent_->wait();
+  const ProcessResult orphan = gpushare::testing::run(as_user(65534, probe({"fill", std::to_string(kMiB)})), tenant_env());
+  EXPECT_EQ(output_u64(orphan.out, "allocated"), 0u) << orphan.out << orphan.err;
+
+  const auto restarted = std::chrono::steady_clock::now();
+  start_agent();
+  ASSERT_TRUE(agent_logged("rejoined slot", 2s)) << "the holder did not rejoin within 2 s";
+  EXPECT_LT(std::chrono::steady_clock::now() - restarted, 2500ms);
+  const ProcessResult beside = gpushare::testing::run(as_user(65534, probe({"fill", std::to_string(kMiB)})), tenant_env());
+  EXPECT_EQ(output_u64(beside.out, "allocated"), 24 * kMiB) << beside.out << beside.err;
+
+  holder.kill(SIGKILL);
+  holder.wait();
+  const ProcessResult after = gpushare::testing::run(as_user(65534, probe({"fill", std::to_string(kMiB)})), tenant_env());
+  EXPECT_EQ(output_u64(after.out, "allocated"), 64 * kMiB) << after.out << after.err;
 }
 
 TEST_F(Isolation, AProcessNoRuleMatchesIsRefused) {

@@ -65,6 +65,10 @@ class TenantMembership {
   // Joins the tenant `name` (creating it when no one has) and claims a process slot. First returns
   // the slots of dead processes to their tenants. Refused while no registry hooks are installed.
   static Result<std::unique_ptr<TenantMembership>> join(SharedState& state, std::string_view name);
+  // Isolation mode: a restarted agent takes back, for a process that reconnects, the slot it had:
+  // its tenant and the bytes it holds stay as the previous agent left them. Refused unless the
+  // slot is in use and its liveness lock is free (the caller's own placeholder given up first).
+  static Result<std::unique_ptr<TenantMembership>> adopt(SharedState& state, std::uint32_t slot);
 
   // Leaving returns every byte still held and frees the slot. A process that dies without leaving
   // is reclaimed by the next sweep of any other process.
