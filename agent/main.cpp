@@ -108,8 +108,8 @@ int main(int argc, char** argv) {
                "and tools talk to it over a Unix socket and are known by the kernel's word, not their own.\n"};
   app.name("gpushare agent");
   app.set_version_flag("--version", std::string(GPUSHARE_VERSION));
-  std::string socket_path = "/run/gpushare/agent.sock";
-  std::string state_path = "/run/gpushare/gpushare.state";
+  std::string socket_path = gpushare::kAgentSocketPath;
+  std::string state_path = gpushare::kAgentStatePath;
   std::optional<std::string> policy_path;
   std::optional<std::string> admin_group;
   app.add_option("--socket", socket_path,

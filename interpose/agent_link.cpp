@@ -46,7 +46,7 @@ std::optional<std::string> agent_socket_path() {
     return std::string(named);
   }
   struct stat info {};
-  if (::stat(kDefaultAgentSocket, &info) == 0 && S_ISSOCK(info.st_mode)) return std::string(kDefaultAgentSocket);
+  if (::stat(kAgentSocketPath, &info) == 0 && S_ISSOCK(info.st_mode)) return std::string(kAgentSocketPath);
   return std::nullopt;
 }
 

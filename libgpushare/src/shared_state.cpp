@@ -27,6 +27,12 @@ struct SharedState::Mapping {
 };
 
 std::string default_state_path() {
+  // Where a node agent runs (isolation mode), its state is the node's: root's file beside its socket.
+  struct stat agent_state {};
+  if (::lstat(kAgentStatePath, &agent_state) == 0 && S_ISREG(agent_state.st_mode) && agent_state.st_uid == 0 &&
+      ::access(kAgentSocketPath, F_OK) == 0) {
+    return kAgentStatePath;
+  }
   // HAMi's device plugin mounts one host folder, /tmp/vgpulock, into every container it manages:
   // when it is there, it is the place where all tenants of a GPU can meet. Only a real folder of
   // root's: any user may create /tmp/vgpulock and would then own everyone's default state.

@@ -105,6 +105,11 @@ TEST_F(Isolation, TheStateIsTheAgentsAndTenantsCannotWriteIt) {
   EXPECT_NE(write.exit_code, 0) << "a tenant's user could write the state";
   const ProcessResult truncate = gpushare::testing::run(as_user(65534, {"truncate", "-s", "0", state_}), Env{});
   EXPECT_NE(truncate.exit_code, 0);
+  // Reading is enough for status.
+  const ProcessResult status =
+      gpushare::testing::run(as_user(65534, {GPUSHARE_TEST_TOOL, "status", "--state", state_}), Env{});
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("night"), std::string::npos) << status.out;
 }
 
 TEST_F(Isolation, ThePolicysQuotaIsExactAndTheEnvironmentCannotRaiseIt) {

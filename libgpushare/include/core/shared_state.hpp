@@ -86,8 +86,13 @@ bool held_elsewhere(int fd, std::int64_t offset, std::int64_t length = 1);
 void unlock(int fd, std::int64_t offset);
 }  // namespace ofd_lock
 
-// The state path used when none is configured; which path is used is decided by
-// resolved_state_path (core/settings.hpp).
+// Isolation mode's defaults: the node agent's socket and state file (agent/, `gpushare agent`).
+inline constexpr const char* kAgentSocketPath = "/run/gpushare/agent.sock";
+inline constexpr const char* kAgentStatePath = "/run/gpushare/gpushare.state";
+
+// The state path used when none is configured: the agent's state where an agent runs, else a
+// folder HAMi shares, else /dev/shm; which path is used is decided by resolved_state_path
+// (core/settings.hpp).
 std::string default_state_path();
 
 }  // namespace gpushare
