@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "admin_requests.hpp"
 #include "identity.hpp"
 #include "listen_socket.hpp"
 #include "policy.hpp"
@@ -111,7 +112,9 @@ int main(int argc, char** argv) {
                  "answered with the peer's tenant, or refused. Without it no process can join a tenant");
   app.add_option("--admin-group", admin_group,
                  "Members of this group may send administration requests, as root may; everyone else is refused");
-  app.footer("Runs until SIGTERM or SIGINT. Exit status: 0 when stopped by a signal; 1 when the socket cannot be "
+  app.footer("Runs until SIGTERM or SIGINT. SIGHUP, or `gpushare agent reload` from root or the admin group, re-reads "
+             "--policy: a faulty file keeps the policy in force (logged with file:line), a good one applies to new "
+             "connections and to the limits of live tenants. Exit status: 0 when stopped by a signal; 1 when the socket cannot be "
              "served; 2 for bad options.");
   try {
     app.parse(argc, argv);
@@ -162,6 +165,7 @@ int main(int argc, char** argv) {
   }
   gpushare::agent::TenantSessions sessions(*state.value());
 
+  gpushare::agent::AdminRequests admin(*state.value(), sessions, policy_path, policy, log_info);
   auto socket = gpushare::agent::ListenSocket::create(socket_path);
   if (!socket) {
     fmt::print(stderr, "gpushare-agent: {}\n", socket.error().message);
@@ -180,6 +184,7 @@ int main(int argc, char** argv) {
     };
   }
   hooks.on_request = [&](const gpushare::agent::SocketPeer& peer, const gpushare::agent::Message& request) {
+    if (is_admin_message(gpushare::agent::message_type(request))) return admin.handle(request);
     return sessions.handle(peer, request);
   };
   hooks.on_disconnect = [&](const gpushare::agent::SocketPeer& peer, gpushare::agent::DisconnectReason) {
@@ -187,6 +192,10 @@ int main(int argc, char** argv) {
   };
   gpushare::agent::Server server(std::move(socket).value(), admin_gid, gpushare::agent::ServerLimits{},
                                  std::move(hooks));
+  if (auto hangup = admin.reload_on_hangup(server); !hangup) {
+    fmt::print(stderr, "gpushare-agent: {}\n", hangup.error().message);
+    return kExitFailure;
+  }
   log_info(fmt::format("state {}; listening on {}{}", state_path, server.socket_path(),
                        admin_group ? fmt::format(" (admin group {}, gid {})", *admin_group, *admin_gid) : ""));
   const auto served = server.run(stop_fd);

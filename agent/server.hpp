@@ -52,10 +52,12 @@ struct ServerHooks {
   // Carries out an administrator's request (the caller has been checked); its text or an Error.
   std::function<Result<std::string>(const SocketPeer& peer, std::string_view command)> on_admin;
   // The tenant of a peer that said Hello, or an Error saying why it is refused (its Welcome then
-  // says so and the connection closes). Unset: every peer is welcomed without a tenant.
+  // says so and the connection closes). Unset, and for an administrator's tool (kAdministrator):
+  // the peer is welcomed without a tenant.
   std::function<Result<std::string>(const SocketPeer& peer)> assign_tenant;
-  // A welcomed tenant's request (Join, AttachGpu, Lease, LeaseTrim): the answers, or an Error that
-  // is sent as kRequestFailed. Unset: such requests are answered with an Error.
+  // A welcomed tenant's request (Join, AttachGpu, Lease, LeaseTrim), or an administrator's typed
+  // request (QuotaSet, PolicyReload; the caller has been checked): the answers, or an Error that is
+  // sent as kRequestFailed. Unset: such requests are answered with an Error.
   std::function<Result<std::vector<Outgoing>>(const SocketPeer& peer, const Message& request)> on_request;
   // Called after every round of the loop; returns how long the loop may sleep before the next call.
   std::function<std::chrono::milliseconds()> on_wake;

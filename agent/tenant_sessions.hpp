@@ -62,6 +62,11 @@ class TenantSessions {
   int state_fd_ = -1;       // read-write: for mapping a slot's file page back
   int state_read_fd_ = -1;  // read-only: passed to each process with Joined
   std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
+
+ public:
+  // A reloaded policy: each live session still mapped to its tenant takes the new limits on the
+  // GPUs it attached; one mapped elsewhere keeps its tenant until it reconnects (logged).
+  void apply_policy(const Policy& policy, const std::function<void(std::string_view)>& log);
 };
 
 }  // namespace gpushare::agent

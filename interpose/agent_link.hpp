@@ -31,7 +31,6 @@ namespace gpushare::interpose {
 // The agent's socket for this process: GPUSHARE_AGENT when set (an empty value: none), else the
 // default socket when it exists; nullopt for the daemonless mode.
 std::optional<std::string> agent_socket_path();
-inline constexpr const char* kDefaultAgentSocket = "/run/gpushare/agent.sock";
 
 class AgentLink {
  public:
