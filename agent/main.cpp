@@ -114,8 +114,8 @@ int main(int argc, char** argv) {
                  "Members of this group may send administration requests, as root may; everyone else is refused");
   app.footer("Runs until SIGTERM or SIGINT. SIGHUP, or `gpushare agent reload` from root or the admin group, re-reads "
              "--policy: a faulty file keeps the policy in force (logged with file:line), a good one applies to new "
-             "connections and to the limits of live tenants. Exit status: 0 when stopped by a signal; 1 when the socket cannot be "
-             "served; 2 for bad options.");
+             "connections and to the limits of live tenants. Exit status: 0 when stopped by a signal; 1 when the "
+             "socket cannot be served; 2 for bad options.");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

@@ -25,7 +25,7 @@ int send_admin_request(std::string_view command, const std::string& socket_path,
   const auto* welcomed = welcome ? std::get_if<agent::Welcome>(&welcome.value()) : nullptr;
   if (welcomed == nullptr || !welcomed->accepted) {
     fmt::print(stderr, "gpushare {}: the gpushare agent at {} did not welcome this tool: {}\n", command, socket_path,
-               !welcome ? welcome.error().message
+               !welcome              ? welcome.error().message
                : welcomed != nullptr ? welcomed->tenant_or_refusal
                                      : std::string(agent::message_type_name(agent::message_type(welcome.value()))));
     return kExitFailure;

@@ -40,8 +40,8 @@ class Administration : public ::testing::Test {
     std::filesystem::create_directory(drop_);
     ::chmod(drop_.c_str(), 0777);
     write_policy("64MiB");
-    std::vector<std::string> argv{GPUSHARE_TEST_TOOL, "agent", "--socket", socket_, "--state", state_,
-                                  "--policy",         policy_};
+    std::vector<std::string> argv{GPUSHARE_TEST_TOOL, "agent", "--socket", socket_,
+                                  "--state",          state_,  "--policy", policy_};
     if (const group* users = ::getgrnam("users")) {
       admin_gid_ = users->gr_gid;
       argv.insert(argv.end(), {"--admin-group", "users"});
