@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "admin_requests.hpp"
 #include "identity.hpp"
 #include "listen_socket.hpp"
 #include "policy.hpp"
@@ -123,8 +124,10 @@ int main(int argc, char** argv) {
                  "answered with the peer's tenant, or refused. Without it no process can join a tenant");
   app.add_option("--admin-group", admin_group,
                  "Members of this group may send administration requests, as root may; everyone else is refused");
-  app.footer("Runs until SIGTERM or SIGINT. Exit status: 0 when stopped by a signal; 1 when the socket cannot be "
-             "served; 2 for bad options.");
+  app.footer("Runs until SIGTERM or SIGINT. SIGHUP, or `gpushare agent reload` from root or the admin group, re-reads "
+             "--policy: a faulty file keeps the policy in force (logged with file:line), a good one applies to new "
+             "connections and to the limits of live tenants. Exit status: 0 when stopped by a signal; 1 when the "
+             "socket cannot be served; 2 for bad options.");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
@@ -184,6 +187,7 @@ int main(int argc, char** argv) {
   gpushare::agent::TenantSessions sessions(*state.value());
   sessions.set_recovery(recovery.value().get());
 
+  gpushare::agent::AdminRequests admin(*state.value(), sessions, policy_path, policy, log_info);
   auto socket = gpushare::agent::ListenSocket::create(socket_path);
   if (!socket) {
     fmt::print(stderr, "gpushare-agent: {}\n", socket.error().message);
@@ -204,6 +208,7 @@ int main(int argc, char** argv) {
   gpushare::agent::SliceService slices(*state.value(), [&sessions](std::uint32_t slot) { return sessions.slot_live(slot); });
   hooks.on_request = [&](const gpushare::agent::SocketPeer& peer, const gpushare::agent::Message& request,
                          std::vector<int>& passed_fds) -> gpushare::Result<std::vector<gpushare::agent::Outgoing>> {
+    if (is_admin_message(gpushare::agent::message_type(request))) return admin.handle(request);
     if (!gpushare::agent::is_slice_message(request)) return sessions.handle(peer, request, passed_fds);
     // Never answered, not even with an error: the tenant does not wait for one.
     if (const auto slot = sessions.slot_of(peer.connection_id)) serve_slice_message(slices, *slot, request);
@@ -227,6 +232,10 @@ int main(int argc, char** argv) {
   };
   gpushare::agent::Server server(std::move(socket).value(), admin_gid, gpushare::agent::ServerLimits{},
                                  std::move(hooks));
+  if (auto hangup = admin.reload_on_hangup(server); !hangup) {
+    fmt::print(stderr, "gpushare-agent: {}\n", hangup.error().message);
+    return kExitFailure;
+  }
   log_info(fmt::format("state {}; listening on {}{}", state_path, server.socket_path(),
                        admin_group ? fmt::format(" (admin group {}, gid {})", *admin_group, *admin_gid) : ""));
   const auto served = server.run(stop_fd);

@@ -139,6 +139,18 @@ void write_payload(Writer& out, const Rejoin& rejoin) {
   out.u32(rejoin.slot);
   out.u32(rejoin.tenant_index);
 }
+// A flag per optional field, then every field (0 when absent), then the tenant.
+constexpr std::uint8_t kQuotaMemory = 1, kQuotaShare = 2, kQuotaLimit = 4, kQuotaPriority = 8;
+void write_payload(Writer& out, const QuotaSet& quota) {
+  out.u8(static_cast<std::uint8_t>((quota.memory_bytes ? kQuotaMemory : 0) | (quota.share_pct ? kQuotaShare : 0) |
+                                   (quota.limit_pct ? kQuotaLimit : 0) | (quota.priority ? kQuotaPriority : 0)));
+  out.u64(quota.memory_bytes.value_or(0));
+  out.u32(quota.share_pct.value_or(0));
+  out.u32(quota.limit_pct.value_or(0));
+  out.u8(quota.priority.value_or(0));
+  out.text(quota.tenant);
+}
+void write_payload(Writer&, const PolicyReload&) {}
 
 std::uint8_t read_flag(Reader& in, std::string_view what) {
   const std::uint8_t flag = in.u8();
@@ -159,7 +171,8 @@ std::uint32_t read_gpu(Reader& in) {
 Message read_hello(Reader& in) {
   Hello hello;
   const std::uint8_t kind = in.u8();
-  if (kind != static_cast<std::uint8_t>(ClientKind::kTenant) && kind != static_cast<std::uint8_t>(ClientKind::kTool)) {
+  if (kind != static_cast<std::uint8_t>(ClientKind::kTenant) && kind != static_cast<std::uint8_t>(ClientKind::kTool) &&
+      kind != static_cast<std::uint8_t>(ClientKind::kAdministrator)) {
     in.fail(fmt::format("unknown client kind {}", kind));
   }
   hello.kind = static_cast<ClientKind>(kind);
@@ -215,8 +228,37 @@ Message read_attach(Reader& in) {
   return attach;
 }
 
+Message read_quota_set(Reader& in) {
+  QuotaSet quota;
+  const std::uint8_t given = in.u8();
+  if ((given & ~(kQuotaMemory | kQuotaShare | kQuotaLimit | kQuotaPriority)) != 0) {
+    in.fail(fmt::format("unknown QuotaSet fields {:#04x}", given));
+  }
+  const std::uint64_t memory = in.u64();
+  const std::uint32_t share = in.u32();
+  const std::uint32_t limit = in.u32();
+  const std::uint8_t priority = in.u8();
+  quota.tenant = in.text();
+  // An absent field is 0, so that one request has one encoding.
+  const auto field = [&]<typename T>(std::uint8_t bit, T value, std::string_view what) -> std::optional<T> {
+    if ((given & bit) != 0) return value;
+    if (value != 0) in.fail(fmt::format("{} is not given but not 0", what));
+    return std::nullopt;
+  };
+  quota.memory_bytes = field(kQuotaMemory, memory, "memory");
+  quota.share_pct = field(kQuotaShare, share, "share");
+  quota.limit_pct = field(kQuotaLimit, limit, "limit");
+  quota.priority = field(kQuotaPriority, priority, "priority");
+  if (quota.share_pct && (*quota.share_pct == 0 || *quota.share_pct > 100)) in.fail("a share outside 1-100");
+  if (quota.limit_pct && *quota.limit_pct > 100) in.fail("a limit over 100");
+  if (quota.priority && *quota.priority >= 3) in.fail(fmt::format("priority {}", *quota.priority));
+  if (quota.tenant.empty()) in.fail("no tenant named");
+  return quota;
+}
+
 bool known_type(std::uint16_t type) {
-  return type >= static_cast<std::uint16_t>(MessageType::kHello) && type <= kLastMessageType;
+  return (type >= static_cast<std::uint16_t>(MessageType::kHello) && type <= kLastMessageType) ||
+         (type >= kFirstAdminMessageType && type <= kLastAdminMessageType);
 }
 
 }  // namespace
@@ -243,6 +285,8 @@ MessageType message_type(const Message& message) {
         if constexpr (std::is_same_v<T, SliceDone>) return MessageType::kSliceDone;
         if constexpr (std::is_same_v<T, SliceRenew>) return MessageType::kSliceRenew;
         if constexpr (std::is_same_v<T, Rejoin>) return MessageType::kRejoin;
+        if constexpr (std::is_same_v<T, QuotaSet>) return MessageType::kQuotaSet;
+        if constexpr (std::is_same_v<T, PolicyReload>) return MessageType::kPolicyReload;
       },
       message);
 }
@@ -272,6 +316,8 @@ std::string_view message_type_name(MessageType type) {
     case MessageType::kSliceDone: return "SliceDone";
     case MessageType::kSliceRenew: return "SliceRenew";
     case MessageType::kRejoin: return "Rejoin";
+    case MessageType::kQuotaSet: return "QuotaSet";
+    case MessageType::kPolicyReload: return "PolicyReload";
   }
   return "unknown";
 }
@@ -351,6 +397,8 @@ Result<Message> decode_payload(MessageType type, std::string_view payload) {
       message = Rejoin{slot, in.u32()};
       break;
     }
+    case MessageType::kQuotaSet: message = read_quota_set(in); break;
+    case MessageType::kPolicyReload: message = PolicyReload{}; break;
     default: return Error{fmt::format("unknown message type {}", static_cast<unsigned>(type))};
   }
   if (auto error = in.finish(type)) return *error;

@@ -13,20 +13,25 @@
 // whenever its lease of quota on a GPU is too small, and LeaseTrim when it holds too much unspent;
 // SliceWanted, SliceDone and SliceRenew for time slices (answered through the shared state). After
 // its agent died, Hello -> Welcome and Rejoin -> Joined (with the state only) with the next one.
+// An administrator's tool: Hello (kind kAdministrator: no tenant is assigned), then QuotaSet or
+// PolicyReload -> AdminReply, or Error kPermissionDenied for anyone but root and the admin group.
 // New types take new numbers; old numbers never change.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
 
 #include "core/result.hpp"
+#include "core/shared_state.hpp"  // kAgentSocketPath
 #include "core/state_layout.hpp"
 
 namespace gpushare::agent {
@@ -57,8 +62,17 @@ enum class MessageType : std::uint16_t {
   kSliceDone = 16,    // tenant -> agent: asked to hand over, it has drained (no answer)
   kSliceRenew = 17,   // tenant -> agent: its slice is over (no answer)
   kRejoin = 18,       // tenant -> restarted agent, with its private page: answered with Joined
+  // 20..29: typed administration requests, answered with AdminReply or Error.
+  kQuotaSet = 20,      // administrator -> agent: change a live tenant's limits
+  kPolicyReload = 21,  // administrator -> agent: re-read the policy file
 };
 inline constexpr std::uint16_t kLastMessageType = 18;
+inline constexpr std::uint16_t kFirstAdminMessageType = 20;
+inline constexpr std::uint16_t kLastAdminMessageType = 21;
+constexpr bool is_admin_message(MessageType type) {
+  return type == MessageType::kAdminRequest || (static_cast<std::uint16_t>(type) >= kFirstAdminMessageType &&
+                                                static_cast<std::uint16_t>(type) <= kLastAdminMessageType);
+}
 // The unspent quota a process may keep on a GPU, for a tenant limit of `limit_bytes` (kUnlimited:
 // none): a sixty-fourth of the limit, between 2 MiB and 64 MiB. A process asks the agent to take
 // back what it holds beyond twice this (LeaseTrim).
@@ -71,7 +85,9 @@ constexpr std::uint64_t lease_chunk_bytes(std::uint64_t limit_bytes) {
 // GPU record indices on the wire are checked against the state's table.
 inline constexpr std::uint32_t kMaxGpuRecords = layout::kMaxGpus;
 
-enum class ClientKind : std::uint8_t { kTenant = 1, kTool = 2 };
+// kAdministrator: a tool that only administers (`gpushare quota set`, `gpushare agent reload`); the
+// policy assigns it no tenant, so root is welcomed even when no rule names it.
+enum class ClientKind : std::uint8_t { kTenant = 1, kTool = 2, kAdministrator = 3 };
 
 enum class ErrorCode : std::uint16_t {
   kMalformed = 1,           // the message could not be decoded
@@ -189,9 +205,36 @@ struct Rejoin {
   friend bool operator==(const Rejoin&, const Rejoin&) = default;
 };
 
+// `gpushare quota set`: what is given changes, the rest stays. share_pct 1-100, limit_pct 0-100
+// (0: no cap), priority a Priority (0-2).
+struct QuotaSet {
+  std::string tenant;  // not empty
+  std::optional<std::uint64_t> memory_bytes;
+  std::optional<std::uint32_t> share_pct;
+  std::optional<std::uint32_t> limit_pct;
+  std::optional<std::uint8_t> priority;
+  friend bool operator==(const QuotaSet&, const QuotaSet&) = default;
+};
+// Re-read the agent's --policy file (as SIGHUP does); the reply says what changed or why not.
+struct PolicyReload {
+  friend bool operator==(const PolicyReload&, const PolicyReload&) = default;
+};
+
 using Message = std::variant<Hello, Welcome, Ping, Pong, ErrorMessage, AdminRequest, AdminReply, Join, Joined,
                              AttachGpu, GpuAttached, Lease, LeaseReply, LeaseTrim, SliceWanted, SliceDone, SliceRenew,
-                             Rejoin>;
+                             Rejoin, QuotaSet, PolicyReload>;
+
+// The agent's socket a client uses: GPUSHARE_AGENT when set (empty: none), else the default socket
+// when it exists. Shared by tenants (interpose/) and tools.
+inline std::optional<std::string> agent_socket_path() {
+  if (const char* named = std::getenv("GPUSHARE_AGENT")) {
+    if (*named == '\0') return std::nullopt;
+    return std::string(named);
+  }
+  struct stat info {};
+  if (::stat(kAgentSocketPath, &info) == 0 && S_ISSOCK(info.st_mode)) return std::string(kAgentSocketPath);
+  return std::nullopt;
+}
 
 MessageType message_type(const Message& message);
 // SliceWanted, SliceDone or SliceRenew.

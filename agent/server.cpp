@@ -243,7 +243,7 @@ void Server::handle_message(Client& client, const Message& message) {
     }
     client.welcomed = true;
     Welcome welcome{true, "", client.peer.credentials};
-    if (hooks_.assign_tenant) {
+    if (hooks_.assign_tenant && hello->kind != ClientKind::kAdministrator) {
       auto tenant = hooks_.assign_tenant(client.peer);
       welcome.accepted = tenant.ok();
       welcome.tenant_or_refusal = tenant ? std::move(tenant).value() : tenant.error().message;
@@ -255,21 +255,23 @@ void Server::handle_message(Client& client, const Message& message) {
   }
   if (!client.welcomed) return refuse_and_close(ErrorCode::kNotWelcomed, "the first message must be Hello");
   if (const auto* ping = std::get_if<Ping>(&message)) return send(client, Pong{ping->nonce});
+  const MessageType type = message_type(message);
+  if (is_admin_message(type) && !is_administrator(client.peer, admin_gid_)) {
+    return send(client, ErrorMessage{ErrorCode::kPermissionDenied,
+                                     fmt::format("permission denied: uid {} is neither root nor in the admin group",
+                                                 client.peer.credentials.uid)});
+  }
   if (const auto* request = std::get_if<AdminRequest>(&message)) {
-    if (!is_administrator(client.peer, admin_gid_)) {
-      return send(client, ErrorMessage{ErrorCode::kPermissionDenied,
-                                       fmt::format("permission denied: uid {} is neither root nor in the admin group",
-                                                   client.peer.credentials.uid)});
-    }
     if (!hooks_.on_admin) return send(client, ErrorMessage{ErrorCode::kRequestFailed, "no admin requests are served"});
     auto reply = hooks_.on_admin(client.peer, request->command);
     if (!reply) return send(client, ErrorMessage{ErrorCode::kRequestFailed, reply.error().message});
     return send(client, AdminReply{std::move(reply).value()});
   }
-  const MessageType type = message_type(message);
+  // The typed admin requests (checked above) go to on_request like a tenant's.
   if (type == MessageType::kJoin || type == MessageType::kAttachGpu || type == MessageType::kLease ||
       type == MessageType::kLeaseTrim || type == MessageType::kSliceWanted || type == MessageType::kSliceDone ||
-      type == MessageType::kSliceRenew || type == MessageType::kRejoin) {
+      type == MessageType::kSliceRenew || type == MessageType::kRejoin ||
+      is_admin_message(type)) {
     if (!hooks_.on_request) return send(client, ErrorMessage{ErrorCode::kRequestFailed, "no tenants are served"});
     auto answers = hooks_.on_request(client.peer, message, client.input_fds);
     for (const int unused : client.input_fds) ::close(unused);

@@ -52,10 +52,12 @@ struct ServerHooks {
   // Carries out an administrator's request (the caller has been checked); its text or an Error.
   std::function<Result<std::string>(const SocketPeer& peer, std::string_view command)> on_admin;
   // The tenant of a peer that said Hello, or an Error saying why it is refused (its Welcome then
-  // says so and the connection closes). Unset: every peer is welcomed without a tenant.
+  // says so and the connection closes). Unset, and for an administrator's tool (kAdministrator):
+  // the peer is welcomed without a tenant.
   std::function<Result<std::string>(const SocketPeer& peer)> assign_tenant;
-  // A welcomed tenant's request (Join, Rejoin, AttachGpu, Lease, LeaseTrim, Slice*): the answers, or
-  // an Error that is sent as kRequestFailed. Unset: such requests are answered with an Error.
+  // A welcomed tenant's request (Join, Rejoin, AttachGpu, Lease, LeaseTrim, Slice*), or an
+  // administrator's typed request (QuotaSet, PolicyReload; the caller has been checked): the answers,
+  // or an Error that is sent as kRequestFailed. Unset: such requests are answered with an Error.
   // `passed_fds`: descriptors the client passed with its messages so far (at most kMaxPassedFds); the
   // hook takes those it keeps out of the vector, the server closes the others after the call.
   std::function<Result<std::vector<Outgoing>>(const SocketPeer& peer, const Message& request,

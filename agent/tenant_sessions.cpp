@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "core/administration.hpp"
 #include "core/size.hpp"
 #include "core/tenant_name.hpp"
 #include "lower_only.hpp"
@@ -61,6 +62,7 @@ struct TenantSessions::Session {
   std::uint32_t attached = 0;  // bit g: GPU record g attached
   std::array<std::uint64_t, layout::kMaxGpus> limit_bytes{};
   std::string log_name;
+  std::array<std::uint32_t, layout::kMaxGpus> ordinal{};  // the process's device ordinal of GPU record g
 };
 
 TenantSessions::TenantSessions(SharedState& state) : state_(state) {
@@ -196,6 +198,7 @@ Result<std::vector<Outgoing>> TenantSessions::attach(Session& session, const Att
   if (!attached) return attached.error();
   session.attached |= 1u << attached->gpu;
   session.limit_bytes[attached->gpu] = attached->effective_limit_bytes;
+  session.ordinal[attached->gpu] = request.ordinal;
   return answer(GpuAttached{attached->gpu, attached->effective_limit_bytes});
 }
 
@@ -317,6 +320,45 @@ void TenantSessions::unmap_page(Session& session) {
   }
   if (session.page_fd >= 0) ::close(session.page_fd);
   session.page_fd = -1;
+}
+
+// A reloaded policy on the live sessions: a session whose identity still maps to its tenant takes
+// the new limits (memory on each GPU it attached, the tenant's compute policy); one that now maps
+// elsewhere keeps its tenant until it reconnects.
+void TenantSessions::apply_policy(const Policy& policy, const std::function<void(std::string_view)>& log) {
+  std::map<std::string, ComputePolicyValues> compute_of;
+  for (auto& [id, session] : sessions_) {
+    if (!session->membership || !session->assignment) continue;
+    PeerIdentity identity{session->peer.credentials.uid, session->peer.credentials.gid,
+                          static_cast<pid_t>(session->peer.credentials.pid), ""};
+    if (auto cgroup = read_cgroup(identity.pid)) identity.cgroup = std::move(cgroup).value();
+    auto now = assign(policy, identity);
+    if (!now || now->tenant != session->assignment->tenant) {
+      log(fmt::format("{}: keeps its tenant until it reconnects (the new policy: {})", session->log_name,
+                      now ? "tenant " + now->tenant : now.error().message));
+      continue;
+    }
+    session->assignment->limits = now->limits;
+    compute_of[now->tenant] = now->limits.compute;
+    auto registry = lock_registry(state_.state());
+    if (!registry) {
+      log(fmt::format("{}: {}", session->log_name, registry.error().message));
+      continue;
+    }
+    auto& tenant = state_.state().tenants[session->membership->tenant_index()];
+    tenant.override_limit_bytes.store(layout::kNoOverride, kRelaxed);  // the policy's word replaces quota set's
+    for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
+      if ((session->attached & (1u << gpu)) == 0) continue;
+      const std::uint64_t limit = now->limits.memory_for(static_cast<int>(session->ordinal[gpu]));
+      tenant.ledger[gpu].limit_bytes.store(limit, kRelaxed);
+      session->limit_bytes[gpu] = limit;
+    }
+  }
+  for (const auto& [tenant, compute] : compute_of) {
+    const ComputePolicyChange change{compute.share_pct, compute.limit_pct, compute.priority};
+    if (auto set = set_tenant_compute_policy(state_, tenant, change); !set) log(set.error().message);
+    log(fmt::format("tenant {}: limits of the reloaded policy applied", tenant));
+  }
 }
 
 }  // namespace gpushare::agent

@@ -52,6 +52,9 @@ class TenantSessions {
   void disconnected(std::uint64_t connection_id);
 
   std::size_t session_count() const { return sessions_.size(); }
+  // A reloaded policy: each live session still mapped to its tenant takes the new limits on the
+  // GPUs it attached; one mapped elsewhere keeps its tenant until it reconnects (logged).
+  void apply_policy(const Policy& policy, const std::function<void(std::string_view)>& log);
   // The slot of a connection that has joined.
   std::optional<std::uint32_t> slot_of(std::uint64_t connection_id) const;
   // Whether a slot belongs to a connected process.

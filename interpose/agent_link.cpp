@@ -40,15 +40,7 @@ struct ClosedOnExit {
 
 }  // namespace
 
-std::optional<std::string> agent_socket_path() {
-  if (const char* named = std::getenv("GPUSHARE_AGENT")) {
-    if (*named == '\0') return std::nullopt;
-    return std::string(named);
-  }
-  struct stat info {};
-  if (::stat(kAgentSocketPath, &info) == 0 && S_ISSOCK(info.st_mode)) return std::string(kAgentSocketPath);
-  return std::nullopt;
-}
+std::optional<std::string> agent_socket_path() { return agent::agent_socket_path(); }
 
 Result<std::unique_ptr<AgentLink>> AgentLink::connect(const std::string& socket_path, const Settings& settings) {
   if (::sysconf(_SC_PAGESIZE) != static_cast<long>(layout::kSlotPageBytes)) {

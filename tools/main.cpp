@@ -125,7 +125,11 @@ int main(int argc, char** argv) {
   quota_set->add_option("tenant", quota_options.tenant, "Tenant name (see gpushare status)")->required();
   add_table_flags(*quota_set, gpushare::OptionWay::kQuotaFlag, quota_options.flags, false);
   quota->footer("Example: gpushare quota set train --memory 16GiB --share 50 --priority high");
-  quota_set->footer("Example: gpushare quota set train --memory 16GiB --share 50 --priority high");
+  quota_set->footer(
+      "Example: gpushare quota set train --memory 16GiB --share 50 --priority high\n"
+      "In isolation mode (GPUSHARE_AGENT names the agent's socket, or /run/gpushare/agent.sock exists) and without "
+      "--state, the request goes to the agent, which allows it to root and its --admin-group only. Exit status: 0 "
+      "done; 1 failed or the agent unreachable; 2 bad input; 4 permission denied.");
 
   StatusOptions status_options;
   auto* status = app.add_subcommand("status", "Show each GPU's tenants: quotas, use, GPU time, processes");
@@ -148,7 +152,9 @@ int main(int argc, char** argv) {
   exporter->set_help_flag();  // --help belongs to the exporter program
   exporter->footer("");
 
-  auto* agent = app.add_subcommand("agent", "Run the node agent of isolation mode (run `gpushare agent --help`)");
+  auto* agent = app.add_subcommand(
+      "agent", "Run the node agent of isolation mode (run `gpushare agent --help`); `gpushare agent reload` asks the "
+               "running agent to re-read its policy (root and its --admin-group only; exit 4 for anyone else)");
   agent->prefix_command();
   agent->set_help_flag();  // --help belongs to the agent program
   agent->footer("");

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "agent_admin.hpp"
 #include "commands.hpp"
 #include "core/administration.hpp"
 #include "core/compute_policy.hpp"
@@ -49,6 +50,14 @@ int quota_set_command(const QuotaOptions& options) {
     return kExitBadInput;
   }
   const std::string& tenant = options.tenant;
+  // Isolation mode: the agent owns the state and decides who may change it.
+  if (!options.flags.value("--state")) {
+    if (const auto socket = agent::agent_socket_path()) {
+      agent::QuotaSet request{tenant, bytes, change.share_pct, change.limit_pct, std::nullopt};
+      if (change.priority) request.priority = static_cast<std::uint8_t>(*change.priority);
+      return send_admin_request("quota set", *socket, request);
+    }
+  }
   const auto path = resolve_state_path("quota set", options.flags.value("--state"));
   if (!path) return kExitBadInput;
   auto state = open_existing(*path);

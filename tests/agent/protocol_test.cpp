@@ -19,7 +19,12 @@ std::vector<Message> one_of_each() {
           Pong{7},
           ErrorMessage{ErrorCode::kPermissionDenied, "permission denied"},
           AdminRequest{"check"},
-          AdminReply{""}};
+          AdminReply{""},
+          Hello{ClientKind::kAdministrator, kProtocolVersion},
+          QuotaSet{"train", 1ull << 30, std::nullopt, std::nullopt, std::nullopt},
+          QuotaSet{"night-team", std::nullopt, 50, 0, 2},
+          QuotaSet{"all", 0, 100, 100, 0},
+          PolicyReload{}};
 }
 
 void put_u32(std::string& bytes, std::size_t offset, std::uint32_t value) {
@@ -159,6 +164,56 @@ TEST(AgentProtocol, RandomAndMutatedBytesNeverReadPastTheInput) {
       EXPECT_LE((*frame)->consumed_bytes, bytes.size());
     }
   }
+}
+
+// The typed admin requests take 20..29 only; their decoders refuse what a sender could not mean.
+TEST(AgentProtocol, AdminRequestsAreNumberedApartAndKnownAsAdministration) {
+  EXPECT_EQ(static_cast<int>(MessageType::kQuotaSet), 20);
+  EXPECT_EQ(static_cast<int>(MessageType::kPolicyReload), 21);
+  EXPECT_TRUE(is_admin_message(MessageType::kAdminRequest));
+  EXPECT_TRUE(is_admin_message(MessageType::kQuotaSet));
+  EXPECT_TRUE(is_admin_message(MessageType::kPolicyReload));
+  EXPECT_FALSE(is_admin_message(MessageType::kJoin));
+  EXPECT_FALSE(is_admin_message(MessageType::kLease));
+  std::string unknown = encode(PolicyReload{});
+  put_u16(unknown, 6, 22);
+  EXPECT_FALSE(decode_frame(unknown));
+}
+
+TEST(AgentProtocol, MalformedQuotaSetIsRefused) {
+  // Offsets in the payload: flags 0, memory 1, share 9, limit 13, priority 17, tenant 18.
+  const std::string good = encode(QuotaSet{"t", 1, 2, 3, 1}).substr(kHeaderBytes);
+  const auto refused = [](std::string payload) {
+    return !decode_payload(MessageType::kQuotaSet, payload).ok();
+  };
+  ASSERT_FALSE(refused(good));
+  std::string unknown_flag = good;
+  unknown_flag[0] = static_cast<char>(0x1f);
+  EXPECT_TRUE(refused(unknown_flag));
+  std::string absent_but_set = encode(QuotaSet{"t", std::nullopt, 2, 3, 1}).substr(kHeaderBytes);
+  absent_but_set[1] = 1;  // memory is not flagged, yet not 0
+  EXPECT_TRUE(refused(absent_but_set));
+  std::string share_zero = good;
+  put_u32(share_zero, 9, 0);
+  EXPECT_TRUE(refused(share_zero));
+  std::string share_over = good;
+  put_u32(share_over, 9, 101);
+  EXPECT_TRUE(refused(share_over));
+  std::string limit_over = good;
+  put_u32(limit_over, 13, 101);
+  EXPECT_TRUE(refused(limit_over));
+  std::string priority_over = good;
+  priority_over[17] = 3;
+  EXPECT_TRUE(refused(priority_over));
+  EXPECT_TRUE(refused(encode(QuotaSet{"", 1, {}, {}, {}}).substr(kHeaderBytes)));  // no tenant
+  EXPECT_TRUE(refused(good.substr(0, good.size() - 1)));                          // tenant cut short
+  EXPECT_TRUE(refused(good + "x"));                                                // bytes left over
+  EXPECT_TRUE(refused(good.substr(0, 10)));
+  EXPECT_FALSE(decode_payload(MessageType::kPolicyReload, "x").ok());
+  EXPECT_TRUE(decode_payload(MessageType::kPolicyReload, "").ok());
+  std::string bad_kind = encode(Hello{ClientKind::kAdministrator, kProtocolVersion}).substr(kHeaderBytes);
+  bad_kind[0] = 4;
+  EXPECT_FALSE(decode_payload(MessageType::kHello, bad_kind).ok());
 }
 
 }  // namespace
