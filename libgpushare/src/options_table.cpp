@@ -128,7 +128,8 @@ constexpr std::array kOptions{
                "NAME", "", "a new one per gpushare run, else one per process",
                "Tenant name; processes with the same name share one quota", apply_tenant},
     OptionSpec{OptionId::kState, "GPUSHARE_STATE", "", "--state", "--state", "state_path", "PATH", "",
-               "/tmp/vgpulock/gpushare.state if /tmp/vgpulock is a folder of root's, else /dev/shm/gpushare.state",
+               "/run/gpushare/gpushare.state where a node agent runs (root's, beside /run/gpushare/agent.sock), "
+               "else /tmp/vgpulock/gpushare.state if /tmp/vgpulock is a folder of root's, else /dev/shm/gpushare.state",
                "Shared state file where the tenants of a GPU meet; an empty path is an error", apply_state_path},
     OptionSpec{OptionId::kRealLibcuda, "GPUSHARE_REAL_LIBCUDA", "", "", "", "", "PATH", "libcuda.so.1", "",
                "The real CUDA driver library, opened at run time", apply_real_libcuda},
