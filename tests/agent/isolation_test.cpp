@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,9 +13,11 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <random>
 #include <thread>
 
 #include "agent_program.hpp"
+#include "connection.hpp"
 #include "process.hpp"
 #include "server_harness.hpp"
 
@@ -40,6 +43,7 @@ class Isolation : public ::testing::Test {
     ::chmod(drop_.c_str(), 0777);
     std::ofstream(policy_) << "[tenant.night]\nuids = [65534]\nmemory = \"64MiB\"\nshare = 30\n\n"
                               "[tenant.racers]\nuids = [65533]\nmemory = \"100MiB\"\nshare = 70\n\n"
+                              "[tenant.fuzz]\nuids = [0]\nmemory = \"1GiB\"\n\n"
                               "[default]\nrefuse = true\n";
     start_agent();
   }
@@ -205,6 +209,36 @@ TEST_F(Isolation, TenantsOutliveTheAgentAndARestartedOneTakesThemBack) {
   holder.wait();
   const ProcessResult after = gpushare::testing::run(as_user(65534, probe({"fill", std::to_string(kMiB)})), tenant_env());
   EXPECT_EQ(output_u64(after.out, "allocated"), 64 * kMiB) << after.out << after.err;
+}
+
+// A joined client that sends tenant messages with random fields (GPU records it never attached,
+// slices it does not hold, huge leases, rejoins of others' slots) and random bytes: the agent
+// answers or cuts it off, and keeps serving a real tenant exactly.
+TEST_F(Isolation, ATenantSendingNonsenseLeavesTheAgentServingOthers) {
+  std::mt19937_64 random(20261203);
+  for (int client = 0; client < 20; ++client) {
+    auto connection = AgentConnection::connect(socket_);
+    ASSERT_TRUE(connection) << connection.error().message;
+    ASSERT_TRUE(connection->send(Hello{ClientKind::kTenant, kProtocolVersion}, 2s));
+    ASSERT_TRUE(connection->receive(2s));
+    if (client % 2 == 0) {
+      ASSERT_TRUE(connection->send(Join{}, 2s));
+      (void)connection->receive(2s);
+    }
+    for (int i = 0; i < 200; ++i) {
+      const auto gpu = static_cast<std::uint32_t>(random() % kMaxGpuRecords);
+      const std::vector<Message> nonsense{Lease{gpu, random()}, LeaseTrim{gpu}, SliceWanted{gpu},
+                                          SliceDone{gpu, static_cast<std::uint32_t>(random())}, SliceRenew{gpu},
+                                          Rejoin{static_cast<std::uint32_t>(random() % 600), 0}, Join{}};
+      if (!connection->send(nonsense[random() % nonsense.size()], 2s)) break;
+    }
+    if (client % 5 == 4) {
+      const std::string garbage = "GPSA" + std::string(64, static_cast<char>(random()));
+      ::send(connection->fd(), garbage.data(), garbage.size(), MSG_NOSIGNAL);
+    }
+  }
+  const ProcessResult r = gpushare::testing::run(as_user(65534, probe({"fill", std::to_string(kMiB)})), tenant_env());
+  EXPECT_EQ(output_u64(r.out, "allocated"), 64 * kMiB) << r.out << r.err;
 }
 
 TEST_F(Isolation, AProcessNoRuleMatchesIsRefused) {

@@ -24,7 +24,20 @@ std::vector<Message> one_of_each() {
           QuotaSet{"train", 1ull << 30, std::nullopt, std::nullopt, std::nullopt},
           QuotaSet{"night-team", std::nullopt, 50, 0, 2},
           QuotaSet{"all", 0, 100, 100, 0},
-          PolicyReload{}};
+          PolicyReload{},
+          Join{30, 0, kNoPriorityWish},
+          Join{100, 50, 2},
+          Joined{511, 127, "train", 70, 0, 1},
+          AttachGpu{{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, 3, 80ull << 30, 1ull << 30, "NVIDIA H200"},
+          GpuAttached{15, UINT64_MAX},
+          Lease{0, 2ull << 20},
+          LeaseReply{1, true},
+          LeaseReply{1, false},
+          LeaseTrim{2},
+          SliceWanted{3},
+          SliceDone{4, 0xfffffffeu},
+          SliceRenew{5},
+          Rejoin{7, 9}};
 }
 
 void put_u32(std::string& bytes, std::size_t offset, std::uint32_t value) {
@@ -129,6 +142,30 @@ TEST(AgentProtocol, FieldsOutOfRangeAreRefused) {
   std::string with_nul = encode(AdminRequest{"abc"});
   with_nul[kHeaderBytes + 3] = '\0';
   EXPECT_FALSE(decode_frame(with_nul));
+}
+
+// A tenant's messages name GPU records of the state's table, shares in percent and priority classes:
+// anything else is refused before it reaches the agent's sessions or arbiter.
+TEST(AgentProtocol, TenantFieldsOutOfRangeAreRefused) {
+  for (const Message& naming_a_gpu : std::vector<Message>{Lease{0, 1}, LeaseReply{0, true}, LeaseTrim{0},
+                                                          SliceWanted{0}, SliceDone{0, 0}, SliceRenew{0},
+                                                          GpuAttached{0, 0}}) {
+    std::string bytes = encode(naming_a_gpu);
+    put_u32(bytes, kHeaderBytes, kMaxGpuRecords);
+    EXPECT_FALSE(decode_frame(bytes)) << message_type_name(message_type(naming_a_gpu));
+  }
+  std::string share = encode(Join{30, 0, kNoPriorityWish});
+  put_u32(share, kHeaderBytes, 101);
+  EXPECT_FALSE(decode_frame(share));
+  std::string priority = encode(Join{30, 0, kNoPriorityWish});
+  priority[kHeaderBytes + 8] = 3;
+  EXPECT_FALSE(decode_frame(priority));
+  std::string joined = encode(Joined{1, 1, "t", 0, 0, 1});
+  joined[kHeaderBytes + 16] = static_cast<char>(kNoPriorityWish);  // only a wish may leave it out
+  EXPECT_FALSE(decode_frame(joined));
+  std::string granted = encode(LeaseReply{0, true});
+  granted[kHeaderBytes + 4] = 2;
+  EXPECT_FALSE(decode_frame(granted));
 }
 
 TEST(AgentProtocol, AnUnsupportedHelloVersionStillDecodesSoItCanBeAnswered) {
