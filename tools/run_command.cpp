@@ -13,6 +13,7 @@
 #include "commands.hpp"
 #include "core/compute_policy.hpp"
 #include "core/settings.hpp"
+#include "protocol.hpp"  // agent_socket_path
 #include "core/size.hpp"
 #include "core/tenant_name.hpp"
 
@@ -45,6 +46,17 @@ void prepend_path_list(const char* variable, const std::string& entry) {
   set_env(variable, entry + ":" + list);
 }
 
+}  // namespace
+
+namespace {
+int exec_command(std::vector<std::string>& command) {
+  std::vector<char*> argv;
+  for (auto& arg : command) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  ::execvp(argv[0], argv.data());
+  fmt::print(stderr, "gpushare run: cannot run '{}': {}\n", command.front(), std::strerror(errno));
+  return kExitCannotExec;
+}
 }  // namespace
 
 int run_command(RunOptions& options) {
@@ -119,6 +131,9 @@ int run_command(RunOptions& options) {
     for (const auto& error : effective.errors) fmt::print(stderr, "gpushare run: {}\n", error);
     return kExitBadInput;
   }
+  // Where a node agent runs, CMD's processes join through it (its policy decides; the options above
+  // may only lower their limits): the state is the agent's, not to be opened here.
+  if (agent::agent_socket_path() && !options.flags.value("--state")) return exec_command(options.command);
   // A state that cannot be opened (a folder, a device, a missing folder) would refuse every
   // allocation of CMD: refuse it here, before anything runs, opened as the library will open it.
   // Closed again before the exec.
@@ -128,13 +143,7 @@ int run_command(RunOptions& options) {
     fmt::print(stderr, "gpushare run: {}\n", state.error().message);
     return kExitBadInput;
   }
-
-  std::vector<char*> argv;
-  for (auto& arg : options.command) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  ::execvp(argv[0], argv.data());
-  fmt::print(stderr, "gpushare run: cannot run '{}': {}\n", options.command.front(), std::strerror(errno));
-  return kExitCannotExec;
+  return exec_command(options.command);
 }
 
 }  // namespace gpushare::tools

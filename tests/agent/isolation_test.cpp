@@ -131,6 +131,15 @@ TEST_F(Isolation, ThePolicysQuotaIsExactAndTheEnvironmentCannotRaiseIt) {
                                                        tenant_env({{"GPUSHARE_MEMORY_LIMIT", "32MiB"}}));
   ASSERT_EQ(lowered.exit_code, 0) << lowered.err;
   EXPECT_EQ(output_u64(lowered.out, "allocated"), 32 * kMiB) << lowered.out;
+
+  // `gpushare run` leaves the state to the agent: its options too only lower.
+  std::vector<std::string> run{GPUSHARE_TEST_TOOL, "run", "--memory", "16MiB", "--"};
+  for (const auto& arg : probe({"fill", std::to_string(kMiB)})) run.push_back(arg);
+  Env run_env = tenant_env();
+  run_env.erase("LD_PRELOAD");  // run sets it
+  const ProcessResult through_run = gpushare::testing::run(as_user(65534, run), run_env);
+  ASSERT_EQ(through_run.exit_code, 0) << through_run.err;
+  EXPECT_EQ(output_u64(through_run.out, "allocated"), 16 * kMiB) << through_run.out;
 }
 
 TEST_F(Isolation, RacingProcessesNeverExceedTheQuotaByOneByte) {
