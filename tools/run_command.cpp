@@ -133,7 +133,10 @@ int run_command(RunOptions& options) {
   }
   // Where a node agent runs, CMD's processes join through it (its policy decides; the options above
   // may only lower their limits): the state is the agent's, not to be opened here.
-  if (agent::agent_socket_path() && !options.flags.value("--state")) return exec_command(options.command);
+  if (agent::agent_socket_path()) {
+    if (!options.flags.value("--state")) return exec_command(options.command);
+    set_env("GPUSHARE_AGENT", "");  // the file asked for, not the agent: the daemonless mode
+  }
   // A state that cannot be opened (a folder, a device, a missing folder) would refuse every
   // allocation of CMD: refuse it here, before anything runs, opened as the library will open it.
   // Closed again before the exec.
