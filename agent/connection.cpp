@@ -1,5 +1,7 @@
 #include "connection.hpp"
 
+#include "fd_passing.hpp"
+
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -15,6 +17,7 @@ namespace gpushare::agent {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr std::size_t kMaxHeldFds = 16;  // passed and not yet taken: more are closed
 
 // Waits for `events` on fd until `deadline`; false when the time is up or poll fails.
 bool wait_for(int fd, short events, Clock::time_point deadline) {
@@ -63,28 +66,8 @@ int AgentConnection::take_passed_fd() {
   return fd;
 }
 
-// recv that also keeps the descriptors passed with the bytes (close-on-exec); a control message
-// cut short loses its descriptors, which the kernel has then closed.
 ssize_t AgentConnection::receive_some(char* buffer, std::size_t size) {
-  iovec data{buffer, size};
-  alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
-  msghdr header{};
-  header.msg_iov = &data;
-  header.msg_iovlen = 1;
-  header.msg_control = control;
-  header.msg_controllen = sizeof control;
-  const ssize_t received = ::recvmsg(fd_, &header, MSG_CMSG_CLOEXEC);
-  if (received < 0) return received;
-  for (cmsghdr* message = CMSG_FIRSTHDR(&header); message != nullptr; message = CMSG_NXTHDR(&header, message)) {
-    if (message->cmsg_level != SOL_SOCKET || message->cmsg_type != SCM_RIGHTS) continue;
-    const std::size_t count = (message->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (std::size_t i = 0; i < count; ++i) {
-      int passed = -1;
-      std::memcpy(&passed, CMSG_DATA(message) + i * sizeof(int), sizeof(int));
-      passed_fds_.push_back(passed);
-    }
-  }
-  return received;
+  return receive_with_fds(fd_, buffer, size, 0, passed_fds_, kMaxHeldFds);
 }
 
 Status AgentConnection::send(const Message& message, std::chrono::milliseconds timeout, int fd) {
@@ -92,21 +75,9 @@ Status AgentConnection::send(const Message& message, std::chrono::milliseconds t
   const auto deadline = Clock::now() + timeout;
   std::size_t done = 0;
   while (done < bytes.size()) {
-    iovec data{const_cast<char*>(bytes.data() + done), bytes.size() - done};
-    msghdr header{};
-    header.msg_iov = &data;
-    header.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    if (fd >= 0 && done == 0) {  // with the first byte of the message
-      header.msg_control = control;
-      header.msg_controllen = sizeof control;
-      cmsghdr* passed = CMSG_FIRSTHDR(&header);
-      passed->cmsg_level = SOL_SOCKET;
-      passed->cmsg_type = SCM_RIGHTS;
-      passed->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(passed), &fd, sizeof(int));
-    }
-    const ssize_t sent = ::sendmsg(fd_, &header, MSG_NOSIGNAL);
+    // A descriptor goes with the first byte of the message.
+    const std::span<const int> fds = fd >= 0 && done == 0 ? std::span<const int>(&fd, 1) : std::span<const int>();
+    const ssize_t sent = send_with_fds(fd_, bytes.data() + done, bytes.size() - done, fds, 0);
     if (sent >= 0) {
       done += static_cast<std::size_t>(sent);
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {

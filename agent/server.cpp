@@ -1,5 +1,7 @@
 #include "server.hpp"
 
+#include "fd_passing.hpp"
+
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -198,29 +200,7 @@ void Server::serve_readable(Client& client) {
 
 // recv that also keeps what descriptors the client passes, a few at most (the rest are closed).
 ssize_t Server::receive_some(Client& client, char* buffer, std::size_t size) {
-  iovec data{buffer, size};
-  alignas(cmsghdr) char control[CMSG_SPACE(kMaxPassedFds * sizeof(int))];
-  msghdr header{};
-  header.msg_iov = &data;
-  header.msg_iovlen = 1;
-  header.msg_control = control;
-  header.msg_controllen = sizeof control;
-  const ssize_t received = ::recvmsg(client.fd, &header, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-  if (received < 0) return received;
-  for (cmsghdr* message = CMSG_FIRSTHDR(&header); message != nullptr; message = CMSG_NXTHDR(&header, message)) {
-    if (message->cmsg_level != SOL_SOCKET || message->cmsg_type != SCM_RIGHTS) continue;
-    const std::size_t count = (message->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (std::size_t i = 0; i < count; ++i) {
-      int passed = -1;
-      std::memcpy(&passed, CMSG_DATA(message) + i * sizeof(int), sizeof(int));
-      if (client.input_fds.size() < kMaxPassedFds) {
-        client.input_fds.push_back(passed);
-      } else {
-        ::close(passed);
-      }
-    }
-  }
-  return received;
+  return receive_with_fds(client.fd, buffer, size, MSG_DONTWAIT, client.input_fds, kMaxPassedFds);
 }
 
 void Server::handle_message(Client& client, const Message& message) {
@@ -314,22 +294,9 @@ ssize_t Server::send_some(Client& client) {
   std::size_t length = client.output.size();
   const bool passes_fd = !client.output_fds.empty() && client.output_fds.front().first == 0;
   if (client.output_fds.size() > (passes_fd ? 1u : 0u)) length = client.output_fds[passes_fd ? 1 : 0].first;
-  iovec data{client.output.data(), length};
-  msghdr header{};
-  header.msg_iov = &data;
-  header.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(kMaxPassedFds * sizeof(int))] = {};
-  if (passes_fd) {
-    const std::vector<int>& passed = client.output_fds.front().second;
-    header.msg_control = control;
-    header.msg_controllen = CMSG_SPACE(passed.size() * sizeof(int));
-    cmsghdr* message = CMSG_FIRSTHDR(&header);
-    message->cmsg_level = SOL_SOCKET;
-    message->cmsg_type = SCM_RIGHTS;
-    message->cmsg_len = CMSG_LEN(passed.size() * sizeof(int));
-    std::memcpy(CMSG_DATA(message), passed.data(), passed.size() * sizeof(int));
-  }
-  const ssize_t sent = ::sendmsg(client.fd, &header, MSG_DONTWAIT | MSG_NOSIGNAL);
+  const std::span<const int> fds =
+      passes_fd ? std::span<const int>(client.output_fds.front().second) : std::span<const int>();
+  const ssize_t sent = send_with_fds(client.fd, client.output.data(), length, fds, MSG_DONTWAIT);
   if (sent <= 0) return sent;
   if (passes_fd) {
     for (const int passed : client.output_fds.front().second) ::close(passed);
