@@ -97,7 +97,7 @@ void serve_slice_message(gpushare::agent::SliceService& slices, std::uint32_t sl
                          const gpushare::agent::Message& message) {
   if (const auto* wanted = std::get_if<gpushare::agent::SliceWanted>(&message)) slices.wanted(slot, wanted->gpu);
   if (const auto* done = std::get_if<gpushare::agent::SliceDone>(&message)) {
-    slices.done(slot, done->gpu, done->slice_seen);
+    slices.done(slot, done->gpu, done->slice_seen, done->drained_at_ns);
   }
   if (const auto* renew = std::get_if<gpushare::agent::SliceRenew>(&message)) slices.renew(slot, renew->gpu);
 }
@@ -226,8 +226,10 @@ int main(int argc, char** argv) {
                            expired, swept.processes, swept.bytes));
       slices.slot_released();
     }
-    auto wait = slices.tick();
-    if (recovery.value()->pending() > 0) wait = std::min(wait, recovery.value()->time_left(now));
+    std::chrono::nanoseconds wait = slices.tick();
+    if (recovery.value()->pending() > 0) {
+      wait = std::min(wait, std::chrono::nanoseconds(recovery.value()->time_left(now)));
+    }
     return wait;
   };
   gpushare::agent::Server server(std::move(socket).value(), admin_gid, gpushare::agent::ServerLimits{},

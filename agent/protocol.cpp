@@ -133,6 +133,7 @@ void write_payload(Writer& out, const SliceWanted& wanted) { out.u32(wanted.gpu)
 void write_payload(Writer& out, const SliceDone& done) {
   out.u32(done.gpu);
   out.u32(done.slice_seen);
+  out.u64(done.drained_at_ns);
 }
 void write_payload(Writer& out, const SliceRenew& renew) { out.u32(renew.gpu); }
 void write_payload(Writer& out, const Rejoin& rejoin) {
@@ -388,7 +389,8 @@ Result<Message> decode_payload(MessageType type, std::string_view payload) {
     case MessageType::kSliceWanted: message = SliceWanted{read_gpu(in)}; break;
     case MessageType::kSliceDone: {
       const std::uint32_t gpu = read_gpu(in);
-      message = SliceDone{gpu, in.u32()};
+      const std::uint32_t seen = in.u32();
+      message = SliceDone{gpu, seen, in.u64()};
       break;
     }
     case MessageType::kSliceRenew: message = SliceRenew{read_gpu(in)}; break;

@@ -191,6 +191,7 @@ struct SliceWanted {
 struct SliceDone {
   std::uint32_t gpu = 0;
   std::uint32_t slice_seen = 0;  // the schedule's grant_seq when the process began to drain
+  std::uint64_t drained_at_ns = 0;  // when its drain ended (CLOCK_MONOTONIC); the agent clamps it
   friend bool operator==(const SliceDone&, const SliceDone&) = default;
 };
 struct SliceRenew {

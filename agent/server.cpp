@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -73,6 +74,7 @@ Server::Server(ListenSocket socket, std::optional<std::uint32_t> admin_gid, Serv
 Server::~Server() {
   while (!clients_.empty()) cut_off(clients_.begin()->first, DisconnectReason::kShutdown);
   if (epoll_fd_ >= 0) ::close(epoll_fd_);
+  if (timer_fd_ >= 0) ::close(timer_fd_);
 }
 
 void Server::watch(int fd, std::function<void()> ready) { watched_[fd] = std::move(ready); }
@@ -80,7 +82,9 @@ void Server::watch(int fd, std::function<void()> ready) { watched_[fd] = std::mo
 Status Server::run(int stop_fd) {
   if (epoll_fd_ < 0) epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) return Error{fmt::format("epoll_create1: {}", std::strerror(errno))};
-  std::vector<int> listened{socket_.fd(), stop_fd};
+  if (timer_fd_ < 0) timer_fd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  if (timer_fd_ < 0) return Error{fmt::format("timerfd_create: {}", std::strerror(errno))};
+  std::vector<int> listened{socket_.fd(), stop_fd, timer_fd_};
   for (const auto& [fd, ready] : watched_) listened.push_back(fd);
   for (const int fd : listened) {
     epoll_event event{};
@@ -94,10 +98,14 @@ Status Server::run(int stop_fd) {
   bool stopping = false;
   while (!stopping) {
     cut_off_stalled(Clock::now());
-    int timeout = wait_timeout_ms(Clock::now());
+    const int timeout = wait_timeout_ms(Clock::now());
     if (hooks_.on_wake) {
-      const auto wanted = static_cast<int>(std::max<std::int64_t>(0, hooks_.on_wake().count()));
-      timeout = timeout < 0 ? wanted : std::min(timeout, wanted);
+      // A zero it_value disarms the timer: the shortest wait is a nanosecond.
+      const std::int64_t wanted = std::max<std::int64_t>(1, hooks_.on_wake().count());
+      itimerspec when{};
+      when.it_value.tv_sec = static_cast<time_t>(wanted / 1'000'000'000);
+      when.it_value.tv_nsec = static_cast<long>(wanted % 1'000'000'000);
+      ::timerfd_settime(timer_fd_, 0, &when, nullptr);
     }
     const int ready = ::epoll_wait(epoll_fd_, events.data(), kEventsPerWait, timeout);
     if (ready < 0) {
@@ -113,6 +121,11 @@ Status Server::run(int stop_fd) {
       if (fd == socket_.fd()) {
         accept_clients();
         continue;
+      }
+      if (fd == timer_fd_) {
+        std::uint64_t expirations = 0;
+        [[maybe_unused]] const ssize_t read = ::read(timer_fd_, &expirations, sizeof expirations);
+        continue;  // on_wake runs before the next wait
       }
       if (const auto watched = watched_.find(fd); watched != watched_.end()) {
         watched->second();

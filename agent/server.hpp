@@ -63,8 +63,9 @@ struct ServerHooks {
   std::function<Result<std::vector<Outgoing>>(const SocketPeer& peer, const Message& request,
                                               std::vector<int>& passed_fds)>
       on_request;
-  // Called after every round of the loop; returns how long the loop may sleep before the next call.
-  std::function<std::chrono::milliseconds()> on_wake;
+  // Called before every wait of the loop; returns how long the loop may sleep before the next call
+  // (to the microsecond: a timerfd, not epoll's milliseconds).
+  std::function<std::chrono::nanoseconds()> on_wake;
 };
 
 class Server {
@@ -104,6 +105,7 @@ class Server {
   ServerLimits limits_;
   ServerHooks hooks_;
   int epoll_fd_ = -1;
+  int timer_fd_ = -1;  // on_wake's deadline
   std::map<int, std::unique_ptr<Client>> clients_;
   std::map<int, std::function<void()>> watched_;
   std::uint64_t next_connection_id_ = 1;

@@ -19,14 +19,17 @@ void SliceService::wanted(std::uint32_t slot, std::uint32_t gpu) {
   if (slot < layout::kMaxSlots && gpu < layout::kMaxGpus) decide(gpu);
 }
 
-void SliceService::done(std::uint32_t slot, std::uint32_t gpu, std::uint32_t slice_seen) {
+void SliceService::done(std::uint32_t slot, std::uint32_t gpu, std::uint32_t slice_seen, std::uint64_t drained_at_ns) {
   if (slot >= layout::kMaxSlots || gpu >= layout::kMaxGpus) return;
   layout::StateLayout& state = state_.state();
   const layout::GpuSchedule& schedule = state.schedules[gpu];
   if (auto lock = lock_schedule(state, gpu)) {
     if (layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot &&
         schedule.grant_seq.load(kRelaxed) == slice_seen) {
-      end_slice(state, gpu, monotonic_now_ns());
+      const std::uint64_t now = monotonic_now_ns();
+      const std::uint64_t earliest = std::min(
+          now, std::max(schedule.handover_asked_ns.load(kRelaxed), schedule.slice_start_ns.load(kRelaxed)));
+      end_slice(state, gpu, std::clamp(drained_at_ns, earliest, now));
     }
   }
   decide(gpu);
@@ -105,20 +108,20 @@ void SliceService::decide(std::uint32_t gpu) {
     }
   }
   if (decided.changed) wake_waiters(state, gpu);
-  const bool busy = waiting > 0 || schedule.holder_word.load(kAcquire) != 0;
-  next_look_ns_[gpu] = busy ? now + decided.recheck_after_ns : 0;
+  // Nobody waiting: nothing to decide until someone asks (SliceWanted) or the holder's slice ends
+  // (SliceRenew); a lone holder keeps the GPU.
+  next_look_ns_[gpu] = waiting > 0 ? now + decided.recheck_after_ns : 0;
 }
 
-std::chrono::milliseconds SliceService::tick() {
+std::chrono::nanoseconds SliceService::tick() {
   std::uint64_t soonest = std::numeric_limits<std::uint64_t>::max();
   for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
     if (next_look_ns_[gpu] != 0 && monotonic_now_ns() >= next_look_ns_[gpu]) decide(gpu);
     if (next_look_ns_[gpu] != 0) soonest = std::min(soonest, next_look_ns_[gpu]);
   }
-  if (soonest == std::numeric_limits<std::uint64_t>::max()) return std::chrono::milliseconds(1000);
+  if (soonest == std::numeric_limits<std::uint64_t>::max()) return std::chrono::seconds(1);
   const std::uint64_t now = monotonic_now_ns();
-  const std::uint64_t wait_ns = soonest > now ? soonest - now : 0;
-  return std::chrono::milliseconds((wait_ns + 999'999) / 1'000'000);
+  return std::chrono::nanoseconds(soonest > now ? soonest - now : 0);
 }
 
 }  // namespace gpushare::agent

@@ -21,13 +21,16 @@ class SliceService {
   SliceService(SharedState& state, std::function<bool(std::uint32_t slot)> live_slot, ArbiterTiming timing = {});
 
   void wanted(std::uint32_t slot, std::uint32_t gpu);
-  void done(std::uint32_t slot, std::uint32_t gpu, std::uint32_t slice_seen);
+  // The slice is charged up to the drain's end the process reports (the message itself may wait in
+  // a busy agent's queue), never before the process was asked to hand over nor after now: a process
+  // that lies can spare its own tenant no more than its drain.
+  void done(std::uint32_t slot, std::uint32_t gpu, std::uint32_t slice_seen, std::uint64_t drained_at_ns);
   void renew(std::uint32_t slot, std::uint32_t gpu);
   // A process left: its slice and marks are gone (the registry's hooks); the GPUs are decided again.
   void slot_released();
 
   // Arbitrates every GPU whose time to look again has come; returns how long until the next one.
-  std::chrono::milliseconds tick();
+  std::chrono::nanoseconds tick();
 
  private:
   // Arbitrates `gpu` now: recounts its waiters, lets the highest waiting class ask first.

@@ -122,37 +122,42 @@ void AgentLink::watch() {
       continue;
     }
     ::usleep(100'000);
-    if (rejoin()) log(LogLevel::kInfo, "rejoined the agent at {} (slot {})", socket_path_, slot_);
+    switch (rejoin()) {
+      case Rejoined::kYes: log(LogLevel::kInfo, "rejoined the agent at {} (slot {})", socket_path_, slot_); break;
+      case Rejoined::kNotYet: break;
+      case Rejoined::kNever: return;  // said why; the process goes on without the agent
+    }
   }
 }
 
-bool AgentLink::rejoin() {
+AgentLink::Rejoined AgentLink::rejoin() {
   auto connected = agent::AgentConnection::connect(socket_path_);
-  if (!connected) return false;
+  if (!connected) return Rejoined::kNotYet;  // no agent listening yet
   auto connection = std::make_unique<agent::AgentConnection>(std::move(connected).value());
   const auto ask = [&](const agent::Message& message, int fd = -1) -> Result<agent::Message> {
     if (auto sent = connection->send(message, kExchangeDeadline, fd); !sent) return sent.error();
     return connection->receive(kExchangeDeadline);
   };
   auto welcome = expect<agent::Welcome>(ask(agent::Hello{agent::ClientKind::kTenant}));
-  if (!welcome || !welcome->accepted) return false;
-  auto joined = expect<agent::Joined>(ask(agent::Rejoin{slot_, tenant_index_}, page_fd_));
+  if (!welcome) return Rejoined::kNotYet;  // starting, or busy: the next try
+  auto joined = welcome->accepted ? expect<agent::Joined>(ask(agent::Rejoin{slot_, tenant_index_}, page_fd_))
+                                  : Result<agent::Joined>(Error{welcome->tenant_or_refusal});
   if (!joined) {
-    log(LogLevel::kWarn, "the agent at {} does not take this process back: {}", socket_path_,
-        joined.error().message);
-    return false;
+    log(LogLevel::kWarn, "the agent at {} does not take this process back ({}): it goes on without the agent",
+        socket_path_, joined.error().message);
+    return Rejoined::kNever;
   }
   const ClosedOnExit state{connection->take_passed_fd()};
   struct stat info {};
   if (joined->slot != slot_ || state.fd < 0 || ::fstat(state.fd, &info) != 0 || info.st_dev != state_device_ ||
       info.st_ino != state_inode_) {
-    log(LogLevel::kWarn, "the agent at {} serves another state file: this process stays without it", socket_path_);
-    return false;
+    log(LogLevel::kWarn, "the agent at {} serves another state file: this process goes on without it", socket_path_);
+    return Rejoined::kNever;
   }
   std::lock_guard lock(exchange_mutex_);
   connection_ = std::move(connection);
   broken_.store(false, kRelaxed);
-  return true;
+  return Rejoined::kYes;
 }
 
 AgentLink::~AgentLink() = default;

@@ -66,15 +66,19 @@ class AgentLink final : public SliceBroker {
 
   // SliceBroker: time slices are the agent's to decide.
   void wanted(std::uint32_t gpu) override { notify(agent::SliceWanted{gpu}); }
-  void done(std::uint32_t gpu, std::uint32_t slice_seen) override { notify(agent::SliceDone{gpu, slice_seen}); }
+  void done(std::uint32_t gpu, std::uint32_t slice_seen, std::uint64_t drained_at_ns) override {
+    notify(agent::SliceDone{gpu, slice_seen, drained_at_ns});
+  }
   void renew(std::uint32_t gpu) override { notify(agent::SliceRenew{gpu}); }
   bool usable() const override { return !broken_.load(std::memory_order_relaxed); }
 
  private:
   explicit AgentLink(std::unique_ptr<agent::AgentConnection> connection) : connection_(std::move(connection)) {}
-  // The watcher thread's loop, and one attempt to rejoin (true: the link works again).
+  // The watcher thread's loop, and one attempt to rejoin: kNever when the agent refuses this
+  // process (its grace for rejoining is over, another state, another policy): then it stops trying.
+  enum class Rejoined { kYes, kNotYet, kNever };
   void watch();
-  bool rejoin();
+  Rejoined rejoin();
   void mark_broken();
   // One request and its answer, under the exchange mutex.
   Result<agent::Message> exchange(const agent::Message& request);

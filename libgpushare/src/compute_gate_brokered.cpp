@@ -23,7 +23,7 @@ constexpr std::uint64_t kAskAgainNs = 50'000'000;
 Status ComputeGate::hand_over_brokered(std::uint32_t gpu, const Drain& drain) {
   const std::uint32_t slice_seen = state_.state().schedules[gpu].grant_seq.load(kAcquire);
   if (drain) drain(gpu);
-  broker_->done(gpu, slice_seen);
+  broker_->done(gpu, slice_seen, monotonic_now_ns());
   return Ok{};
 }
 

@@ -44,6 +44,7 @@ class Isolation : public ::testing::Test {
     std::ofstream(policy_) << "[tenant.night]\nuids = [65534]\nmemory = \"64MiB\"\nshare = 30\n\n"
                               "[tenant.racers]\nuids = [65533]\nmemory = \"100MiB\"\nshare = 70\n\n"
                               "[tenant.fuzz]\nuids = [0]\nmemory = \"1GiB\"\n\n"
+                              "[tenant.capped]\nuids = [65531]\nlimit = 30\n\n"
                               "[default]\nrefuse = true\n";
     start_agent();
   }
@@ -248,6 +249,22 @@ TEST_F(Isolation, ATenantSendingNonsenseLeavesTheAgentServingOthers) {
   }
   const ProcessResult r = gpushare::testing::run(as_user(65534, probe({"fill", std::to_string(kMiB)})), tenant_env());
   EXPECT_EQ(output_u64(r.out, "allocated"), 64 * kMiB) << r.out << r.err;
+}
+
+// The policy's hard cap holds on an idle GPU: the agent ends the capped holder's slices and grants
+// it again only as its budget comes back.
+TEST_F(Isolation, ThePolicysCapHoldsOnAnIdleGpu) {
+  const std::string engine = drop("engine");
+  std::ofstream{engine};
+  ::chmod(engine.c_str(), 0666);
+  const ProcessResult r = gpushare::testing::run(
+      as_user(65531, {GPUSHARE_TEST_WORKLOAD, "linked", "saturate", "3", "1000"}),
+      tenant_env({{"FAKE_CUDA_ENGINE", engine}, {"GPUSHARE_COMPUTE_LIMIT", "90"}}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const double kernel = gpushare::testing::output_double(r.out, "kernel_us").value_or(0);
+  const double wall = gpushare::testing::output_double(r.out, "wall_us").value_or(1);
+  std::printf("capped at 30: %.3f of wall time\n", kernel / wall);
+  EXPECT_NEAR(kernel / wall, 0.30, 0.03) << r.out << "(its own 90 % cannot raise the policy's 30)";
 }
 
 TEST_F(Isolation, AProcessNoRuleMatchesIsRefused) {

@@ -35,7 +35,7 @@ std::vector<Message> one_of_each() {
           LeaseReply{1, false},
           LeaseTrim{2},
           SliceWanted{3},
-          SliceDone{4, 0xfffffffeu},
+          SliceDone{4, 0xfffffffeu, 123456789ull},
           SliceRenew{5},
           Rejoin{7, 9}};
 }
@@ -148,7 +148,7 @@ TEST(AgentProtocol, FieldsOutOfRangeAreRefused) {
 // anything else is refused before it reaches the agent's sessions or arbiter.
 TEST(AgentProtocol, TenantFieldsOutOfRangeAreRefused) {
   for (const Message& naming_a_gpu : std::vector<Message>{Lease{0, 1}, LeaseReply{0, true}, LeaseTrim{0},
-                                                          SliceWanted{0}, SliceDone{0, 0}, SliceRenew{0},
+                                                          SliceWanted{0}, SliceDone{0, 0, 0}, SliceRenew{0},
                                                           GpuAttached{0, 0}}) {
     std::string bytes = encode(naming_a_gpu);
     put_u32(bytes, kHeaderBytes, kMaxGpuRecords);

@@ -43,9 +43,9 @@ class SliceBroker {
   virtual ~SliceBroker() = default;
   // The process has marked itself waiting for `gpu` (its own waiting mark): decide.
   virtual void wanted(std::uint32_t gpu) = 0;
-  // The process, asked to hand over, has drained its work: end the slice granted as `slice_seen`
-  // (grant_seq) if it is still the one in force.
-  virtual void done(std::uint32_t gpu, std::uint32_t slice_seen) = 0;
+  // The process, asked to hand over, has drained its work (at `drained_at_ns`): end the slice
+  // granted as `slice_seen` (grant_seq) if it is still the one in force.
+  virtual void done(std::uint32_t gpu, std::uint32_t slice_seen, std::uint64_t drained_at_ns) = 0;
   // The holder's slice is over: renew it if nobody else waits, else ask it to hand over.
   virtual void renew(std::uint32_t gpu) = 0;
   // False once the agent cannot be told (gone): the slow paths fail and launches pass ungated.
