@@ -321,11 +321,11 @@ class DirectBroker : public SliceBroker {
     ++wanted_;
     service_.wanted(slot_, gpu);
   }
-  void done(std::uint32_t gpu, std::uint32_t slice_seen) override {
+  void done(std::uint32_t gpu, std::uint32_t slice_seen, std::uint64_t drained_at_ns) override {
     if (!usable()) return;
     const std::lock_guard lock(agent_loop_);
     ++done_;
-    service_.done(slot_, gpu, slice_seen);
+    service_.done(slot_, gpu, slice_seen, drained_at_ns);
   }
   void renew(std::uint32_t gpu) override {
     if (!usable()) return;
