@@ -135,14 +135,16 @@ int main(int argc, char** argv) {
                  "What to do with a GPU process NVML lists beyond the ledger: report (log and publish it) or kill "
                  "(also SIGKILL it once the finding has stood for --enforce-grace) (default report)")
       ->check(CLI::IsMember({"report", "kill"}));
+  // Bounded so that the durations they become cannot overflow.
+  constexpr double kMostSeconds = 7 * 24 * 3600;
   app.add_option("--enforce-grace", enforce_grace_s, "Seconds a finding must stand before --enforce kill (default 30)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0.0, kMostSeconds));
   app.add_option("--context-allowance", context_allowance,
                  "What a connected process may use on a GPU beyond its ledger, for its CUDA context (default 1GiB)");
   app.add_option("--nvml-interval", nvml_interval_s,
                  "Seconds between two comparisons of NVML's processes with the ledger; 0 turns the watch off "
                  "(default 5)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0.0, kMostSeconds));
   app.footer("Runs until SIGTERM or SIGINT. SIGHUP, or `gpushare agent reload` from root or the admin group, re-reads "
              "--policy: a faulty file keeps the policy in force (logged with file:line), a good one applies to new "
              "connections and to the limits of live tenants. Exit status: 0 when stopped by a signal; 1 when the "
