@@ -21,12 +21,14 @@
 #include <CLI/CLI.hpp>
 
 #include "admin_requests.hpp"
+#include "escape_rounds.hpp"
 #include "identity.hpp"
 #include "listen_socket.hpp"
 #include "policy.hpp"
 #include "core/compute_slot_release.hpp"
 #include "core/registry.hpp"
 #include "core/shared_state.hpp"
+#include "core/size.hpp"
 #include "recovery.hpp"
 #include "server.hpp"
 #include "slice_service.hpp"
@@ -124,6 +126,25 @@ int main(int argc, char** argv) {
                  "answered with the peer's tenant, or refused. Without it no process can join a tenant");
   app.add_option("--admin-group", admin_group,
                  "Members of this group may send administration requests, as root may; everyone else is refused");
+  // The escape watch (docs/escaped-processes.md).
+  std::string enforce = "report";
+  double enforce_grace_s = 30;
+  std::string context_allowance = "1GiB";
+  double nvml_interval_s = 5;
+  app.add_option("--enforce", enforce,
+                 "What to do with a GPU process NVML lists beyond the ledger: report (log and publish it) or kill "
+                 "(also SIGKILL it once the finding has stood for --enforce-grace) (default report)")
+      ->check(CLI::IsMember({"report", "kill"}));
+  // Bounded so that the durations they become cannot overflow.
+  constexpr double kMostSeconds = 7 * 24 * 3600;
+  app.add_option("--enforce-grace", enforce_grace_s, "Seconds a finding must stand before --enforce kill (default 30)")
+      ->check(CLI::Range(0.0, kMostSeconds));
+  app.add_option("--context-allowance", context_allowance,
+                 "What a connected process may use on a GPU beyond its ledger, for its CUDA context (default 1GiB)");
+  app.add_option("--nvml-interval", nvml_interval_s,
+                 "Seconds between two comparisons of NVML's processes with the ledger; 0 turns the watch off "
+                 "(default 5)")
+      ->check(CLI::Range(0.0, kMostSeconds));
   app.footer("Runs until SIGTERM or SIGINT. SIGHUP, or `gpushare agent reload` from root or the admin group, re-reads "
              "--policy: a faulty file keeps the policy in force (logged with file:line), a good one applies to new "
              "connections and to the limits of live tenants. Exit status: 0 when stopped by a signal; 1 when the "
@@ -133,6 +154,20 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& error) {
     return app.exit(error) == 0 ? 0 : kExitBadInput;
   }
+
+  gpushare::agent::EscapeWatchConfig watch;
+  if (auto allowance = gpushare::parse_size(context_allowance); allowance) {
+    watch.context_allowance_bytes = allowance.value();
+  } else {
+    fmt::print(stderr, "gpushare-agent: --context-allowance: {}\n", allowance.error().message);
+    return kExitBadInput;
+  }
+  watch.enforcement.enforce = enforce == "kill" ? gpushare::agent::EnforcementConfig::Enforce::kKill
+                                                : gpushare::agent::EnforcementConfig::Enforce::kReport;
+  watch.enforcement.grace = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::duration<double>(enforce_grace_s));
+  watch.interval = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::duration<double>(nvml_interval_s));
+  if (nvml_interval_s > 0 && watch.interval.count() == 0) watch.interval = std::chrono::milliseconds(1);
 
   std::optional<gpushare::agent::Policy> policy;
   if (policy_path) {
@@ -186,6 +221,7 @@ int main(int argc, char** argv) {
   }
   gpushare::agent::TenantSessions sessions(*state.value());
   sessions.set_recovery(recovery.value().get());
+  const auto escapes = gpushare::agent::EscapeRounds::start(state.value()->state(), watch, log_info);
 
   gpushare::agent::AdminRequests admin(*state.value(), sessions, policy_path, policy, log_info);
   auto socket = gpushare::agent::ListenSocket::create(socket_path);
@@ -230,6 +266,7 @@ int main(int argc, char** argv) {
     if (recovery.value()->pending() > 0) {
       wait = std::min(wait, std::chrono::nanoseconds(recovery.value()->time_left(now)));
     }
+    if (escapes) wait = std::min(wait, std::chrono::nanoseconds(escapes->run_if_due(now, sessions.joined_processes())));
     return wait;
   };
   gpushare::agent::Server server(std::move(socket).value(), admin_gid, gpushare::agent::ServerLimits{},

@@ -361,4 +361,14 @@ void TenantSessions::apply_policy(const Policy& policy, const std::function<void
   }
 }
 
+std::vector<std::pair<pid_t, std::uint32_t>> TenantSessions::joined_processes() const {
+  std::vector<std::pair<pid_t, std::uint32_t>> joined;
+  for (const auto& [id, session] : sessions_) {
+    if (session->membership) {
+      joined.emplace_back(static_cast<pid_t>(session->peer.credentials.pid), session->membership->slot_index());
+    }
+  }
+  return joined;
+}
+
 }  // namespace gpushare::agent

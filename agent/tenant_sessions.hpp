@@ -18,6 +18,7 @@
 #include <optional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/registry.hpp"
@@ -81,6 +82,10 @@ class TenantSessions {
   std::map<std::uint64_t, std::unique_ptr<Session>> sessions_;
   std::bitset<layout::kMaxSlots> live_slots_;
   Recovery* recovery_ = nullptr;
+
+ public:
+  // The joined processes: each one's pid (SO_PEERCRED's, in the agent's PID namespace) and slot.
+  std::vector<std::pair<pid_t, std::uint32_t>> joined_processes() const;
 };
 
 }  // namespace gpushare::agent

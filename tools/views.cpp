@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <ctime>
 #include <map>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -46,6 +47,30 @@ std::string tenant_state(const TenantReport& tenant) {
   return text;
 }
 
+std::string bytes_or_unknown(const std::optional<std::uint64_t>& bytes) {
+  return bytes ? format_size(*bytes) : "unknown";
+}
+
+// GPU processes the agent's escape watch finds outside the ledger; nothing when there are none.
+std::string unaccounted_section(const Report& report) {
+  if (report.unaccounted.empty() && report.unaccounted_omitted == 0) return "";
+  std::string out = "\nUNACCOUNTED GPU PROCESSES (found by the agent through NVML)\n";
+  out += fmt::format("  {:<8} {:<40} {:>10} {:>10} {:>12}  {}\n", "PID", "GPU", "USED", "LEDGER", "UNACCOUNTED",
+                     "WHY");
+  for (const UnaccountedReport& finding : report.unaccounted) {
+    std::string why = finding.known_to_agent ? "over its ledger" : "not connected to the agent";
+    if (finding.kill_sent) why += ", killed";
+    if (!finding.cgroup.empty()) why += fmt::format(", cgroup {}", finding.cgroup);
+    out += fmt::format("  {:<8} {:<40} {:>10} {:>10} {:>12}  {}\n", finding.pid, shortened(finding.gpu_uuid, 40),
+                       bytes_or_unknown(finding.used_bytes), format_size(finding.accounted_bytes),
+                       bytes_or_unknown(finding.unaccounted_bytes), why);
+  }
+  if (report.unaccounted_omitted != 0) {
+    out += fmt::format("  and {} more the state has no room for\n", report.unaccounted_omitted);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string render_status(const Report& report) {
@@ -87,6 +112,7 @@ std::string render_status(const Report& report) {
       out += fmt::format("    pid {:<8} {}{}\n", process.pid, process.alive ? "alive" : "DEAD (reclaim pending)", held);
     }
   }
+  out += unaccounted_section(report);
   return out;
 }
 

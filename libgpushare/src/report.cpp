@@ -1,8 +1,11 @@
 #include "core/report.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
+#include <optional>
+#include <string>
 #include <thread>
 
 #include "core/arbiter.hpp"
@@ -55,6 +58,56 @@ ComputeUse compute_use(const layout::StateLayout& state, std::uint32_t gpu, cons
   }
   // The sequence never settled (a writer stuck mid-charge): what is charged is still right.
   return {entry.gpu_ns.load(kAcquire), entry.launches.load(kAcquire), false};
+}
+
+template <std::size_t N>
+std::string text_of(const std::atomic<char> (&chars)[N]) {
+  std::string text;
+  for (const auto& c : chars) {
+    const char value = c.load(kRelaxed);
+    if (value == '\0') break;
+    text += value;
+  }
+  return text;
+}
+
+std::optional<std::uint64_t> known_bytes(std::uint64_t bytes) {
+  return bytes == layout::kUnknownBytes ? std::nullopt : std::optional<std::uint64_t>(bytes);
+}
+
+// The escape watch's table as the agent last wrote it whole; nothing when the agent kept rewriting
+// it through every attempt.
+struct UnaccountedRead {
+  std::vector<UnaccountedReport> findings;
+  std::uint32_t omitted = 0;
+};
+UnaccountedRead read_unaccounted(const layout::UnaccountedTable& table) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const std::uint32_t seq = table.seq.load(kAcquire);
+    if ((seq & 1) != 0) {
+      std::this_thread::yield();
+      continue;
+    }
+    UnaccountedRead read;
+    read.omitted = table.omitted.load(kRelaxed);
+    for (const layout::UnaccountedProcess& entry : table.entries) {
+      if (entry.state.load(kRelaxed) != layout::kInUse) continue;
+      UnaccountedReport finding;
+      finding.pid = entry.pid.load(kRelaxed);
+      finding.gpu_uuid = text_of(entry.gpu_uuid);
+      finding.used_bytes = known_bytes(entry.used_bytes.load(kRelaxed));
+      finding.accounted_bytes = entry.accounted_bytes.load(kRelaxed);
+      finding.unaccounted_bytes = known_bytes(entry.unaccounted_bytes.load(kRelaxed));
+      finding.known_to_agent = entry.known_to_agent.load(kRelaxed) != 0;
+      finding.kill_sent = entry.kill_sent.load(kRelaxed) != 0;
+      finding.first_seen_unix_ns = entry.first_seen_unix_ns.load(kRelaxed);
+      finding.cgroup = text_of(entry.cgroup);
+      read.findings.push_back(std::move(finding));
+    }
+    std::atomic_thread_fence(kAcquire);
+    if (table.seq.load(kRelaxed) == seq) return read;
+  }
+  return {};
 }
 
 }  // namespace
@@ -119,6 +172,9 @@ Report build_report(SharedState& shared) {
     }
     report.tenants.push_back(std::move(summary));
   }
+  UnaccountedRead unaccounted = read_unaccounted(state.unaccounted);
+  report.unaccounted = std::move(unaccounted.findings);
+  report.unaccounted_omitted = unaccounted.omitted;
   return report;
 }
 

@@ -68,6 +68,20 @@ Json tenant_json(const TenantReport& tenant) {
           {"memory_limit_overridden", override_bytes.has_value()}};
 }
 
+Json optional_bytes(const std::optional<std::uint64_t>& bytes) { return bytes ? Json(*bytes) : Json(nullptr); }
+
+Json unaccounted_json(const UnaccountedReport& finding) {
+  return {{"pid", finding.pid},
+          {"gpu_uuid", finding.gpu_uuid},
+          {"cgroup", finding.cgroup.empty() ? Json(nullptr) : Json(finding.cgroup)},
+          {"used_bytes", optional_bytes(finding.used_bytes)},
+          {"accounted_bytes", finding.accounted_bytes},
+          {"unaccounted_bytes", optional_bytes(finding.unaccounted_bytes)},
+          {"known_to_agent", finding.known_to_agent},
+          {"kill_sent", finding.kill_sent},
+          {"first_seen_unix_ns", finding.first_seen_unix_ns}};
+}
+
 }  // namespace
 
 std::string report_to_json(const Report& report) {
@@ -75,11 +89,15 @@ std::string report_to_json(const Report& report) {
   for (const GpuReport& gpu : report.gpus) gpus.push_back(gpu_json(gpu));
   Json tenants = Json::array();
   for (const TenantReport& tenant : report.tenants) tenants.push_back(tenant_json(tenant));
+  Json unaccounted = Json::array();
+  for (const UnaccountedReport& finding : report.unaccounted) unaccounted.push_back(unaccounted_json(finding));
   const Json json = {{"schema_version", kReportSchemaVersion},
                      {"state", report.state_path},
                      {"time_unix_ns", report.time_unix_ns},
                      {"gpus", std::move(gpus)},
-                     {"tenants", std::move(tenants)}};
+                     {"tenants", std::move(tenants)},
+                     {"unaccounted", std::move(unaccounted)},
+                     {"unaccounted_omitted", report.unaccounted_omitted}};
   // Compact, and never throwing on text that is not UTF-8: such bytes become U+FFFD.
   return json.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
 }

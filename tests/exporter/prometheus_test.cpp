@@ -145,6 +145,7 @@ gpushare_tenant_compute_limit_ratio{tenant="train"} 0.5
 # TYPE gpushare_tenant_info gauge
 gpushare_tenant_info{tenant="train",priority="high"} 1
 gpushare_tenant_info{tenant="serve",priority="normal"} 1
+# TYPE gpushare_unaccounted_memory_bytes gauge
 )";
   replace_all(expected, "$GPU", R"(gpu_uuid="GPU-00010203-0405-0607-0809-0a0b0c0d0e0f")");
   replace_all(expected, "$VERSION", GPUSHARE_VERSION);
@@ -210,6 +211,42 @@ TEST(RenderPrometheus, WithoutStateUpIsZeroAndTheReasonIsOneComment) {
   ASSERT_EQ(exposition.comments.size(), 1u) << text;
   EXPECT_EQ(exposition.comments[0], "# no shared state at /x second line");
   for (const std::string& family : exposition.type_order) EXPECT_EQ(exposition.helped.count(family), 1u);
+}
+
+// The escape watch's findings: one sample per finding whose size is known, labelled with its pid,
+// cgroup and GPU (a process NVML cannot size is in the status only).
+TEST(RenderPrometheus, UnaccountedMemoryHasOneSamplePerFindingOfKnownSize) {
+  Report report = two_tenants();
+  gpushare::UnaccountedReport escaped;
+  escaped.pid = 4242;
+  escaped.gpu_uuid = "GPU-46414b45-4750-552d-0000-000000000000";
+  escaped.used_bytes = 3 * kGiB;
+  escaped.unaccounted_bytes = 3 * kGiB;
+  escaped.cgroup = "/system.slice/escaped.scope";
+  report.unaccounted.push_back(escaped);
+  gpushare::UnaccountedReport over = escaped;
+  over.pid = 77;
+  over.cgroup = "";
+  over.known_to_agent = true;
+  over.accounted_bytes = 2 * kGiB;
+  over.unaccounted_bytes = 512 * kMiB;
+  report.unaccounted.push_back(over);
+  gpushare::UnaccountedReport unsized = escaped;
+  unsized.pid = 99;
+  unsized.used_bytes.reset();
+  unsized.unaccounted_bytes.reset();
+  report.unaccounted.push_back(unsized);
+
+  const std::string text = render_prometheus(report);
+  EXPECT_NE(text.find("gpushare_unaccounted_memory_bytes{pid=\"4242\",cgroup=\"/system.slice/escaped.scope\","
+                      "gpu_uuid=\"GPU-46414b45-4750-552d-0000-000000000000\"} 3221225472\n"),
+            std::string::npos)
+      << text;
+  const auto exposition = parse_exposition(text);
+  EXPECT_EQ(exposition.types.at("gpushare_unaccounted_memory_bytes"), "gauge");
+  EXPECT_EQ(exposition.helped.count("gpushare_unaccounted_memory_bytes"), 1u);
+  EXPECT_EQ(exposition.value("gpushare_unaccounted_memory_bytes", {{"pid", "77"}, {"cgroup", ""}}), "536870912");
+  EXPECT_EQ(exposition.value("gpushare_unaccounted_memory_bytes", {{"pid", "99"}}), std::nullopt);
 }
 
 // docs/metrics.md has one table row per family, with the type the page declares.

@@ -84,7 +84,9 @@ TEST_F(ReportTest, JsonKeepsTheDocumentedSchema) {
     return names;
   };
   using Keys = std::vector<std::string>;
-  EXPECT_EQ(keys(json), (Keys{"schema_version", "state", "time_unix_ns", "gpus", "tenants"}));
+  EXPECT_EQ(keys(json),
+            (Keys{"schema_version", "state", "time_unix_ns", "gpus", "tenants", "unaccounted", "unaccounted_omitted"}));
+  EXPECT_EQ(json["unaccounted"], nlohmann::ordered_json::array()) << "no agent: no finding";
   EXPECT_EQ(json["state"], state_->path());
   ASSERT_EQ(json["gpus"].size(), 1u);
   const auto& card = json["gpus"][0];
@@ -183,6 +185,83 @@ TEST_F(ReportTest, AChargeInProgressIsNotCountedTwice) {
   EXPECT_EQ(report.gpus.at(0).tenants.at(0).gpu_ns, 20'000'000u);
   schedule.charge_seq.store(2);
   schedule.holder_word.store(0);
+}
+
+// Writes one entry of the escape watch's table as the agent would (agent/escape_rounds.cpp).
+void write_finding(layout::UnaccountedProcess& entry, std::uint32_t pid, std::string_view gpu, std::uint64_t used,
+                   std::uint64_t unaccounted, std::string_view cgroup) {
+  entry.pid.store(pid);
+  for (std::size_t i = 0; i < layout::kGpuUuidTextBytes; ++i) entry.gpu_uuid[i].store(i < gpu.size() ? gpu[i] : '\0');
+  entry.used_bytes.store(used);
+  entry.accounted_bytes.store(used - std::min(used, unaccounted));
+  entry.unaccounted_bytes.store(unaccounted);
+  entry.known_to_agent.store(used != unaccounted ? 1 : 0);
+  entry.kill_sent.store(0);
+  entry.first_seen_unix_ns.store(1'700'000'000'000'000'000ull);
+  for (std::size_t i = 0; i < layout::kCgroupBytes; ++i) entry.cgroup[i].store(i < cgroup.size() ? cgroup[i] : '\0');
+  entry.state.store(layout::kInUse);
+}
+
+TEST_F(ReportTest, UnaccountedProcessesComeFromTheAgentsTable) {
+  auto& table = state_->state().unaccounted;
+  write_finding(table.entries[3], 4242, "GPU-46414b45-4750-552d-0000-000000000000", 3_GiB, 3_GiB,
+                "/system.slice/escaped.scope");
+  write_finding(table.entries[9], 77, "MIG-5e1f", 5_GiB, 2_GiB, "");
+  write_finding(table.entries[12], 99, "GPU-x", layout::kUnknownBytes, layout::kUnknownBytes, "/a");
+  table.entries[12].known_to_agent.store(0);
+  write_finding(table.entries[20], 55, "GPU-x", 1_GiB, 1_GiB, "/freed");
+  table.entries[20].state.store(layout::kFree);
+  table.omitted.store(2);
+
+  const Report report = build_report(*state_);
+  ASSERT_EQ(report.unaccounted.size(), 3u);
+  const UnaccountedReport& escaped = report.unaccounted[0];
+  EXPECT_EQ(escaped.pid, 4242u);
+  EXPECT_EQ(escaped.gpu_uuid, "GPU-46414b45-4750-552d-0000-000000000000");
+  EXPECT_EQ(escaped.used_bytes, 3_GiB);
+  EXPECT_EQ(escaped.accounted_bytes, 0u);
+  EXPECT_EQ(escaped.unaccounted_bytes, 3_GiB);
+  EXPECT_FALSE(escaped.known_to_agent);
+  EXPECT_EQ(escaped.cgroup, "/system.slice/escaped.scope");
+  EXPECT_TRUE(report.unaccounted[1].known_to_agent);
+  EXPECT_EQ(report.unaccounted[1].accounted_bytes, 3_GiB);
+  EXPECT_FALSE(report.unaccounted[2].used_bytes.has_value());
+  EXPECT_FALSE(report.unaccounted[2].unaccounted_bytes.has_value());
+  EXPECT_EQ(report.unaccounted_omitted, 2u);
+
+  const auto json = nlohmann::ordered_json::parse(report_to_json(report));
+  ASSERT_EQ(json["unaccounted"].size(), 3u);
+  std::vector<std::string> names;
+  for (const auto& item : json["unaccounted"][0].items()) names.push_back(item.key());
+  EXPECT_EQ(names, (std::vector<std::string>{"pid", "gpu_uuid", "cgroup", "used_bytes", "accounted_bytes",
+                                             "unaccounted_bytes", "known_to_agent", "kill_sent",
+                                             "first_seen_unix_ns"}));
+  EXPECT_EQ(json["unaccounted"][0]["pid"], 4242);
+  EXPECT_EQ(json["unaccounted"][0]["unaccounted_bytes"], 3_GiB);
+  EXPECT_EQ(json["unaccounted"][0]["first_seen_unix_ns"], 1'700'000'000'000'000'000ull);
+  EXPECT_TRUE(json["unaccounted"][1]["cgroup"].is_null());
+  EXPECT_TRUE(json["unaccounted"][2]["used_bytes"].is_null());
+  EXPECT_TRUE(json["unaccounted"][2]["unaccounted_bytes"].is_null());
+  EXPECT_EQ(json["unaccounted_omitted"], 2);
+}
+
+// The table is untrusted: text without its NUL ends at the field's end; a table the writer left
+// half written (an odd sequence word) is not shown rather than shown torn.
+TEST_F(ReportTest, AnUnterminatedOrHalfWrittenTableIsReadSafely) {
+  auto& table = state_->state().unaccounted;
+  write_finding(table.entries[0], 1, "GPU-y", 1_GiB, 1_GiB, "");
+  for (auto& c : table.entries[0].cgroup) c.store('c');
+  for (auto& c : table.entries[0].gpu_uuid) c.store('g');
+  Report report = build_report(*state_);
+  ASSERT_EQ(report.unaccounted.size(), 1u);
+  EXPECT_EQ(report.unaccounted[0].cgroup, std::string(layout::kCgroupBytes, 'c'));
+  EXPECT_EQ(report.unaccounted[0].gpu_uuid, std::string(layout::kGpuUuidTextBytes, 'g'));
+
+  table.seq.store(table.seq.load() | 1);
+  report = build_report(*state_);
+  EXPECT_TRUE(report.unaccounted.empty());
+  table.seq.store(table.seq.load() + 1);
+  EXPECT_EQ(build_report(*state_).unaccounted.size(), 1u);
 }
 
 }  // namespace

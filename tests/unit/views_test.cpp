@@ -71,5 +71,28 @@ TEST(StatusView, HeldBytesFollowTheSlotNotThePid) {
   EXPECT_TRUE(Contains(text, "pid 1        alive  GPU 0: 1023.59 MiB\n    pid 1        alive\n")) << text;
 }
 
+TEST(StatusView, UnaccountedProcessesHaveASectionOnlyWhenThereAreSome) {
+  Report report = wide_report(1'000'000'000, 0);
+  EXPECT_FALSE(Contains(render_status(report), "UNACCOUNTED")) << render_status(report);
+  UnaccountedReport escaped;
+  escaped.pid = 4242;
+  escaped.gpu_uuid = "GPU-46414b45-4750-552d-0000-000000000000";
+  escaped.used_bytes = 3_GiB;
+  escaped.unaccounted_bytes = 3_GiB;
+  escaped.cgroup = "/system.slice/escaped.scope";
+  escaped.kill_sent = true;
+  report.unaccounted.push_back(escaped);
+  UnaccountedReport unknown;
+  unknown.pid = 77;
+  unknown.gpu_uuid = "GPU-x";
+  report.unaccounted.push_back(unknown);
+  const std::string text = render_status(report);
+  EXPECT_TRUE(Contains(text, "\nUNACCOUNTED GPU PROCESSES")) << text;
+  EXPECT_TRUE(Contains(text, "  4242     GPU-46414b45-4750-552d-0000-000000000000      3 GiB        0 B        3 GiB  "
+                             "not connected to the agent, killed, cgroup /system.slice/escaped.scope\n"))
+      << text;
+  EXPECT_TRUE(Contains(text, "unknown")) << text;
+}
+
 }  // namespace
 }  // namespace gpushare::tools

@@ -137,6 +137,12 @@ const TenantMetric kTenantMetrics[] = {
 constexpr Family kTenantInfo{"gpushare_tenant_info", "gauge",
                              "Always 1; the priority label is the tenant's scheduling class (high, normal or low)."};
 
+constexpr Family kUnaccountedMemory{
+    "gpushare_unaccounted_memory_bytes", "gauge",
+    "Device memory a GPU process uses that the ledger does not account (isolation mode: the agent's escape watch, "
+    "through NVML): all its memory when it is not connected to the agent, else what exceeds its ledger and the "
+    "context allowance. One sample per finding whose size NVML can tell."};
+
 void write_exporter_metrics(Exposition& text, bool up) {
   text.begin(kBuildInfo);
   text.sample({{"version", GPUSHARE_VERSION}}, "1");
@@ -201,6 +207,13 @@ std::string render_prometheus(const Report& report) {
   text.begin(kTenantInfo);
   for (const TenantReport& tenant : report.tenants) {
     text.sample({{"tenant", tenant.name}, {"priority", priority_name(tenant.compute.priority)}}, "1");
+  }
+  text.begin(kUnaccountedMemory);
+  for (const UnaccountedReport& finding : report.unaccounted) {
+    if (!finding.unaccounted_bytes) continue;
+    const std::string pid = integer(finding.pid);
+    text.sample({{"pid", pid}, {"cgroup", finding.cgroup}, {"gpu_uuid", finding.gpu_uuid}},
+                integer(*finding.unaccounted_bytes));
   }
   return text.take();
 }

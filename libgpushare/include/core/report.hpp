@@ -63,12 +63,28 @@ struct TenantReport {
   std::vector<ProcessReport> processes;
 };
 
+// A GPU process the agent's escape watch found unaccounted (docs/escaped-processes.md): not
+// connected to the agent, or using more than its ledger plus the context allowance.
+struct UnaccountedReport {
+  std::uint64_t pid = 0;  // in the agent's (the root) PID namespace
+  std::string gpu_uuid;   // as NVML names the GPU
+  std::optional<std::uint64_t> used_bytes;         // nullopt: NVML cannot tell
+  std::uint64_t accounted_bytes = 0;
+  std::optional<std::uint64_t> unaccounted_bytes;  // nullopt: unknown
+  bool known_to_agent = false;
+  bool kill_sent = false;
+  std::uint64_t first_seen_unix_ns = 0;
+  std::string cgroup;  // "" when unknown
+};
+
 struct Report {
   std::string state_path;
   std::uint64_t time_unix_ns = 0;
   std::uint64_t monotonic_ns = 0;  // when it was taken, for rates between two reports
   std::vector<GpuReport> gpus;
   std::vector<TenantReport> tenants;
+  std::vector<UnaccountedReport> unaccounted;  // the agent's last round; empty without an agent
+  std::uint32_t unaccounted_omitted = 0;       // findings of that round the table had no room for
 };
 
 Report build_report(SharedState& state);

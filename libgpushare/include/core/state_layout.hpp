@@ -262,6 +262,37 @@ inline void restore_own_slot(ProcessSlot& slot, std::uint32_t tenant) {
   if (slot.state.load(std::memory_order_relaxed) != kInUse) slot.state.store(kInUse, std::memory_order_release);
 }
 
+// Isolation mode: GPU processes the agent's escape watch finds unaccounted (agent/escape_watch.hpp),
+// for `gpushare status` and the exporter. Written by the agent only, as a whole table per round
+// under a sequence word: odd while the agent writes, so that a reader copies the table and retries
+// when the word moved (a seqlock). Every field is an atomic read with relaxed loads between the
+// two reads of the word. Untrusted by readers: text may lack its NUL, entries may say anything.
+inline constexpr std::uint32_t kMaxUnaccounted = 32;
+inline constexpr std::size_t kCgroupBytes = 512;        // a cgroup path, NUL-terminated (cut when longer)
+inline constexpr std::size_t kGpuUuidTextBytes = 96;    // NVML's UUID text ("GPU-…", "MIG-…"), NUL-terminated
+inline constexpr std::uint64_t kUnknownBytes = UINT64_MAX;  // NVML could not tell the process's use
+
+struct UnaccountedProcess {
+  std::atomic<std::uint32_t> state;             // kInUse: a finding; kFree: an empty entry
+  std::atomic<std::uint32_t> pid;               // in the agent's (the root) PID namespace
+  std::atomic<char> gpu_uuid[kGpuUuidTextBytes];
+  std::atomic<std::uint64_t> used_bytes;        // NVML's figure, or kUnknownBytes
+  std::atomic<std::uint64_t> accounted_bytes;   // the ledger's (0 for a process the agent does not know)
+  std::atomic<std::uint64_t> unaccounted_bytes; // what the ledger misses, or kUnknownBytes
+  std::atomic<std::uint32_t> known_to_agent;    // 1: a connected process using more than its ledger
+  std::atomic<std::uint32_t> kill_sent;         // 1 once `--enforce kill` sent its SIGKILL
+  std::atomic<std::uint64_t> first_seen_unix_ns;
+  std::atomic<char> cgroup[kCgroupBytes];       // "" when unknown
+};
+
+struct alignas(64) UnaccountedTable {
+  std::atomic<std::uint32_t> seq;       // odd while the agent rewrites the table
+  std::atomic<std::uint32_t> omitted;   // findings of the last round that did not fit
+  std::atomic<std::uint64_t> written_unix_ns;  // the last round's time; 0 when no watch ever ran
+  UnaccountedProcess entries[kMaxUnaccounted];
+};
+static_assert(std::atomic<char>::is_always_lock_free && sizeof(std::atomic<char>) == 1);
+
 struct StateLayout {
   StateHeader header;
   pthread_mutex_t registry_mutex;  // process-shared, robust
@@ -269,6 +300,7 @@ struct StateLayout {
   TenantRecord tenants[kMaxTenants];
   ProcessSlot slots[kMaxSlots];
   GpuSchedule schedules[kMaxGpus];
+  UnaccountedTable unaccounted;  // appended to ABI 7 before its release
 };
 
 static_assert(std::is_standard_layout_v<StateLayout>);
