@@ -108,12 +108,12 @@ fi
 # A SIZE as exact bytes (or "unlimited"), parsed by gpushare itself, which prints what is wrong
 # with a bad one. (Helpers return a status: `fail` inside $(...) would only end the subshell.)
 size_in_bytes() {
-  "$gpushare" run --memory "$1" -- printenv GPUSHARE_MEMORY_LIMIT
+  "$gpushare" run --state "$state" --memory "$1" -- printenv GPUSHARE_MEMORY_LIMIT
 }
 # A percentage 1-100 (optionally with %), checked by gpushare, as a plain number.
 percent() {
   local value=$1
-  "$gpushare" run --share "$value" -- true || return 1
+  "$gpushare" run --state "$state" --share "$value" -- true || return 1
   value=${value%\%}
   printf '%s' $((10#$value))
 }
