@@ -49,9 +49,8 @@ Accounted accounted_from_state(const layout::StateLayout& state,
 
 void publish_unaccounted(layout::UnaccountedTable& table, const std::vector<TrackedEscape>& tracked,
                          std::uint64_t unix_now_ns, std::chrono::steady_clock::time_point steady_now) {
-  const std::uint32_t seq = table.seq.load(kRelaxed);
-  table.seq.store(seq + 1, kRelaxed);  // odd: readers retry
-  std::atomic_thread_fence(std::memory_order_release);
+  // Odd while the entries change: readers retry. The add's acquire keeps the stores below after it.
+  const std::uint32_t seq = table.seq.fetch_add(1, std::memory_order_acq_rel);
   const std::size_t shown = std::min<std::size_t>(tracked.size(), layout::kMaxUnaccounted);
   for (std::size_t i = 0; i < layout::kMaxUnaccounted; ++i) {
     layout::UnaccountedProcess& entry = table.entries[i];

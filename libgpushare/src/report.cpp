@@ -64,7 +64,7 @@ template <std::size_t N>
 std::string text_of(const std::atomic<char> (&chars)[N]) {
   std::string text;
   for (const auto& c : chars) {
-    const char value = c.load(kRelaxed);
+    const char value = c.load(kAcquire);
     if (value == '\0') break;
     text += value;
   }
@@ -89,23 +89,23 @@ UnaccountedRead read_unaccounted(const layout::UnaccountedTable& table) {
       continue;
     }
     UnaccountedRead read;
-    read.omitted = table.omitted.load(kRelaxed);
+    read.omitted = table.omitted.load(kAcquire);
     for (const layout::UnaccountedProcess& entry : table.entries) {
-      if (entry.state.load(kRelaxed) != layout::kInUse) continue;
+      if (entry.state.load(kAcquire) != layout::kInUse) continue;
       UnaccountedReport finding;
-      finding.pid = entry.pid.load(kRelaxed);
+      finding.pid = entry.pid.load(kAcquire);
       finding.gpu_uuid = text_of(entry.gpu_uuid);
-      finding.used_bytes = known_bytes(entry.used_bytes.load(kRelaxed));
-      finding.accounted_bytes = entry.accounted_bytes.load(kRelaxed);
-      finding.unaccounted_bytes = known_bytes(entry.unaccounted_bytes.load(kRelaxed));
-      finding.known_to_agent = entry.known_to_agent.load(kRelaxed) != 0;
-      finding.kill_sent = entry.kill_sent.load(kRelaxed) != 0;
-      finding.first_seen_unix_ns = entry.first_seen_unix_ns.load(kRelaxed);
+      finding.used_bytes = known_bytes(entry.used_bytes.load(kAcquire));
+      finding.accounted_bytes = entry.accounted_bytes.load(kAcquire);
+      finding.unaccounted_bytes = known_bytes(entry.unaccounted_bytes.load(kAcquire));
+      finding.known_to_agent = entry.known_to_agent.load(kAcquire) != 0;
+      finding.kill_sent = entry.kill_sent.load(kAcquire) != 0;
+      finding.first_seen_unix_ns = entry.first_seen_unix_ns.load(kAcquire);
       finding.cgroup = text_of(entry.cgroup);
       read.findings.push_back(std::move(finding));
     }
-    std::atomic_thread_fence(kAcquire);
-    if (table.seq.load(kRelaxed) == seq) return read;
+    // Every load above is an acquire: none moves after this second look at the sequence.
+    if (table.seq.load(kAcquire) == seq) return read;
   }
   return {};
 }

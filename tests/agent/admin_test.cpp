@@ -13,58 +13,38 @@
 #include <fstream>
 #include <memory>
 
-#include "agent_program.hpp"
-#include "process.hpp"
-#include "server_harness.hpp"
+#include "agent_tenants.hpp"
 #include "status_json.hpp"
 
 namespace gpushare::agent {
 namespace {
 
 using namespace std::chrono_literals;
-using gpushare::testing::Env;
 using gpushare::testing::Json;
 using gpushare::testing::output_u64;
-using gpushare::testing::Process;
 using gpushare::testing::ProcessResult;
 
-constexpr std::uint64_t kMiB = 1ull << 20;
-constexpr std::uint64_t kGiB = 1ull << 30;
+using testing::kGiB;
+using testing::kMiB;
 constexpr std::uint64_t kHeldBytes = 8 * kMiB;
 
-class Administration : public ::testing::Test {
+class Administration : public testing::AgentWithTenants {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the agent and tenants as another user";
-    if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "needs setpriv (util-linux)";
-    std::filesystem::create_directory(drop_);
-    ::chmod(drop_.c_str(), 0777);
+    AgentWithTenants::SetUp();
+    if (IsSkipped()) return;
     write_policy("64MiB");
-    std::vector<std::string> argv{GPUSHARE_TEST_TOOL, "agent", "--socket", socket_,
-                                  "--state",          state_,  "--policy", policy_};
+    std::vector<std::string> more;
     if (const group* users = ::getgrnam("users")) {
       admin_gid_ = users->gr_gid;
-      argv.insert(argv.end(), {"--admin-group", "users"});
+      more = {"--admin-group", "users"};
     }
-    agent_ = std::make_unique<Process>(argv, Env{});
-    ASSERT_TRUE(wait_for_entry(directory_.path(), "agent.sock", 10s)) << "the agent's socket never appeared";
+    start_agent(more);
   }
 
   void write_policy(const std::string& night_memory) const {
     std::ofstream(policy_) << "[tenant.night]\nuids = [65534]\nmemory = \"" << night_memory << "\"\n\n"
                            << "[default]\nrefuse = true\n";
-  }
-  Env tenant_env() const {
-    return gpushare::testing::fake_driver_env(GPUSHARE_TEST_FAKE_DIR,
-                                              {{"LD_PRELOAD", GPUSHARE_TEST_PRELOAD},
-                                               {"GPUSHARE_AGENT", socket_},
-                                               {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)}});
-  }
-  static std::vector<std::string> as_user(const std::string& uid, std::vector<std::string> argv,
-                                          const std::string& groups = "--clear-groups") {
-    std::vector<std::string> command{"setpriv", "--reuid=" + uid, "--regid=" + uid, groups};
-    command.insert(command.end(), argv.begin(), argv.end());
-    return command;
   }
   std::vector<std::string> tool(std::vector<std::string> args) const {
     args.insert(args.begin(), GPUSHARE_TEST_TOOL);
@@ -74,7 +54,7 @@ class Administration : public ::testing::Test {
   // A live process of tenant night holding kHeldBytes, once the agent has its limit on a GPU.
   std::unique_ptr<Process> start_holder() {
     auto holder = std::make_unique<Process>(
-        as_user("65534", {GPUSHARE_TEST_PROBE, "linked", "hold", std::to_string(kHeldBytes), drop_ + "/ready"}),
+        as_user(65534, {GPUSHARE_TEST_PROBE, "linked", "hold", std::to_string(kHeldBytes), drop_ + "/ready"}),
         tenant_env());
     EXPECT_TRUE(wait_for_entry(drop_, "ready", 20s)) << "the tenant never held its memory";
     EXPECT_TRUE(shows_limit(64 * kMiB));
@@ -96,27 +76,21 @@ class Administration : public ::testing::Test {
   // What a new process of tenant night can allocate beside the holder.
   std::optional<std::uint64_t> fill() const {
     const ProcessResult r = gpushare::testing::run(
-        as_user("65534", {GPUSHARE_TEST_PROBE, "linked", "fill", std::to_string(kMiB)}), tenant_env());
+        as_user(65534, {GPUSHARE_TEST_PROBE, "linked", "fill", std::to_string(kMiB)}), tenant_env());
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return output_u64(r.out, "allocated");
   }
 
-  testing::TemporaryDirectory directory_;
-  std::string socket_ = directory_.path() + "/agent.sock";
-  std::string state_ = directory_.path() + "/gpushare.state";
-  std::string policy_ = directory_.path() + "/policy.toml";
-  std::string drop_ = directory_.path() + "/drop";
   std::optional<gid_t> admin_gid_;
-  std::unique_ptr<Process> agent_;
 };
 
 TEST_F(Administration, AnotherUserIsDeniedAndNothingChanges) {
   auto holder = start_holder();
   const ProcessResult denied =
-      gpushare::testing::run(as_user("65534", tool({"quota", "set", "night", "--memory", "1GiB"})), tool_env());
+      gpushare::testing::run(as_user(65534, tool({"quota", "set", "night", "--memory", "1GiB"})), tool_env());
   EXPECT_EQ(denied.exit_code, 4) << denied.out << denied.err;
   EXPECT_NE(denied.err.find("permission denied"), std::string::npos) << denied.err;
-  const ProcessResult reload = gpushare::testing::run(as_user("65534", tool({"agent", "reload"})), tool_env());
+  const ProcessResult reload = gpushare::testing::run(as_user(65534, tool({"agent", "reload"})), tool_env());
   EXPECT_EQ(reload.exit_code, 4) << reload.out << reload.err;
   EXPECT_EQ(limit_now(), 64 * kMiB);
   EXPECT_EQ(fill(), 64 * kMiB - kHeldBytes);
@@ -138,7 +112,7 @@ TEST_F(Administration, AMemberOfTheAdminGroupMayChangeATenant) {
   if (!admin_gid_) GTEST_SKIP() << "no group 'users' to name as --admin-group";
   auto holder = start_holder();
   const ProcessResult set = gpushare::testing::run(
-      as_user("65533", tool({"quota", "set", "night", "--memory", "16MiB"}), "--groups=" + std::to_string(*admin_gid_)),
+      as_user(65533, tool({"quota", "set", "night", "--memory", "16MiB"}), "--groups=" + std::to_string(*admin_gid_)),
       tool_env());
   ASSERT_EQ(set.exit_code, 0) << set.out << set.err;
   EXPECT_EQ(limit_now(), 16 * kMiB);
@@ -175,10 +149,9 @@ TEST_F(Administration, APolicyReloadReachesLiveTenantsAndAFaultyOneIsRefused) {
   EXPECT_EQ(limit_now(), 24 * kMiB);
   EXPECT_EQ(fill(), 24 * kMiB - kHeldBytes);
 
+  EXPECT_TRUE(agent_logged("policy.toml:3", 5s)) << "the agent logs the faulty line";
   agent_->kill(SIGTERM);
-  const ProcessResult stopped = agent_->wait(10s);
-  EXPECT_EQ(stopped.exit_code, 0) << stopped.err;
-  EXPECT_NE(stopped.err.find("policy.toml:3"), std::string::npos) << "the agent logs the faulty line: " << stopped.err;
+  EXPECT_EQ(agent_->wait(10s).exit_code, 0);
 }
 
 }  // namespace

@@ -16,31 +16,24 @@
 #include <random>
 #include <thread>
 
-#include "agent_program.hpp"
+#include "agent_tenants.hpp"
 #include "connection.hpp"
-#include "process.hpp"
-#include "server_harness.hpp"
 
 namespace gpushare::agent {
 namespace {
 
 using namespace std::chrono_literals;
-using gpushare::testing::Env;
 using gpushare::testing::output_u64;
-using gpushare::testing::Process;
 using gpushare::testing::ProcessResult;
 
-constexpr std::uint64_t kMiB = 1ull << 20;
-constexpr std::uint64_t kGiB = 1ull << 30;
+using testing::kGiB;
+using testing::kMiB;
 
-class Isolation : public ::testing::Test {
+class Isolation : public testing::AgentWithTenants {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the agent and tenants as another user";
-    if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "needs setpriv (util-linux)";
-    // Ready files of tenants running as nobody.
-    std::filesystem::create_directory(drop_);
-    ::chmod(drop_.c_str(), 0777);
+    AgentWithTenants::SetUp();
+    if (IsSkipped()) return;
     std::ofstream(policy_) << "[tenant.night]\nuids = [65534]\nmemory = \"64MiB\"\nshare = 30\n\n"
                               "[tenant.racers]\nuids = [65533]\nmemory = \"100MiB\"\nshare = 70\n\n"
                               "[tenant.fuzz]\nuids = [0]\nmemory = \"1GiB\"\n\n"
@@ -48,53 +41,6 @@ class Isolation : public ::testing::Test {
                               "[default]\nrefuse = true\n";
     start_agent();
   }
-  // The agent, its log appended to agent.log (the tests wait for its lines).
-  void start_agent() {
-    std::filesystem::remove(socket_);
-    agent_ = std::make_unique<Process>(
-        std::vector<std::string>{"sh", "-c", "exec \"$0\" agent --socket \"$1\" --state \"$2\" --policy \"$3\" 2>>\"$4\"",
-                                 GPUSHARE_TEST_TOOL, socket_, state_, policy_, log_},
-        Env{});
-    ASSERT_TRUE(wait_for_entry(directory_.path(), "agent.sock", 10s)) << "the agent's socket never appeared";
-  }
-  // Waits up to `patience` for the agent's log to hold `text`.
-  bool agent_logged(const std::string& text, std::chrono::milliseconds patience) const {
-    const auto deadline = std::chrono::steady_clock::now() + patience;
-    do {
-      std::ifstream file(log_);
-      const std::string all((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-      if (all.find(text) != std::string::npos) return true;
-      std::this_thread::sleep_for(10ms);
-    } while (std::chrono::steady_clock::now() < deadline);
-    return false;
-  }
-
-  // A tenant's environment: preloaded, the fake driver, the agent named; `extra` on top.
-  Env tenant_env(Env extra = {}) const {
-    extra.insert({{"LD_PRELOAD", GPUSHARE_TEST_PRELOAD},
-                  {"GPUSHARE_AGENT", socket_},
-                  {"FAKE_CUDA_DEVICE_MEMORY", std::to_string(8 * kGiB)}});
-    return gpushare::testing::fake_driver_env(GPUSHARE_TEST_FAKE_DIR, std::move(extra));
-  }
-  static std::vector<std::string> as_user(int uid, std::vector<std::string> argv) {
-    std::vector<std::string> command{"setpriv", "--reuid=" + std::to_string(uid), "--regid=" + std::to_string(uid),
-                                     "--clear-groups"};
-    command.insert(command.end(), argv.begin(), argv.end());
-    return command;
-  }
-  static std::vector<std::string> probe(std::vector<std::string> args) {
-    args.insert(args.begin(), {GPUSHARE_TEST_PROBE, "linked"});
-    return args;
-  }
-  std::string drop(const std::string& name) const { return drop_ + "/" + name; }
-
-  testing::TemporaryDirectory directory_;
-  std::string socket_ = directory_.path() + "/agent.sock";
-  std::string state_ = directory_.path() + "/gpushare.state";
-  std::string policy_ = directory_.path() + "/policy.toml";
-  std::string drop_ = directory_.path() + "/drop";
-  std::string log_ = directory_.path() + "/agent.log";
-  std::unique_ptr<Process> agent_;
 };
 
 TEST_F(Isolation, TheStateIsTheAgentsAndTenantsCannotWriteIt) {
