@@ -225,18 +225,6 @@ using Message = std::variant<Hello, Welcome, Ping, Pong, ErrorMessage, AdminRequ
                              AttachGpu, GpuAttached, Lease, LeaseReply, LeaseTrim, SliceWanted, SliceDone, SliceRenew,
                              Rejoin, QuotaSet, PolicyReload>;
 
-// The agent's socket a client uses: GPUSHARE_AGENT when set (empty: none), else the default socket
-// when it exists. Shared by tenants (interpose/) and tools.
-inline std::optional<std::string> agent_socket_path() {
-  if (const char* named = std::getenv("GPUSHARE_AGENT")) {
-    if (*named == '\0') return std::nullopt;
-    return std::string(named);
-  }
-  struct stat info {};
-  if (::stat(kAgentSocketPath, &info) == 0 && S_ISSOCK(info.st_mode)) return std::string(kAgentSocketPath);
-  return std::nullopt;
-}
-
 MessageType message_type(const Message& message);
 // SliceWanted, SliceDone or SliceRenew.
 bool is_slice_message(const Message& message);

@@ -40,7 +40,6 @@ struct ClosedOnExit {
 
 }  // namespace
 
-std::optional<std::string> agent_socket_path() { return agent::agent_socket_path(); }
 
 Result<std::unique_ptr<AgentLink>> AgentLink::connect(const std::string& socket_path, const Settings& settings) {
   if (::sysconf(_SC_PAGESIZE) != static_cast<long>(layout::kSlotPageBytes)) {

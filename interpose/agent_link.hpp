@@ -35,9 +35,7 @@
 
 namespace gpushare::interpose {
 
-// The agent's socket for this process: GPUSHARE_AGENT when set (an empty value: none), else the
-// default socket when it exists; nullopt for the daemonless mode.
-std::optional<std::string> agent_socket_path();
+
 
 class AgentLink final : public SliceBroker {
  public:

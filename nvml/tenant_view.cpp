@@ -1,5 +1,7 @@
 #include "tenant_view.hpp"
 
+#include <dlfcn.h>
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -53,13 +55,29 @@ void TenantQuotaLookup::read_environment() {
   const StatePath state_path = resolved_state_path(settings);
   state_origin_ = state_path.origin();
   state_path_ = state_path.path;
+  if (agent_socket_path()) {
+    // The agent's policy decides the tenant and its limits (the variables only lower them): the
+    // ledger in the agent's state is the one truth, read once the preload library has joined.
+    through_agent_ = true;
+    tenant_.clear();
+    if (settings.state_path.empty()) state_path_ = kAgentStatePath;
+    return;
+  }
   // Per-device limits are keyed by CUDA ordinal, which NVML's device numbering does not follow.
   if (settings.device_memory_limit_bytes.empty()) environment_limit_ = settings.memory_limit_bytes;
+}
+
+std::string TenantQuotaLookup::joined_tenant() {
+  using TenantName = const char* (*)();
+  const auto name = reinterpret_cast<TenantName>(::dlsym(RTLD_DEFAULT, "gpushare_tenant_name"));
+  const char* joined = name != nullptr ? name() : nullptr;
+  return joined != nullptr ? std::string(joined) : std::string();
 }
 
 std::optional<TenantQuota> TenantQuotaLookup::find(std::string_view gpu_uuid) {
   std::lock_guard lock(mutex_);
   if (!environment_read_) read_environment();
+  if (through_agent_ && tenant_.empty()) tenant_ = joined_tenant();
   if (tenant_.empty()) return std::nullopt;
   if (state_ == nullptr) {
     struct stat info {};

@@ -49,6 +49,9 @@ class TenantQuotaLookup {
 
  private:
   void read_environment();
+  // Isolation mode: the tenant the preload library in this process joined through the agent
+  // (gpushare_tenant_name), "" before it has.
+  static std::string joined_tenant();
 
   std::mutex mutex_;
   bool environment_read_ = false;
@@ -56,6 +59,7 @@ class TenantQuotaLookup {
   std::string state_path_;
   SharedState::Origin state_origin_ = SharedState::Origin::kConfigured;
   std::optional<std::uint64_t> environment_limit_;
+  bool through_agent_ = false;  // isolation mode: the agent names the tenant and its limits
   std::unique_ptr<SharedState> state_;
 };
 

@@ -16,7 +16,7 @@ int agent_command(const std::vector<std::string>& args) {
                  kAgentSocketPath);
       return kExitBadInput;
     }
-    const auto socket = agent::agent_socket_path();
+    const auto socket = agent_socket_path();
     if (!socket) {
       fmt::print(stderr, "gpushare agent reload: no agent socket (set GPUSHARE_AGENT; {} does not exist)\n",
                  kAgentSocketPath);

@@ -52,7 +52,7 @@ int quota_set_command(const QuotaOptions& options) {
   const std::string& tenant = options.tenant;
   // Isolation mode: the agent owns the state and decides who may change it.
   if (!options.flags.value("--state")) {
-    if (const auto socket = agent::agent_socket_path()) {
+    if (const auto socket = agent_socket_path()) {
       agent::QuotaSet request{tenant, bytes, change.share_pct, change.limit_pct, std::nullopt};
       if (change.priority) request.priority = static_cast<std::uint8_t>(*change.priority);
       return send_admin_request("quota set", *socket, request);

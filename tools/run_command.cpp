@@ -13,7 +13,6 @@
 #include "commands.hpp"
 #include "core/compute_policy.hpp"
 #include "core/settings.hpp"
-#include "protocol.hpp"  // agent_socket_path
 #include "core/size.hpp"
 #include "core/tenant_name.hpp"
 
@@ -133,7 +132,7 @@ int run_command(RunOptions& options) {
   }
   // Where a node agent runs, CMD's processes join through it (its policy decides; the options above
   // may only lower their limits): the state is the agent's, not to be opened here.
-  if (agent::agent_socket_path()) {
+  if (agent_socket_path()) {
     if (!options.flags.value("--state")) return exec_command(options.command);
     set_env("GPUSHARE_AGENT", "");  // the file asked for, not the agent: the daemonless mode
   }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -25,6 +26,16 @@ struct SharedState::Mapping {
   bip::file_mapping file;
   bip::mapped_region region;
 };
+
+std::optional<std::string> agent_socket_path() {
+  if (const char* named = std::getenv("GPUSHARE_AGENT")) {
+    if (*named == '\0') return std::nullopt;
+    return std::string(named);
+  }
+  struct stat info {};
+  if (::stat(kAgentSocketPath, &info) == 0 && S_ISSOCK(info.st_mode)) return std::string(kAgentSocketPath);
+  return std::nullopt;
+}
 
 std::string default_state_path() {
   // Where a node agent runs (isolation mode), its state is the node's: root's file beside its socket.

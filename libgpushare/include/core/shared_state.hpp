@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "core/platform.hpp"  // unix_now_ns, for the times written into the file
@@ -89,6 +90,10 @@ void unlock(int fd, std::int64_t offset);
 // Isolation mode's defaults: the node agent's socket and state file (agent/, `gpushare agent`).
 inline constexpr const char* kAgentSocketPath = "/run/gpushare/agent.sock";
 inline constexpr const char* kAgentStatePath = "/run/gpushare/gpushare.state";
+// The agent's socket a process uses: GPUSHARE_AGENT when set (set but empty: none, the daemonless
+// mode), else kAgentSocketPath when a socket is there; nullopt for the daemonless mode. Shared by
+// tenants (interpose/), the NVML shadow and the tools.
+std::optional<std::string> agent_socket_path();
 
 // The state path used when none is configured: the agent's state where an agent runs, else a
 // folder HAMi shares, else /dev/shm; which path is used is decided by resolved_state_path
