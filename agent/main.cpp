@@ -5,6 +5,7 @@
 // administrators' requests only from root and the --admin-group.
 #include <grp.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -200,6 +201,11 @@ int main(int argc, char** argv) {
     return kExitFailure;
   }
 
+  // Three descriptors per tenant process (its socket, its page, its slot's lock): up to the hard limit.
+  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
   if (auto pages = gpushare::agent::TenantSessions::check_page_size(); !pages) {
     fmt::print(stderr, "gpushare-agent: {}\n", pages.error().message);
     return kExitFailure;
