@@ -124,7 +124,8 @@ int main(int argc, char** argv) {
                  "/run/gpushare/gpushare.state; created when missing)");
   app.add_option("--policy", policy_path,
                  "The policy file (docs/agent-policy.md): who is which tenant, with which limits. Each Hello is "
-                 "answered with the peer's tenant, or refused. Without it no process can join a tenant");
+                 "answered with the peer's tenant, or refused. Default /etc/gpushare/policy.toml when it exists; "
+                 "without a policy no process can join a tenant");
   app.add_option("--admin-group", admin_group,
                  "Members of this group may send administration requests, as root may; everyone else is refused");
   // The escape watch (docs/escaped-processes.md).
@@ -170,6 +171,10 @@ int main(int argc, char** argv) {
   watch.interval = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::duration<double>(nvml_interval_s));
   if (nvml_interval_s > 0 && watch.interval.count() == 0) watch.interval = std::chrono::milliseconds(1);
 
+  constexpr const char* kDefaultPolicy = "/etc/gpushare/policy.toml";
+  std::error_code unseen;
+  if (!policy_path && std::filesystem::exists(kDefaultPolicy, unseen)) policy_path = kDefaultPolicy;
+  if (!policy_path) log_info(fmt::format("no --policy and no {}: no process can join a tenant", kDefaultPolicy));
   std::optional<gpushare::agent::Policy> policy;
   if (policy_path) {
     auto loaded = gpushare::agent::load_policy(*policy_path);
