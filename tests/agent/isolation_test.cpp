@@ -213,6 +213,25 @@ TEST_F(Isolation, ThePolicysCapHoldsOnAnIdleGpu) {
   EXPECT_NEAR(kernel / wall, 0.30, 0.03) << r.out << "(its own 90 % cannot raise the policy's 30)";
 }
 
+// NVML inside a tenant (the shadow first on the library path, a fake NVML behind it): a process
+// that has used CUDA sees its policy's quota as the card's total, whatever its own variables ask.
+TEST_F(Isolation, NvmlInsideATenantShowsThePolicysQuota) {
+  const std::string forwarder = drop("forwarder");
+  std::filesystem::create_directory(forwarder);
+  std::filesystem::create_symlink(GPUSHARE_TEST_FAKE_NVML, forwarder + "/" + GPUSHARE_TEST_FORWARDER_NAME);
+  // The shadow reads the agent's state at GPUSHARE_STATE, or /run/gpushare/gpushare.state.
+  Env env = tenant_env({{"GPUSHARE_MEMORY_LIMIT", "1GiB"}, {"GPUSHARE_STATE", state_}});
+  env["LD_LIBRARY_PATH"] = std::filesystem::path(GPUSHARE_TEST_SHADOW).parent_path().string() + ":" + forwarder +
+                           ":" + env["LD_LIBRARY_PATH"];
+  const ProcessResult r =
+      gpushare::testing::run(as_user(65534, probe({"nvml", std::to_string(8 * kMiB)})), env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(output_u64(r.out, "alloc_rc"), 0u) << r.out;
+  EXPECT_EQ(output_u64(r.out, "rc", "nvml"), 0u) << r.out;
+  EXPECT_EQ(output_u64(r.out, "total", "nvml"), 64 * kMiB) << r.out;
+  EXPECT_GE(output_u64(r.out, "used", "nvml").value_or(0), 8 * kMiB) << r.out;
+}
+
 TEST_F(Isolation, AProcessNoRuleMatchesIsRefused) {
   const ProcessResult r =
       gpushare::testing::run(as_user(65532, probe({"fill", std::to_string(kMiB)})), tenant_env());

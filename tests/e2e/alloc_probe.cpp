@@ -15,6 +15,8 @@
 //     async CHUNK                    cuMemAllocAsync until refused
 //     pitch WIDTH HEIGHT             one cuMemAllocPitch_v2; reports the pitch and the tenant's view
 //     info                           report the device view only
+//     nvml BYTES                     allocate BYTES, then ask NVML (dlopen libnvidia-ml.so.1, as PyTorch
+//                                    does) for device 0's memory: nvml rc= total= free= used=
 //   Environment: PROBE_DEVICE (ordinal, default 0).
 #include <dlfcn.h>
 #include <unistd.h>
@@ -110,6 +112,25 @@ void report_view(const Api& api, CUdevice device) {
   std::printf("meminfo_rc=%d free=%zu total=%zu device_total=%zu\n", info, free, total, device_total);
 }
 
+// Device 0's memory as NVML tells it to a process that has used CUDA (the shadow, when it is first).
+void report_nvml() {
+  void* nvml = ::dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (nvml == nullptr) die("cannot open libnvidia-ml.so.1");
+  using Init = int (*)();
+  using Handle = int (*)(unsigned int, void**);
+  using MemoryInfo = int (*)(void*, unsigned long long*);
+  const auto init = reinterpret_cast<Init>(::dlsym(nvml, "nvmlInit_v2"));
+  const auto handle_of = reinterpret_cast<Handle>(::dlsym(nvml, "nvmlDeviceGetHandleByIndex_v2"));
+  const auto memory_info = reinterpret_cast<MemoryInfo>(::dlsym(nvml, "nvmlDeviceGetMemoryInfo"));
+  if (init == nullptr || handle_of == nullptr || memory_info == nullptr) die("NVML lacks a function");
+  void* device = nullptr;
+  unsigned long long memory[3] = {};  // nvmlMemory_t: total, free, used
+  int rc = init();
+  if (rc == 0) rc = handle_of(0, &device);
+  if (rc == 0) rc = memory_info(device, memory);
+  std::printf("nvml rc=%d total=%llu free=%llu used=%llu\n", rc, memory[0], memory[1], memory[2]);
+}
+
 void wait_for_file(const std::string& path) {
   while (access(path.c_str(), F_OK) != 0) usleep(2000);
 }
@@ -128,6 +149,10 @@ int main(int argc, char** argv) {
 
   if (command == "info") {
     report_view(api, device);
+  } else if (command == "nvml" && argc >= 4) {
+    CUdeviceptr pointer = 0;
+    std::printf("alloc_rc=%d\n", api.mem_alloc(&pointer, number(argv[3])));
+    report_nvml();
   } else if (command == "fill" && argc >= 4) {
     const std::size_t chunk = number(argv[3]);
     std::vector<CUdeviceptr> pointers;
