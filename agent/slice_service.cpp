@@ -16,7 +16,16 @@ SliceService::SliceService(SharedState& state, std::function<bool(std::uint32_t)
     : state_(state), live_slot_(std::move(live_slot)), timing_(timing) {}
 
 void SliceService::wanted(std::uint32_t slot, std::uint32_t gpu) {
-  if (slot < layout::kMaxSlots && gpu < layout::kMaxGpus) decide(gpu);
+  if (slot >= layout::kMaxSlots || gpu >= layout::kMaxGpus) return;
+  // Requests that come faster than decisions are worth (a flood, or many waiters at once) are
+  // answered together by the next look, at most kCoalesceNs later.
+  const std::uint64_t now = monotonic_now_ns();
+  if (now - last_decided_ns_[gpu] < kCoalesceNs) {
+    const std::uint64_t soon = last_decided_ns_[gpu] + kCoalesceNs;
+    if (next_look_ns_[gpu] == 0 || next_look_ns_[gpu] > soon) next_look_ns_[gpu] = soon;
+    return;
+  }
+  decide(gpu);
 }
 
 void SliceService::done(std::uint32_t slot, std::uint32_t gpu, std::uint32_t slice_seen, std::uint64_t drained_at_ns) {
@@ -68,6 +77,7 @@ void SliceService::decide(std::uint32_t gpu) {
   layout::StateLayout& state = state_.state();
   layout::GpuSchedule& schedule = state.schedules[gpu];
   const std::uint64_t now = monotonic_now_ns();
+  last_decided_ns_[gpu] = now;
   Arbitration decided;
   std::uint32_t waiting = 0;
   {

@@ -40,6 +40,8 @@ class SliceService {
   std::function<bool(std::uint32_t)> live_slot_;
   ArbiterTiming timing_;
   std::array<std::uint64_t, layout::kMaxGpus> next_look_ns_{};  // 0: nothing to look at
+  std::array<std::uint64_t, layout::kMaxGpus> last_decided_ns_{};
+  static constexpr std::uint64_t kCoalesceNs = 50'000;
 };
 
 }  // namespace gpushare::agent
