@@ -52,6 +52,7 @@ std::optional<std::vector<OptionAssignment>> parse_table_flags(std::string_view 
 struct RunOptions {
   TableFlags flags;  // OptionWay::kRunFlag
   bool nvml = false;
+  bool init = false;  // stay as CMD's init (as PID 1 always): init_process.hpp
   std::vector<std::string> command;
 };
 int run_command(RunOptions& options);

@@ -107,6 +107,10 @@ int main(int argc, char** argv) {
   run->add_flag("--nvml", run_options.nvml,
                 "Show the quota to NVML users too (nvidia-smi, torch.cuda.mem_get_info via NVML): puts gpushare's "
                 "shadow libnvidia-ml.so.1 first in LD_LIBRARY_PATH");
+  run->add_flag("--init", run_options.init,
+                "Stay as CMD's init instead of becoming CMD (always so as PID 1, a container's first process): "
+                "forward SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to CMD's process group, "
+                "reap every zombie, exit with CMD's status (128 + the signal when it was killed)");
   // Everything from the first non-option on (or after --) is CMD and its own arguments, untouched
   // (split_run_arguments).
   run->footer(
@@ -115,7 +119,7 @@ int main(int argc, char** argv) {
       "CMD starts after -- or at the first word that is not an option. Nothing runs when an option is unknown or "
       "empty, a value is bad (the GPUSHARE_* variables already set included), or the state file cannot be opened "
       "or created.\n"
-      "Exit status: CMD's; 2 for bad options or an unusable state file; 127 when CMD cannot be run.");
+      "Exit status: CMD's (128 + the signal when killed by one, with --init or as PID 1); 2 for bad options or an unusable state file; 127 when CMD cannot be run.");
 
   auto* quota = app.add_subcommand("quota", "Change a live tenant");
   quota->require_subcommand(1);

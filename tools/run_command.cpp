@@ -1,5 +1,6 @@
 // `gpushare run`: validates every option, exports it for the preload library, and execs CMD with
-// libgpushare-preload.so in LD_PRELOAD. Nothing is exported unless everything is valid.
+// libgpushare-preload.so in LD_PRELOAD (or, as PID 1 or with --init, starts it as init_process.cpp
+// does). Nothing is exported unless everything is valid.
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +16,7 @@
 #include "core/settings.hpp"
 #include "core/size.hpp"
 #include "core/tenant_name.hpp"
+#include "init_process.hpp"
 
 namespace fs = std::filesystem;
 
@@ -55,6 +57,13 @@ int exec_command(std::vector<std::string>& command) {
   ::execvp(argv[0], argv.data());
   fmt::print(stderr, "gpushare run: cannot run '{}': {}\n", command.front(), std::strerror(errno));
   return kExitCannotExec;
+}
+
+// As PID 1 (a container's first process) or with --init, run stays as CMD's init; otherwise it
+// becomes CMD.
+int start_command(RunOptions& options) {
+  if (options.init || ::getpid() == 1) return run_as_init([&] { return exec_command(options.command); });
+  return exec_command(options.command);
 }
 }  // namespace
 
@@ -133,7 +142,7 @@ int run_command(RunOptions& options) {
   // Where a node agent runs, CMD's processes join through it (its policy decides; the options above
   // may only lower their limits): the state is the agent's, not to be opened here.
   if (agent_socket_path()) {
-    if (!options.flags.value("--state")) return exec_command(options.command);
+    if (!options.flags.value("--state")) return start_command(options);
     set_env("GPUSHARE_AGENT", "");  // the file asked for, not the agent: the daemonless mode
   }
   // A state that cannot be opened (a folder, a device, a missing folder) would refuse every
@@ -145,7 +154,7 @@ int run_command(RunOptions& options) {
     fmt::print(stderr, "gpushare run: {}\n", state.error().message);
     return kExitBadInput;
   }
-  return exec_command(options.command);
+  return start_command(options);
 }
 
 }  // namespace gpushare::tools

@@ -83,5 +83,6 @@ if [[ -n ${GPUSHARE_TENANT+set} ]]; then
   options+=(--tenant "$GPUSHARE_TENANT")
 fi
 
-# exec: CMD takes this process's place (PID 1 in a container without --init) and gets its signals.
+# exec: `gpushare run` takes this process's place; as PID 1 (a container without --init) it stays
+# as CMD's init, forwarding signals to CMD and reaping zombies.
 exec "$gpushare" run "${options[@]}" -- "$@"
