@@ -36,7 +36,7 @@ TEST_F(CommandOptions, HelpListsEveryFlagOfTheTable) {
     OptionWay way;
     std::set<std::string> own_flags;  // flags that are not settings
   };
-  for (const Command& command : {Command{{"run", "--help"}, OptionWay::kRunFlag, {"--nvml"}},
+  for (const Command& command : {Command{{"run", "--help"}, OptionWay::kRunFlag, {"--nvml", "--init"}},
                                  Command{{"quota", "set", "--help"}, OptionWay::kQuotaFlag, {}}}) {
     std::vector<std::string> argv{GPUSHARE_TEST_TOOL};
     argv.insert(argv.end(), command.args.begin(), command.args.end());
