@@ -34,6 +34,7 @@
 #include "server.hpp"
 #include "slice_service.hpp"
 #include "tenant_sessions.hpp"
+#include "version_line.hpp"
 
 namespace {
 
@@ -111,7 +112,7 @@ int main(int argc, char** argv) {
   CLI::App app{"gpushare-agent: the node agent of isolation mode: the only writer of the shared state; tenants "
                "and tools talk to it over a Unix socket and are known by the kernel's word, not their own.\n"};
   app.name("gpushare agent");
-  app.set_version_flag("--version", std::string(GPUSHARE_VERSION));
+  app.set_version_flag("--version", gpushare::agent::version_line(GPUSHARE_VERSION));
   std::string socket_path = gpushare::kAgentSocketPath;
   std::string state_path = gpushare::kAgentStatePath;
   std::optional<std::string> policy_path;

@@ -76,6 +76,12 @@ struct TopOptions {
 };
 int top_command(const TopOptions& options);
 
+struct VersionOptions {
+  bool json = false;
+};
+// `gpushare version`: one line (agent/version_line.hpp), or a JSON object with --json.
+int version_command(const VersionOptions& options);
+
 // `gpushare exporter ARGS`: runs the exporter program installed beside this one.
 int exporter_command(const std::vector<std::string>& args);
 

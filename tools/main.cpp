@@ -10,6 +10,7 @@
 
 #include "commands.hpp"
 #include "core/settings.hpp"
+#include "version_line.hpp"
 
 using namespace gpushare::tools;
 
@@ -88,7 +89,7 @@ int main(int argc, char** argv) {
   CLI::App app{"gpushare: share one GPU between programs: hard memory quotas, exact shares of GPU time.\n"};
   app.name("gpushare");
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string(GPUSHARE_VERSION));
+  app.set_version_flag("--version", gpushare::agent::version_line(GPUSHARE_VERSION));
   app.footer(
       "Examples:\n"
       "  gpushare run --memory 8GiB --share 30 -- python train.py\n"
@@ -97,6 +98,7 @@ int main(int argc, char** argv) {
       "  gpushare quota set train --share 50\n"
       "  gpushare exporter --listen 127.0.0.1:9400\n"
       "  gpushare agent --admin-group gpuadmin\n"
+      "  gpushare version --json\n"
       "Run `gpushare COMMAND --help` for a command's options. docs/operations.md has more.");
 
   const gpushare::OptionSpec& state_spec = gpushare::option_spec(gpushare::OptionId::kState);
@@ -163,6 +165,14 @@ int main(int argc, char** argv) {
   agent->set_help_flag();  // --help belongs to the agent program
   agent->footer("");
 
+  VersionOptions version_options;
+  auto* version = app.add_subcommand(
+      "version", "Show the release, the state file's ABI and the agent protocol this gpushare speaks");
+  version->add_flag("--json", version_options.json,
+                    "Machine-readable output: {\"version\": \"X.Y.Z\", \"state_abi\": N, \"agent_protocol\": N}");
+  version->footer("Before 1.0 the minor version is the state ABI: programs of two minor versions never share a "
+                  "state file (docs/operations.md, Upgrading).");
+
   // `gpushare run`: CMD is split off, out of CLI11's reach. The exporter's and the agent's arguments
   // are their own.
   const std::vector<std::string> given(argv + 1, argv + argc);
@@ -190,5 +200,6 @@ int main(int argc, char** argv) {
   if (*top) return top_command(top_options);
   if (*exporter) return exporter_command(exporter->remaining());
   if (*agent) return agent_command(agent->remaining());
+  if (*version) return version_command(version_options);
   return kExitBadInput;
 }

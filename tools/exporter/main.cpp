@@ -26,6 +26,7 @@
 #include "core/shared_state.hpp"
 #include "listen_address.hpp"
 #include "prometheus.hpp"
+#include "version_line.hpp"
 
 namespace fs = std::filesystem;
 using gpushare::SharedState;
@@ -126,7 +127,7 @@ int main(int argc, char** argv) {
   const gpushare::OptionSpec& state_spec = gpushare::option_spec(gpushare::OptionId::kState);
   app.add_option("--state", state_option,
                  fmt::format("{} (default: ${}, else {})", state_spec.help, state_spec.env, state_spec.default_text()));
-  app.set_version_flag("--version", std::string(GPUSHARE_VERSION));
+  app.set_version_flag("--version", gpushare::agent::version_line(GPUSHARE_VERSION));
   app.footer(
       "Example: gpushare exporter --listen 127.0.0.1:9400\n"
       "The state is only read, never created: until a tenant has run, /metrics shows gpushare_up 0.\n"
