@@ -60,7 +60,6 @@ struct TenantSessions::Session {
   int page_fd = -1;
   void* page = nullptr;  // the slot's owner page in the agent's view, once the private page is mapped there
   std::uint32_t attached = 0;  // bit g: GPU record g attached
-  std::array<std::uint64_t, layout::kMaxGpus> limit_bytes{};
   std::string log_name;
   std::array<std::uint32_t, layout::kMaxGpus> ordinal{};  // the process's device ordinal of GPU record g
 };
@@ -169,12 +168,7 @@ Result<std::vector<Outgoing>> TenantSessions::rejoin(const SocketPeer& peer, Ses
   }
   passed_fds.erase(passed_fds.begin());
   live_slots_.set(slot);
-  const std::uint32_t attached = record.gpus_attached.load(kRelaxed);
-  for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
-    if ((attached & (1u << gpu)) == 0) continue;
-    session.attached |= 1u << gpu;
-    session.limit_bytes[gpu] = state.tenants[request.tenant_index].ledger[gpu].limit_bytes.load(kRelaxed);
-  }
+  session.attached = record.gpus_attached.load(kRelaxed) & ((1u << layout::kMaxGpus) - 1);
   const auto& policy = state.tenants[request.tenant_index].compute_policy;
   Joined joined{slot,
                 request.tenant_index,
@@ -197,7 +191,6 @@ Result<std::vector<Outgoing>> TenantSessions::attach(Session& session, const Att
   auto attached = session.membership->attach_gpu(request.uuid, request.physical_bytes, limit, name.data());
   if (!attached) return attached.error();
   session.attached |= 1u << attached->gpu;
-  session.limit_bytes[attached->gpu] = attached->effective_limit_bytes;
   session.ordinal[attached->gpu] = request.ordinal;
   return answer(GpuAttached{attached->gpu, attached->effective_limit_bytes});
 }
@@ -234,26 +227,20 @@ Result<std::vector<Outgoing>> TenantSessions::lease(Session& session, const Leas
       return answer(granted());
     }
   }
-  for (int round = 0; round < 2; ++round) {
-    auto exact = session.membership->try_reserve(gpu, request.bytes);  // sweeps and counts a refusal
-    if (!exact) return exact.error();
-    if (exact.value() == Reservation::kGranted) return answer(granted());
-    if (round == 1) break;
-    // Before refusing: the unspent leases of the tenant's other processes on this GPU.
-    std::uint64_t returned = 0;
-    for (auto& [id, other] : sessions_) {
-      if (other.get() == &session || !other->membership || (other->attached & (1u << gpu)) == 0 ||
-          other->membership->tenant_index() != session.membership->tenant_index()) {
-        continue;
-      }
-      returned += take_back_lease(*other, gpu);
+  auto exact = ledger.try_reserve(gpu, request.bytes);
+  if (!exact) return exact.error();
+  if (exact.value() == Reservation::kGranted) return answer(granted());
+  // Before refusing: the unspent leases of the tenant's other processes on this GPU.
+  for (auto& [id, other] : sessions_) {
+    if (other.get() != &session && other->membership && (other->attached & (1u << gpu)) != 0 &&
+        other->membership->tenant_index() == session.membership->tenant_index()) {
+      take_back_lease(*other, gpu);
     }
-    if (returned == 0) break;
-    // The refusal counted above did not stand: take it back.
-    auto& refusals = state_.state().tenants[session.membership->tenant_index()].ledger[gpu].oom_refusals;
-    if (const auto counted = refusals.load(kRelaxed); counted > 0) refusals.store(counted - 1, kRelaxed);
   }
-  return answer(LeaseReply{gpu, false});
+  // The last try sweeps dead processes' bytes first, and counts the refusal if it stands.
+  auto last = session.membership->try_reserve(gpu, request.bytes);
+  if (!last) return last.error();
+  return answer(LeaseReply{gpu, last.value() == Reservation::kGranted});
 }
 
 void TenantSessions::trim(Session& session, std::uint32_t gpu) {
@@ -351,7 +338,6 @@ void TenantSessions::apply_policy(const Policy& policy, const std::function<void
       if ((session->attached & (1u << gpu)) == 0) continue;
       const std::uint64_t limit = now->limits.memory_for(static_cast<int>(session->ordinal[gpu]));
       tenant.ledger[gpu].limit_bytes.store(limit, kRelaxed);
-      session->limit_bytes[gpu] = limit;
     }
   }
   for (const auto& [tenant, compute] : compute_of) {

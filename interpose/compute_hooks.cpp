@@ -265,7 +265,7 @@ CUresult gated(CUstream stream, Launch&& launch) {
   const RealDriver* driver = real_driver();
   if (driver == nullptr) return kMissing;
   Tenancy& tenancy = Tenancy::get();
-  if (tenancy.mode() != Tenancy::Mode::kEnforce || !tenancy.gates_launches()) return launch();
+  if (tenancy.mode() != Tenancy::Mode::kEnforce) return launch();
   CUdevice device = 0;
   const auto gpu = current_gpu(*driver, tenancy, &device);
   if (!gpu) return launch();
@@ -287,7 +287,7 @@ CUresult busy_waiting(Wait&& wait) {
   const RealDriver* driver = real_driver();
   if (driver == nullptr) return kMissing;
   Tenancy& tenancy = Tenancy::get();
-  if (tenancy.mode() != Tenancy::Mode::kEnforce || !tenancy.gates_launches()) return wait();
+  if (tenancy.mode() != Tenancy::Mode::kEnforce) return wait();
   CUdevice device = 0;
   const auto gpu = current_gpu(*driver, tenancy, &device);
   if (!gpu || !tenancy.gate().holds(*gpu)) return wait();
@@ -414,8 +414,7 @@ CUresult importing_memory(Open&& open) {
   if (result == CUDA_SUCCESS) {
     g_imports_memory.store(true, std::memory_order_relaxed);
     // Started or not, never started here: a process that only imports and copies need not join.
-    if (Tenancy* tenancy = Tenancy::if_started();
-        tenancy != nullptr && tenancy->mode() == Tenancy::Mode::kEnforce && tenancy->gates_launches()) {
+    if (Tenancy* tenancy = Tenancy::if_started(); tenancy != nullptr && tenancy->mode() == Tenancy::Mode::kEnforce) {
       tenancy->gate().note_depends_on_other_processes();
     }
   }

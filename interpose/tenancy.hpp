@@ -72,9 +72,7 @@ class Tenancy {
   }
   MemoryView view(std::uint32_t gpu) const { return agent_ ? agent_->view(gpu) : membership_->view(gpu); }
   std::uint32_t tenant_index() const { return agent_ ? agent_->tenant_index() : membership_->tenant_index(); }
-  // Whether launches are gated here (not before the tenancy has joined).
-  bool gates_launches() const { return gate_ != nullptr; }
-  // REQUIRES: gates_launches().
+  // REQUIRES: mode() == kEnforce (both modes make the gate when they join).
   ComputeGate& gate() { return *gate_; }
 
   // Per GPU: bounds this process's work in flight with events (so that a handover or a
