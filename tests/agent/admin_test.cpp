@@ -33,6 +33,7 @@ class Administration : public testing::AgentWithTenants {
   void SetUp() override {
     AgentWithTenants::SetUp();
     if (IsSkipped()) return;
+    if (setpriv_missing()) GTEST_SKIP() << "needs setpriv (util-linux)";
     write_policy("64MiB");
     std::vector<std::string> more;
     if (const group* users = ::getgrnam("users")) {

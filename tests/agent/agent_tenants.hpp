@@ -33,30 +33,33 @@ class AgentWithTenants : public ::testing::Test {
   using Process = gpushare::testing::Process;
 
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the agent and tenants as another user";
-    if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "needs setpriv (util-linux)";
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the agent";
     std::filesystem::create_directory(drop_);
     ::chmod(drop_.c_str(), 0777);
   }
+  // For suites that run tenants as other users (as_user).
+  static bool setpriv_missing() { return ::access("/usr/bin/setpriv", X_OK) != 0; }
 
-  // `gpushare agent` with this fixture's socket, state and policy and `more` options, once its
-  // socket is in place.
-  void start_agent(const std::vector<std::string>& more = {}) {
+  // `gpushare agent` with this fixture's socket, state and policy (written before) and `more`
+  // options, in `env`, once its socket is in place.
+  void start_agent(const std::vector<std::string>& more = {}, const Env& env = {}) {
     std::filesystem::remove(socket_);
     std::vector<std::string> argv{"sh", "-c", "exec \"$@\" 2>>\"$0\"", log_, GPUSHARE_TEST_TOOL, "agent",
                                   "--socket", socket_, "--state", state_, "--policy", policy_};
     argv.insert(argv.end(), more.begin(), more.end());
-    agent_ = std::make_unique<Process>(argv, Env{});
+    agent_ = std::make_unique<Process>(argv, env);
     ASSERT_TRUE(wait_for_entry(directory_.path(), "agent.sock", std::chrono::seconds(10)))
-        << "the agent's socket never appeared";
+        << "the agent's socket never appeared\n" << agent_log();
+  }
+  std::string agent_log() const {
+    std::ifstream file(log_);
+    return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
   }
   // Waits up to `patience` for the agent's log to hold `text`.
   bool agent_logged(const std::string& text, std::chrono::milliseconds patience) const {
     const auto deadline = std::chrono::steady_clock::now() + patience;
     do {
-      std::ifstream file(log_);
-      const std::string all((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-      if (all.find(text) != std::string::npos) return true;
+      if (agent_log().find(text) != std::string::npos) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     } while (std::chrono::steady_clock::now() < deadline);
     return false;

@@ -17,19 +17,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "agent_program.hpp"
-#include "process.hpp"
-#include "server_harness.hpp"
+#include "agent_tenants.hpp"
 
 namespace gpushare::agent {
 namespace {
 
 using namespace std::chrono_literals;
-using gpushare::testing::Env;
-using gpushare::testing::Process;
 using gpushare::testing::ProcessResult;
 
-constexpr std::uint64_t kGiB = 1ull << 30;
+using testing::kGiB;
 constexpr const char* kDevice0 = "GPU-46414b45-4750-552d-0000-000000000000";  // the fake NVML's device 0
 
 // Whether `pid`, a child of this test, has not exited (it is not reaped here).
@@ -38,40 +34,21 @@ bool still_running(pid_t pid) {
   return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == 0;
 }
 
-class EscapeAgent : public ::testing::Test {
+class EscapeAgent : public testing::AgentWithTenants {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the agent";
+    AgentWithTenants::SetUp();
+    if (IsSkipped()) return;
+    std::ofstream(policy_) << "[default]\nrefuse = true\n";  // no tenant joins in these tests
     escaped_ = std::make_unique<Process>(std::vector<std::string>{"sleep", "60"}, Env{});
     escaped_pid_ = escaped_->pid();
   }
 
   // The agent with the fake NVML listing the escaped process with 3 GiB on device 0.
-  void start_agent(const std::vector<std::string>& options) {
-    std::vector<std::string> argv{"sh", "-c",
-                                  "s=$1 t=$2 l=$3; shift 3; exec \"$0\" agent --socket \"$s\" --state \"$t\" \"$@\" "
-                                  "2>>\"$l\"",
-                                  GPUSHARE_TEST_TOOL, socket_, state_, log_, "--nvml-interval", "0.1"};
-    argv.insert(argv.end(), options.begin(), options.end());
-    agent_ = std::make_unique<Process>(
-        argv, Env{{"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_NVML_DIR},
-                  {"FAKE_NVML_PROCESSES", std::to_string(escaped_pid_) + ":0:" + std::to_string(3 * kGiB)}});
-    ASSERT_TRUE(wait_for_entry(directory_.path(), "agent.sock", 10s)) << "the agent's socket never appeared";
-  }
-
-  std::string agent_log() const {
-    std::ifstream file(log_);
-    return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-  }
-
-  // Waits up to `patience` for the agent's log to hold `text`.
-  bool agent_logged(const std::string& text, std::chrono::milliseconds patience) const {
-    const auto deadline = std::chrono::steady_clock::now() + patience;
-    do {
-      if (agent_log().find(text) != std::string::npos) return true;
-      std::this_thread::sleep_for(10ms);
-    } while (std::chrono::steady_clock::now() < deadline);
-    return false;
+  void start_watching_agent(std::vector<std::string> options) {
+    options.insert(options.begin(), {"--nvml-interval", "0.1"});
+    start_agent(options, Env{{"LD_LIBRARY_PATH", GPUSHARE_TEST_FAKE_NVML_DIR},
+                             {"FAKE_NVML_PROCESSES", std::to_string(escaped_pid_) + ":0:" + std::to_string(3 * kGiB)}});
   }
 
   // `gpushare status --json` until `wanted` holds for it, or `patience` runs out (the last one then).
@@ -99,17 +76,12 @@ class EscapeAgent : public ::testing::Test {
     return std::nullopt;
   }
 
-  testing::TemporaryDirectory directory_;
-  std::string socket_ = directory_.path() + "/agent.sock";
-  std::string state_ = directory_.path() + "/gpushare.state";
-  std::string log_ = directory_.path() + "/agent.log";
   std::unique_ptr<Process> escaped_;
   pid_t escaped_pid_ = 0;  // kept: the Process forgets it once waited for
-  std::unique_ptr<Process> agent_;
 };
 
 TEST_F(EscapeAgent, StatusShowsAProcessThatNeverConnected) {
-  start_agent({});
+  start_watching_agent({});
   const auto status = status_until([&](const nlohmann::json& s) { return finding_in(s).has_value(); }, 10s);
   const auto finding = finding_in(status);
   ASSERT_TRUE(finding.has_value()) << status.dump() << "\n" << agent_log();
@@ -128,7 +100,7 @@ TEST_F(EscapeAgent, StatusShowsAProcessThatNeverConnected) {
 }
 
 TEST_F(EscapeAgent, KillModeEndsItAfterTheGrace) {
-  start_agent({"--enforce", "kill", "--enforce-grace", "1"});
+  start_watching_agent({"--enforce", "kill", "--enforce-grace", "1"});
   const ProcessResult ended = escaped_->wait(20s);
   EXPECT_EQ(ended.exit_code, 128 + SIGKILL);
   EXPECT_TRUE(agent_logged("killed (SIGKILL)", 5s)) << agent_log();
@@ -139,7 +111,7 @@ TEST_F(EscapeAgent, KillModeEndsItAfterTheGrace) {
 }
 
 TEST_F(EscapeAgent, ReportModeLeavesItRunning) {
-  start_agent({"--enforce", "report", "--enforce-grace", "1"});
+  start_watching_agent({"--enforce", "report", "--enforce-grace", "1"});
   // Until the finding has stood three times the grace: a kill mode would have ended it by then.
   const auto status = status_until(
       [&](const nlohmann::json& s) {
@@ -156,11 +128,7 @@ TEST_F(EscapeAgent, ReportModeLeavesItRunning) {
 }
 
 TEST_F(EscapeAgent, WithoutNvmlTheAgentServesAndSaysSo) {
-  agent_ = std::make_unique<Process>(
-      std::vector<std::string>{"sh", "-c", "exec \"$0\" agent --socket \"$1\" --state \"$2\" 2>>\"$3\"",
-                               GPUSHARE_TEST_TOOL, socket_, state_, log_},
-      Env{{"LD_LIBRARY_PATH", directory_.path()}});
-  ASSERT_TRUE(wait_for_entry(directory_.path(), "agent.sock", 10s)) << agent_log();
+  start_agent({}, Env{{"LD_LIBRARY_PATH", directory_.path()}});
   if (agent_logged("escape watch every", 1s)) GTEST_SKIP() << "this host has a real NVML";
   EXPECT_TRUE(agent_logged("escape watch off: NVML cannot be loaded", 5s)) << agent_log();
   const ProcessResult status = gpushare::testing::run({GPUSHARE_TEST_TOOL, "status", "--json", "--state", state_}, Env{});

@@ -34,6 +34,7 @@ class Isolation : public testing::AgentWithTenants {
   void SetUp() override {
     AgentWithTenants::SetUp();
     if (IsSkipped()) return;
+    if (setpriv_missing()) GTEST_SKIP() << "needs setpriv (util-linux)";
     std::ofstream(policy_) << "[tenant.night]\nuids = [65534]\nmemory = \"64MiB\"\nshare = 30\n\n"
                               "[tenant.racers]\nuids = [65533]\nmemory = \"100MiB\"\nshare = 70\n\n"
                               "[tenant.fuzz]\nuids = [0]\nmemory = \"1GiB\"\n\n"
