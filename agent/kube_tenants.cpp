@@ -25,13 +25,6 @@ std::string joined(const std::vector<std::string>& parts) {
   return text;
 }
 
-bool same_labels(const std::map<std::string, kube::TenantLabels>& a, const std::map<std::string, kube::TenantLabels>& b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
-    return x.first == y.first && x.second.namespace_name == y.second.namespace_name && x.second.pod == y.second.pod &&
-           x.second.container == y.second.container;
-  });
-}
-
 }  // namespace
 
 Result<PodWatchConfig> pod_watch_config(const KubeFlags& flags) {
@@ -123,7 +116,7 @@ std::optional<std::uint64_t> KubeTenants::smallest_gpu_bytes() const {
 
 void KubeTenants::write_labels_if_changed(const TenantSessions& sessions) {
   auto labels = tenant_labels_of(sessions.joined_pods());
-  if (labels_written_ && same_labels(*labels_written_, labels)) return;
+  if (labels_written_ == labels) return;
   if (auto written = kube::write_tenant_labels(labels_path_, labels); !written) {
     log_(fmt::format("--tenant-labels: {}", written.error().message));
     return;  // tried again at the next change
@@ -145,8 +138,8 @@ void KubeTenants::apply_changed_pods(TenantSessions& sessions) {
       "the pod's changed annotations", log_);
 }
 
-std::map<std::string, kube::TenantLabels> tenant_labels_of(const std::map<std::string, std::vector<PodOrigin>>& pods) {
-  std::map<std::string, kube::TenantLabels> labels;
+kube::TenantLabelMap tenant_labels_of(const std::map<std::string, std::vector<PodOrigin>>& pods) {
+  kube::TenantLabelMap labels;
   for (const auto& [tenant, origins] : pods) {
     if (origins.empty()) continue;
     const PodOrigin& first = origins.front();

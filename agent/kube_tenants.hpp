@@ -15,9 +15,10 @@
 #include "core/result.hpp"
 #include "core/shared_state.hpp"
 #include "identity.hpp"
-#include "kube/pod_request.hpp"
 #include "kube_pod_cache.hpp"
 #include "kube_pod_watch.hpp"
+#include "pod_request.hpp"
+#include "tenant_labels.hpp"
 #include "tenant_sessions.hpp"
 
 namespace gpushare::agent {
@@ -64,11 +65,11 @@ class KubeTenants {
   const std::string labels_path_;
   const Log log_;
   const std::chrono::steady_clock::time_point first_list_deadline_;
-  std::optional<std::map<std::string, kube::TenantLabels>> labels_written_;
+  std::optional<kube::TenantLabelMap> labels_written_;
 };
 
 // The labels of each tenant from its joined processes' pods: the namespace; the pod's name when
 // all run in one pod (a group of replicas has none); the container when all run in one container.
-std::map<std::string, kube::TenantLabels> tenant_labels_of(const std::map<std::string, std::vector<PodOrigin>>& pods);
+kube::TenantLabelMap tenant_labels_of(const std::map<std::string, std::vector<PodOrigin>>& pods);
 
 }  // namespace gpushare::agent
