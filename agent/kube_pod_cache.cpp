@@ -60,9 +60,7 @@ json trim_statuses(const json* statuses) {
 }
 
 // What a pod asks of gpushare: its annotations and its containers' env.
-json request_part(const json& trimmed) {
-  return {trimmed["metadata"]["annotations"], trimmed["spec"]};
-}
+json request_part(const json& trimmed) { return {trimmed["metadata"]["annotations"], trimmed["spec"]}; }
 
 }  // namespace
 

@@ -72,7 +72,8 @@ Result<KubeApiEndpoint> parse_kube_api_url(std::string_view url) {
     if (close == std::string_view::npos) return Error{fmt::format("{}: no ']' after the IPv6 address", url)};
     endpoint.host = std::string(rest.substr(1, close - 1));
     rest.remove_prefix(close + 1);
-    if (!rest.empty() && rest.front() != ':') return Error{fmt::format("{}: nothing may follow the host but :PORT", url)};
+    if (!rest.empty() && rest.front() != ':')
+      return Error{fmt::format("{}: nothing may follow the host but :PORT", url)};
     if (!rest.empty()) port = rest.substr(1);
   } else {
     const std::size_t colon = rest.find(':');
@@ -201,9 +202,9 @@ PodWatch::Outcome PodWatch::list(Connection& connection) {
   resource_version_ = resource_version_of(parsed);
   backoff_ = std::chrono::milliseconds(0);
   last_state_.clear();
-  log_(fmt::format("pod watch: listed {} pods of node {}{}", listed, config_.node,
-                   dropped > 0 ? fmt::format(" ({} over the cache's bound of {} dropped)", dropped, config_.max_pods)
-                               : ""));
+  log_(fmt::format(
+      "pod watch: listed {} pods of node {}{}", listed, config_.node,
+      dropped > 0 ? fmt::format(" ({} over the cache's bound of {} dropped)", dropped, config_.max_pods) : ""));
   return Outcome::kResume;
 }
 
@@ -214,12 +215,12 @@ PodWatch::Outcome PodWatch::watch(Connection& connection) {
     return Outcome::kFailed;
   }
   connection.client.set_bearer_token_auth(token.value().c_str());
-  const std::string path = fmt::format(
-      "/api/v1/pods?fieldSelector={}&watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds={}",
-      encode_query_value("spec.nodeName=" + config_.node), encode_query_value(resource_version_),
-      config_.watch_timeout_s);
+  const std::string path =
+      fmt::format("/api/v1/pods?fieldSelector={}&watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds={}",
+                  encode_query_value("spec.nodeName=" + config_.node), encode_query_value(resource_version_),
+                  config_.watch_timeout_s);
   int status = 0;
-  std::string pending;  // the start of a line not ended yet, or an error's body
+  std::string pending;    // the start of a line not ended yet, or an error's body
   bool skipping = false;  // inside a line over the bound
   Outcome ended = Outcome::kResume;
   auto answer = connection.client.Get(

@@ -41,8 +41,8 @@ Result<PodWatchConfig> pod_watch_config(const KubeFlags& flags) {
     if (host.empty()) return Error{"--kubernetes outside a pod needs --kube-api (no $KUBERNETES_SERVICE_HOST)"};
     // The variable holds a bare address, IPv6 ones included: bracket it for the URL's parser.
     const bool v6 = host.find(':') != std::string::npos;
-    auto endpoint = parse_kube_api_url(fmt::format("https://{}{}{}:{}", v6 ? "[" : "", host, v6 ? "]" : "",
-                                                   port.empty() ? "443" : port));
+    auto endpoint = parse_kube_api_url(
+        fmt::format("https://{}{}{}:{}", v6 ? "[" : "", host, v6 ? "]" : "", port.empty() ? "443" : port));
     if (!endpoint) return Error{fmt::format("$KUBERNETES_SERVICE_HOST/_PORT: {}", endpoint.error().message)};
     config.endpoint = std::move(endpoint).value();
   }
@@ -69,7 +69,8 @@ std::optional<Result<PodAssignment>> KubeTenants::assign(const PeerIdentity& ide
 
 Result<PodAssignment> KubeTenants::assign_pod(const std::string& uid, const std::string& container_id) {
   if (!pods_.listed()) {
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(first_list_deadline_ - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(first_list_deadline_ - std::chrono::steady_clock::now());
     if (left.count() > 0) pods_.wait_until([](const PodCache& cache) { return cache.listed(); }, left);
   }
   auto pod = pods_.find(uid);
@@ -86,13 +87,15 @@ Result<PodAssignment> KubeTenants::assign_pod(const std::string& uid, const std:
   if (request->memory_fraction && limits.memory_bytes == kUnlimited && limits.memory_per_gpu_bytes.empty()) {
     const auto gpu_bytes = smallest_gpu_bytes();
     if (!gpu_bytes) {
-      return Error{fmt::format("pod {} asks for a fraction {} of GPU memory, and no GPU is known to the agent yet to "
-                               "turn it into bytes (gpushare.io/memory gives a size)",
-                               pod_name, *request->memory_fraction)};
+      return Error{
+          fmt::format("pod {} asks for a fraction {} of GPU memory, and no GPU is known to the agent yet to "
+                      "turn it into bytes (gpushare.io/memory gives a size)",
+                      pod_name, *request->memory_fraction)};
     }
-    limits.memory_bytes = static_cast<std::uint64_t>(std::floor(*request->memory_fraction * static_cast<double>(*gpu_bytes)));
-    sources.push_back(fmt::format("memory {} = {} of the smallest GPU", format_size(limits.memory_bytes),
-                                  *request->memory_fraction));
+    limits.memory_bytes =
+        static_cast<std::uint64_t>(std::floor(*request->memory_fraction * static_cast<double>(*gpu_bytes)));
+    sources.push_back(
+        fmt::format("memory {} = {} of the smallest GPU", format_size(limits.memory_bytes), *request->memory_fraction));
   }
   PodAssignment assigned;
   assigned.assignment.tenant = kube::tenant_of(identity.value(), request.value());
@@ -128,10 +131,12 @@ void KubeTenants::apply_changed_pods(TenantSessions& sessions) {
   const std::set<std::string> changed = pods_.take_changed_requests();
   if (changed.empty()) return;
   sessions.reassign_live(
-      [&](const PeerIdentity& identity) -> std::optional<Result<Assignment>> {
+      [&](const PeerIdentity& identity, const std::optional<PodOrigin>& origin) -> std::optional<Result<Assignment>> {
+        if (!origin || changed.count(origin->uid) == 0) return std::nullopt;
+        // The container's ID again from the cgroup: the origin keeps its name only.
         auto pod = pod_of_cgroup(identity.cgroup);
-        if (!pod || !pod.value() || changed.count(pod.value()->pod_uid) == 0) return std::nullopt;
-        auto assigned = assign_pod(pod.value()->pod_uid, pod.value()->container_id);
+        const std::string container_id = pod && pod.value() ? pod.value()->container_id : "";
+        auto assigned = assign_pod(origin->uid, container_id);
         if (!assigned) return Result<Assignment>(assigned.error());
         return Result<Assignment>(std::move(assigned->assignment));
       },
@@ -143,12 +148,13 @@ kube::TenantLabelMap tenant_labels_of(const std::map<std::string, std::vector<Po
   for (const auto& [tenant, origins] : pods) {
     if (origins.empty()) continue;
     const PodOrigin& first = origins.front();
-    const bool one_pod = std::all_of(origins.begin(), origins.end(), [&](const PodOrigin& o) { return o.uid == first.uid; });
+    const bool one_pod =
+        std::all_of(origins.begin(), origins.end(), [&](const PodOrigin& o) { return o.uid == first.uid; });
     const bool one_container = one_pod && std::all_of(origins.begin(), origins.end(), [&](const PodOrigin& o) {
                                  return o.container == first.container;
                                });
-    labels[tenant] = kube::TenantLabels{first.namespace_name, one_pod ? first.pod : "",
-                                        one_container ? first.container : ""};
+    labels[tenant] =
+        kube::TenantLabels{first.namespace_name, one_pod ? first.pod : "", one_container ? first.container : ""};
   }
   return labels;
 }

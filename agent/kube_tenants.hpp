@@ -1,5 +1,5 @@
-// Tenants on Kubernetes (gpushare agent --kubernetes; docs/kubernetes-identity.md): a process whose
-// cgroup names a pod (pod_cgroup.hpp) is that pod's tenant, "<namespace>/<name>" or
+// Tenants on Kubernetes (gpushare agent --kubernetes; docs/agent-policy.md, "On Kubernetes"): a
+// process whose cgroup names a pod (pod_cgroup.hpp) is that pod's tenant, "<namespace>/<name>" or
 // "<namespace>/<gpushare.io/tenant>", with the limits its annotations ask for (kube::read_pod_request),
 // the pod as the API server's watch (kube_pod_watch.hpp) last reported it. A process in no pod is
 // left to the policy.

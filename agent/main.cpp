@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
                  "Seconds between two comparisons of NVML's processes with the ledger; 0 turns the watch off "
                  "(default 5)")
       ->check(CLI::Range(0.0, kMostSeconds));
-  // Pod identity (docs/kubernetes-identity.md).
+  // Pod identity (docs/agent-policy.md, "On Kubernetes").
   bool kubernetes = false;
   gpushare::agent::KubeFlags kube_flags;
   std::string tenant_labels_path = gpushare::kube::kTenantLabelsPath;

@@ -1,7 +1,7 @@
 // Which Kubernetes pod (and container) a process runs in, read from its cgroup path alone: the
 // kubelet names a pod's cgroup after the pod's UID and each container's after its runtime ID.
 //
-// Layouts recognized (docs/kubernetes-identity.md):
+// Layouts recognized (docs/agent-policy.md, "On Kubernetes"):
 //   cgroupfs driver: .../kubepods[/burstable|/besteffort]/pod<uid>/<64 hex container id>
 //   systemd driver:  .../kubepods[-qos].slice/kubepods[-qos]-pod<uid, '-' as '_'>.slice/
 //                    <cri-containerd|docker|crio>-<64 hex>.scope

@@ -315,8 +315,12 @@ void TenantSessions::unmap_page(Session& session) {
 // the new limits (memory on each GPU it attached, the tenant's compute policy); one that now maps
 // elsewhere keeps its tenant until it reconnects.
 void TenantSessions::apply_policy(const Policy& policy, const std::function<void(std::string_view)>& log) {
-  reassign_live([&policy](const PeerIdentity& identity) { return std::optional(assign(policy, identity)); },
-                "the reloaded policy", log);
+  const Reassign by_policy = [&policy](const PeerIdentity& identity,
+                                       const std::optional<PodOrigin>& pod) -> std::optional<Result<Assignment>> {
+    if (pod) return std::nullopt;
+    return assign(policy, identity);
+  };
+  reassign_live(by_policy, "the reloaded policy", log);
 }
 
 void TenantSessions::reassign_live(const Reassign& reassign, std::string_view source,
@@ -327,7 +331,7 @@ void TenantSessions::reassign_live(const Reassign& reassign, std::string_view so
     PeerIdentity identity{session->peer.credentials.uid, session->peer.credentials.gid,
                           static_cast<pid_t>(session->peer.credentials.pid), ""};
     if (auto cgroup = read_cgroup(identity.pid)) identity.cgroup = std::move(cgroup).value();
-    auto answer = reassign(identity);
+    auto answer = reassign(identity, session->pod);
     if (!answer) continue;
     auto& now = *answer;
     if (!now || now->tenant != session->assignment->tenant) {

@@ -60,11 +60,13 @@ class TenantSessions {
 
   std::size_t session_count() const { return sessions_.size(); }
   // A reloaded policy: each live session still mapped to its tenant takes the new limits on the
-  // GPUs it attached; one mapped elsewhere keeps its tenant until it reconnects (logged).
+  // GPUs it attached; one mapped elsewhere keeps its tenant until it reconnects (logged). Sessions
+  // of pods (--kubernetes) are their pods' to decide: left alone.
   void apply_policy(const Policy& policy, const std::function<void(std::string_view)>& log);
-  // The same for any source of assignments: `reassign` answers for a live session's identity, or
-  // nullopt to leave it alone; `source` names it in log lines ("the reloaded policy").
-  using Reassign = std::function<std::optional<Result<Assignment>>(const PeerIdentity&)>;
+  // The same for any source of assignments: `reassign` answers for a live session's identity (and
+  // pod, if it came from one), or nullopt to leave it alone; `source` names it in log lines.
+  using Reassign =
+      std::function<std::optional<Result<Assignment>>(const PeerIdentity&, const std::optional<PodOrigin>&)>;
   void reassign_live(const Reassign& reassign, std::string_view source,
                      const std::function<void(std::string_view)>& log);
   // The slot of a connection that has joined.

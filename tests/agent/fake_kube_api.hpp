@@ -62,9 +62,8 @@ class FakeKubeApi {
     server_ = std::make_unique<httplib::SSLServer>(certificates_.path("server.crt").c_str(),
                                                    certificates_.path("server.key").c_str());
     if (!server_->is_valid()) return false;
-    server_->Get("/api/v1/pods", [this](const httplib::Request& request, httplib::Response& response) {
-      serve(request, response);
-    });
+    server_->Get("/api/v1/pods",
+                 [this](const httplib::Request& request, httplib::Response& response) { serve(request, response); });
     {
       std::lock_guard lock(mutex_);
       closing_ = false;
@@ -136,8 +135,8 @@ class FakeKubeApi {
 
  private:
   static std::string status_body(int code, const std::string& reason, const std::string& message) {
-    return nlohmann::json{{"kind", "Status"}, {"apiVersion", "v1"}, {"status", "Failure"},
-                          {"message", message}, {"reason", reason}, {"code", code}}
+    return nlohmann::json{{"kind", "Status"},   {"apiVersion", "v1"}, {"status", "Failure"},
+                          {"message", message}, {"reason", reason},   {"code", code}}
         .dump();
   }
 
@@ -160,8 +159,10 @@ class FakeKubeApi {
     if (request.get_param_value("watch") != "1") {
       ++counts_.lists;
       changed_.notify_all();
-      nlohmann::json list = {{"kind", "PodList"}, {"apiVersion", "v1"},
-                             {"metadata", {{"resourceVersion", list_version_}}}, {"items", pods_}};
+      nlohmann::json list = {{"kind", "PodList"},
+                             {"apiVersion", "v1"},
+                             {"metadata", {{"resourceVersion", list_version_}}},
+                             {"items", pods_}};
       response.set_content(list.dump(), "application/json");
       return;
     }
@@ -206,11 +207,16 @@ class FakeKubeApi {
 
 // A pod object as the API server writes it (the parts the agent reads and some it does not).
 inline nlohmann::json make_pod(const std::string& uid, const std::string& namespace_name, const std::string& name,
-                               nlohmann::json annotations = nlohmann::json::object(), const std::string& version = "1") {
+                               nlohmann::json annotations = nlohmann::json::object(),
+                               const std::string& version = "1") {
   return {{"kind", "Pod"},
           {"metadata",
-           {{"uid", uid}, {"namespace", namespace_name}, {"name", name}, {"resourceVersion", version},
-            {"labels", {{"app", name}}}, {"annotations", std::move(annotations)}}},
+           {{"uid", uid},
+            {"namespace", namespace_name},
+            {"name", name},
+            {"resourceVersion", version},
+            {"labels", {{"app", name}}},
+            {"annotations", std::move(annotations)}}},
           {"spec", {{"nodeName", "node-a"}, {"containers", {{{"name", "main"}, {"image", "cuda"}}}}}},
           {"status", {{"phase", "Running"}}}};
 }

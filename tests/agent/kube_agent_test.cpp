@@ -65,9 +65,9 @@ class KubeAgent : public testing::AgentWithTenants {
     // Paths are read relative to the namespace's root: the test must sit at it.
     if (mount.empty() || own_cgroup2() != "/") GTEST_SKIP() << "needs cgroup v2 with this process at its root";
     pod_cgroup_ = mount + "/kubepods/burstable/pod" + kUid + "/" + kContainer;
-    for (const std::string& dir : {mount + "/kubepods", mount + "/kubepods/burstable",
-                                   mount + "/kubepods/burstable/pod" + kUid, pod_cgroup_,
-                                   mount + "/kubepods/pod" + kUnknownUid, mount + "/kubepods/pod" + kOptedOutUid}) {
+    for (const std::string& dir :
+         {mount + "/kubepods", mount + "/kubepods/burstable", mount + "/kubepods/burstable/pod" + kUid, pod_cgroup_,
+          mount + "/kubepods/pod" + kUnknownUid, mount + "/kubepods/pod" + kOptedOutUid}) {
       if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) GTEST_SKIP() << "cannot make the cgroup " << dir;
       made_.insert(made_.begin(), dir);
     }

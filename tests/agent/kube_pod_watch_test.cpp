@@ -61,7 +61,8 @@ class PodWatchTest : public ::testing::Test {
   void SetUp() override {
     if (!certificates_->made()) GTEST_SKIP() << "the openssl command cannot make certificates here";
     server_ = std::make_unique<FakeKubeApi>(*certificates_, "node-a", "the-token");
-    token_file_ = certificates_->path("token-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    token_file_ =
+        certificates_->path("token-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     write_token("the-token\n");
   }
   void TearDown() override {
@@ -149,8 +150,7 @@ TEST_F(PodWatchTest, GoneRelists) {
   server_->end_watches();
   ASSERT_TRUE(server_->wait_for([](const FakeKubeApi::Counts& counts) { return counts.watches >= 2; }));
   server_->set_gone(false);
-  ASSERT_TRUE(wait_cache([](const PodCache& cache) { return has(cache, kUidB) && !has(cache, kUidA); }))
-      << logs_.all();
+  ASSERT_TRUE(wait_cache([](const PodCache& cache) { return has(cache, kUidB) && !has(cache, kUidA); })) << logs_.all();
   ASSERT_TRUE(server_->wait_for([](const FakeKubeApi::Counts& counts) { return counts.lists == 2; }));
   // 410 as an ERROR event inside the stream: the same.
   ASSERT_TRUE(wait_watching(3));
@@ -227,7 +227,9 @@ TEST(KubeApiUrlTest, Forms) {
 
 TEST(PodCacheTest, TrimKeepsWhatTheAgentReads) {
   json pod = make_pod(kUidA, "ns", "a",
-                      {{"gpushare.io/memory", "1Gi"}, {"gpu-fraction", "0.5"}, {"kai.scheduler/gpu-memory", "2000"},
+                      {{"gpushare.io/memory", "1Gi"},
+                       {"gpu-fraction", "0.5"},
+                       {"kai.scheduler/gpu-memory", "2000"},
                        {"kubectl.kubernetes.io/last-applied-configuration", std::string(1000, 'x')}});
   pod["spec"]["containers"][0]["env"] = {{{"name", "GPU_PORTION"}, {"value", "0.25"}},
                                          {{"name", "SECRET"}, {"value", "hidden"}},

@@ -45,7 +45,8 @@ TEST(PodCgroupTest, CgroupfsLayoutOfEachQosClass) {
 }
 
 TEST(PodCgroupTest, SystemdLayoutOfEachRuntime) {
-  const std::string slices = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + kUnderscored + ".slice";
+  const std::string slices =
+      "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + kUnderscored + ".slice";
   for (const std::string runtime : {"cri-containerd-", "docker-", "crio-"}) {
     const PodCgroup pod = expect_pod(slices + "/" + runtime + kContainer + ".scope");
     EXPECT_EQ(pod.pod_uid, kUid) << runtime;
@@ -56,7 +57,8 @@ TEST(PodCgroupTest, SystemdLayoutOfEachRuntime) {
             kUid);
   // kind's and other kubelets' --cgroup-root before the kubepods part.
   EXPECT_EQ(expect_pod("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/"
-                       "kubelet-kubepods-besteffort-pod" + kUnderscored + ".slice/cri-containerd-" + kContainer + ".scope")
+                       "kubelet-kubepods-besteffort-pod" +
+                       kUnderscored + ".slice/cri-containerd-" + kContainer + ".scope")
                 .pod_uid,
             kUid);
 }
@@ -74,9 +76,9 @@ TEST(PodCgroupTest, PodWithoutContainerAndUnknownContainerComponents) {
 TEST(PodCgroupTest, PathsSeenFromInsideACgroupNamespace) {
   EXPECT_EQ(expect_pod("/../../pod" + kUid + "/" + kContainer).pod_uid, kUid);
   EXPECT_EQ(expect_pod("/../../../burstable/pod" + kUid + "/" + kContainer).container_id, kContainer);
-  EXPECT_EQ(expect_pod("/../../kubepods-burstable-pod" + kUnderscored + ".slice/crio-" + kContainer + ".scope")
-                .container_id,
-            kContainer);
+  EXPECT_EQ(
+      expect_pod("/../../kubepods-burstable-pod" + kUnderscored + ".slice/crio-" + kContainer + ".scope").container_id,
+      kContainer);
   // ".." only leads such a path.
   expect_refused("/kubepods/../pod" + kUid, "malformed");
 }
