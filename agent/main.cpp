@@ -308,7 +308,9 @@ int main(int argc, char** argv) {
     if (is_admin_message(gpushare::agent::message_type(request))) return admin.handle(request);
     if (!gpushare::agent::is_slice_message(request)) {
       auto answers = sessions.handle(peer, request, passed_fds);
-      if (kube) kube->write_labels_if_changed(sessions);
+      const bool joins = std::holds_alternative<gpushare::agent::Join>(request) ||
+                         std::holds_alternative<gpushare::agent::Rejoin>(request);
+      if (kube && joins) kube->write_labels_if_changed(sessions);
       return answers;
     }
     // Never answered, not even with an error: the tenant does not wait for one.

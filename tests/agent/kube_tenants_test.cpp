@@ -5,8 +5,11 @@
 #include <thread>
 
 #include "core/registry.hpp"
+#include "core/tenant_name.hpp"
 #include "fake_kube_api.hpp"
 #include "kube_tenants.hpp"
+#include "policy.hpp"
+#include "protocol.hpp"
 #include "test_support.hpp"
 
 namespace gpushare::agent {
@@ -104,6 +107,49 @@ TEST_F(KubeTenantsTest, TheFirstListIsAwaitedOnlyUntilItsDeadline) {
   KubeTenants impatient(
       never_listed, *state_, "", [](std::string_view) {}, 0ms);
   EXPECT_TRUE(gpushare::testing::Contains(impatient.assign(in_pod(cgroup_))->error().message, "not known"));
+}
+
+// Live sessions: a pod's annotations changed reach its tenant; a reloaded policy leaves it alone.
+TEST_F(KubeTenantsTest, ChangedAnnotationsReachLiveSessionsAndThePolicyLeavesThem) {
+  TenantSessions sessions(*state_);
+  list({make_pod(kUid, "ml", "train", {{"gpushare.io/share", "30"}})});
+  auto kube = tenants();
+  const SocketPeer in_a_pod{PeerCredentials{4242, 1000, 1000}, {}, 1};
+  const SocketPeer outside{PeerCredentials{4243, 1001, 1001}, {}, 2};
+  auto assigned = kube.assign(in_pod(cgroup_));
+  ASSERT_TRUE(assigned->ok()) << assigned->error().message;
+  sessions.assigned(in_a_pod, assigned->value().assignment, assigned->value().origin);
+  sessions.assigned(outside, Assignment{"plain", TenantLimits{}, "test"});
+  for (const SocketPeer* peer : {&in_a_pod, &outside}) {
+    std::vector<int> passed;
+    auto joined = sessions.handle(*peer, Join{}, passed);
+    ASSERT_TRUE(joined.ok()) << joined.error().message;
+  }
+  const auto pods = sessions.joined_pods();
+  ASSERT_EQ(pods.size(), 1u);
+  EXPECT_EQ(pods.at("ml/train").front().pod, "train");
+
+  const auto share_of = [&](const std::string& tenant) {
+    for (const auto& record : state_->state().tenants) {
+      if (tenant_name_of(record) == tenant) return record.compute_policy.share_pct.load();
+    }
+    return 0u;
+  };
+  EXPECT_EQ(share_of("ml/train"), 30u);
+  // MODIFIED: the new share reaches the live tenant.
+  cache_.upsert(trim_pod(make_pod(kUid, "ml", "train", {{"gpushare.io/share", "60"}})));
+  kube.apply_changed_pods(sessions);
+  EXPECT_EQ(share_of("ml/train"), 60u);
+  EXPECT_TRUE(gpushare::testing::Contains(logged_, "tenant ml/train: limits of the pod's changed annotations applied"));
+
+  // A reloaded policy: the process outside pods takes it, the pod's keeps its pod's limits.
+  auto policy = parse_policy("[default]\nrefuse = false\ntenant = \"plain\"\nshare = 20\n", "reloaded.toml");
+  ASSERT_TRUE(policy.ok()) << policy.error().message;
+  std::string reload_log;
+  sessions.apply_policy(policy.value(), [&](std::string_view line) { reload_log += std::string(line) + "\n"; });
+  EXPECT_EQ(share_of("plain"), 20u);
+  EXPECT_EQ(share_of("ml/train"), 60u);
+  EXPECT_EQ(reload_log.find("ml/train"), std::string::npos) << reload_log;
 }
 
 TEST(TenantLabelsTest, OnePodOneContainerOrAGroup) {
