@@ -11,6 +11,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <fmt/format.h>
+
 #include "agent_tenants.hpp"
 #include "fake_kube_api.hpp"
 #include "status_json.hpp"
@@ -26,9 +28,13 @@ using nlohmann::json;
 using testing::FakeKubeApi;
 using testing::make_pod;
 
-const std::string kUid = "7a1b2c3d-0000-4000-8000-00000000abcd";
-const std::string kUnknownUid = "7a1b2c3d-0000-4000-8000-00000000ffff";
-const std::string kOptedOutUid = "7a1b2c3d-0000-4000-8000-00000000eeee";
+// Pod UIDs of this test process: tests run in parallel make cgroups of their own.
+std::string pod_uid(unsigned kind) {
+  return fmt::format("7a1b2c3d-000{}-4000-8000-{:012x}", kind, static_cast<unsigned>(::getpid()));
+}
+const std::string kUid = pod_uid(1);
+const std::string kUnknownUid = pod_uid(2);
+const std::string kOptedOutUid = pod_uid(3);
 const std::string kContainer = std::string(60, '0') + "c0de";
 
 // Where cgroup v2 is mounted, if it is: /proc/PID/cgroup's "0::" line is relative to it.
@@ -37,14 +43,6 @@ std::string cgroup2_mount() {
   std::string device, where, type, rest;
   while (mounts >> device >> where >> type && std::getline(mounts, rest)) {
     if (type == "cgroup2") return where;
-  }
-  return {};
-}
-
-std::string own_cgroup2() {
-  std::ifstream file("/proc/self/cgroup");
-  for (std::string line; std::getline(file, line);) {
-    if (line.rfind("0::", 0) == 0) return line.substr(3);
   }
   return {};
 }
@@ -61,17 +59,22 @@ class KubeAgent : public testing::AgentWithTenants {
     AgentWithTenants::SetUp();
     if (IsSkipped()) return;
     if (!certificates_->made()) GTEST_SKIP() << "the openssl command cannot make certificates here";
-    const std::string mount = cgroup2_mount();
-    // Paths are read relative to the namespace's root: the test must sit at it.
-    if (mount.empty() || own_cgroup2() != "/") GTEST_SKIP() << "needs cgroup v2 with this process at its root";
-    pod_cgroup_ = mount + "/kubepods/burstable/pod" + kUid + "/" + kContainer;
+    mount_ = cgroup2_mount();
+    if (mount_.empty()) GTEST_SKIP() << "needs cgroup v2";
+    // Under a root of this process's own: kubelets' --cgroup-root may put anything before kubepods.
+    root_ = fmt::format("/gpushare-test-{}", ::getpid());
+    pod_cgroup_ = root_ + "/kubepods/burstable/pod" + kUid + "/" + kContainer;
     for (const std::string& dir :
-         {mount + "/kubepods", mount + "/kubepods/burstable", mount + "/kubepods/burstable/pod" + kUid, pod_cgroup_,
-          mount + "/kubepods/pod" + kUnknownUid, mount + "/kubepods/pod" + kOptedOutUid}) {
-      if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) GTEST_SKIP() << "cannot make the cgroup " << dir;
-      made_.insert(made_.begin(), dir);
+         {root_, root_ + "/kubepods", root_ + "/kubepods/burstable", root_ + "/kubepods/burstable/pod" + kUid,
+          pod_cgroup_, root_ + "/kubepods/pod" + kUnknownUid, root_ + "/kubepods/pod" + kOptedOutUid}) {
+      if (::mkdir((mount_ + dir).c_str(), 0755) != 0) GTEST_SKIP() << "cannot make the cgroup " << mount_ + dir;
+      made_.insert(made_.begin(), mount_ + dir);
     }
-    mount_ = mount;
+    // The agent reads paths relative to its cgroup namespace's root: the mount's, or this test cannot run.
+    const auto seen = gpushare::testing::run(in_cgroup(pod_cgroup_, {"cat", "/proc/self/cgroup"}), {});
+    if (seen.out.find("0::" + pod_cgroup_ + "\n") == std::string::npos) {
+      GTEST_SKIP() << "a process moved into " << pod_cgroup_ << " sees " << seen.out << seen.err;
+    }
     std::ofstream(policy_) << "[default]\nrefuse = true\n";
     std::ofstream(token_) << "pod-watch-token\n";
     server_ = std::make_unique<FakeKubeApi>(*certificates_, "node-a", "pod-watch-token");
@@ -86,7 +89,7 @@ class KubeAgent : public testing::AgentWithTenants {
   void TearDown() override {
     agent_.reset();
     server_.reset();
-    for (const auto& dir : made_) ::rmdir(dir.c_str());  // once their processes are gone
+    for (const auto& dir : made_) ::rmdir(dir.c_str());  // their processes are gone
   }
 
   // `argv` run inside `cgroup` (under the v2 mount): the shell moves itself there, then execs.
@@ -113,7 +116,7 @@ class KubeAgent : public testing::AgentWithTenants {
 
   static testing::ThrowawayCertificates* certificates_;
   std::unique_ptr<FakeKubeApi> server_;
-  std::string mount_, pod_cgroup_;
+  std::string mount_, root_, pod_cgroup_;  // cgroups relative to the v2 mount
   std::vector<std::string> made_;
   std::string token_ = directory_.path() + "/token";
   std::string labels_ = directory_.path() + "/tenant-labels.json";
@@ -122,9 +125,8 @@ class KubeAgent : public testing::AgentWithTenants {
 testing::ThrowawayCertificates* KubeAgent::certificates_ = nullptr;
 
 TEST_F(KubeAgent, APodsProcessJoinsItsTenantWithItsAnnotationsLimits) {
-  const std::string relative = pod_cgroup_.substr(mount_.size());
   auto tenant = std::make_unique<gpushare::testing::Process>(
-      in_cgroup(relative, probe({"fill", std::to_string(testing::kMiB), drop("go"), drop("filled")})), tenant_env());
+      in_cgroup(pod_cgroup_, probe({"fill", std::to_string(testing::kMiB), drop("go"), drop("filled")})), tenant_env());
   ASSERT_TRUE(wait_for_entry(drop_, "filled", 20s)) << agent_log();
   EXPECT_TRUE(labels_become([](const json& file) {
     return file.is_object() && file["tenants"].contains("team-a/train") &&
@@ -157,10 +159,10 @@ TEST_F(KubeAgent, UnknownAndOptedOutPodsAndProcessesOutsidePodsAreRefused) {
     std::vector<std::string> argv{GPUSHARE_TEST_AGENT_PROBE, socket_};
     return gpushare::testing::run(cgroup.empty() ? argv : in_cgroup(cgroup, argv), {}).out;
   };
-  const std::string unknown = hello("/kubepods/pod" + kUnknownUid);
+  const std::string unknown = hello(root_ + "/kubepods/pod" + kUnknownUid);
   EXPECT_EQ(output_value(unknown, "accepted", "welcome"), "0") << unknown;
   EXPECT_NE(unknown.find("pod " + kUnknownUid + " not known to the API server watch"), std::string::npos) << unknown;
-  const std::string opted_out = hello("/kubepods/pod" + kOptedOutUid);
+  const std::string opted_out = hello(root_ + "/kubepods/pod" + kOptedOutUid);
   EXPECT_EQ(output_value(opted_out, "accepted", "welcome"), "0") << opted_out;
   EXPECT_NE(opted_out.find("pod team-b/quiet opted out"), std::string::npos) << opted_out;
   // Outside pods the policy decides: this one refuses everyone.
@@ -168,7 +170,7 @@ TEST_F(KubeAgent, UnknownAndOptedOutPodsAndProcessesOutsidePodsAreRefused) {
   EXPECT_EQ(output_value(outside, "accepted", "welcome"), "0") << outside;
   EXPECT_NE(outside.find("matches no rule"), std::string::npos) << outside;
   // The pod's own process is welcome, by the tenant its annotations' pod names.
-  const std::string member = hello(pod_cgroup_.substr(mount_.size()));
+  const std::string member = hello(pod_cgroup_);
   EXPECT_EQ(output_value(member, "tenant", "welcome"), "team-a/train") << member;
 }
 
