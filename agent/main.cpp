@@ -24,6 +24,8 @@
 #include "admin_requests.hpp"
 #include "escape_rounds.hpp"
 #include "identity.hpp"
+#include "kube_pod_watch.hpp"
+#include "kube_tenants.hpp"
 #include "listen_socket.hpp"
 #include "policy.hpp"
 #include "core/compute_slot_release.hpp"
@@ -83,18 +85,31 @@ gpushare::Result<std::unique_ptr<gpushare::SharedState>> open_agent_state(const 
   return state;
 }
 
-// The tenant of a peer under the policy: its credentials from the socket, its cgroup read while
-// its connection is open (a process whose cgroup cannot be read matches no cgroup rule).
-gpushare::Result<gpushare::agent::Assignment> tenant_of(const gpushare::agent::Policy& policy,
-                                                         const gpushare::agent::SocketPeer& peer) {
+// The tenant of a peer: its pod's under --kubernetes when its cgroup names one, else the policy's
+// (without a policy, none). Its credentials come from the socket, its cgroup is read while its
+// connection is open (a process whose cgroup cannot be read matches no cgroup rule and no pod).
+gpushare::Result<std::string> assign_peer(const gpushare::agent::Policy* policy, gpushare::agent::KubeTenants* kube,
+                                          gpushare::agent::TenantSessions& sessions,
+                                          const gpushare::agent::SocketPeer& peer) {
   gpushare::agent::PeerIdentity identity{peer.credentials.uid, peer.credentials.gid,
                                          static_cast<pid_t>(peer.credentials.pid), ""};
   if (auto cgroup = gpushare::agent::read_cgroup(identity.pid)) identity.cgroup = std::move(cgroup).value();
-  auto assignment = gpushare::agent::assign(policy, identity);
-  if (!assignment) return assignment.error();
-  log_info(fmt::format("pid {} uid {}: tenant {} ({})", identity.pid, identity.uid, assignment.value().tenant,
-                       assignment.value().reason));
-  return assignment;
+  std::optional<gpushare::agent::PodOrigin> origin;
+  gpushare::Result<gpushare::agent::Assignment> assignment = gpushare::Error{""};
+  if (auto in_pod = kube != nullptr ? kube->assign(identity) : std::nullopt) {
+    if (!*in_pod) return in_pod->error();
+    origin = in_pod->value().origin;
+    assignment = std::move(in_pod->value().assignment);
+  } else if (policy != nullptr) {
+    assignment = gpushare::agent::assign(*policy, identity);
+    if (!assignment) return assignment.error();
+  } else {
+    return gpushare::Error{fmt::format("pid {} runs in no pod, and the agent has no --policy", identity.pid)};
+  }
+  std::string tenant = assignment->tenant;
+  log_info(fmt::format("pid {} uid {}: tenant {} ({})", identity.pid, identity.uid, tenant, assignment->reason));
+  sessions.assigned(peer, std::move(assignment).value(), std::move(origin));
+  return tenant;
 }
 
 void serve_slice_message(gpushare::agent::SliceService& slices, std::uint32_t slot,
@@ -148,6 +163,22 @@ int main(int argc, char** argv) {
                  "Seconds between two comparisons of NVML's processes with the ledger; 0 turns the watch off "
                  "(default 5)")
       ->check(CLI::Range(0.0, kMostSeconds));
+  // Pod identity (docs/agent-policy.md, "On Kubernetes").
+  bool kubernetes = false;
+  gpushare::agent::KubeFlags kube_flags;
+  std::string tenant_labels_path = gpushare::kube::kTenantLabelsPath;
+  app.add_flag("--kubernetes", kubernetes,
+               "A process in a pod is that pod's tenant, with the limits of its gpushare.io annotations, as the API "
+               "server says (a watch of this node's pods with the pod's service account); others follow --policy");
+  app.add_option("--node", kube_flags.node, "This node's name under --kubernetes (default $NODE_NAME)");
+  app.add_option("--kube-api", kube_flags.api,
+                 "The API server, https://HOST:PORT (default from $KUBERNETES_SERVICE_HOST and _PORT)");
+  app.add_option("--kube-token-file", kube_flags.token_file,
+                 "The bearer token, re-read at each reconnection (default the service account's)");
+  app.add_option("--kube-ca-file", kube_flags.ca_file, "The API server's CA (default the service account's)");
+  app.add_option("--tenant-labels", tenant_labels_path,
+                 "Under --kubernetes, the file naming each tenant's namespace, pod and container for the exporter "
+                 "(default /run/gpushare/tenant-labels.json)");
   app.footer("Runs until SIGTERM or SIGINT. SIGHUP, or `gpushare agent reload` from root or the admin group, re-reads "
              "--policy: a faulty file keeps the policy in force (logged with file:line), a good one applies to new "
              "connections and to the limits of live tenants. Exit status: 0 when stopped by a signal; 1 when the "
@@ -175,7 +206,10 @@ int main(int argc, char** argv) {
   constexpr const char* kDefaultPolicy = "/etc/gpushare/policy.toml";
   std::error_code unseen;
   if (!policy_path && std::filesystem::exists(kDefaultPolicy, unseen)) policy_path = kDefaultPolicy;
-  if (!policy_path) log_info(fmt::format("no --policy and no {}: no process can join a tenant", kDefaultPolicy));
+  if (!policy_path) {
+    log_info(fmt::format("no --policy and no {}: {}", kDefaultPolicy,
+                         kubernetes ? "only processes in pods can join a tenant" : "no process can join a tenant"));
+  }
   std::optional<gpushare::agent::Policy> policy;
   if (policy_path) {
     auto loaded = gpushare::agent::load_policy(*policy_path);
@@ -184,6 +218,15 @@ int main(int argc, char** argv) {
       return kExitBadInput;
     }
     policy = std::move(loaded).value();
+  }
+  std::optional<gpushare::agent::PodWatchConfig> pod_watch_config;
+  if (kubernetes) {
+    auto config = gpushare::agent::pod_watch_config(kube_flags);
+    if (!config) {
+      fmt::print(stderr, "gpushare-agent: {}\n", config.error().message);
+      return kExitBadInput;
+    }
+    pod_watch_config = std::move(config).value();
   }
   std::optional<std::uint32_t> admin_gid;
   if (admin_group) {
@@ -241,23 +284,35 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "gpushare-agent: {}\n", socket.error().message);
     return kExitFailure;
   }
+  std::unique_ptr<gpushare::agent::PodWatch> pod_watch;
+  std::unique_ptr<gpushare::agent::KubeTenants> kube;
+  if (pod_watch_config) {
+    log_info(fmt::format("pods of node {} from https://{}:{}", pod_watch_config->node, pod_watch_config->endpoint.host,
+                         pod_watch_config->endpoint.port));
+    pod_watch = std::make_unique<gpushare::agent::PodWatch>(*pod_watch_config, log_info);
+    kube = std::make_unique<gpushare::agent::KubeTenants>(pod_watch->cache(), *state.value(), tenant_labels_path,
+                                                          log_info);
+    kube->write_labels_if_changed(sessions);  // no tenant yet: a previous agent's file is replaced
+  }
   gpushare::agent::ServerHooks hooks;
   hooks.log_info = log_info;
   hooks.on_admin = serve_admin;
-  if (policy) {
-    hooks.assign_tenant = [&](const gpushare::agent::SocketPeer& peer) -> gpushare::Result<std::string> {
-      auto assignment = tenant_of(*policy, peer);
-      if (!assignment) return assignment.error();
-      std::string tenant = assignment->tenant;
-      sessions.assigned(peer, std::move(assignment).value());
-      return tenant;
+  if (policy || kube) {
+    hooks.assign_tenant = [&](const gpushare::agent::SocketPeer& peer) {
+      return assign_peer(policy ? &*policy : nullptr, kube.get(), sessions, peer);
     };
   }
   gpushare::agent::SliceService slices(*state.value(), [&sessions](std::uint32_t slot) { return sessions.slot_live(slot); });
   hooks.on_request = [&](const gpushare::agent::SocketPeer& peer, const gpushare::agent::Message& request,
                          std::vector<int>& passed_fds) -> gpushare::Result<std::vector<gpushare::agent::Outgoing>> {
     if (is_admin_message(gpushare::agent::message_type(request))) return admin.handle(request);
-    if (!gpushare::agent::is_slice_message(request)) return sessions.handle(peer, request, passed_fds);
+    if (!gpushare::agent::is_slice_message(request)) {
+      auto answers = sessions.handle(peer, request, passed_fds);
+      const bool joins = std::holds_alternative<gpushare::agent::Join>(request) ||
+                         std::holds_alternative<gpushare::agent::Rejoin>(request);
+      if (kube && joins) kube->write_labels_if_changed(sessions);
+      return answers;
+    }
     // Never answered, not even with an error: the tenant does not wait for one.
     if (const auto slot = sessions.slot_of(peer.connection_id)) serve_slice_message(slices, *slot, request);
     return std::vector<gpushare::agent::Outgoing>{};
@@ -265,6 +320,7 @@ int main(int argc, char** argv) {
   hooks.on_disconnect = [&](const gpushare::agent::SocketPeer& peer, gpushare::agent::DisconnectReason) {
     sessions.disconnected(peer.connection_id);
     slices.slot_released();
+    if (kube) kube->write_labels_if_changed(sessions);
   };
   hooks.on_wake = [&] {
     const auto now = std::chrono::steady_clock::now();
@@ -279,6 +335,11 @@ int main(int argc, char** argv) {
       wait = std::min(wait, std::chrono::nanoseconds(recovery.value()->time_left(now)));
     }
     if (escapes) wait = std::min(wait, std::chrono::nanoseconds(escapes->run_if_due(now, sessions.joined_processes())));
+    if (kube) {
+      // The watch's thread only records which pods changed: their sessions are this loop's.
+      kube->apply_changed_pods(sessions);
+      wait = std::min(wait, std::chrono::nanoseconds(std::chrono::seconds(1)));
+    }
     return wait;
   };
   gpushare::agent::Server server(std::move(socket).value(), admin_gid, gpushare::agent::ServerLimits{},

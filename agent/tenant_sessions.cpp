@@ -56,6 +56,7 @@ class LeaseMove {
 struct TenantSessions::Session {
   SocketPeer peer;
   std::optional<Assignment> assignment;
+  std::optional<PodOrigin> pod;
   std::unique_ptr<TenantMembership> membership;
   int page_fd = -1;
   void* page = nullptr;  // the slot's owner page in the agent's view, once the private page is mapped there
@@ -84,10 +85,11 @@ Status TenantSessions::check_page_size() {
   return Ok{};
 }
 
-void TenantSessions::assigned(const SocketPeer& peer, Assignment assignment) {
+void TenantSessions::assigned(const SocketPeer& peer, Assignment assignment, std::optional<PodOrigin> pod) {
   auto& session = sessions_[peer.connection_id];
   if (!session) session = std::make_unique<Session>();
   session->peer = peer;
+  session->pod = std::move(pod);
   session->log_name = fmt::format("pid {} (tenant {})", peer.credentials.pid, assignment.tenant);
   session->assignment = std::move(assignment);
 }
@@ -313,15 +315,27 @@ void TenantSessions::unmap_page(Session& session) {
 // the new limits (memory on each GPU it attached, the tenant's compute policy); one that now maps
 // elsewhere keeps its tenant until it reconnects.
 void TenantSessions::apply_policy(const Policy& policy, const std::function<void(std::string_view)>& log) {
+  const Reassign by_policy = [&policy](const PeerIdentity& identity,
+                                       const std::optional<PodOrigin>& pod) -> std::optional<Result<Assignment>> {
+    if (pod) return std::nullopt;
+    return assign(policy, identity);
+  };
+  reassign_live(by_policy, "the reloaded policy", log);
+}
+
+void TenantSessions::reassign_live(const Reassign& reassign, std::string_view source,
+                                   const std::function<void(std::string_view)>& log) {
   std::map<std::string, ComputePolicyValues> compute_of;
   for (auto& [id, session] : sessions_) {
     if (!session->membership || !session->assignment) continue;
     PeerIdentity identity{session->peer.credentials.uid, session->peer.credentials.gid,
                           static_cast<pid_t>(session->peer.credentials.pid), ""};
     if (auto cgroup = read_cgroup(identity.pid)) identity.cgroup = std::move(cgroup).value();
-    auto now = assign(policy, identity);
+    auto answer = reassign(identity, session->pod);
+    if (!answer) continue;
+    auto& now = *answer;
     if (!now || now->tenant != session->assignment->tenant) {
-      log(fmt::format("{}: keeps its tenant until it reconnects (the new policy: {})", session->log_name,
+      log(fmt::format("{}: keeps its tenant until it reconnects ({}: {})", session->log_name, source,
                       now ? "tenant " + now->tenant : now.error().message));
       continue;
     }
@@ -333,7 +347,7 @@ void TenantSessions::apply_policy(const Policy& policy, const std::function<void
       continue;
     }
     auto& tenant = state_.state().tenants[session->membership->tenant_index()];
-    tenant.override_limit_bytes.store(layout::kNoOverride, kRelaxed);  // the policy's word replaces quota set's
+    tenant.override_limit_bytes.store(layout::kNoOverride, kRelaxed);  // the new word replaces quota set's
     for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
       if ((session->attached & (1u << gpu)) == 0) continue;
       const std::uint64_t limit = now->limits.memory_for(static_cast<int>(session->ordinal[gpu]));
@@ -343,7 +357,7 @@ void TenantSessions::apply_policy(const Policy& policy, const std::function<void
   for (const auto& [tenant, compute] : compute_of) {
     const ComputePolicyChange change{compute.share_pct, compute.limit_pct, compute.priority};
     if (auto set = set_tenant_compute_policy(state_, tenant, change); !set) log(set.error().message);
-    log(fmt::format("tenant {}: limits of the reloaded policy applied", tenant));
+    log(fmt::format("tenant {}: limits of {} applied", tenant, source));
   }
 }
 
@@ -355,6 +369,16 @@ std::vector<std::pair<pid_t, std::uint32_t>> TenantSessions::joined_processes() 
     }
   }
   return joined;
+}
+
+std::map<std::string, std::vector<PodOrigin>> TenantSessions::joined_pods() const {
+  std::map<std::string, std::vector<PodOrigin>> pods;
+  for (const auto& [id, session] : sessions_) {
+    if (session->membership && session->assignment && session->pod) {
+      pods[session->assignment->tenant].push_back(*session->pod);
+    }
+  }
+  return pods;
 }
 
 }  // namespace gpushare::agent

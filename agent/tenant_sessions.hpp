@@ -31,6 +31,12 @@
 
 namespace gpushare::agent {
 
+// Where a process runs on Kubernetes (kube_tenants.hpp): its pod and container, for the labels
+// of its tenant's metrics.
+struct PodOrigin {
+  std::string uid, namespace_name, pod, container;  // container "" when not known
+};
+
 class TenantSessions {
  public:
   // REQUIRES: `state` opened read-write by the agent, the registry's hooks installed, the page size
@@ -42,8 +48,8 @@ class TenantSessions {
 
   static Status check_page_size();
 
-  // The policy's word on a connection, recorded when it said Hello.
-  void assigned(const SocketPeer& peer, Assignment assignment);
+  // The policy's (or the pod's) word on a connection, recorded when it said Hello.
+  void assigned(const SocketPeer& peer, Assignment assignment, std::optional<PodOrigin> pod = std::nullopt);
   // A tenant's request; the answers to send. `passed_fds`: what the client passed (Rejoin's page);
   // those kept are taken out.
   Result<std::vector<Outgoing>> handle(const SocketPeer& peer, const Message& request, std::vector<int>& passed_fds);
@@ -54,8 +60,15 @@ class TenantSessions {
 
   std::size_t session_count() const { return sessions_.size(); }
   // A reloaded policy: each live session still mapped to its tenant takes the new limits on the
-  // GPUs it attached; one mapped elsewhere keeps its tenant until it reconnects (logged).
+  // GPUs it attached; one mapped elsewhere keeps its tenant until it reconnects (logged). Sessions
+  // of pods (--kubernetes) are their pods' to decide: left alone.
   void apply_policy(const Policy& policy, const std::function<void(std::string_view)>& log);
+  // The same for any source of assignments: `reassign` answers for a live session's identity (and
+  // pod, if it came from one), or nullopt to leave it alone; `source` names it in log lines.
+  using Reassign =
+      std::function<std::optional<Result<Assignment>>(const PeerIdentity&, const std::optional<PodOrigin>&)>;
+  void reassign_live(const Reassign& reassign, std::string_view source,
+                     const std::function<void(std::string_view)>& log);
   // The slot of a connection that has joined.
   std::optional<std::uint32_t> slot_of(std::uint64_t connection_id) const;
   // Whether a slot belongs to a connected process.
@@ -86,6 +99,8 @@ class TenantSessions {
  public:
   // The joined processes: each one's pid (SO_PEERCRED's, in the agent's PID namespace) and slot.
   std::vector<std::pair<pid_t, std::uint32_t>> joined_processes() const;
+  // The pods of the joined processes that came from one, by tenant.
+  std::map<std::string, std::vector<PodOrigin>> joined_pods() const;
 };
 
 }  // namespace gpushare::agent

@@ -1,0 +1,162 @@
+// Tenants of processes in pods (kube_tenants.hpp).
+#include "kube_tenants.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "core/size.hpp"
+#include "pod_cgroup.hpp"
+
+namespace gpushare::agent {
+namespace {
+
+std::string environment(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? value : "";
+}
+
+std::string joined(const std::vector<std::string>& parts) {
+  std::string text;
+  for (const auto& part : parts) text += (text.empty() ? "" : "; ") + part;
+  return text;
+}
+
+}  // namespace
+
+Result<PodWatchConfig> pod_watch_config(const KubeFlags& flags) {
+  PodWatchConfig config;
+  config.node = flags.node.value_or(environment("NODE_NAME"));
+  if (config.node.empty()) return Error{"--kubernetes needs the node's name: --node NAME or $NODE_NAME"};
+  if (flags.api) {
+    auto endpoint = parse_kube_api_url(*flags.api);
+    if (!endpoint) return Error{fmt::format("--kube-api: {}", endpoint.error().message)};
+    config.endpoint = std::move(endpoint).value();
+  } else {
+    const std::string host = environment("KUBERNETES_SERVICE_HOST");
+    const std::string port = environment("KUBERNETES_SERVICE_PORT");
+    if (host.empty()) return Error{"--kubernetes outside a pod needs --kube-api (no $KUBERNETES_SERVICE_HOST)"};
+    // The variable holds a bare address, IPv6 ones included: bracket it for the URL's parser.
+    const bool v6 = host.find(':') != std::string::npos;
+    auto endpoint = parse_kube_api_url(
+        fmt::format("https://{}{}{}:{}", v6 ? "[" : "", host, v6 ? "]" : "", port.empty() ? "443" : port));
+    if (!endpoint) return Error{fmt::format("$KUBERNETES_SERVICE_HOST/_PORT: {}", endpoint.error().message)};
+    config.endpoint = std::move(endpoint).value();
+  }
+  if (flags.token_file) config.token_file = *flags.token_file;
+  if (flags.ca_file) config.ca_file = *flags.ca_file;
+  return config;
+}
+
+KubeTenants::KubeTenants(PodCache& pods, SharedState& state, std::string labels_path, Log log,
+                         std::chrono::milliseconds first_list_wait)
+    : pods_(pods),
+      state_(state),
+      labels_path_(std::move(labels_path)),
+      log_(std::move(log)),
+      first_list_deadline_(std::chrono::steady_clock::now() + first_list_wait) {}
+
+std::optional<Result<PodAssignment>> KubeTenants::assign(const PeerIdentity& identity) {
+  if (identity.cgroup.empty()) return std::nullopt;
+  auto pod = pod_of_cgroup(identity.cgroup);
+  if (!pod) return Result<PodAssignment>(Error{fmt::format("pid {}: {}", identity.pid, pod.error().message)});
+  if (!pod.value()) return std::nullopt;
+  return assign_pod(pod.value()->pod_uid, pod.value()->container_id);
+}
+
+Result<PodAssignment> KubeTenants::assign_pod(const std::string& uid, const std::string& container_id) {
+  if (!pods_.listed()) {
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(first_list_deadline_ - std::chrono::steady_clock::now());
+    if (left.count() > 0) pods_.wait_until([](const PodCache& cache) { return cache.listed(); }, left);
+  }
+  auto pod = pods_.find(uid);
+  if (!pod) return Error{fmt::format("pod {} not known to the API server watch", uid)};
+  auto identity = kube::read_pod_identity(*pod);
+  if (!identity) return Error{fmt::format("pod {}: {}", uid, identity.error().message)};
+  const std::string pod_name = fmt::format("{}/{}", identity->namespace_name, identity->name);
+  const std::string container = container_name_of(*pod, container_id);
+  auto request = kube::read_pod_request(*pod, container);
+  if (!request) return Error{fmt::format("pod {}: {}", pod_name, request.error().message)};
+  if (request->opted_out) return Error{fmt::format("pod {} opted out (gpushare.io/enabled: \"false\")", pod_name)};
+  TenantLimits limits = request->limits;
+  std::vector<std::string> sources = request->sources;
+  if (request->memory_fraction && limits.memory_bytes == kUnlimited && limits.memory_per_gpu_bytes.empty()) {
+    const auto gpu_bytes = smallest_gpu_bytes();
+    if (!gpu_bytes) {
+      return Error{
+          fmt::format("pod {} asks for a fraction {} of GPU memory, and no GPU is known to the agent yet to "
+                      "turn it into bytes (gpushare.io/memory gives a size)",
+                      pod_name, *request->memory_fraction)};
+    }
+    limits.memory_bytes =
+        static_cast<std::uint64_t>(std::floor(*request->memory_fraction * static_cast<double>(*gpu_bytes)));
+    sources.push_back(
+        fmt::format("memory {} = {} of the smallest GPU", format_size(limits.memory_bytes), *request->memory_fraction));
+  }
+  PodAssignment assigned;
+  assigned.assignment.tenant = kube::tenant_of(identity.value(), request.value());
+  assigned.assignment.limits = std::move(limits);
+  assigned.assignment.reason = fmt::format("pod {}{}{}{}", pod_name, container.empty() ? "" : " container " + container,
+                                           sources.empty() ? "" : ": ", joined(sources));
+  assigned.origin = PodOrigin{uid, identity->namespace_name, identity->name, container};
+  return assigned;
+}
+
+// The smallest GPU the state records: a fraction never grants more than that part of any GPU.
+std::optional<std::uint64_t> KubeTenants::smallest_gpu_bytes() const {
+  std::optional<std::uint64_t> smallest;
+  for (const auto& gpu : state_.state().gpus) {
+    if (gpu.state.load(std::memory_order_acquire) != layout::kInUse) continue;
+    const std::uint64_t bytes = gpu.physical_bytes.load(std::memory_order_relaxed);
+    if (bytes > 0) smallest = std::min(smallest.value_or(bytes), bytes);
+  }
+  return smallest;
+}
+
+void KubeTenants::write_labels_if_changed(const TenantSessions& sessions) {
+  auto labels = tenant_labels_of(sessions.joined_pods());
+  if (labels_written_ == labels) return;
+  if (auto written = kube::write_tenant_labels(labels_path_, labels); !written) {
+    log_(fmt::format("--tenant-labels: {}", written.error().message));
+    return;  // tried again at the next change
+  }
+  labels_written_ = std::move(labels);
+}
+
+void KubeTenants::apply_changed_pods(TenantSessions& sessions) {
+  const std::set<std::string> changed = pods_.take_changed_requests();
+  if (changed.empty()) return;
+  sessions.reassign_live(
+      [&](const PeerIdentity& identity, const std::optional<PodOrigin>& origin) -> std::optional<Result<Assignment>> {
+        if (!origin || changed.count(origin->uid) == 0) return std::nullopt;
+        // The container's ID again from the cgroup: the origin keeps its name only.
+        auto pod = pod_of_cgroup(identity.cgroup);
+        const std::string container_id = pod && pod.value() ? pod.value()->container_id : "";
+        auto assigned = assign_pod(origin->uid, container_id);
+        if (!assigned) return Result<Assignment>(assigned.error());
+        return Result<Assignment>(std::move(assigned->assignment));
+      },
+      "the pod's changed annotations", log_);
+}
+
+kube::TenantLabelMap tenant_labels_of(const std::map<std::string, std::vector<PodOrigin>>& pods) {
+  kube::TenantLabelMap labels;
+  for (const auto& [tenant, origins] : pods) {
+    if (origins.empty()) continue;
+    const PodOrigin& first = origins.front();
+    const bool one_pod =
+        std::all_of(origins.begin(), origins.end(), [&](const PodOrigin& o) { return o.uid == first.uid; });
+    const bool one_container = one_pod && std::all_of(origins.begin(), origins.end(), [&](const PodOrigin& o) {
+                                 return o.container == first.container;
+                               });
+    labels[tenant] =
+        kube::TenantLabels{first.namespace_name, one_pod ? first.pod : "", one_container ? first.container : ""};
+  }
+  return labels;
+}
+
+}  // namespace gpushare::agent

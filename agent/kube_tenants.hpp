@@ -1,0 +1,75 @@
+// Tenants on Kubernetes (gpushare agent --kubernetes; docs/agent-policy.md, "On Kubernetes"): a
+// process whose cgroup names a pod (pod_cgroup.hpp) is that pod's tenant, "<namespace>/<name>" or
+// "<namespace>/<gpushare.io/tenant>", with the limits its annotations ask for (kube::read_pod_request),
+// the pod as the API server's watch (kube_pod_watch.hpp) last reported it. A process in no pod is
+// left to the policy.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/result.hpp"
+#include "core/shared_state.hpp"
+#include "identity.hpp"
+#include "kube_pod_cache.hpp"
+#include "kube_pod_watch.hpp"
+#include "pod_request.hpp"
+#include "tenant_labels.hpp"
+#include "tenant_sessions.hpp"
+
+namespace gpushare::agent {
+
+// The agent's Kubernetes flags, as given.
+struct KubeFlags {
+  std::optional<std::string> node;        // --node, else $NODE_NAME
+  std::optional<std::string> api;         // --kube-api https://HOST:PORT, else the in-cluster service
+  std::optional<std::string> token_file;  // --kube-token-file
+  std::optional<std::string> ca_file;     // --kube-ca-file
+};
+
+// The watch's configuration from the flags and, in a pod, $KUBERNETES_SERVICE_HOST / _PORT and
+// $NODE_NAME; an Error naming what is missing.
+Result<PodWatchConfig> pod_watch_config(const KubeFlags& flags);
+
+struct PodAssignment {
+  Assignment assignment;
+  PodOrigin origin;
+};
+
+class KubeTenants {
+ public:
+  using Log = std::function<void(std::string_view)>;
+  // `first_list_wait`: how long, counted from now, an assignment may wait for the watch's first
+  // list (the loop stalls at most that long, once, at startup).
+  KubeTenants(PodCache& pods, SharedState& state, std::string labels_path, Log log,
+              std::chrono::milliseconds first_list_wait = std::chrono::seconds(3));
+
+  // The tenant of a process in a pod; nullopt when its cgroup names no pod; an Error (the Refused
+  // message) when the pod is not known, opted out, or its annotations are bad.
+  std::optional<Result<PodAssignment>> assign(const PeerIdentity& identity);
+  // Writes the tenant-labels file when the tenants of the joined processes' pods changed.
+  void write_labels_if_changed(const TenantSessions& sessions);
+  // The limits of pods whose gpushare annotations changed, to their live tenants.
+  void apply_changed_pods(TenantSessions& sessions);
+
+ private:
+  Result<PodAssignment> assign_pod(const std::string& uid, const std::string& container_id);
+  std::optional<std::uint64_t> smallest_gpu_bytes() const;
+
+  PodCache& pods_;
+  SharedState& state_;
+  const std::string labels_path_;
+  const Log log_;
+  const std::chrono::steady_clock::time_point first_list_deadline_;
+  std::optional<kube::TenantLabelMap> labels_written_;
+};
+
+// The labels of each tenant from its joined processes' pods: the namespace; the pod's name when
+// all run in one pod (a group of replicas has none); the container when all run in one container.
+kube::TenantLabelMap tenant_labels_of(const std::map<std::string, std::vector<PodOrigin>>& pods);
+
+}  // namespace gpushare::agent

@@ -1,0 +1,167 @@
+// The tenant and limits of a process in a pod, in one process: the pod cache filled by hand, a
+// fresh state for the GPUs a memory fraction is taken of, and the labels of joined tenants.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "core/registry.hpp"
+#include "core/tenant_name.hpp"
+#include "fake_kube_api.hpp"
+#include "kube_tenants.hpp"
+#include "policy.hpp"
+#include "protocol.hpp"
+#include "test_support.hpp"
+
+namespace gpushare::agent {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using testing::make_pod;
+
+const std::string kUid = "12345678-aaaa-4bbb-8ccc-1234567890ab";
+const std::string kContainer(64, 'd');
+constexpr std::uint64_t kGiB = 1ull << 30;
+
+class KubeTenantsTest : public gpushare::testing::StateTest {
+ protected:
+  PeerIdentity in_pod(const std::string& cgroup) const { return PeerIdentity{1000, 1000, 4242, cgroup}; }
+  KubeTenants tenants(std::chrono::milliseconds first_list_wait = 0ms) {
+    return KubeTenants(
+        cache_, *state_, ::testing::TempDir() + "unused-labels.json",
+        [this](std::string_view line) { logged_ += std::string(line) + "\n"; }, first_list_wait);
+  }
+  void list(std::vector<json> pods) {
+    std::vector<json> trimmed;
+    for (const auto& pod : pods) trimmed.push_back(trim_pod(pod));
+    cache_.replace_all(std::move(trimmed));
+  }
+
+  PodCache cache_{64};
+  std::string logged_;
+  const std::string cgroup_ = "/kubepods/burstable/pod" + kUid + "/" + kContainer;
+};
+
+TEST_F(KubeTenantsTest, ThePodsTenantAndLimitsForItsContainer) {
+  json pod = make_pod(kUid, "ml", "train-0", {{"gpushare.io/memory", "8Gi"}, {"gpushare.io/share", "30"}});
+  pod["status"]["containerStatuses"] = {{{"name", "main"}, {"containerID", "cri-o://" + kContainer}}};
+  list({pod});
+  auto kube = tenants();
+  auto assigned = kube.assign(in_pod(cgroup_));
+  ASSERT_TRUE(assigned.has_value());
+  ASSERT_TRUE(assigned->ok()) << assigned->error().message;
+  EXPECT_EQ(assigned->value().assignment.tenant, "ml/train-0");
+  EXPECT_EQ(assigned->value().assignment.limits.memory_bytes, 8 * kGiB);
+  EXPECT_EQ(assigned->value().assignment.limits.compute.share_pct, 30u);
+  EXPECT_EQ(assigned->value().origin.container, "main");
+  EXPECT_EQ(assigned->value().origin.pod, "train-0");
+  // A group's tenant.
+  list({make_pod(kUid, "ml", "train-0", {{"gpushare.io/tenant", "trainers"}})});
+  EXPECT_EQ(kube.assign(in_pod(cgroup_))->value().assignment.tenant, "ml/trainers");
+}
+
+TEST_F(KubeTenantsTest, RefusalsSayWhy) {
+  list({make_pod(kUid, "ml", "bad", {{"gpushare.io/share", "300"}})});
+  auto kube = tenants();
+  auto bad = kube.assign(in_pod(cgroup_));
+  ASSERT_TRUE(bad.has_value());
+  ASSERT_FALSE(bad->ok());
+  EXPECT_TRUE(gpushare::testing::Contains(bad->error().message, "pod ml/bad: annotation gpushare.io/share"));
+  list({make_pod(kUid, "ml", "off", {{"gpushare.io/enabled", "false"}})});
+  EXPECT_TRUE(gpushare::testing::Contains(kube.assign(in_pod(cgroup_))->error().message, "pod ml/off opted out"));
+  list({});
+  EXPECT_TRUE(gpushare::testing::Contains(kube.assign(in_pod(cgroup_))->error().message,
+                                          "pod " + kUid + " not known to the API server watch"));
+  auto two = kube.assign(in_pod("/kubepods/pod" + kUid + "/x/kubepods/pod" + kUid));
+  ASSERT_TRUE(two.has_value());
+  EXPECT_TRUE(gpushare::testing::Contains(two->error().message, "names two pods"));
+  // Not in a pod, or not known where: the policy's to decide.
+  EXPECT_FALSE(kube.assign(in_pod("/user.slice/user-1000.slice/session-1.scope")).has_value());
+  EXPECT_FALSE(kube.assign(in_pod("")).has_value());
+}
+
+TEST_F(KubeTenantsTest, AFractionIsOfTheSmallestGpuTheStateKnows) {
+  list({make_pod(kUid, "ml", "kai", {{"gpu-fraction", "0.5"}})});
+  auto kube = tenants();
+  auto unknown_gpu = kube.assign(in_pod(cgroup_));
+  ASSERT_FALSE(unknown_gpu->ok());
+  EXPECT_TRUE(gpushare::testing::Contains(unknown_gpu->error().message, "no GPU is known to the agent yet"));
+  auto member = TenantMembership::join(*state_, "other");
+  ASSERT_TRUE(member.ok()) << member.error().message;
+  ASSERT_TRUE(member.value()->attach_gpu(gpushare::testing::make_uuid(1), 8 * kGiB, kUnlimited).ok());
+  ASSERT_TRUE(member.value()->attach_gpu(gpushare::testing::make_uuid(2), 4 * kGiB, kUnlimited).ok());
+  auto assigned = kube.assign(in_pod(cgroup_));
+  ASSERT_TRUE(assigned->ok()) << assigned->error().message;
+  EXPECT_EQ(assigned->value().assignment.limits.memory_bytes, 2 * kGiB);
+}
+
+TEST_F(KubeTenantsTest, TheFirstListIsAwaitedOnlyUntilItsDeadline) {
+  auto kube = tenants(10s);
+  std::thread lister([&] { list({make_pod(kUid, "ml", "late")}); });
+  auto assigned = kube.assign(in_pod(cgroup_));
+  lister.join();
+  ASSERT_TRUE(assigned->ok()) << assigned->error().message;
+  EXPECT_EQ(assigned->value().assignment.tenant, "ml/late");
+
+  PodCache never_listed(4);
+  KubeTenants impatient(
+      never_listed, *state_, "", [](std::string_view) {}, 0ms);
+  EXPECT_TRUE(gpushare::testing::Contains(impatient.assign(in_pod(cgroup_))->error().message, "not known"));
+}
+
+// Live sessions: a pod's annotations changed reach its tenant; a reloaded policy leaves it alone.
+TEST_F(KubeTenantsTest, ChangedAnnotationsReachLiveSessionsAndThePolicyLeavesThem) {
+  TenantSessions sessions(*state_);
+  list({make_pod(kUid, "ml", "train", {{"gpushare.io/share", "30"}})});
+  auto kube = tenants();
+  const SocketPeer in_a_pod{PeerCredentials{4242, 1000, 1000}, {}, 1};
+  const SocketPeer outside{PeerCredentials{4243, 1001, 1001}, {}, 2};
+  auto assigned = kube.assign(in_pod(cgroup_));
+  ASSERT_TRUE(assigned->ok()) << assigned->error().message;
+  sessions.assigned(in_a_pod, assigned->value().assignment, assigned->value().origin);
+  sessions.assigned(outside, Assignment{"plain", TenantLimits{}, "test"});
+  for (const SocketPeer* peer : {&in_a_pod, &outside}) {
+    std::vector<int> passed;
+    auto joined = sessions.handle(*peer, Join{}, passed);
+    ASSERT_TRUE(joined.ok()) << joined.error().message;
+  }
+  const auto pods = sessions.joined_pods();
+  ASSERT_EQ(pods.size(), 1u);
+  EXPECT_EQ(pods.at("ml/train").front().pod, "train");
+
+  const auto share_of = [&](const std::string& tenant) {
+    for (const auto& record : state_->state().tenants) {
+      if (tenant_name_of(record) == tenant) return record.compute_policy.share_pct.load();
+    }
+    return 0u;
+  };
+  EXPECT_EQ(share_of("ml/train"), 30u);
+  // MODIFIED: the new share reaches the live tenant.
+  cache_.upsert(trim_pod(make_pod(kUid, "ml", "train", {{"gpushare.io/share", "60"}})));
+  kube.apply_changed_pods(sessions);
+  EXPECT_EQ(share_of("ml/train"), 60u);
+  EXPECT_TRUE(gpushare::testing::Contains(logged_, "tenant ml/train: limits of the pod's changed annotations applied"));
+
+  // A reloaded policy: the process outside pods takes it, the pod's keeps its pod's limits.
+  auto policy = parse_policy("[default]\nrefuse = false\ntenant = \"plain\"\nshare = 20\n", "reloaded.toml");
+  ASSERT_TRUE(policy.ok()) << policy.error().message;
+  std::string reload_log;
+  sessions.apply_policy(policy.value(), [&](std::string_view line) { reload_log += std::string(line) + "\n"; });
+  EXPECT_EQ(share_of("plain"), 20u);
+  EXPECT_EQ(share_of("ml/train"), 60u);
+  EXPECT_EQ(reload_log.find("ml/train"), std::string::npos) << reload_log;
+}
+
+TEST(TenantLabelsTest, OnePodOneContainerOrAGroup) {
+  const auto labels = tenant_labels_of({
+      {"ml/train", {{"u1", "ml", "train", "main"}, {"u1", "ml", "train", "main"}}},
+      {"ml/two-containers", {{"u2", "ml", "two-containers", "a"}, {"u2", "ml", "two-containers", "b"}}},
+      {"ml/group", {{"u3", "ml", "r-0", "main"}, {"u4", "ml", "r-1", "main"}}},
+  });
+  EXPECT_EQ(labels.at("ml/train"), (kube::TenantLabels{"ml", "train", "main"}));
+  EXPECT_EQ(labels.at("ml/two-containers"), (kube::TenantLabels{"ml", "two-containers", ""}));
+  EXPECT_EQ(labels.at("ml/group"), (kube::TenantLabels{"ml", "", ""}));
+}
+
+}  // namespace
+}  // namespace gpushare::agent
