@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(cmake ninja-build g++ libboost-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev
           libbenchmark-dev libcpp-httplib-dev pkgconf libssl-dev zlib1g-dev libbrotli-dev libtomlplusplus-dev
           binutils)
+packages+=(openssl)  # the CLI: the webhook's tests and scripts/make-webhook-cert.sh make certificates with it
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
