@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "json_patch.hpp"
-#include "kube/pod_request.hpp"
+#include "pod_request.hpp"  // kube/
 
 namespace gpushare::webhook {
 namespace {
