@@ -345,5 +345,17 @@ TEST_F(WebhookTest, MissingOrBadCertificateStopsAtStart) {
   EXPECT_NE(result.err.find("missing.crt"), std::string::npos) << result.err;
 }
 
+TEST_F(WebhookTest, VersionAndHelpAreTheWebhookProgramsOwn) {
+  const ProcessResult tool = run({GPUSHARE_TEST_TOOL, "--version"}, {});
+  const ProcessResult version = run({GPUSHARE_TEST_TOOL, "webhook", "--version"}, {});
+  EXPECT_EQ(version.exit_code, 0) << version.err;
+  EXPECT_EQ(version.out, tool.out);
+  const ProcessResult help = run({GPUSHARE_TEST_TOOL, "webhook", "--help"}, {});
+  EXPECT_EQ(help.exit_code, 0) << help.err;
+  for (const char* option : {"--listen", "--tls-cert", "--tls-key", "--host-dir", "--socket-dir", "/mutate-namespace"}) {
+    EXPECT_NE(help.out.find(option), std::string::npos) << option << " missing from:\n" << help.out;
+  }
+}
+
 }  // namespace
 }  // namespace gpushare::testing
