@@ -166,8 +166,8 @@ int main(int argc, char** argv) {
   agent->set_help_flag();  // --help belongs to the agent program
   agent->footer("");
 
-  auto* webhook = app.add_subcommand(
-      "webhook", "Run the Kubernetes admission webhook over HTTPS (run `gpushare webhook --help`)");
+  auto* webhook =
+      app.add_subcommand("webhook", "Run the Kubernetes admission webhook over HTTPS (run `gpushare webhook --help`)");
   webhook->prefix_command();
   webhook->set_help_flag();  // --help belongs to the webhook program
   webhook->footer("");
@@ -187,8 +187,8 @@ int main(int argc, char** argv) {
   if (!given.empty() && given.front() == "run") {
     args.push_back("run");
     if (!split_run_arguments(*run, {given.begin() + 1, given.end()}, args, run_options.command)) return kExitBadInput;
-  } else if (!given.empty() && (given.front() == "exporter" || given.front() == "agent" ||
-                              given.front() == "webhook")) {
+  } else if (!given.empty() &&
+             (given.front() == "exporter" || given.front() == "agent" || given.front() == "webhook")) {
     args = given;
   } else {
     for (const std::string& word : given) append_option_word(word, args);

@@ -20,7 +20,9 @@ const InjectionPaths kPaths;
 const std::string kPreload = "/usr/local/gpushare/current/lib/gpushare/libgpushare-preload.so";
 const std::string kAgentSocket = "/run/gpushare/agent.sock";
 
-json pod_with(json spec) { return {{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", {{"name", "p"}}}, {"spec", spec}}; }
+json pod_with(json spec) {
+  return {{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", {{"name", "p"}}}, {"spec", spec}};
+}
 
 json container(const std::string& name, json extra = json::object()) {
   json result = {{"name", name}, {"image", "busybox"}};
@@ -46,8 +48,9 @@ std::string env_value(const json& container, const std::string& name) {
 }
 
 void expect_mounts(const json& container) {
-  const json expected = json::array({{{"name", "gpushare-lib"}, {"mountPath", "/usr/local/gpushare"}, {"readOnly", true}},
-                                     {{"name", "gpushare-run"}, {"mountPath", "/run/gpushare"}, {"readOnly", true}}});
+  const json expected =
+      json::array({{{"name", "gpushare-lib"}, {"mountPath", "/usr/local/gpushare"}, {"readOnly", true}},
+                   {{"name", "gpushare-run"}, {"mountPath", "/run/gpushare"}, {"readOnly", true}}});
   json ours = json::array();
   for (const json& mount : container.at("volumeMounts")) {
     if (mount.at("name").get<std::string>().starts_with("gpushare-")) ours.push_back(mount);
@@ -62,7 +65,8 @@ TEST(JsonPointerTest, EscapesTildeBeforeSlash) {
   EXPECT_EQ(escape_pointer_token("~1"), "~01");  // not read back as '/'
   EXPECT_EQ(escape_pointer_token("/~/"), "~1~0~1");
   EXPECT_EQ(escape_pointer_token(""), "");
-  EXPECT_EQ(json_pointer({"metadata", "annotations", "gpushare.io/memory"}), "/metadata/annotations/gpushare.io~1memory");
+  EXPECT_EQ(json_pointer({"metadata", "annotations", "gpushare.io/memory"}),
+            "/metadata/annotations/gpushare.io~1memory");
   EXPECT_EQ(json_pointer({}), "");
 }
 
@@ -83,7 +87,8 @@ TEST(Base64Test, Rfc4648Vectors) {
 }
 
 TEST(PodPatchTest, CreatesMissingArraysWholeAndInjectsEveryContainer) {
-  const json pod = pod_with({{"initContainers", {container("init")}}, {"containers", {container("a"), container("b")}}});
+  const json pod =
+      pod_with({{"initContainers", {container("init")}}, {"containers", {container("a"), container("b")}}});
   const json operations = build_pod_patch(pod, kPaths).value();
   // Absent arrays are added whole (a "/-" append to a missing array would fail to apply).
   for (const json& operation : operations) {
@@ -114,11 +119,10 @@ TEST(PodPatchTest, CreatesMissingArraysWholeAndInjectsEveryContainer) {
 }
 
 TEST(PodPatchTest, AppendsToExistingArraysKeepingTheirEntries) {
-  const json pod = pod_with(
-      {{"volumes", {{{"name", "data"}, {"emptyDir", json::object()}}}},
-       {"containers",
-        {container("a", {{"volumeMounts", {{{"name", "data"}, {"mountPath", "/data"}}}},
-                         {"env", {{{"name", "HOME"}, {"value", "/home/a"}}}}})}}});
+  const json pod = pod_with({{"volumes", {{{"name", "data"}, {"emptyDir", json::object()}}}},
+                             {"containers",
+                              {container("a", {{"volumeMounts", {{{"name", "data"}, {"mountPath", "/data"}}}},
+                                               {"env", {{{"name", "HOME"}, {"value", "/home/a"}}}}})}}});
   const json operations = build_pod_patch(pod, kPaths).value();
   for (const json& operation : operations) {
     EXPECT_TRUE(operation.at("path").get<std::string>().ends_with("/-")) << operation.dump();
@@ -135,9 +139,9 @@ TEST(PodPatchTest, AppendsToExistingArraysKeepingTheirEntries) {
 }
 
 TEST(PodPatchTest, SecondPassOnAPatchedPodAddsNothing) {
-  const json once = patched(pod_with({{"initContainers", {container("init")}},
-                                      {"containers", {container("a", {{"env", {{{"name", "LD_PRELOAD"},
-                                                                                 {"value", "/lib/theirs.so"}}}}})}}}));
+  const json once = patched(
+      pod_with({{"initContainers", {container("init")}},
+                {"containers", {container("a", {{"env", {{{"name", "LD_PRELOAD"}, {"value", "/lib/theirs.so"}}}}})}}}));
   auto again = build_pod_patch(once, kPaths);
   ASSERT_TRUE(again.ok()) << again.error().message;
   EXPECT_EQ(*again, json::array());
@@ -145,10 +149,11 @@ TEST(PodPatchTest, SecondPassOnAPatchedPodAddsNothing) {
 }
 
 TEST(PodPatchTest, LiteralPreloadKeptAfterOursAndEmptyOneReplaced) {
-  const json result = patched(pod_with({{"containers",
-                                         {container("a", {{"env", {{{"name", "LD_PRELOAD"}, {"value", "/x.so /y.so"}}}}}),
-                                          container("b", {{"env", {{{"name", "LD_PRELOAD"}, {"value", ""}}}}}),
-                                          container("c", {{"env", {{{"name", "LD_PRELOAD"}}}}})}}}));
+  const json result =
+      patched(pod_with({{"containers",
+                         {container("a", {{"env", {{{"name", "LD_PRELOAD"}, {"value", "/x.so /y.so"}}}}}),
+                          container("b", {{"env", {{{"name", "LD_PRELOAD"}, {"value", ""}}}}}),
+                          container("c", {{"env", {{{"name", "LD_PRELOAD"}}}}})}}}));
   const json& containers = result.at("spec").at("containers");
   EXPECT_EQ(env_value(containers[0], "LD_PRELOAD"), kPreload + ":/x.so /y.so");
   EXPECT_EQ(env_value(containers[1], "LD_PRELOAD"), kPreload);
@@ -157,9 +162,11 @@ TEST(PodPatchTest, LiteralPreloadKeptAfterOursAndEmptyOneReplaced) {
 }
 
 TEST(PodPatchTest, PreloadFromValueFromIsRefused) {
-  const json pod = pod_with(
-      {{"containers", {container("app", {{"env", {{{"name", "LD_PRELOAD"},
-                                                   {"valueFrom", {{"configMapKeyRef", {{"name", "c"}, {"key", "k"}}}}}}}}})}}});
+  const json pod =
+      pod_with({{"containers",
+                 {container("app", {{"env",
+                                     {{{"name", "LD_PRELOAD"},
+                                       {"valueFrom", {{"configMapKeyRef", {{"name", "c"}, {"key", "k"}}}}}}}}})}}});
   const auto result = build_pod_patch(pod, kPaths);
   ASSERT_FALSE(result.ok());
   EXPECT_NE(result.error().message.find("\"app\""), std::string::npos) << result.error().message;
@@ -167,10 +174,11 @@ TEST(PodPatchTest, PreloadFromValueFromIsRefused) {
 }
 
 TEST(PodPatchTest, GpushareVariablesThePodSetsAreLeft) {
-  const json result = patched(pod_with({{"containers", {container("a", {{"env", {{{"name", "GPUSHARE_AGENT"},
-                                                                                    {"value", "/elsewhere.sock"}},
-                                                                                   {{"name", "GPUSHARE_MEMORY_LIMIT"},
-                                                                                    {"value", "1GiB"}}}}})}}}));
+  const json result =
+      patched(pod_with({{"containers",
+                         {container("a", {{"env",
+                                           {{{"name", "GPUSHARE_AGENT"}, {"value", "/elsewhere.sock"}},
+                                            {{"name", "GPUSHARE_MEMORY_LIMIT"}, {"value", "1GiB"}}}}})}}}));
   const json& only = result.at("spec").at("containers").at(0);
   EXPECT_EQ(env_value(only, "GPUSHARE_AGENT"), "/elsewhere.sock");
   EXPECT_EQ(env_value(only, "GPUSHARE_MEMORY_LIMIT"), "1GiB");
@@ -178,15 +186,15 @@ TEST(PodPatchTest, GpushareVariablesThePodSetsAreLeft) {
 }
 
 TEST(PodPatchTest, ForeignVolumeOrMountAtOurPathsIsRefused) {
-  const json other_volume = pod_with({{"volumes", {{{"name", "gpushare-run"}, {"emptyDir", json::object()}}}},
-                                      {"containers", {container("a")}}});
+  const json other_volume = pod_with(
+      {{"volumes", {{{"name", "gpushare-run"}, {"emptyDir", json::object()}}}}, {"containers", {container("a")}}});
   auto result = build_pod_patch(other_volume, kPaths);
   ASSERT_FALSE(result.ok());
   EXPECT_NE(result.error().message.find("volume named \"gpushare-run\""), std::string::npos) << result.error().message;
 
-  const json other_type = pod_with({{"volumes", {{{"name", "gpushare-lib"},
-                                                  {"hostPath", {{"path", "/usr/local/gpushare"}}}}}},
-                                    {"containers", {container("a")}}});
+  const json other_type =
+      pod_with({{"volumes", {{{"name", "gpushare-lib"}, {"hostPath", {{"path", "/usr/local/gpushare"}}}}}},
+                {"containers", {container("a")}}});
   EXPECT_FALSE(build_pod_patch(other_type, kPaths).ok());
 
   const json other_mount = pod_with(
@@ -196,8 +204,9 @@ TEST(PodPatchTest, ForeignVolumeOrMountAtOurPathsIsRefused) {
   EXPECT_NE(result.error().message.find("already mounts volume \"cache\" at /run/gpushare"), std::string::npos)
       << result.error().message;
 
-  const json writable_mount = pod_with({{"containers", {container("a", {{"volumeMounts", {{{"name", "gpushare-lib"},
-                                                                                          {"mountPath", "/usr/local/gpushare"}}}}})}}});
+  const json writable_mount = pod_with(
+      {{"containers",
+        {container("a", {{"volumeMounts", {{{"name", "gpushare-lib"}, {"mountPath", "/usr/local/gpushare"}}}}})}}});
   EXPECT_FALSE(build_pod_patch(writable_mount, kPaths).ok());
 }
 
@@ -205,8 +214,8 @@ TEST(PodPatchTest, OtherHostFoldersAndMalformedSpecs) {
   const InjectionPaths elsewhere{"/opt/gs/", "/var/run/gs"};
   EXPECT_EQ(elsewhere.preload_library(), "/opt/gs/current/lib/gpushare/libgpushare-preload.so");
   EXPECT_EQ(elsewhere.agent_socket(), "/var/run/gs/agent.sock");
-  const json result = pod_with({{"containers", {container("a")}}}).patch(
-      build_pod_patch(pod_with({{"containers", {container("a")}}}), elsewhere).value());
+  const json result = pod_with({{"containers", {container("a")}}})
+                          .patch(build_pod_patch(pod_with({{"containers", {container("a")}}}), elsewhere).value());
   EXPECT_EQ(result.at("spec").at("volumes").at(0).at("hostPath").at("path"), "/opt/gs");
   EXPECT_EQ(result.at("spec").at("containers").at(0).at("volumeMounts").at(1).at("mountPath"), "/var/run/gs");
 
@@ -220,8 +229,8 @@ TEST(PodPatchTest, OtherHostFoldersAndMalformedSpecs) {
 json review_of(const std::string& operation, const json& kind, const json& object) {
   return {{"apiVersion", "admission.k8s.io/v1"},
           {"kind", "AdmissionReview"},
-          {"request", {{"uid", "c0ffee"}, {"kind", kind}, {"operation", operation}, {"namespace", "ml"},
-                       {"object", object}}}};
+          {"request",
+           {{"uid", "c0ffee"}, {"kind", kind}, {"operation", operation}, {"namespace", "ml"}, {"object", object}}}};
 }
 
 const json kPodKind = {{"group", ""}, {"version", "v1"}, {"kind", "Pod"}};
@@ -229,9 +238,9 @@ const json kPodKind = {{"group", ""}, {"version", "v1"}, {"kind", "Pod"}};
 TEST(AdmissionTest, OnlyPodCreationIsLookedAt) {
   const json annotated = {{"metadata", {{"name", "p"}, {"annotations", {{"gpushare.io/memory", "8Gi"}}}}},
                           {"spec", {{"containers", {container("a")}}}}};
-  for (const json& review : {review_of("UPDATE", kPodKind, annotated), review_of("DELETE", kPodKind, nullptr),
-                             review_of("CREATE", {{"group", "apps"}, {"version", "v1"}, {"kind", "Deployment"}},
-                                       annotated)}) {
+  for (const json& review :
+       {review_of("UPDATE", kPodKind, annotated), review_of("DELETE", kPodKind, nullptr),
+        review_of("CREATE", {{"group", "apps"}, {"version", "v1"}, {"kind", "Deployment"}}, annotated)}) {
     auto decision = review_admission(review, Endpoint::kNamespacePods, kPaths);
     ASSERT_TRUE(decision.ok()) << decision.error().message;
     const json& response = decision->review.at("response");

@@ -68,12 +68,13 @@ json review_of(const json& object, const std::string& operation = "CREATE",
                const json& kind = {{"group", ""}, {"version", "v1"}, {"kind", "Pod"}}) {
   return {{"apiVersion", "admission.k8s.io/v1"},
           {"kind", "AdmissionReview"},
-          {"request", {{"uid", "705ab4f5-6393-11e8-b7cc-42010a800002"},
-                       {"kind", kind},
-                       {"resource", {{"group", ""}, {"version", "v1"}, {"resource", "pods"}}},
-                       {"operation", operation},
-                       {"namespace", "ml"},
-                       {"object", object}}}};
+          {"request",
+           {{"uid", "705ab4f5-6393-11e8-b7cc-42010a800002"},
+            {"kind", kind},
+            {"resource", {{"group", ""}, {"version", "v1"}, {"resource", "pods"}}},
+            {"operation", operation},
+            {"namespace", "ml"},
+            {"object", object}}}};
 }
 
 std::string env_value(const json& each, const std::string& name) {
@@ -116,9 +117,19 @@ class WebhookTest : public ScratchTest {
   // `gpushare webhook ARGS` with stdout in a file, read for the announced port.
   void start_webhook(std::vector<std::string> args = {}) {
     const std::string out = path("webhook.out");
-    std::vector<std::string> argv{"/bin/sh", "-c", R"(out=$1; shift; exec "$@" >"$out")", "sh", out,
-                                  GPUSHARE_TEST_TOOL, "webhook", "--listen", "127.0.0.1:0",
-                                  "--tls-cert", path("tls.crt"), "--tls-key", path("tls.key")};
+    std::vector<std::string> argv{"/bin/sh",
+                                  "-c",
+                                  R"(out=$1; shift; exec "$@" >"$out")",
+                                  "sh",
+                                  out,
+                                  GPUSHARE_TEST_TOOL,
+                                  "webhook",
+                                  "--listen",
+                                  "127.0.0.1:0",
+                                  "--tls-cert",
+                                  path("tls.crt"),
+                                  "--tls-key",
+                                  path("tls.key")};
     argv.insert(argv.end(), args.begin(), args.end());
     webhook_ = std::make_unique<Process>(argv, Env{});
     std::string first_line;
@@ -204,9 +215,9 @@ class WebhookTest : public ScratchTest {
 
 TEST_F(WebhookTest, PodOptedInByAnnotationGetsMountsAndEnvInEveryContainer) {
   start_webhook();
-  const json object = pod({{"gpushare.io/memory", "8Gi"}, {"gpushare.io/share", "30"}},
-                          {{"initContainers", {container("fetch")}},
-                           {"containers", {container("train"), container("sidecar")}}});
+  const json object =
+      pod({{"gpushare.io/memory", "8Gi"}, {"gpushare.io/share", "30"}},
+          {{"initContainers", {container("fetch")}}, {"containers", {container("train"), container("sidecar")}}});
   const json patched = apply_patch(object, respond("/mutate", review_of(object)));
   expect_injected(patched);
   ASSERT_EQ(patched.at("spec").at("containers").size(), 2u);
@@ -258,17 +269,20 @@ TEST_F(WebhookTest, BadAnnotationsAreRefusedNamingTheAnnotation) {
 
 TEST_F(WebhookTest, ExistingLiteralPreloadComesAfterOursAndValueFromIsRefused) {
   start_webhook();
-  const json literal = pod({{"gpushare.io/memory", "1Gi"}},
-                           {{"containers", {container("train", {{"env", {{{"name", "LD_PRELOAD"},
-                                                                          {"value", "/opt/lib/libtheirs.so"}}}}})}}});
+  const json literal =
+      pod({{"gpushare.io/memory", "1Gi"}},
+          {{"containers",
+            {container("train", {{"env", {{{"name", "LD_PRELOAD"}, {"value", "/opt/lib/libtheirs.so"}}}}})}}});
   const json patched = apply_patch(literal, respond("/mutate", review_of(literal)));
   EXPECT_EQ(env_value(patched.at("spec").at("containers").at(0), "LD_PRELOAD"), kPreload + ":/opt/lib/libtheirs.so");
   EXPECT_EQ(patched.at("spec").at("containers").at(0).at("env").size(), 2u);
 
-  const json from_secret = pod(
-      {{"gpushare.io/memory", "1Gi"}},
-      {{"containers", {container("train", {{"env", {{{"name", "LD_PRELOAD"},
-                                                     {"valueFrom", {{"secretKeyRef", {{"name", "s"}, {"key", "k"}}}}}}}}})}}});
+  const json from_secret =
+      pod({{"gpushare.io/memory", "1Gi"}},
+          {{"containers",
+            {container("train", {{"env",
+                                  {{{"name", "LD_PRELOAD"},
+                                    {"valueFrom", {{"secretKeyRef", {{"name", "s"}, {"key", "k"}}}}}}}}})}}});
   const json response = respond("/mutate", review_of(from_secret));
   EXPECT_EQ(response.at("allowed"), false);
   EXPECT_EQ(response.at("status").at("code"), 400);
@@ -294,7 +308,8 @@ TEST_F(WebhookTest, OtherKindsAndOperationsAreAllowedUntouched) {
   expect_allowed_untouched(respond("/mutate-namespace", review_of(annotated, "UPDATE")));
   const json deployment = {{"apiVersion", "apps/v1"}, {"kind", "Deployment"}, {"metadata", {{"name", "d"}}}};
   expect_allowed_untouched(
-      respond("/mutate-namespace", review_of(deployment, "CREATE", {{"group", "apps"}, {"version", "v1"}, {"kind", "Deployment"}})));
+      respond("/mutate-namespace",
+              review_of(deployment, "CREATE", {{"group", "apps"}, {"version", "v1"}, {"kind", "Deployment"}})));
 }
 
 TEST_F(WebhookTest, GarbageAndOversizedBodiesAreRefusedWithoutAReview) {
@@ -352,7 +367,8 @@ TEST_F(WebhookTest, VersionAndHelpAreTheWebhookProgramsOwn) {
   EXPECT_EQ(version.out, tool.out);
   const ProcessResult help = run({GPUSHARE_TEST_TOOL, "webhook", "--help"}, {});
   EXPECT_EQ(help.exit_code, 0) << help.err;
-  for (const char* option : {"--listen", "--tls-cert", "--tls-key", "--host-dir", "--socket-dir", "/mutate-namespace"}) {
+  for (const char* option :
+       {"--listen", "--tls-cert", "--tls-key", "--host-dir", "--socket-dir", "/mutate-namespace"}) {
     EXPECT_NE(help.out.find(option), std::string::npos) << option << " missing from:\n" << help.out;
   }
 }

@@ -66,10 +66,8 @@ class Reviewer {
     return decided(std::move(response), "refused: " + message);
   }
   AdmissionDecision patch(const json& operations, const std::string& why) const {
-    json response = {{"uid", uid_},
-                     {"allowed", true},
-                     {"patchType", "JSONPatch"},
-                     {"patch", base64_encode(operations.dump())}};
+    json response = {
+        {"uid", uid_}, {"allowed", true}, {"patchType", "JSONPatch"}, {"patch", base64_encode(operations.dump())}};
     return decided(std::move(response), "patched: " + why);
   }
 
@@ -101,7 +99,8 @@ Result<AdmissionDecision> review_admission(const json& review, Endpoint endpoint
   const json& pod = member_or_null(request, "object");
   const Reviewer reviewer(uid, pod_reference(request, pod));
   if (!is_pod_creation(request)) {
-    return reviewer.allow(string_member(request, "operation") + " of " + string_member(member_or_null(request, "kind"), "kind") +
+    return reviewer.allow(string_member(request, "operation") + " of " +
+                          string_member(member_or_null(request, "kind"), "kind") +
                           ": only the creation of pods is changed");
   }
   if (!pod.is_object()) return Error{"the AdmissionReview creates a pod but carries no request.object"};
@@ -121,8 +120,7 @@ Result<AdmissionDecision> review_admission(const json& review, Endpoint endpoint
   return reviewer.patch(*operations, why + sources);
 }
 
-Result<AdmissionDecision> review_admission_text(std::string_view body, Endpoint endpoint,
-                                                const InjectionPaths& paths) {
+Result<AdmissionDecision> review_admission_text(std::string_view body, Endpoint endpoint, const InjectionPaths& paths) {
   const json review = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (review.is_discarded()) return Error{"the body is not JSON"};
   return review_admission(review, endpoint, paths);

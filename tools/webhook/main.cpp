@@ -55,9 +55,7 @@ int wait_for_stop_signal(const sigset_t& signals, const std::atomic<bool>& serve
   return 0;
 }
 
-void log_line(const std::string& line) {
-  std::fprintf(stderr, "gpushare webhook: %s\n", line.c_str());
-}
+void log_line(const std::string& line) { std::fprintf(stderr, "gpushare webhook: %s\n", line.c_str()); }
 
 // POST handler of one endpoint: the review decided by admission.hpp, or 400 for a body that is
 // not a review.
@@ -168,9 +166,8 @@ int main(int argc, char** argv) {
   server.set_keep_alive_timeout(kIdleConnectionSeconds);
   server.Post("/mutate", review_handler(Endpoint::kOptInPods, paths, "/mutate"));
   server.Post("/mutate-namespace", review_handler(Endpoint::kNamespacePods, paths, "/mutate-namespace"));
-  server.Get("/healthz", [](const httplib::Request&, httplib::Response& response) {
-    response.set_content("ok\n", "text/plain");
-  });
+  server.Get("/healthz",
+             [](const httplib::Request&, httplib::Response& response) { response.set_content("ok\n", "text/plain"); });
 
   errno = 0;
   const int port = bind_listen_address(server, address);

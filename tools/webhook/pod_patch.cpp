@@ -138,7 +138,8 @@ class PodPatcher {
         if (!mount.is_object() || without_trailing_slashes(string_member(mount, "mountPath")) != ours.path) continue;
         if (!is_our_mount(mount, ours)) {
           return Error{"container " + where + " already mounts volume \"" + string_member(mount, "name") + "\" at " +
-                       ours.path + ", where gpushare mounts its own (read-only): remove that mount, or opt the pod "
+                       ours.path +
+                       ", where gpushare mounts its own (read-only): remove that mount, or opt the pod "
                        "out with gpushare.io/enabled: \"false\""};
         }
         present = true;

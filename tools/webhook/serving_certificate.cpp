@@ -13,7 +13,7 @@ namespace gpushare::webhook {
 // The leaf certificate, the intermediates that followed it in the file, and the key.
 struct ServingCertificate::Pair {
   X509* certificate = nullptr;
-  STACK_OF(X509)* chain = nullptr;
+  STACK_OF(X509) * chain = nullptr;
   EVP_PKEY* key = nullptr;
 
   Pair() = default;

@@ -47,7 +47,7 @@ class ServingCertificate {
   const std::string certificate_path_;
   const std::string key_path_;
   std::mutex mutex_;
-  std::shared_ptr<Pair> current_;     // guarded by mutex_
+  std::shared_ptr<Pair> current_;    // guarded by mutex_
   FileVersion certificate_version_;  // guarded by mutex_: of the files current_ (or a failed read) came from
   FileVersion key_version_;          // guarded by mutex_
 };
