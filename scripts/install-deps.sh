@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(cmake ninja-build g++ libboost-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev
           libbenchmark-dev libcpp-httplib-dev pkgconf libssl-dev zlib1g-dev libbrotli-dev libtomlplusplus-dev
           binutils)
-packages+=(openssl)  # the command: the agent's pod-watch tests make a throwaway CA with it
+packages+=(openssl)  # the command: the webhook's and the pod watch's tests, scripts/make-webhook-cert.sh
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

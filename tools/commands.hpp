@@ -88,4 +88,7 @@ int exporter_command(const std::vector<std::string>& args);
 // `gpushare agent ARGS`: runs the node agent program installed beside this one.
 int agent_command(const std::vector<std::string>& args);
 
+// `gpushare webhook ARGS`: runs the Kubernetes admission webhook installed beside this one.
+int webhook_command(const std::vector<std::string>& args);
+
 }  // namespace gpushare::tools

@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
       "  gpushare quota set train --share 50\n"
       "  gpushare exporter --listen 127.0.0.1:9400\n"
       "  gpushare agent --admin-group gpuadmin\n"
+      "  gpushare webhook --tls-cert /tls/tls.crt --tls-key /tls/tls.key\n"
       "  gpushare version --json\n"
       "Run `gpushare COMMAND --help` for a command's options. docs/operations.md has more.");
 
@@ -165,6 +166,12 @@ int main(int argc, char** argv) {
   agent->set_help_flag();  // --help belongs to the agent program
   agent->footer("");
 
+  auto* webhook =
+      app.add_subcommand("webhook", "Run the Kubernetes admission webhook over HTTPS (run `gpushare webhook --help`)");
+  webhook->prefix_command();
+  webhook->set_help_flag();  // --help belongs to the webhook program
+  webhook->footer("");
+
   VersionOptions version_options;
   auto* version = app.add_subcommand(
       "version", "Show the release, the state file's ABI and the agent protocol this gpushare speaks");
@@ -180,7 +187,8 @@ int main(int argc, char** argv) {
   if (!given.empty() && given.front() == "run") {
     args.push_back("run");
     if (!split_run_arguments(*run, {given.begin() + 1, given.end()}, args, run_options.command)) return kExitBadInput;
-  } else if (!given.empty() && (given.front() == "exporter" || given.front() == "agent")) {
+  } else if (!given.empty() &&
+             (given.front() == "exporter" || given.front() == "agent" || given.front() == "webhook")) {
     args = given;
   } else {
     for (const std::string& word : given) append_option_word(word, args);
@@ -200,6 +208,7 @@ int main(int argc, char** argv) {
   if (*top) return top_command(top_options);
   if (*exporter) return exporter_command(exporter->remaining());
   if (*agent) return agent_command(agent->remaining());
+  if (*webhook) return webhook_command(webhook->remaining());
   if (*version) return version_command(version_options);
   return kExitBadInput;
 }

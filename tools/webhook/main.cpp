@@ -1,0 +1,202 @@
+// gpushare-webhook: the Kubernetes admission webhook that puts gpushare into opted-in pods, over
+// HTTPS. Run as `gpushare webhook [OPTIONS]` (tools/webhook_command.cpp execs this program);
+// docs/kubernetes-webhook.md describes what it injects and how to deploy it.
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include <fmt/format.h>
+#include <httplib.h>
+#include <openssl/ssl.h>
+#include <CLI/CLI.hpp>
+
+#include "admission.hpp"
+#include "listen_address.hpp"
+#include "serving_certificate.hpp"
+#include "version_line.hpp"
+
+using namespace gpushare::webhook;
+
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitBadInput = 2;
+
+// The API server sends a pod in each review; 8 MiB is far above the largest valid object (etcd's
+// limit is about 1.5 MiB) and keeps a stray client from making the webhook buffer without end.
+constexpr std::size_t kMaxReviewBytes = 8 * 1024 * 1024;
+// The API server gives up after the configuration's timeoutSeconds (5): a connection idle for
+// longer has nobody waiting on it.
+constexpr time_t kIdleConnectionSeconds = 5;
+
+sigset_t stop_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  return signals;
+}
+
+// Returns the stop signal that arrived, or 0 when the server ended by itself first.
+int wait_for_stop_signal(const sigset_t& signals, const std::atomic<bool>& server_ended) {
+  const timespec poll_interval{0, 100'000'000};
+  while (!server_ended) {
+    const int signal = sigtimedwait(&signals, nullptr, &poll_interval);
+    if (signal > 0) return signal;
+  }
+  return 0;
+}
+
+void log_line(const std::string& line) { std::fprintf(stderr, "gpushare webhook: %s\n", line.c_str()); }
+
+// POST handler of one endpoint: the review decided by admission.hpp, or 400 for a body that is
+// not a review.
+httplib::Server::Handler review_handler(Endpoint endpoint, const InjectionPaths& paths, const char* route) {
+  return [endpoint, &paths, route](const httplib::Request& request, httplib::Response& response) {
+    auto decision = review_admission_text(request.body, endpoint, paths);
+    if (!decision) {
+      log_line(fmt::format("{} from {}: HTTP 400: {}", route, request.remote_addr, decision.error().message));
+      response.status = 400;
+      response.set_content("gpushare webhook: " + decision.error().message + "\n", "text/plain");
+      return;
+    }
+    log_line(fmt::format("{} {}", route, decision->log_line));
+    response.set_content(decision->review.dump(), "application/json");
+  };
+}
+
+// Returns the port now bound (the one picked, for port 0), or -1.
+int bind_listen_address(httplib::Server& server, const gpushare::exporter::ListenAddress& address) {
+  if (address.port == 0) return server.bind_to_any_port(address.host);
+  return server.bind_to_port(address.host, address.port) ? address.port : -1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "The Kubernetes admission webhook of gpushare: pods that opt in (gpushare.io/ annotations, or a namespace "
+      "labelled gpushare.io/enabled=true) get the host's gpushare folder and agent socket mounted read-only, "
+      "LD_PRELOAD and GPUSHARE_AGENT; pods with bad gpushare.io/ annotations are refused.\n",
+      "gpushare webhook"};
+  std::string listen = "0.0.0.0:8443";
+  std::string certificate_path;
+  std::string key_path;
+  InjectionPaths paths;
+  app.add_option("--listen", listen,
+                 "HOST:PORT to serve HTTPS on ([::]:8443 for IPv6, port 0 for any free port); the address is the "
+                 "first line on stdout")
+      ->capture_default_str();
+  app.add_option("--tls-cert", certificate_path,
+                 "PEM certificate (then its intermediates) for the webhook Service's name; read again at the next "
+                 "connection when the file changes")
+      ->required();
+  app.add_option("--tls-key", key_path, "PEM private key of --tls-cert; read again with it")->required();
+  app.add_option("--host-dir", paths.host_dir,
+                 "The nodes' gpushare folder, mounted read-only at the same path; LD_PRELOAD is "
+                 "HOST_DIR/current/lib/gpushare/libgpushare-preload.so")
+      ->capture_default_str();
+  app.add_option("--socket-dir", paths.socket_dir,
+                 "The nodes' agent socket folder, mounted read-only at the same path; GPUSHARE_AGENT is "
+                 "SOCKET_DIR/agent.sock")
+      ->capture_default_str();
+  app.set_version_flag("--version", gpushare::agent::version_line(GPUSHARE_VERSION));
+  app.footer(
+      "Example: gpushare webhook --tls-cert /tls/tls.crt --tls-key /tls/tls.key\n"
+      "Endpoints: POST /mutate (pods that opt in by annotation), POST /mutate-namespace (every pod of a namespace "
+      "labelled gpushare.io/enabled=true unless gpushare.io/enabled: \"false\"), GET /healthz.\n"
+      "One line per decision on stderr. SIGINT or SIGTERM stops it. Exit status: 0 when stopped, 1 when it cannot "
+      "listen or the certificate does not load, 2 for bad options. docs/kubernetes-webhook.md has the manifests.");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& success) {
+    return app.exit(success);
+  } catch (const CLI::ParseError& error) {
+    app.exit(error);
+    return kExitBadInput;
+  }
+  for (const auto& [flag, value] : {std::pair{"--host-dir", &paths.host_dir}, {"--socket-dir", &paths.socket_dir}}) {
+    if (value->empty() || value->front() != '/') {
+      fmt::print(stderr, "gpushare webhook: {} must be an absolute path, not \"{}\"\n", flag, *value);
+      return kExitBadInput;
+    }
+  }
+  auto parsed_listen = gpushare::exporter::parse_listen_address(listen);
+  if (!parsed_listen) {
+    fmt::print(stderr, "gpushare webhook: {}\n", parsed_listen.error().message);
+    return kExitBadInput;
+  }
+  const gpushare::exporter::ListenAddress address = std::move(parsed_listen).value();
+
+  ServingCertificate certificate(certificate_path, key_path);
+  if (gpushare::Status loaded = certificate.load(); !loaded) {
+    fmt::print(stderr, "gpushare webhook: {}\n", loaded.error().message);
+    return kExitFailure;
+  }
+
+  // As in the exporter: SIGINT and SIGTERM are taken by this thread only, which stops the server.
+  const sigset_t signals = stop_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  // The certificate is not given to the server: each handshake asks `certificate` for it, so that
+  // a rotated file serves the next connection without a restart.
+  httplib::SSLServer server([&certificate](SSL_CTX& context) {
+    SSL_CTX_set_min_proto_version(&context, TLS1_2_VERSION);
+    certificate.attach(context);
+    return true;
+  });
+  if (!server.is_valid()) {
+    fmt::print(stderr, "gpushare webhook: cannot set up TLS\n");
+    return kExitFailure;
+  }
+  server.set_socket_options([](socket_t socket) {
+    const int yes = 1;
+    ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
+  server.set_payload_max_length(kMaxReviewBytes);
+  server.set_read_timeout(kIdleConnectionSeconds, 0);
+  server.set_keep_alive_timeout(kIdleConnectionSeconds);
+  server.Post("/mutate", review_handler(Endpoint::kOptInPods, paths, "/mutate"));
+  server.Post("/mutate-namespace", review_handler(Endpoint::kNamespacePods, paths, "/mutate-namespace"));
+  server.Get("/healthz",
+             [](const httplib::Request&, httplib::Response& response) { response.set_content("ok\n", "text/plain"); });
+
+  errno = 0;
+  const int port = bind_listen_address(server, address);
+  if (port <= 0) {
+    fmt::print(stderr, "gpushare webhook: cannot listen on {}: {}\n", listen,
+               errno != 0 ? std::strerror(errno) : "the host is not an address of this machine");
+    return kExitFailure;
+  }
+  const bool ipv6 = address.host.find(':') != std::string::npos;
+  fmt::print("listening on https://{}{}{}:{}\n", ipv6 ? "[" : "", address.host, ipv6 ? "]" : "", port);
+  std::fflush(stdout);
+
+  std::atomic<bool> server_ended{false};
+  bool served = false;
+  std::thread serving([&] {
+    served = server.listen_after_bind();
+    server_ended = true;
+  });
+  const int signal = wait_for_stop_signal(signals, server_ended);
+  if (signal != 0) {
+    // stop() acts only on a running server: a signal that came before listen_after_bind started
+    // must wait for it rather than be lost.
+    while (!server.is_running() && !server_ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    server.stop();
+  }
+  serving.join();
+  if (signal == 0 && !served) {
+    fmt::print(stderr, "gpushare webhook: the server on {} stopped accepting connections\n", listen);
+    return kExitFailure;
+  }
+  return 0;
+}
