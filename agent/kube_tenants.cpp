@@ -84,19 +84,7 @@ Result<PodAssignment> KubeTenants::assign_pod(const std::string& uid, const std:
   if (request->opted_out) return Error{fmt::format("pod {} opted out (gpushare.io/enabled: \"false\")", pod_name)};
   TenantLimits limits = request->limits;
   std::vector<std::string> sources = request->sources;
-  if (request->memory_fraction && limits.memory_bytes == kUnlimited && limits.memory_per_gpu_bytes.empty()) {
-    const auto gpu_bytes = smallest_gpu_bytes();
-    if (!gpu_bytes) {
-      return Error{
-          fmt::format("pod {} asks for a fraction {} of GPU memory, and no GPU is known to the agent yet to "
-                      "turn it into bytes (gpushare.io/memory gives a size)",
-                      pod_name, *request->memory_fraction)};
-    }
-    limits.memory_bytes =
-        static_cast<std::uint64_t>(std::floor(*request->memory_fraction * static_cast<double>(*gpu_bytes)));
-    sources.push_back(
-        fmt::format("memory {} = {} of the smallest GPU", format_size(limits.memory_bytes), *request->memory_fraction));
-  }
+  limits.memory_fraction = request->memory_fraction;  // in bytes on each GPU as it is attached
   PodAssignment assigned;
   assigned.assignment.tenant = kube::tenant_of(identity.value(), request.value());
   assigned.assignment.limits = std::move(limits);
@@ -104,17 +92,6 @@ Result<PodAssignment> KubeTenants::assign_pod(const std::string& uid, const std:
                                            sources.empty() ? "" : ": ", joined(sources));
   assigned.origin = PodOrigin{uid, identity->namespace_name, identity->name, container};
   return assigned;
-}
-
-// The smallest GPU the state records: a fraction never grants more than that part of any GPU.
-std::optional<std::uint64_t> KubeTenants::smallest_gpu_bytes() const {
-  std::optional<std::uint64_t> smallest;
-  for (const auto& gpu : state_.state().gpus) {
-    if (gpu.state.load(std::memory_order_acquire) != layout::kInUse) continue;
-    const std::uint64_t bytes = gpu.physical_bytes.load(std::memory_order_relaxed);
-    if (bytes > 0) smallest = std::min(smallest.value_or(bytes), bytes);
-  }
-  return smallest;
 }
 
 void KubeTenants::write_labels_if_changed(const TenantSessions& sessions) {

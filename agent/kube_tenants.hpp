@@ -58,7 +58,6 @@ class KubeTenants {
 
  private:
   Result<PodAssignment> assign_pod(const std::string& uid, const std::string& container_id);
-  std::optional<std::uint64_t> smallest_gpu_bytes() const;
 
   PodCache& pods_;
   SharedState& state_;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 
@@ -25,8 +26,16 @@ std::uint64_t TenantLimits::memory_for(int ordinal) const {
   return it == memory_per_gpu_bytes.end() ? memory_bytes : it->second;
 }
 
+std::uint64_t TenantLimits::memory_on(int ordinal, std::uint64_t gpu_bytes) const {
+  const std::uint64_t sized = memory_for(ordinal);
+  if (!memory_fraction) return sized;
+  const auto part = static_cast<std::uint64_t>(std::floor(*memory_fraction * static_cast<double>(gpu_bytes)));
+  return std::min(sized, part);
+}
+
 bool TenantLimits::operator==(const TenantLimits& other) const {
   return memory_bytes == other.memory_bytes && memory_per_gpu_bytes == other.memory_per_gpu_bytes &&
+         memory_fraction == other.memory_fraction &&
          compute.share_pct == other.compute.share_pct && compute.limit_pct == other.compute.limit_pct &&
          compute.priority == other.compute.priority && compute.slice == other.compute.slice;
 }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,10 +25,15 @@ inline constexpr int kMaxGpuOrdinal = 63;
 struct TenantLimits {
   std::uint64_t memory_bytes = kUnlimited;
   std::map<int, std::uint64_t> memory_per_gpu_bytes;  // overrides memory_bytes on these ordinals
+  // A part of each GPU's memory (KAI-Scheduler's fractions), 0 < f <= 1: known in bytes only where a
+  // GPU is attached, so applied there (memory_on); the lower of it and the sizes above holds.
+  std::optional<double> memory_fraction;
   // share_pct 0: not given (an equal part of what shares leave); limit_pct 0: no cap.
   ComputePolicyValues compute = default_compute_policy();
 
   std::uint64_t memory_for(int ordinal) const;
+  // The quota on GPU `ordinal`, whose memory is `gpu_bytes`: memory_for, lowered by the fraction.
+  std::uint64_t memory_on(int ordinal, std::uint64_t gpu_bytes) const;
   bool operator==(const TenantLimits& other) const;
 };
 

@@ -187,7 +187,7 @@ Result<std::vector<Outgoing>> TenantSessions::attach(Session& session, const Att
   wished.memory_limit_bytes = request.wanted_limit_bytes;
   const LoweredLimits lowered = lower_only(session.assignment->limits, wished);
   for (const auto& line : lowered.ignored) fmt::print(stderr, "gpushare-agent: info: {}: {}\n", session.log_name, line);
-  const std::uint64_t limit = lowered.effective.memory_for(static_cast<int>(request.ordinal));
+  const std::uint64_t limit = lowered.effective.memory_on(static_cast<int>(request.ordinal), request.physical_bytes);
   std::array<char, layout::kGpuNameBytes> name{};
   std::memcpy(name.data(), request.name.data(), std::min(request.name.size(), name.size() - 1));
   auto attached = session.membership->attach_gpu(request.uuid, request.physical_bytes, limit, name.data());
@@ -350,7 +350,8 @@ void TenantSessions::reassign_live(const Reassign& reassign, std::string_view so
     tenant.override_limit_bytes.store(layout::kNoOverride, kRelaxed);  // the new word replaces quota set's
     for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
       if ((session->attached & (1u << gpu)) == 0) continue;
-      const std::uint64_t limit = now->limits.memory_for(static_cast<int>(session->ordinal[gpu]));
+      const std::uint64_t limit = now->limits.memory_on(static_cast<int>(session->ordinal[gpu]),
+                                                        state_.state().gpus[gpu].physical_bytes.load(kRelaxed));
       tenant.ledger[gpu].limit_bytes.store(limit, kRelaxed);
     }
   }

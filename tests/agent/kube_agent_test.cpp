@@ -35,6 +35,7 @@ std::string pod_uid(unsigned kind) {
 const std::string kUid = pod_uid(1);
 const std::string kUnknownUid = pod_uid(2);
 const std::string kOptedOutUid = pod_uid(3);
+const std::string kFractionUid = pod_uid(4);
 const std::string kContainer = std::string(60, '0') + "c0de";
 
 // Where cgroup v2 is mounted, if it is: /proc/PID/cgroup's "0::" line is relative to it.
@@ -66,7 +67,8 @@ class KubeAgent : public testing::AgentWithTenants {
     pod_cgroup_ = root_ + "/kubepods/burstable/pod" + kUid + "/" + kContainer;
     for (const std::string& dir :
          {root_, root_ + "/kubepods", root_ + "/kubepods/burstable", root_ + "/kubepods/burstable/pod" + kUid,
-          pod_cgroup_, root_ + "/kubepods/pod" + kUnknownUid, root_ + "/kubepods/pod" + kOptedOutUid}) {
+          pod_cgroup_, root_ + "/kubepods/pod" + kUnknownUid, root_ + "/kubepods/pod" + kOptedOutUid,
+          root_ + "/kubepods/pod" + kFractionUid}) {
       if (::mkdir((mount_ + dir).c_str(), 0755) != 0) GTEST_SKIP() << "cannot make the cgroup " << mount_ + dir;
       made_.insert(made_.begin(), mount_ + dir);
     }
@@ -80,11 +82,13 @@ class KubeAgent : public testing::AgentWithTenants {
     server_ = std::make_unique<FakeKubeApi>(*certificates_, "node-a", "pod-watch-token");
     json pod = make_pod(kUid, "team-a", "train", {{"gpushare.io/memory", "64Mi"}});
     pod["status"]["containerStatuses"] = {{{"name", "main"}, {"containerID", "containerd://" + kContainer}}};
-    server_->set_pods({pod, make_pod(kOptedOutUid, "team-b", "quiet", {{"gpushare.io/enabled", "false"}})}, "5");
+    server_->set_pods({pod, make_pod(kOptedOutUid, "team-b", "quiet", {{"gpushare.io/enabled", "false"}}),
+                       make_pod(kFractionUid, "team-c", "kai", {{"gpu-fraction", "0.25"}})},
+                      "5");
     ASSERT_TRUE(server_->start());
     start_agent({"--kubernetes", "--node", "node-a", "--kube-api", server_->url(), "--kube-token-file", token_,
                  "--kube-ca-file", certificates_->path("ca.crt"), "--tenant-labels", labels_});
-    ASSERT_TRUE(agent_logged("listed 2 pods of node node-a", 20s)) << agent_log();
+    ASSERT_TRUE(agent_logged("listed 3 pods of node node-a", 20s)) << agent_log();
   }
   void TearDown() override {
     agent_.reset();
@@ -172,6 +176,16 @@ TEST_F(KubeAgent, UnknownAndOptedOutPodsAndProcessesOutsidePodsAreRefused) {
   // The pod's own process is welcome, by the tenant its annotations' pod names.
   const std::string member = hello(pod_cgroup_);
   EXPECT_EQ(output_value(member, "tenant", "welcome"), "team-a/train") << member;
+}
+
+TEST_F(KubeAgent, KaisFractionIsThatPartOfTheGpusMemory) {
+  // No process has attached a GPU yet: the fraction becomes bytes when this one attaches its GPU.
+  const ProcessResult filled = gpushare::testing::run(
+      in_cgroup(root_ + "/kubepods/pod" + kFractionUid, probe({"fill", std::to_string(64 * testing::kMiB)})),
+      tenant_env());
+  ASSERT_EQ(filled.exit_code, 0) << filled.err << agent_log();
+  EXPECT_EQ(output_u64(filled.out, "allocated"), 2 * testing::kGiB) << filled.out;  // 0.25 of the fake 8 GiB card
+  EXPECT_TRUE(agent_logged("tenant team-c/kai", 1s)) << agent_log();
 }
 
 }  // namespace

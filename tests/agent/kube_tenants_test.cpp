@@ -1,5 +1,5 @@
 // The tenant and limits of a process in a pod, in one process: the pod cache filled by hand, a
-// fresh state for the GPUs a memory fraction is taken of, and the labels of joined tenants.
+// fresh state, and the labels of joined tenants.
 #include <gtest/gtest.h>
 
 #include <thread>
@@ -80,19 +80,19 @@ TEST_F(KubeTenantsTest, RefusalsSayWhy) {
   EXPECT_FALSE(kube.assign(in_pod("")).has_value());
 }
 
-TEST_F(KubeTenantsTest, AFractionIsOfTheSmallestGpuTheStateKnows) {
+TEST_F(KubeTenantsTest, AFractionIsTakenOfEachGpuAsItIsAttached) {
   list({make_pod(kUid, "ml", "kai", {{"gpu-fraction", "0.5"}})});
   auto kube = tenants();
-  auto unknown_gpu = kube.assign(in_pod(cgroup_));
-  ASSERT_FALSE(unknown_gpu->ok());
-  EXPECT_TRUE(gpushare::testing::Contains(unknown_gpu->error().message, "no GPU is known to the agent yet"));
-  auto member = TenantMembership::join(*state_, "other");
-  ASSERT_TRUE(member.ok()) << member.error().message;
-  ASSERT_TRUE(member.value()->attach_gpu(gpushare::testing::make_uuid(1), 8 * kGiB, kUnlimited).ok());
-  ASSERT_TRUE(member.value()->attach_gpu(gpushare::testing::make_uuid(2), 4 * kGiB, kUnlimited).ok());
   auto assigned = kube.assign(in_pod(cgroup_));
-  ASSERT_TRUE(assigned->ok()) << assigned->error().message;
-  EXPECT_EQ(assigned->value().assignment.limits.memory_bytes, 2 * kGiB);
+  ASSERT_TRUE(assigned->ok()) << assigned->error().message;  // no GPU needs to be known yet
+  const TenantLimits& limits = assigned->value().assignment.limits;
+  EXPECT_EQ(limits.memory_bytes, kUnlimited);
+  ASSERT_TRUE(limits.memory_fraction);
+  EXPECT_EQ(limits.memory_on(0, 8 * kGiB), 4 * kGiB);
+  EXPECT_EQ(limits.memory_on(1, 80 * kGiB), 40 * kGiB);
+  TenantLimits lowered = limits;
+  lowered.memory_bytes = 1 * kGiB;  // a lower size (the container's own variable) holds
+  EXPECT_EQ(lowered.memory_on(0, 8 * kGiB), 1 * kGiB);
 }
 
 TEST_F(KubeTenantsTest, TheFirstListIsAwaitedOnlyUntilItsDeadline) {
