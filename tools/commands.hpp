@@ -88,4 +88,11 @@ int exporter_command(const std::vector<std::string>& args);
 // `gpushare agent ARGS`: runs the node agent program installed beside this one.
 int agent_command(const std::vector<std::string>& args);
 
+struct NodeInstallOptions {
+  std::string host_dir;  // e.g. /host/usr/local/gpushare (the node's /usr/local/gpushare)
+};
+// `gpushare node-install`: copies this installed gpushare into a node's host folder as a release
+// and points `current` at it (node_install.hpp).
+int node_install_command(const NodeInstallOptions& options);
+
 }  // namespace gpushare::tools

@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
       "  gpushare exporter --listen 127.0.0.1:9400\n"
       "  gpushare agent --admin-group gpuadmin\n"
       "  gpushare version --json\n"
+      "  gpushare node-install --host-dir /host/usr/local/gpushare\n"
       "Run `gpushare COMMAND --help` for a command's options. docs/operations.md has more.");
 
   const gpushare::OptionSpec& state_spec = gpushare::option_spec(gpushare::OptionId::kState);
@@ -165,6 +166,23 @@ int main(int argc, char** argv) {
   agent->set_help_flag();  // --help belongs to the agent program
   agent->footer("");
 
+  NodeInstallOptions node_install_options;
+  auto* node_install = app.add_subcommand(
+      "node-install", "Copy this installed gpushare (command, preload library, NVML shadow) into a node's host "
+                      "folder as a release and point its `current` symlink at it");
+  node_install
+      ->add_option("--host-dir", node_install_options.host_dir,
+                   "The host folder (absolute), e.g. /usr/local/gpushare, or where the node's is mounted")
+      ->required();
+  node_install->footer(
+      "Example: gpushare node-install --host-dir /host/usr/local/gpushare\n"
+      "Writes DIR/releases/<version>/ (bin/gpushare, the preload library, nvml/) into a temporary folder, fsyncs it "
+      "and renames it into place (an identical release already there is kept), then replaces DIR/current, a "
+      "relative symlink, atomically; pods use DIR/current/lib/gpushare/libgpushare-preload.so. Releases older than "
+      "the newest two, except the current one, are removed. Run from the installed prefix (the container image's "
+      "/opt/gpushare/bin/gpushare), not a build tree.\n"
+      "Exit status: 0 done; 1 failed (nothing half-written is left, current unchanged); 2 bad options.");
+
   VersionOptions version_options;
   auto* version = app.add_subcommand(
       "version", "Show the release, the state file's ABI and the agent protocol this gpushare speaks");
@@ -201,5 +219,6 @@ int main(int argc, char** argv) {
   if (*exporter) return exporter_command(exporter->remaining());
   if (*agent) return agent_command(agent->remaining());
   if (*version) return version_command(version_options);
+  if (*node_install) return node_install_command(node_install_options);
   return kExitBadInput;
 }
