@@ -55,7 +55,7 @@ int node_install_command(const NodeInstallOptions& options) {
   }
   const auto source = running_prefix();
   if (!source) return kExitFailure;
-  const auto outcome = install_release(*source, options.host_dir, GPUSHARE_VERSION);
+  auto outcome = install_release(*source, options.host_dir, GPUSHARE_VERSION);
   if (!outcome) {
     fmt::print(stderr, "gpushare node-install: {}\n", outcome.error().message);
     return kExitFailure;

@@ -55,7 +55,7 @@ class NodeInstall : public gpushare::testing::ScratchTest {
 
 TEST_F(NodeInstall, CopiesTheReleaseAndPointsCurrentAtItRelatively) {
   const ReleaseSource source = make_source("prefix", "one");
-  const auto outcome = install_release(source, host_, "0.7.0");
+  auto outcome = install_release(source, host_, "0.7.0");
   ASSERT_TRUE(outcome.ok()) << outcome.error().message;
   EXPECT_FALSE(outcome->kept_existing);
   EXPECT_EQ(outcome->release, host_ / "releases/0.7.0");
@@ -83,7 +83,7 @@ TEST_F(NodeInstall, KeepsAnIdenticalReleaseAndReplacesADifferentOneOfTheSameVers
   struct stat before {};
   ASSERT_EQ(::stat((host_ / "releases/0.7.0/lib/gpushare/libgpushare-preload.so").c_str(), &before), 0);
 
-  const auto again = install_release(source, host_, "0.7.0");
+  auto again = install_release(source, host_, "0.7.0");
   ASSERT_TRUE(again.ok()) << again.error().message;
   EXPECT_TRUE(again->kept_existing);
   struct stat after {};
@@ -92,7 +92,7 @@ TEST_F(NodeInstall, KeepsAnIdenticalReleaseAndReplacesADifferentOneOfTheSameVers
 
   // A rebuild under the same version replaces the release.
   const ReleaseSource rebuilt = make_source("rebuilt", "rebuilt");
-  const auto replaced = install_release(rebuilt, host_, "0.7.0");
+  auto replaced = install_release(rebuilt, host_, "0.7.0");
   ASSERT_TRUE(replaced.ok()) << replaced.error().message;
   EXPECT_FALSE(replaced->kept_existing);
   EXPECT_EQ(preload_text(), "preload rebuilt");
@@ -119,7 +119,7 @@ TEST_F(NodeInstall, UpgradesWithoutCurrentEverMissingAndPrunesOldReleases) {
   const std::vector<std::string> versions{"0.7.1", "0.8.0", "0.9.0", "0.10.0", "0.10.1"};
   for (int round = 0; round < 20; ++round) {
     for (const std::string& version : versions) {
-      const auto outcome = install_release(source, host_, version);
+      auto outcome = install_release(source, host_, version);
       ASSERT_TRUE(outcome.ok()) << outcome.error().message;
       ASSERT_EQ(current_target(), fs::path("releases") / version);
     }
@@ -131,7 +131,7 @@ TEST_F(NodeInstall, UpgradesWithoutCurrentEverMissingAndPrunesOldReleases) {
   // Newest two kept (numeric order: 0.10.x after 0.9.0).
   EXPECT_EQ(list_releases(host_), (std::vector<std::string>{"0.10.1", "0.10.0"}));
   // A downgrade keeps the two newest and the current one.
-  const auto downgrade = install_release(source, host_, "0.7.0");
+  auto downgrade = install_release(source, host_, "0.7.0");
   ASSERT_TRUE(downgrade.ok()) << downgrade.error().message;
   EXPECT_EQ(list_releases(host_), (std::vector<std::string>{"0.10.1", "0.10.0", "0.7.0"}));
   EXPECT_EQ(current_target(), fs::path("releases/0.7.0"));
@@ -164,7 +164,7 @@ TEST_F(NodeInstall, AnUnreadableSourceIsRefusedAndLeavesTheHostFolderAsItWas) {
           ::setresuid(65534, 65534, 65534) != 0) {
         ::_exit(3);
       }
-      const auto outcome = install_release(bad, host_, "0.8.0");
+      auto outcome = install_release(bad, host_, "0.8.0");
       const std::string said = outcome.ok() ? std::string() : outcome.error().message;
       const ssize_t ignored = ::write(pipe_fds[1], said.data(), said.size());
       (void)ignored;
@@ -180,7 +180,7 @@ TEST_F(NodeInstall, AnUnreadableSourceIsRefusedAndLeavesTheHostFolderAsItWas) {
     ASSERT_NE(WEXITSTATUS(status), 3) << "could not become nobody";
     installed = WEXITSTATUS(status) == 0;
   } else {
-    const auto outcome = install_release(bad, host_, "0.8.0");
+    auto outcome = install_release(bad, host_, "0.8.0");
     installed = outcome.ok();
     if (!outcome.ok()) message = outcome.error().message;
   }
@@ -197,7 +197,7 @@ TEST_F(NodeInstall, AnUnreadableSourceIsRefusedAndLeavesTheHostFolderAsItWas) {
 
 TEST_F(NodeInstall, RefusesBadReleaseNamesAndPathsOutsideThePrefix) {
   const ReleaseSource source = make_source("prefix", "one");
-  for (const std::string name : {"", "../x", ".hidden", "a/b"}) {
+  for (const char* name : {"", "../x", ".hidden", "a/b"}) {
     EXPECT_FALSE(install_release(source, host_, name).ok()) << name;
   }
   ReleaseSource outside = source;
