@@ -44,8 +44,8 @@ Status apply_device_memory_limit(const OptionValue& value, Settings& s) {
                [&](std::uint64_t bytes) { s.device_memory_limit_bytes[value.device] = bytes; });
 }
 
-// HAMi's CUDA_DEVICE_MEMORY_SHARED_CACHE is a per-container file path: taken as the tenant's name
-// (one container, one tenant), made valid; empty leaves the tenant unset.
+// HAMi's CUDA_DEVICE_MEMORY_SHARED_CACHE is a per-container file path: one container, one tenant,
+// named by load_settings after the pod (hami_tenant_name); empty leaves the tenant unset.
 Status apply_tenant(const OptionValue& value, Settings& s) {
   if (value.from_hami_alias) {
     if (!value.text.empty()) s.tenant = normalize_tenant_name(value.text);

@@ -87,7 +87,13 @@ LoadedSettings load_settings(const EnvLookup& env, const EnvNames& names) {
     auto read = [&](std::string name, std::string alias, int device) {
       const Found found = lookup(env, std::move(name), std::move(alias));
       if (found.value == nullptr) return;
-      if (auto applied = apply_option(spec, {found.value, device, found.from_hami_alias}, s); !applied) {
+      OptionValue value{found.value, device, found.from_hami_alias};
+      std::string readable_name;  // HAMi's cache path as a tenant name a person can read
+      if (spec.id == OptionId::kTenant && found.from_hami_alias && *found.value != '\0') {
+        readable_name = hami_tenant_name(found.value, env("HOSTNAME"));
+        value.text = readable_name;
+      }
+      if (auto applied = apply_option(spec, value, s); !applied) {
         loaded.errors.push_back(fmt::format("{}: {}", found.name, applied.error().message));
       } else if (spec.memory_quota()) {
         limit_variables[device] = found.name;

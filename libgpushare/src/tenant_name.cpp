@@ -73,6 +73,14 @@ std::string generate_tenant_name(std::string_view command, std::uint64_t entropy
 
 std::string generate_tenant_name(std::string_view command) { return generate_tenant_name(command, clock_entropy()); }
 
+std::string hami_tenant_name(std::string_view cache_path, const char* hostname) {
+  std::string base = hostname != nullptr && *hostname != '\0' ? hostname : "hami";
+  if (base.size() > 63) base.resize(63);  // a pod's name is at most 63 characters as a hostname
+  const auto* bytes = reinterpret_cast<const unsigned char*>(cache_path.data());
+  const auto tag = static_cast<std::uint32_t>(layout::fnv1a(bytes, cache_path.size()));
+  return normalize_tenant_name(fmt::format("{}-{:08x}", base, tag));
+}
+
 std::string per_process_tenant_name(std::uint64_t pid, std::uint64_t entropy) {
   return fmt::format("pid{}-{:08x}", pid, static_cast<std::uint32_t>(mix_entropy(entropy) >> 32));
 }

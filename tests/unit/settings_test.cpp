@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <regex>
 #include <set>
 #include <string>
 
@@ -189,10 +190,25 @@ TEST(LoadSettings, GpushareVariablesWinOverHamiAliases) {
   EXPECT_EQ(loaded.settings.memory_limit_for(1), 512_MiB);
 }
 
-TEST(LoadSettings, HamiSharedCacheIsTheTenantName) {
+TEST(LoadSettings, HamiSharedCacheNamesTheTenantAfterThePod) {
+  const LoadedSettings in_pod =
+      FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", "/tmp/vgpu/abc.cache"}, {"HOSTNAME", "train-0"}}.load();
+  EXPECT_TRUE(in_pod.errors.empty()) << all_errors(in_pod);
+  EXPECT_TRUE(std::regex_match(in_pod.settings.tenant, std::regex("train-0-[0-9a-f]{8}"))) << in_pod.settings.tenant;
+  // Another container of the same pod has another cache file: another tenant.
+  const LoadedSettings sidecar =
+      FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", "/tmp/vgpu/def.cache"}, {"HOSTNAME", "train-0"}}.load();
+  EXPECT_NE(sidecar.settings.tenant, in_pod.settings.tenant);
+  // The same container (a second process of it) gets the same name.
+  const LoadedSettings again =
+      FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", "/tmp/vgpu/abc.cache"}, {"HOSTNAME", "train-0"}}.load();
+  EXPECT_EQ(again.settings.tenant, in_pod.settings.tenant);
+}
+
+TEST(LoadSettings, HamiSharedCacheWithoutHostnameIsNamedHami) {
   const LoadedSettings loaded = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", "/tmp/vgpu/abc.cache"}}.load();
   EXPECT_TRUE(loaded.errors.empty()) << all_errors(loaded);
-  EXPECT_EQ(loaded.settings.tenant, "/tmp/vgpu/abc.cache");
+  EXPECT_TRUE(std::regex_match(loaded.settings.tenant, std::regex("hami-[0-9a-f]{8}"))) << loaded.settings.tenant;
 }
 
 TEST(LoadSettings, GpushareTenantWinsOverHamiSharedCache) {
@@ -208,25 +224,24 @@ TEST(LoadSettings, EmptyHamiSharedCacheLeavesTheTenantUnset) {
   EXPECT_EQ(loaded.settings.tenant, "");
 }
 
-TEST(LoadSettings, LongHamiPathIsShortenedDeterministicallyAndStaysDistinct) {
+TEST(LoadSettings, LongHamiPathsAndHostnamesGiveValidDistinctNames) {
   const std::string head_a = "/var/lib/kubelet/pods/" + std::string(150, 'a');
   const std::string head_b = "/var/lib/kubelet/pods/" + std::string(150, 'b');
   const std::string tail = "/volumes/vgpu/" + std::string(100, 'x') + "/cache";
   const std::string path_a = head_a + tail;
-  const std::string path_b = head_b + tail;  // same tail: only the hash can tell them apart
+  const std::string path_b = head_b + tail;
+  const std::string hostname(200, 'h');
 
-  const LoadedSettings a1 = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", path_a}}.load();
-  const LoadedSettings a2 = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", path_a}}.load();
-  const LoadedSettings b = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", path_b}}.load();
+  const LoadedSettings a1 = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", path_a}, {"HOSTNAME", hostname}}.load();
+  const LoadedSettings a2 = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", path_a}, {"HOSTNAME", hostname}}.load();
+  const LoadedSettings b = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", path_b}, {"HOSTNAME", hostname}}.load();
   EXPECT_TRUE(a1.errors.empty()) << all_errors(a1);
-  EXPECT_LT(a1.settings.tenant.size(), layout::kTenantNameBytes);
-  EXPECT_FALSE(a1.settings.tenant.empty());
   EXPECT_EQ(a1.settings.tenant, a2.settings.tenant);
   EXPECT_NE(a1.settings.tenant, b.settings.tenant);
   EXPECT_TRUE(validate_tenant_name(a1.settings.tenant).ok());
   EXPECT_TRUE(validate_tenant_name(b.settings.tenant).ok());
-  // The distinctive tail of the path is kept.
-  EXPECT_TRUE(Contains(a1.settings.tenant, "/cache"));
+  const LoadedSettings odd = FakeEnv{{"CUDA_DEVICE_MEMORY_SHARED_CACHE", path_a}, {"HOSTNAME", "a b\tc"}}.load();
+  EXPECT_TRUE(validate_tenant_name(odd.settings.tenant).ok()) << odd.settings.tenant;
 }
 
 TEST(NormalizeTenantName, ShortNamesKeptAndUnprintablesReplaced) {

@@ -27,6 +27,12 @@ std::string normalize_tenant_name(std::string_view name);
 std::string generate_tenant_name(std::string_view command, std::uint64_t entropy);
 std::string generate_tenant_name(std::string_view command);
 
+// The name of a container under HAMi, whose only tenant-like word is its per-container cache file
+// (CUDA_DEVICE_MEMORY_SHARED_CACHE, a random path): the pod's name where `hostname` (the container's
+// HOSTNAME, which Kubernetes sets to the pod's name) is given, else "hami", then a dash and eight hex
+// digits of a hash of the path, so that two containers of a pod stay two tenants: "train-0-3f2a9c1d".
+std::string hami_tenant_name(std::string_view cache_path, const char* hostname);
+
 // The name of a process that joins with no tenant named (a preloaded program without
 // GPUSHARE_TENANT): a tenant of its own, "pid<pid>-" and eight hex digits drawn from `entropy`, so
 // that processes with the same id (in two containers, or one after the other) get different names.
