@@ -283,15 +283,17 @@ TEST_F(EndToEnd, RunMakesOneTenantOfEveryChildProcess) {
 
 TEST_F(EndToEnd, RunKeepsTheTenantTheEnvironmentNames) {
   // A pod spec or an outer wrapper names the tenant; `gpushare run` without --tenant keeps it.
+  // HAMi's cache path names the tenant after the pod (HOSTNAME) and a hash of the path.
   for (const auto& [variable, name] : std::vector<std::pair<std::string, std::string>>{
            {"GPUSHARE_TENANT", "from-env"}, {"CUDA_DEVICE_MEMORY_SHARED_CACHE", "from-hami"}}) {
-    const Env env = fake_driver_env(GPUSHARE_TEST_FAKE_DIR, {{variable, name}});
+    const Env env = fake_driver_env(GPUSHARE_TEST_FAKE_DIR, {{variable, name}, {"HOSTNAME", "pod-a"}});
     const ProcessResult r = run({GPUSHARE_TEST_TOOL, "run", "--memory", "8MiB", "--state", state_, "--",
                                  GPUSHARE_TEST_PROBE, "linked", "fill", std::to_string(kMiB)},
                                 env);
     EXPECT_EQ(output_u64(r.out, "allocated"), 8 * kMiB) << r.err;
     const ProcessResult status = run({GPUSHARE_TEST_TOOL, "status", "--json", "--state", state_}, {});
-    EXPECT_NE(status.out.find(R"({"name":")" + name + R"(",)"), std::string::npos) << status.out;
+    const std::string expected = variable == "GPUSHARE_TENANT" ? name + R"(",)" : "pod-a-";
+    EXPECT_NE(status.out.find(R"({"name":")" + expected), std::string::npos) << status.out;
   }
 }
 

@@ -42,12 +42,13 @@ expect_contains "device quota: fill stops at 192 MiB" "$out" "allocated=20132659
 
 # HAMi's names, as its device plugin sets them (MiB with an m, 0 = no cap, a per-container path).
 run_entrypoint CUDA_DEVICE_MEMORY_LIMIT_0=128m CUDA_DEVICE_SM_LIMIT=0 \
-  CUDA_DEVICE_MEMORY_SHARED_CACHE=/usr/local/vgpu/0f1e2d3c.cache GPUSHARE_STATE="$state" -- \
+  CUDA_DEVICE_MEMORY_SHARED_CACHE=/usr/local/vgpu/0f1e2d3c.cache HOSTNAME=train-0 GPUSHARE_STATE="$state" -- \
   "$EXAMPLES_PROBE" linked fill "$chunk"
 expect_eq "HAMi: exit status" "$rc" 0
 expect_contains "HAMi: fill stops at 128 MiB" "$out" "allocated=134217728 error=2"
 json=$(status_json "$state")
-expect_contains "HAMi: the container's tenant" "$(tenant_json "$json" name /usr/local/vgpu/0f1e2d3c.cache)" \
+# Named after the pod (HOSTNAME) and a hash of the cache path.
+expect_contains "HAMi: the container's tenant" "$(tenant_json "$json" name 'train-0-[0-9a-f]\{8\}')" \
   '"limit_pct":null'
 run_entrypoint CUDA_DEVICE_MEMORY_LIMIT=96m CUDA_DEVICE_SM_LIMIT=25 GPUSHARE_TENANT=hami-cap \
   GPUSHARE_STATE="$state" -- "$EXAMPLES_PROBE" linked fill $((32 << 20))
