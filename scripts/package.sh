@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds gpushare's packages, a .deb and a .tar.gz (CPack, cmake/packaging.cmake), into OUT_DIR
-# (default: packages/). The configure and install steps are the container image's build stage
+# (default: BUILD_DIR/packages). The configure and install steps are the container image's build stage
 # (deploy/container/Dockerfile) with another prefix; docs/packaging.md describes the packages.
 # usage: scripts/package.sh [OUT_DIR]
 #   PREFIX=/usr       where the .deb installs (and the systemd unit's ExecStart points)
 #   BUILD_DIR=build-package   JOBS=$(nproc)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-out=$(realpath -m "${1:-$root/packages}")
 build=$(realpath -m "${BUILD_DIR:-$root/build-package}")
+out=$(realpath -m "${1:-$build/packages}")
 prefix=${PREFIX:-/usr}
 
 "$root/scripts/install-deps.sh"
