@@ -84,8 +84,12 @@ host=$work/host/usr/local/gpushare
 set +e
 "$tgz_root/bin/gpushare" node-install >/dev/null 2>&1; missing_option=$?
 "$tgz_root/bin/gpushare" node-install --host-dir "$host" --bogus >/dev/null 2>&1; bad_option=$?
+touch "$work/a-file"
+err=$("$tgz_root/bin/gpushare" node-install --host-dir "$work/a-file/gpushare" 2>&1 >/dev/null); cannot_create=$?
 set -e
 [[ $missing_option -eq 2 && $bad_option -eq 2 ]] || fail "bad options: exit $missing_option and $bad_option, not 2"
+[[ $cannot_create -eq 1 ]] || fail "a host folder that cannot be made: exit $cannot_create, not 1"
+grep -q "^gpushare node-install: cannot create $work/a-file/gpushare" <<<"$err" || fail "unclear failure: $err"
 out=$("$tgz_root/bin/gpushare" node-install --host-dir "$host")
 grep -q "^installed release $version " <<<"$out" || fail "node-install: $out"
 [[ $(readlink "$host/current") == "releases/$version" ]] || fail "current -> $(readlink "$host/current")"
