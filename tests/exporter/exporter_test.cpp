@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -220,6 +221,78 @@ TEST_F(ExporterTest, ATenantThatExitedHoldingTheSliceStopsAccruingGpuTime) {
   EXPECT_EQ(gpu_seconds(), first);
   EXPECT_LE(*first, compute_wall.count());
   stop(exporter, SIGTERM);
+}
+
+// Under Kubernetes the agent writes which pod each tenant is; the exporter adds those labels to
+// the tenant's samples, follows the file as it is replaced, and when it is damaged serves the
+// figures without them, with the reason in one comment and once on stderr.
+TEST_F(ExporterTest, TenantSamplesCarryThePodLabelsOfTheTenantLabelsFile) {
+  Process holder({GPUSHARE_TEST_PROBE, "linked", "hold", std::to_string(40 * kMiB), path("ready")},
+                 tenant_env("team-a/hold", "64MiB"));
+  ASSERT_TRUE(wait_until([&] { return fs::exists(path("ready")); }));
+  const std::string labels = path("tenant-labels.json");
+  // As the agent does it: a whole new file renamed over the old one.
+  const auto replace_labels = [&](const std::string& text) {
+    const std::string temporary = labels + ".new";
+    std::ofstream(temporary) << text;
+    fs::rename(temporary, labels);
+  };
+  replace_labels(R"({"version":1,"tenants":{"team-a/hold":{"namespace":"team-a","pod":"hold-0","container":"cuda"}}})");
+
+  Exporter exporter = start_exporter({"--listen", "127.0.0.1:0", "--state", state_, "--tenant-labels", labels});
+  ASSERT_GT(exporter.port, 0);
+  const std::map<std::string, std::string> hold{{"tenant", "team-a/hold"}};
+  Exposition metrics = scrape(exporter);
+  EXPECT_EQ(metrics.value("gpushare_up"), "1");
+  EXPECT_TRUE(metrics.comments.empty());
+  EXPECT_EQ(
+      metrics.value("gpushare_tenant_memory_used_bytes",
+                    {{"tenant", "team-a/hold"}, {"namespace", "team-a"}, {"pod", "hold-0"}, {"container", "cuda"}}),
+      std::to_string(40 * kMiB));
+  EXPECT_EQ(metrics.value("gpushare_tenant_live_processes", {{"namespace", "team-a"}, {"pod", "hold-0"}}), "1");
+
+  // The container no longer known: its label goes, the others stay.
+  replace_labels(R"({"version":1,"tenants":{"team-a/hold":{"namespace":"team-a","pod":"hold-0","container":""}}})");
+  metrics = scrape(exporter);
+  for (const Sample& sample : metrics.samples) {
+    if (sample.labels.count("tenant") == 0) continue;
+    EXPECT_EQ(sample.labels.count("container"), 0u) << sample.name;
+    EXPECT_EQ(sample.labels.at("pod"), "hold-0") << sample.name;
+  }
+
+  // Damaged: the same figures without pod labels, the reason in one comment, and the scrape a success.
+  replace_labels(R"({"version":1,"tenants":{"team-a/hold":)");
+  for (int scrapes = 0; scrapes < 3; ++scrapes) {
+    metrics = scrape(exporter);
+    EXPECT_EQ(metrics.value("gpushare_up"), "1");
+    ASSERT_EQ(metrics.comments.size(), 1u);
+    EXPECT_NE(metrics.comments[0].find(labels), std::string::npos) << metrics.comments[0];
+    EXPECT_EQ(metrics.value("gpushare_tenant_memory_used_bytes", hold), std::to_string(40 * kMiB));
+    for (const Sample& sample : metrics.samples) EXPECT_EQ(sample.labels.count("pod"), 0u) << sample.name;
+  }
+
+  // Mended, then gone: labels again, then none, and no comment either way.
+  replace_labels(R"({"version":1,"tenants":{"team-a/hold":{"namespace":"team-a","pod":"hold-1","container":""}}})");
+  metrics = scrape(exporter);
+  EXPECT_TRUE(metrics.comments.empty());
+  EXPECT_EQ(metrics.value("gpushare_tenant_memory_used_bytes", {{"pod", "hold-1"}}), std::to_string(40 * kMiB));
+  fs::remove(labels);
+  metrics = scrape(exporter);
+  EXPECT_TRUE(metrics.comments.empty());
+  EXPECT_EQ(metrics.value("gpushare_tenant_memory_used_bytes", hold), std::to_string(40 * kMiB));
+  for (const Sample& sample : metrics.samples) EXPECT_EQ(sample.labels.count("namespace"), 0u) << sample.name;
+
+  exporter.process->kill(SIGTERM);
+  const ProcessResult stopped = exporter.process->wait();
+  EXPECT_EQ(stopped.exit_code, 0);
+  // One line when the file became unusable (not one per scrape), one when it was readable again.
+  const auto count = [&](const std::string& text) {
+    std::size_t found = 0;
+    for (auto at = stopped.err.find(text); at != std::string::npos; at = stopped.err.find(text, at + 1)) ++found;
+    return found;
+  };
+  EXPECT_EQ(count("tenant labels not used: " + labels), 1u) << stopped.err;
+  EXPECT_EQ(count("tenant labels at " + labels + " are readable again"), 1u) << stopped.err;
 }
 
 TEST_F(ExporterTest, WithoutAStateFileItServesUpZeroAndCreatesNone) {

@@ -9,79 +9,21 @@
 #include <string>
 
 #include "exposition.hpp"
-#include "core/compute_policy.hpp"
-#include "core/size.hpp"
+#include "sample_report.hpp"
 
 namespace {
 
-using gpushare::GpuReport;
-using gpushare::ProcessReport;
 using gpushare::Report;
-using gpushare::TenantOnGpu;
-using gpushare::TenantReport;
 using gpushare::exporter::escape_label_value;
+using gpushare::exporter::PodLabelsByTenant;
+using gpushare::exporter::render_comment;
 using gpushare::exporter::render_prometheus;
 using gpushare::exporter::render_prometheus_without_state;
 using gpushare::testing::parse_exposition;
+using gpushare::testing::two_tenants;
 
 constexpr std::uint64_t kMiB = 1ull << 20;
 constexpr std::uint64_t kGiB = 1ull << 30;
-
-TenantOnGpu use_of(std::string tenant) {
-  TenantOnGpu use;
-  use.tenant = std::move(tenant);
-  return use;
-}
-
-TenantReport tenant_named(std::string name, std::vector<bool> processes_alive) {
-  TenantReport tenant;
-  tenant.name = std::move(name);
-  tenant.compute = gpushare::default_compute_policy();  // as the report shows a tenant that stated none
-  std::uint32_t slot = 0;
-  for (const bool alive : processes_alive) {
-    tenant.processes.push_back(ProcessReport{slot, 1000 + slot, 0, alive});
-    ++slot;
-  }
-  return tenant;
-}
-
-// One GPU; "train" with a quota, a share, a cap and the time slice; "serve" with no limits at all.
-Report two_tenants() {
-  Report report;
-  GpuReport gpu;
-  for (std::uint8_t i = 0; i < 16; ++i) gpu.uuid[i] = i;
-  gpu.name = "NVIDIA H100 80GB HBM3";
-  gpu.memory_total_bytes = 80 * kGiB;
-  gpu.slice_holder = "train";
-
-  TenantOnGpu train = use_of("train");
-  train.live = true;
-  train.memory_used_bytes = 40 * kMiB;
-  train.memory_limit_bytes = 64 * kMiB;
-  train.memory_peak_bytes = 48 * kMiB;
-  train.oom_refusals = 2;
-  train.gpu_ns = 1'500'000'000;
-  train.launches = 1234;
-  train.wait_ns = 250'000'000;
-  train.holds_slice = true;
-  gpu.tenants.push_back(train);
-
-  TenantOnGpu serve = use_of("serve");
-  serve.live = true;
-  serve.memory_used_bytes = kGiB;
-  serve.memory_limit_bytes = gpushare::kUnlimited;
-  serve.memory_peak_bytes = kGiB;
-  gpu.tenants.push_back(serve);
-  report.gpus.push_back(gpu);
-
-  TenantReport train_policy = tenant_named("train", {true, false});
-  train_policy.compute.share_pct = 30;
-  train_policy.compute.limit_pct = 50;
-  train_policy.compute.priority = gpushare::Priority::kHigh;
-  report.tenants.push_back(train_policy);
-  report.tenants.push_back(tenant_named("serve", {true, true}));
-  return report;
-}
 
 // Every line but the HELP lines, whose wording may improve without changing a metric.
 std::string without_help(const std::string& text) {
@@ -211,6 +153,81 @@ TEST(RenderPrometheus, WithoutStateUpIsZeroAndTheReasonIsOneComment) {
   ASSERT_EQ(exposition.comments.size(), 1u) << text;
   EXPECT_EQ(exposition.comments[0], "# no shared state at /x second line");
   for (const std::string& family : exposition.type_order) EXPECT_EQ(exposition.helped.count(family), 1u);
+}
+
+// "train" is a pod with a known container; "serve" a pod whose container is not known; a tenant
+// absent from the file ("batch") keeps only its own labels.
+PodLabelsByTenant pods_of_two_tenants() {
+  return {{"train", {"team-a", "train-0", "trainer"}}, {"serve", {"team-b", "serve-7d9f", ""}}};
+}
+
+TEST(RenderPrometheus, TenantSamplesCarryTheirPodsLabelsAfterTheTenant) {
+  const std::string text = render_prometheus(two_tenants(), pods_of_two_tenants());
+  const std::string gpu = R"(gpu_uuid="GPU-00010203-0405-0607-0809-0a0b0c0d0e0f")";
+  EXPECT_NE(text.find("gpushare_tenant_memory_used_bytes{" + gpu +
+                      R"(,tenant="train",namespace="team-a",pod="train-0",container="trainer"} 41943040)" + "\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(gpushare_tenant_live_processes{tenant="serve",namespace="team-b",pod="serve-7d9f"} 2)"
+                      "\n"),
+            std::string::npos)
+      << "an unknown container is left out, not written as \"\"\n"
+      << text;
+  EXPECT_NE(text.find(R"(gpushare_tenant_info{tenant="train",namespace="team-a",pod="train-0",container="trainer",)"
+                      R"(priority="high"} 1)"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("container=\"\""), std::string::npos) << text;
+
+  // Every sample with a tenant label has the pod's labels; the GPU's and the exporter's do not.
+  const auto exposition = parse_exposition(text);
+  for (const auto& sample : exposition.samples) {
+    const auto tenant = sample.labels.find("tenant");
+    if (tenant == sample.labels.end()) {
+      EXPECT_EQ(sample.labels.count("namespace"), 0u) << sample.name;
+      continue;
+    }
+    EXPECT_EQ(sample.labels.at("namespace"), tenant->second == "train" ? "team-a" : "team-b") << sample.name;
+    EXPECT_EQ(sample.labels.count("container"), tenant->second == "train" ? 1u : 0u) << sample.name;
+  }
+  // Only labels are added: the same samples, values and families as without the file.
+  const auto plain = parse_exposition(render_prometheus(two_tenants()));
+  EXPECT_EQ(exposition.type_order, plain.type_order);
+  ASSERT_EQ(exposition.samples.size(), plain.samples.size());
+  for (std::size_t i = 0; i < plain.samples.size(); ++i) {
+    EXPECT_EQ(exposition.samples[i].name, plain.samples[i].name);
+    EXPECT_EQ(exposition.samples[i].value, plain.samples[i].value);
+  }
+}
+
+TEST(RenderPrometheus, ATenantMissingFromTheLabelsOrWithNothingKnownHasNoPodLabels) {
+  PodLabelsByTenant pods{{"train", {"", "", ""}}, {"someone-else", {"team-c", "other", "c"}}};
+  const auto exposition = parse_exposition(render_prometheus(two_tenants(), pods));
+  for (const auto& sample : exposition.samples) {
+    EXPECT_EQ(sample.labels.count("namespace"), 0u) << sample.name;
+    EXPECT_EQ(sample.labels.count("pod"), 0u) << sample.name;
+    EXPECT_EQ(sample.labels.count("container"), 0u) << sample.name;
+  }
+  EXPECT_EQ(without_help(render_prometheus(two_tenants(), pods)), without_help(render_prometheus(two_tenants())));
+}
+
+TEST(RenderPrometheus, PodLabelValuesAreEscaped) {
+  const std::string odd = "we\"ird\\pod\nname";
+  PodLabelsByTenant pods{{"train", {"ns\\x", odd, "c\"1"}}};
+  const std::string text = render_prometheus(two_tenants(), pods);
+  EXPECT_NE(text.find(R"(namespace="ns\\x",pod="we\"ird\\pod\nname",container="c\"1")"), std::string::npos) << text;
+  const auto exposition = parse_exposition(text);
+  EXPECT_EQ(exposition.value("gpushare_tenant_launches_total", {{"pod", odd}, {"namespace", "ns\\x"}}), "1234");
+  EXPECT_EQ(exposition.value("gpushare_tenant_info", {{"container", "c\"1"}}), "1");
+}
+
+TEST(RenderPrometheus, ACommentIsOneLine) {
+  EXPECT_EQ(render_comment("tenant labels at /x not used:\nbad JSON"), "# tenant labels at /x not used: bad JSON\n");
+  const std::string text = render_comment("why") + render_prometheus(two_tenants());
+  const auto exposition = parse_exposition(text);
+  ASSERT_EQ(exposition.comments.size(), 1u);
+  EXPECT_EQ(exposition.comments[0], "# why");
+  EXPECT_EQ(exposition.value("gpushare_up"), "1");
 }
 
 // The escape watch's findings: one sample per finding whose size is known, labelled with its pid,

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include <fmt/format.h>
@@ -26,6 +27,8 @@
 #include "core/shared_state.hpp"
 #include "listen_address.hpp"
 #include "prometheus.hpp"
+#include "tenant_labels.hpp"
+#include "tenant_labels_file.hpp"
 #include "version_line.hpp"
 
 namespace fs = std::filesystem;
@@ -48,13 +51,33 @@ constexpr const char* kIndexPage =
     "<!DOCTYPE html>\n<html><head><title>gpushare exporter</title></head>\n"
     "<body><h1>gpushare exporter</h1><p><a href=\"/metrics\">Metrics</a></p></body></html>\n";
 
+// One line on stderr when a condition appears or changes, not one per scrape. An empty condition
+// is nothing to say; `cleared` is said when it follows another one.
+class ConditionLog {
+ public:
+  void log_if_changed(const std::string& condition, std::string_view cleared = {}) {
+    const std::lock_guard lock(mutex_);
+    if (condition == last_condition_) return;
+    last_condition_ = condition;
+    const std::string_view line = condition.empty() ? cleared : std::string_view(condition);
+    if (!line.empty()) fmt::print(stderr, "gpushare exporter: {}\n", line);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::string last_condition_;
+};
+
 // Reads the state for each scrape. It is opened afresh every time, so that a state created or
 // replaced after the exporter started is the one shown. Only reads: it never creates the file
 // and, unlike `gpushare status`, does not give dead processes' bytes back (the next process to
 // join, or an allocation about to be refused, does), so watching never changes what is watched.
+// The tenant labels are only an addition: a damaged file is said in a comment, and the scrape
+// goes on without them.
 class StateReader {
  public:
-  explicit StateReader(gpushare::StatePath path) : path_(std::move(path.path)), origin_(path.origin()) {}
+  StateReader(gpushare::StatePath path, std::string tenant_labels_path)
+      : path_(std::move(path.path)), origin_(path.origin()), tenant_labels_(std::move(tenant_labels_path)) {}
 
   // May run on several server threads at once: each scrape has its own mapping.
   std::string scrape() {
@@ -64,27 +87,28 @@ class StateReader {
     }
     auto state = SharedState::open(path_, SharedState::Mode::kReadOnly, origin_);
     if (!state) return unavailable(state.error().message);
-    log_if_changed(fmt::format("reading the shared state at {}", path_));
-    return render_prometheus(gpushare::build_report(**state));
+    state_log_.log_if_changed(fmt::format("reading the shared state at {}", path_));
+
+    const auto labels = tenant_labels_.read();
+    std::string text;
+    labels_log_.log_if_changed(labels->problem,
+                               fmt::format("the tenant labels at {} are readable again", tenant_labels_.path()));
+    if (!labels->problem.empty()) text = render_comment(labels->problem);
+    text += render_prometheus(gpushare::build_report(**state), labels->pods);
+    return text;
   }
 
  private:
   std::string unavailable(const std::string& why) {
-    log_if_changed(why);
+    state_log_.log_if_changed(why);
     return render_prometheus_without_state(why);
-  }
-  // One line on stderr when the state appears, goes or breaks, not one per scrape.
-  void log_if_changed(const std::string& condition) {
-    const std::lock_guard lock(mutex_);
-    if (condition == last_condition_) return;
-    last_condition_ = condition;
-    fmt::print(stderr, "gpushare exporter: {}\n", condition);
   }
 
   const std::string path_;
   const SharedState::Origin origin_;
-  std::mutex mutex_;
-  std::string last_condition_;
+  TenantLabelsFile tenant_labels_;
+  ConditionLog state_log_;
+  ConditionLog labels_log_;
 };
 
 // Returns the port now bound (the one picked, for port 0), or -1.
@@ -127,9 +151,17 @@ int main(int argc, char** argv) {
   const gpushare::OptionSpec& state_spec = gpushare::option_spec(gpushare::OptionId::kState);
   app.add_option("--state", state_option,
                  fmt::format("{} (default: ${}, else {})", state_spec.help, state_spec.env, state_spec.default_text()));
+  std::string tenant_labels_path = gpushare::kube::kTenantLabelsPath;
+  app.add_option("--tenant-labels", tenant_labels_path,
+                 "The agent's tenant-labels file (gpushare agent --kubernetes writes it): namespace, pod and "
+                 "container labels for each tenant's samples. A missing file gives no such labels; a damaged "
+                 "one gives none, a comment in the page and a line on stderr")
+      ->capture_default_str();
   app.set_version_flag("--version", gpushare::agent::version_line(GPUSHARE_VERSION));
   app.footer(
       "Example: gpushare exporter --listen 127.0.0.1:9400\n"
+      "In a Kubernetes DaemonSet: gpushare exporter --listen 0.0.0.0:9400 --state /run/gpushare/gpushare.state "
+      "--tenant-labels /run/gpushare/tenant-labels.json\n"
       "The state is only read, never created: until a tenant has run, /metrics shows gpushare_up 0.\n"
       "SIGINT or SIGTERM stops it. Exit status: 0 when stopped, 1 when it cannot listen, 2 for bad options.\n"
       "The metrics and a scrape config: docs/metrics.md.");
@@ -162,7 +194,7 @@ int main(int argc, char** argv) {
   const sigset_t signals = stop_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  StateReader reader(std::move(state_path).value());
+  StateReader reader(std::move(state_path).value(), std::move(tenant_labels_path));
   httplib::Server server;
   server.new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
   // SO_REUSEADDR only: a restarted exporter gets its port back at once, but a second one on a port

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -31,8 +32,11 @@ class Exposition {
     text_ += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n", family.name, family.help, family.type);
   }
   void sample(std::initializer_list<Label> labels, std::string_view value) {
+    sample(std::span<const Label>(labels.begin(), labels.size()), value);
+  }
+  void sample(std::span<const Label> labels, std::string_view value) {
     text_ += family_;
-    if (labels.size() != 0) {
+    if (!labels.empty()) {
       char separator = '{';
       for (const auto& [name, label_value] : labels) {
         text_ += fmt::format("{}{}=\"{}\"", separator, name, escape_label_value(label_value));
@@ -42,12 +46,7 @@ class Exposition {
     }
     text_ += fmt::format(" {}\n", value);
   }
-  // A comment line; Prometheus ignores it, a person reading the page does not.
-  void comment(std::string_view text) {
-    std::string line(text);
-    std::replace(line.begin(), line.end(), '\n', ' ');
-    text_ += fmt::format("# {}\n", line);
-  }
+  void comment(std::string_view text) { text_ += render_comment(text); }
   std::string take() { return std::move(text_); }
 
  private:
@@ -143,6 +142,23 @@ constexpr Family kUnaccountedMemory{
     "through NVML): all its memory when it is not connected to the agent, else what exceeds its ledger and the "
     "context allowance. One sample per finding whose size NVML can tell."};
 
+// The labels of one of `tenant`'s samples: `before` (its GPU), the tenant, where it runs as far as
+// known, then `after`. Views only: they point at what the arguments point at.
+std::vector<Label> tenant_labels(std::initializer_list<Label> before, std::string_view tenant,
+                                 const PodLabelsByTenant& pods, std::initializer_list<Label> after = {}) {
+  std::vector<Label> labels(before);
+  labels.emplace_back("tenant", tenant);
+  if (const auto found = pods.find(tenant); found != pods.end()) {
+    const PodLabels& pod = found->second;
+    for (const Label& known :
+         {Label{"namespace", pod.namespace_name}, Label{"pod", pod.pod}, Label{"container", pod.container}}) {
+      if (!known.second.empty()) labels.push_back(known);
+    }
+  }
+  labels.insert(labels.end(), after);
+  return labels;
+}
+
 void write_exporter_metrics(Exposition& text, bool up) {
   text.begin(kBuildInfo);
   text.sample({{"version", GPUSHARE_VERSION}}, "1");
@@ -173,7 +189,13 @@ std::string escape_label_value(std::string_view value) {
   return out;
 }
 
-std::string render_prometheus(const Report& report) {
+std::string render_comment(std::string_view text) {
+  std::string line(text);
+  std::replace(line.begin(), line.end(), '\n', ' ');
+  return fmt::format("# {}\n", line);
+}
+
+std::string render_prometheus(const Report& report, const PodLabelsByTenant& pods) {
   Exposition text;
   write_exporter_metrics(text, true);
 
@@ -193,7 +215,9 @@ std::string render_prometheus(const Report& report) {
     text.begin(metric.family);
     for (std::size_t g = 0; g < report.gpus.size(); ++g) {
       for (const TenantOnGpu& use : report.gpus[g].tenants) {
-        if (auto value = metric.value(use)) text.sample({{"gpu_uuid", uuids[g]}, {"tenant", use.tenant}}, *value);
+        if (auto value = metric.value(use)) {
+          text.sample(tenant_labels({{"gpu_uuid", uuids[g]}}, use.tenant, pods), *value);
+        }
       }
     }
   }
@@ -201,12 +225,12 @@ std::string render_prometheus(const Report& report) {
   for (const TenantMetric& metric : kTenantMetrics) {
     text.begin(metric.family);
     for (const TenantReport& tenant : report.tenants) {
-      if (auto value = metric.value(tenant)) text.sample({{"tenant", tenant.name}}, *value);
+      if (auto value = metric.value(tenant)) text.sample(tenant_labels({}, tenant.name, pods), *value);
     }
   }
   text.begin(kTenantInfo);
   for (const TenantReport& tenant : report.tenants) {
-    text.sample({{"tenant", tenant.name}, {"priority", priority_name(tenant.compute.priority)}}, "1");
+    text.sample(tenant_labels({}, tenant.name, pods, {{"priority", priority_name(tenant.compute.priority)}}), "1");
   }
   text.begin(kUnaccountedMemory);
   for (const UnaccountedReport& finding : report.unaccounted) {
