@@ -8,6 +8,7 @@
 # usage: package_test.sh BUILD_DIR SOURCE_DIR PREFIX LIBDIR VERSION FAKE_CUDA_DIR ALLOC_PROBE
 # exit 77 (skipped): dpkg-deb or dpkg-shlibdeps is missing.
 set -euo pipefail
+trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
 build=$1 source=$2 prefix=$3 libdir=$4 version=$5 fake_dir=$6 alloc_probe=$7
 for tool in dpkg-deb dpkg-shlibdeps; do
   command -v "$tool" >/dev/null || { echo "SKIP: $tool is missing (Debian's dpkg-dev builds the .deb)"; exit 77; }
@@ -137,11 +138,11 @@ for program in "$deb_root/bin/gpushare" "$deb_root/$libdir/gpushare"/gpushare-* 
                "$deb_root/$libdir/gpushare/libgpushare-preload.so"; do
   [[ -f $program ]] || continue
   for needed in $(objdump -p "$program" | awk '$1 == "NEEDED" {print $2}'); do
-    library=$(ldconfig -p | awk -v name="$needed" '$1 == name {print $NF; exit}')
+    library=$(ldconfig -p | awk -v name="$needed" '$1 == name && !found {print $NF; found = 1}')
     [[ -n $library ]] || fail "$program needs $needed, which is not installed here"
     owner=""
     for candidate in "$library" "$(readlink -f "$library")" "${library#/usr}"; do
-      owner=$(dpkg -S "$candidate" 2>/dev/null | head -n1 | cut -d: -f1 || true)
+      owner=$(dpkg -S "$candidate" 2>/dev/null | sed -n "1s/:.*//p" || true)
       [[ -z $owner ]] || break
     done
     [[ -n $owner ]] || fail "no Debian package owns $library ($needed of $program)"
