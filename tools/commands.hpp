@@ -90,5 +90,11 @@ int agent_command(const std::vector<std::string>& args);
 
 // `gpushare webhook ARGS`: runs the Kubernetes admission webhook installed beside this one.
 int webhook_command(const std::vector<std::string>& args);
+struct NodeInstallOptions {
+  std::string host_dir;  // e.g. /host/usr/local/gpushare (the node's /usr/local/gpushare)
+};
+// `gpushare node-install`: copies this installed gpushare into a node's host folder as a release
+// and points `current` at it (node_install.hpp).
+int node_install_command(const NodeInstallOptions& options);
 
 }  // namespace gpushare::tools

@@ -100,6 +100,7 @@ int main(int argc, char** argv) {
       "  gpushare agent --admin-group gpuadmin\n"
       "  gpushare webhook --tls-cert /tls/tls.crt --tls-key /tls/tls.key\n"
       "  gpushare version --json\n"
+      "  gpushare node-install --host-dir /host/usr/local/gpushare\n"
       "Run `gpushare COMMAND --help` for a command's options. docs/operations.md has more.");
 
   const gpushare::OptionSpec& state_spec = gpushare::option_spec(gpushare::OptionId::kState);
@@ -171,6 +172,22 @@ int main(int argc, char** argv) {
   webhook->prefix_command();
   webhook->set_help_flag();  // --help belongs to the webhook program
   webhook->footer("");
+  NodeInstallOptions node_install_options;
+  auto* node_install = app.add_subcommand(
+      "node-install", "Copy this installed gpushare (command, preload library, NVML shadow) into a node's host "
+                      "folder as a release and point its `current` symlink at it");
+  node_install
+      ->add_option("--host-dir", node_install_options.host_dir,
+                   "The host folder (absolute), e.g. /usr/local/gpushare, or where the node's is mounted")
+      ->required();
+  node_install->footer(
+      "Example: gpushare node-install --host-dir /host/usr/local/gpushare\n"
+      "Writes DIR/releases/<version>/ (bin/gpushare, the preload library, nvml/) into a temporary folder, fsyncs it "
+      "and renames it into place (an identical release already there is kept), then replaces DIR/current, a "
+      "relative symlink, atomically; pods use DIR/current/lib/gpushare/libgpushare-preload.so. Releases older than "
+      "the newest two, except the current one, are removed. Run from the installed prefix (the container image's "
+      "/opt/gpushare/bin/gpushare), not a build tree.\n"
+      "Exit status: 0 done; 1 failed (nothing half-written is left, current unchanged); 2 bad options.");
 
   VersionOptions version_options;
   auto* version = app.add_subcommand(
@@ -210,5 +227,6 @@ int main(int argc, char** argv) {
   if (*agent) return agent_command(agent->remaining());
   if (*webhook) return webhook_command(webhook->remaining());
   if (*version) return version_command(version_options);
+  if (*node_install) return node_install_command(node_install_options);
   return kExitBadInput;
 }
