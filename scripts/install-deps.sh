@@ -9,6 +9,7 @@ packages=(cmake ninja-build g++ libboost-dev libfmt-dev libcli11-dev nlohmann-js
           libbenchmark-dev libcpp-httplib-dev pkgconf libssl-dev zlib1g-dev libbrotli-dev libtomlplusplus-dev
           binutils dpkg-dev)
 packages+=(openssl)  # the command: the webhook's and the pod watch's tests, scripts/make-webhook-cert.sh
+packages+=(prometheus)  # promtool: the alert rules' tests (deploy/kubernetes/monitoring)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
