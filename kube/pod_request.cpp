@@ -30,19 +30,34 @@ const json* object_member(const json& object, std::string_view key) {
   return found != object.end() && found->is_object() ? &*found : nullptr;
 }
 
+// `text` for a message: printable ASCII as it is, other bytes as \xNN (a message must be valid UTF-8
+// for the JSON it travels in), at most 64 characters of it.
+std::string printable(std::string_view text) {
+  constexpr std::size_t kShown = 64;
+  std::string out;
+  for (char c : text.substr(0, kShown)) {
+    const auto byte = static_cast<unsigned char>(c);
+    out += byte >= 0x20 && byte < 0x7f ? std::string(1, c) : fmt::format("\\x{:02x}", byte);
+  }
+  if (text.size() > kShown) out += "...";
+  return out;
+}
+
 // A group name in a tenant: what Kubernetes allows in a label value, so that a label can carry it.
 Status check_group(std::string_view group) {
   if (group.empty() || group.size() > 63) return Error{"expected 1 to 63 characters"};
   for (char c : group) {
     const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
                          c == '_' || c == '.';
-    if (!allowed) return Error{fmt::format("'{}' is not allowed (letters, digits, '-', '_' and '.')", c)};
+    if (!allowed) {
+      return Error{fmt::format("'{}' is not allowed (letters, digits, '-', '_' and '.')", printable({&c, 1}))};
+    }
   }
   return Ok{};
 }
 
 Status annotation_error(std::string_view key, std::string_view value, std::string_view why) {
-  return Error{fmt::format("annotation {}{}: \"{}\": {}", kAnnotationPrefix, key, value, why)};
+  return Error{fmt::format("annotation {}{}: \"{}\": {}", kAnnotationPrefix, printable(key), printable(value), why)};
 }
 
 // One gpushare.io/ annotation into `request`.
@@ -74,7 +89,7 @@ Status apply_annotation(std::string_view key, const std::string& value, PodReque
   } else {
     return Error{fmt::format("annotation {}{} is not one gpushare reads (memory, share, limit, priority, tenant, "
                              "enabled)",
-                             kAnnotationPrefix, key)};
+                             kAnnotationPrefix, printable(key))};
   }
   request.opted_in = true;
   return Ok{};
@@ -182,7 +197,7 @@ Result<PodRequest> read_pod_request(const nlohmann::json& pod, std::string_view 
     for (const auto& [key, value] : annotations->items()) {
       if (!key.starts_with(kAnnotationPrefix)) continue;
       const std::string_view name = std::string_view(key).substr(kAnnotationPrefix.size());
-      if (!value.is_string()) return Error{fmt::format("annotation {} is not a string", key)};
+      if (!value.is_string()) return Error{fmt::format("annotation {} is not a string", printable(key))};
       if (auto applied = apply_annotation(name, value.get_ref<const std::string&>(), request); !applied) {
         return applied.error();
       }

@@ -1,5 +1,7 @@
 #include "pod_request.hpp"
 
+#include <algorithm>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -88,6 +90,17 @@ INSTANTIATE_TEST_SUITE_P(
                     BadAnnotation{"gpushare.io/tenant", "", "gpushare.io/tenant"},
                     BadAnnotation{"gpushare.io/enabled", "yes", "gpushare.io/enabled"},
                     BadAnnotation{"gpushare.io/memroy", "8Gi", "gpushare.io/memroy is not one gpushare reads"}));
+
+TEST(PodRequest, RefusalsShowOtherBytesEscapedAndLongValuesCut) {
+  auto group = read_pod_request(pod_with({{"gpushare.io/tenant", "caf\xc3\xa9"}}));
+  ASSERT_FALSE(group);
+  const std::string& message = group.error().message;
+  EXPECT_NE(message.find("caf\\xc3\\xa9"), std::string::npos) << message;
+  EXPECT_TRUE(std::all_of(message.begin(), message.end(), [](char c) { return c >= 0x20 && c < 0x7f; })) << message;
+  auto long_value = read_pod_request(pod_with({{"gpushare.io/priority", std::string(10000, 'x')}}));
+  ASSERT_FALSE(long_value);
+  EXPECT_NE(long_value.error().message.find(std::string(64, 'x') + "...\""), std::string::npos);
+}
 
 TEST(PodRequest, AnnotationThatIsNotAStringIsRefused) {
   auto request = read_pod_request(pod_with({{"gpushare.io/share", 30}}));
