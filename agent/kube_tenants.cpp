@@ -7,8 +7,10 @@
 #include <set>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "core/size.hpp"
+#include "lower_only.hpp"
 #include "pod_cgroup.hpp"
 
 namespace gpushare::agent {
@@ -25,7 +27,64 @@ std::string joined(const std::vector<std::string>& parts) {
   return text;
 }
 
+std::string memory_text(std::uint64_t bytes) { return bytes == kUnlimited ? "none" : format_size(bytes); }
+std::string percent_text(std::uint32_t pct) { return pct == 0 ? "none" : fmt::format("{}%", pct); }
+
+// "share 50% (asked 100%, the namespace's ceiling)", or "(none asked, ...)" where the pod asked none.
+std::string ceiling_note(std::string_view what, const std::string& now, const std::string& asked, bool asked_none,
+                         std::string_view whose) {
+  return fmt::format("{} {} ({}, {})", what, now, asked_none ? "none asked" : "asked " + asked, whose);
+}
+
+// Whether the pod names a priority itself: the request cannot tell "normal" asked from none.
+bool pod_asks_priority(const nlohmann::json& pod) {
+  const auto metadata = pod.find("metadata");
+  if (metadata == pod.end() || !metadata->is_object()) return false;
+  const auto annotations = metadata->find("annotations");
+  return annotations != metadata->end() && annotations->is_object() &&
+         annotations->contains(fmt::format("{}priority", kube::kAnnotationPrefix));
+}
+
 }  // namespace
+
+CeiledLimits under_ceiling(const TenantLimits& asked, bool asks_priority, const PodCeiling& ceiling,
+                           std::string_view whose) {
+  CeiledLimits out{asked, {}};
+  TenantLimits& limits = out.limits;
+  if (ceiling.memory_bytes) {
+    const std::uint64_t most = *ceiling.memory_bytes;
+    if (asked.memory_bytes > most) {
+      limits.memory_bytes = most;
+      out.notes.push_back(ceiling_note("memory", memory_text(most), memory_text(asked.memory_bytes),
+                                       asked.memory_bytes == kUnlimited, whose));
+    }
+    for (auto& [ordinal, bytes] : limits.memory_per_gpu_bytes) {
+      if (bytes <= most) continue;
+      out.notes.push_back(
+          ceiling_note(fmt::format("memory on GPU {}", ordinal), memory_text(most), memory_text(bytes), false, whose));
+      bytes = most;
+    }
+  }
+  ComputePolicyValues& compute = limits.compute;
+  if (ceiling.share_pct && *ceiling.share_pct != 0 &&
+      (compute.share_pct == 0 || compute.share_pct > *ceiling.share_pct)) {
+    out.notes.push_back(ceiling_note("share", percent_text(*ceiling.share_pct), percent_text(compute.share_pct),
+                                     compute.share_pct == 0, whose));
+    compute.share_pct = *ceiling.share_pct;
+  }
+  if (ceiling.limit_pct && tighter_cap(compute.limit_pct, *ceiling.limit_pct) != compute.limit_pct) {
+    out.notes.push_back(ceiling_note("limit", percent_text(*ceiling.limit_pct), percent_text(compute.limit_pct),
+                                     compute.limit_pct == 0, whose));
+    compute.limit_pct = *ceiling.limit_pct;
+  }
+  if (ceiling.priority && (!asks_priority || compute.priority > *ceiling.priority) &&
+      compute.priority != *ceiling.priority) {
+    out.notes.push_back(ceiling_note("priority", std::string(priority_name(*ceiling.priority)),
+                                     std::string(priority_name(compute.priority)), !asks_priority, whose));
+    compute.priority = *ceiling.priority;
+  }
+  return out;
+}
 
 Result<PodWatchConfig> pod_watch_config(const KubeFlags& flags) {
   PodWatchConfig config;
@@ -51,13 +110,30 @@ Result<PodWatchConfig> pod_watch_config(const KubeFlags& flags) {
   return config;
 }
 
-KubeTenants::KubeTenants(PodCache& pods, SharedState& state, std::string labels_path, Log log,
-                         std::chrono::milliseconds first_list_wait)
+KubeTenants::KubeTenants(PodCache& pods, SharedState& state, const std::optional<Policy>& policy,
+                         std::string labels_path, Log log, std::chrono::milliseconds first_list_wait)
     : pods_(pods),
       state_(state),
+      policy_(policy),
+      ceilings_applied_(ceilings()),
       labels_path_(std::move(labels_path)),
       log_(std::move(log)),
-      first_list_deadline_(std::chrono::steady_clock::now() + first_list_wait) {}
+      first_list_deadline_(std::chrono::steady_clock::now() + first_list_wait) {
+  warn_if_no_ceilings();
+}
+
+const PodCeilings& KubeTenants::ceilings() const {
+  static const PodCeilings kNone;
+  return policy_ ? policy_->pods : kNone;
+}
+
+void KubeTenants::warn_if_no_ceilings() const {
+  if (ceilings_applied_.configured()) return;
+  log_(
+      fmt::format("warning: {}: pods set their own limits (memory, share, limit, priority), as high as they ask "
+                  "(docs/agent-policy.md, \"Ceilings over pods\")",
+                  policy_ ? policy_->source + " has no [pods] table" : std::string("no --policy")));
+}
 
 std::optional<Result<PodAssignment>> KubeTenants::assign(const PeerIdentity& identity) {
   if (identity.cgroup.empty()) return std::nullopt;
@@ -85,6 +161,18 @@ Result<PodAssignment> KubeTenants::assign_pod(const std::string& uid, const std:
   TenantLimits limits = request->limits;
   std::vector<std::string> sources = request->sources;
   limits.memory_fraction = request->memory_fraction;  // in bytes on each GPU as it is attached
+  const PodCeilings& in_force = ceilings();
+  if (const PodCeiling* ceiling = in_force.of(identity->namespace_name)) {
+    const bool own = in_force.namespaces.count(identity->namespace_name) != 0;
+    if (ceiling->refuse)
+      return Error{fmt::format("pod {}: the policy refuses pods of namespace {} ([{}] refuse = true)", pod_name,
+                               identity->namespace_name,
+                               own ? "pods.namespace." + identity->namespace_name : std::string("pods"))};
+    CeiledLimits ceiled = under_ceiling(limits, pod_asks_priority(*pod), *ceiling,
+                                        own ? "the namespace's ceiling" : "the [pods] ceiling");
+    limits = std::move(ceiled.limits);
+    sources.insert(sources.end(), ceiled.notes.begin(), ceiled.notes.end());
+  }
   PodAssignment assigned;
   assigned.assignment.tenant = kube::tenant_of(identity.value(), request.value());
   assigned.assignment.limits = std::move(limits);
@@ -106,10 +194,15 @@ void KubeTenants::write_labels_if_changed(const TenantSessions& sessions) {
 
 void KubeTenants::apply_changed_pods(TenantSessions& sessions) {
   const std::set<std::string> changed = pods_.take_changed_requests();
-  if (changed.empty()) return;
+  const bool new_ceilings = ceilings() != ceilings_applied_;
+  if (new_ceilings) {
+    ceilings_applied_ = ceilings();
+    warn_if_no_ceilings();
+  }
+  if (changed.empty() && !new_ceilings) return;
   sessions.reassign_live(
       [&](const PeerIdentity& identity, const std::optional<PodOrigin>& origin) -> std::optional<Result<Assignment>> {
-        if (!origin || changed.count(origin->uid) == 0) return std::nullopt;
+        if (!origin || (!new_ceilings && changed.count(origin->uid) == 0)) return std::nullopt;
         // The container's ID again from the cgroup: the origin keeps its name only.
         auto pod = pod_of_cgroup(identity.cgroup);
         const std::string container_id = pod && pod.value() ? pod.value()->container_id : "";
@@ -117,7 +210,7 @@ void KubeTenants::apply_changed_pods(TenantSessions& sessions) {
         if (!assigned) return Result<Assignment>(assigned.error());
         return Result<Assignment>(std::move(assigned->assignment));
       },
-      "the pod's changed annotations", log_);
+      new_ceilings ? "the policy's new pod ceilings" : "the pod's changed annotations", log_);
 }
 
 kube::TenantLabelMap tenant_labels_of(const std::map<std::string, std::vector<PodOrigin>>& pods) {

@@ -49,7 +49,7 @@ void lower_compute(const ComputePolicyValues& granted, const ComputePolicyValues
                       granted.share_pct == 0 ? std::string("an equal part") : fmt::format("{}%", granted.share_pct)));
   }
   if (requested.limit_pct != defaults.limit_pct) {
-    bool lower = requested.limit_pct != 0 && (granted.limit_pct == 0 || requested.limit_pct <= granted.limit_pct);
+    bool lower = requested.limit_pct != 0 && tighter_cap(granted.limit_pct, requested.limit_pct) == requested.limit_pct;
     if (lower)
       effective.limit_pct = requested.limit_pct;
     else
@@ -69,6 +69,12 @@ void lower_compute(const ComputePolicyValues& granted, const ComputePolicyValues
 }
 
 }  // namespace
+
+std::uint32_t tighter_cap(std::uint32_t a, std::uint32_t b) {
+  if (a == 0) return b;
+  if (b == 0) return a;
+  return std::min(a, b);
+}
 
 LoweredLimits lower_only(const TenantLimits& granted, const Settings& requested) {
   const Settings& defaults = default_settings();

@@ -3,6 +3,7 @@
 // what the policy grants. A lower value is taken; a higher one is ignored, with one line saying so.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -22,5 +23,8 @@ struct LoweredLimits {
 // priority class. A field left at the options table's default is no request and logs nothing. The
 // slice length is the agent's to decide: a requested one is ignored.
 LoweredLimits lower_only(const TenantLimits& granted, const Settings& requested);
+
+// The tighter of two compute caps (limit_pct), 0 being no cap: any cap is tighter than none.
+std::uint32_t tighter_cap(std::uint32_t a, std::uint32_t b);
 
 }  // namespace gpushare::agent

@@ -290,8 +290,8 @@ int main(int argc, char** argv) {
     log_info(fmt::format("pods of node {} from https://{}:{}", pod_watch_config->node, pod_watch_config->endpoint.host,
                          pod_watch_config->endpoint.port));
     pod_watch = std::make_unique<gpushare::agent::PodWatch>(*pod_watch_config, log_info);
-    kube = std::make_unique<gpushare::agent::KubeTenants>(pod_watch->cache(), *state.value(), tenant_labels_path,
-                                                          log_info);
+    kube = std::make_unique<gpushare::agent::KubeTenants>(pod_watch->cache(), *state.value(), policy,
+                                                          tenant_labels_path, log_info);
     kube->write_labels_if_changed(sessions);  // no tenant yet: a previous agent's file is replaced
   }
   gpushare::agent::ServerHooks hooks;

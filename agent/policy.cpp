@@ -126,8 +126,11 @@ class Parser {
         status = tenants(node, key.source());
       } else if (key == "default") {
         status = fallback(node, key.source());
+      } else if (key == "pods") {
+        status = pods(node, key.source());
       } else {
-        status = site_.at(key.source(), key.str(), "unknown table (expected [tenant.NAME] or [default])");
+        status = site_.at(key.source(), key.str(),
+                          "unknown table (expected [tenant.NAME], [default], [pods] or [pods.namespace.NAME])");
       }
       if (!status) return status.error();
     }
@@ -213,6 +216,66 @@ class Parser {
       return site_.at(where, "default", "refuse = true takes no tenant or limits (set refuse = false)");
     if (!rule.refuse && rule.tenant.empty())
       return site_.at(where, "default.tenant", "refuse = false needs the tenant unmatched processes join");
+    return Ok{};
+  }
+
+  // [pods] and its [pods.namespace.NAME] tables. [pods] exists once any of them is written.
+  Status pods(const toml::node& node, const toml::source_region& where) {
+    const auto* table = node.as_table();
+    if (table == nullptr) return site_.at(where, "pods", "expected a table [pods]");
+    PodCeiling others;
+    if (auto status = ceiling(*table, "pods", where, others, true); !status) return status;
+    policy_.pods.others = others;
+    return Ok{};
+  }
+
+  Status pod_namespaces(const toml::node& node, const toml::source_region& where) {
+    const auto* table = node.as_table();
+    if (table == nullptr) return site_.at(where, "pods.namespace", "expected tables [pods.namespace.NAME]");
+    for (auto [name_at, ceiling_at] : in_file_order(*table)) {
+      const toml::key& name = *name_at;
+      std::string path = fmt::format("pods.namespace.{}", name.str());
+      if (auto valid = validate_namespace_name(name.str()); !valid)
+        return site_.at(name.source(), path, valid.error().message);
+      const auto* ceiling_table = ceiling_at->as_table();
+      if (ceiling_table == nullptr) return site_.at(name.source(), path, "expected a table [pods.namespace.NAME]");
+      PodCeiling own;
+      if (auto status = ceiling(*ceiling_table, path, name.source(), own, false); !status) return status;
+      policy_.pods.namespaces[std::string(name.str())] = own;
+    }
+    return Ok{};
+  }
+
+  // The keys of one ceiling table: refuse, memory, share, limit, priority (and, in [pods] alone,
+  // the namespace tables).
+  Status ceiling(const toml::table& table, const std::string& path, const toml::source_region& where, PodCeiling& out,
+                 bool holds_namespaces) {
+    bool has_limits = false;
+    for (auto [key_at, value_at] : in_file_order(table)) {
+      const toml::key& key = *key_at;
+      const toml::node& value = *value_at;
+      std::string key_path = fmt::format("{}.{}", path, key.str());
+      Status status = Ok{};
+      TenantLimits read;
+      if (holds_namespaces && key == "namespace") {
+        status = pod_namespaces(value, key.source());
+      } else if (key == "refuse") {
+        auto refuse = value.value_exact<bool>();
+        if (!refuse) return site_.at(value.source(), key_path, "expected true or false");
+        out.refuse = *refuse;
+      } else if (key.str() != "memory_per_gpu" && limit_key(key.str(), value, key_path, read, status)) {
+        has_limits = true;
+        if (key == "memory") out.memory_bytes = read.memory_bytes;
+        if (key == "share") out.share_pct = read.compute.share_pct;
+        if (key == "limit") out.limit_pct = read.compute.limit_pct;
+        if (key == "priority") out.priority = read.compute.priority;
+      } else {
+        status =
+            site_.at(key.source(), key_path, "unknown key (a ceiling takes memory, share, limit, priority, refuse)");
+      }
+      if (!status) return status;
+    }
+    if (out.refuse && has_limits) return site_.at(where, path, "refuse = true takes no limits");
     return Ok{};
   }
 
@@ -305,6 +368,23 @@ Status check_opened(int fd, std::string_view what, bool directory) {
 }
 
 }  // namespace
+
+const PodCeiling* PodCeilings::of(const std::string& namespace_name) const {
+  auto own = namespaces.find(namespace_name);
+  if (own != namespaces.end()) return &own->second;
+  return others ? &*others : nullptr;
+}
+
+Status validate_namespace_name(std::string_view name) {
+  const auto alphanumeric = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  const bool valid = !name.empty() && name.size() <= 63 && alphanumeric(name.front()) && alphanumeric(name.back()) &&
+                     std::all_of(name.begin(), name.end(), [&](char c) { return alphanumeric(c) || c == '-'; });
+  if (valid) return Ok{};
+  return Error{
+      fmt::format("'{}' is not a Kubernetes namespace name (at most 63 lowercase letters, digits and '-', "
+                  "starting and ending with a letter or digit)",
+                  name)};
+}
 
 Status validate_cgroup_pattern(std::string_view pattern) {
   if (pattern.empty() || pattern.front() != '/')

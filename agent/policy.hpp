@@ -53,10 +53,32 @@ struct DefaultRule {
   TenantLimits limits;  // when !refuse
 };
 
+// An administrator's ceiling over what pods ask for under --kubernetes: [pods], or a
+// [pods.namespace.NAME] that replaces it for one namespace. A limit it gives is the most a pod may
+// have and what a pod that asks for none gets; a limit it leaves out is the pod's to set.
+struct PodCeiling {
+  bool refuse = false;  // pods of these namespaces cannot join
+  std::optional<std::uint64_t> memory_bytes;
+  std::optional<std::uint32_t> share_pct;
+  std::optional<std::uint32_t> limit_pct;  // 0: no cap, the same as none given
+  std::optional<Priority> priority;
+  bool operator==(const PodCeiling& other) const = default;
+};
+
+struct PodCeilings {
+  std::optional<PodCeiling> others;              // [pods]; nullopt when the file has no [pods] table
+  std::map<std::string, PodCeiling> namespaces;  // [pods.namespace.NAME]
+  // The ceiling of `namespace_name`'s pods: its own table, else [pods]; nullptr when neither.
+  const PodCeiling* of(const std::string& namespace_name) const;
+  bool configured() const { return others.has_value() || !namespaces.empty(); }
+  bool operator==(const PodCeilings& other) const = default;
+};
+
 struct Policy {
   std::string source;  // the file it was read from, for messages
   std::vector<TenantRule> tenants;
   DefaultRule fallback;
+  PodCeilings pods;
 };
 
 // Parses policy text; `source` names it in messages ("policy.toml:3: tenant.train.share: ...").
@@ -72,6 +94,10 @@ Result<Policy> load_policy(const std::string& path);
 // effective uid; `what` names the path in the message.
 Status check_policy_permissions(std::string_view what, std::uint32_t owner_uid, std::uint32_t owner_gid,
                                 std::uint32_t mode, bool is_directory, std::uint32_t agent_uid);
+
+// A Kubernetes namespace's name as the API server accepts it (a DNS label: at most 63 lowercase
+// letters, digits and '-', starting and ending with a letter or digit).
+Status validate_namespace_name(std::string_view name);
 
 // A cgroup pattern as the policy accepts it: absolute, no empty, "." or ".." components, no trailing
 // '/', and "**" only as the whole last component. The message says what is wrong.

@@ -102,6 +102,61 @@ priority = "low"
   EXPECT_EQ(policy.fallback.limits.compute.priority, Priority::kLow);
 }
 
+TEST(PolicyParse, PodCeilings) {
+  EXPECT_FALSE(parse_ok("").pods.configured());
+  Policy policy = parse_ok(R"(
+[pods]
+memory = "16GiB"
+share = 50
+priority = "normal"
+
+[pods.namespace.ml-team]
+memory = "40GiB"
+limit = "80%"
+
+[pods.namespace.sandbox]
+refuse = true
+
+[pods.namespace.free]
+)");
+  ASSERT_TRUE(policy.pods.configured());
+  ASSERT_TRUE(policy.pods.others);
+  const PodCeiling& others = *policy.pods.others;
+  EXPECT_FALSE(others.refuse);
+  EXPECT_EQ(others.memory_bytes, 16_GiB);
+  EXPECT_EQ(others.share_pct, 50u);
+  EXPECT_FALSE(others.limit_pct);  // not given: no ceiling on the cap
+  EXPECT_EQ(others.priority, Priority::kNormal);
+  // A namespace's table replaces [pods] whole: what it leaves out has no ceiling.
+  const PodCeiling* ml = policy.pods.of("ml-team");
+  ASSERT_NE(ml, nullptr);
+  EXPECT_EQ(ml->memory_bytes, 40_GiB);
+  EXPECT_EQ(ml->limit_pct, 80u);
+  EXPECT_FALSE(ml->share_pct);
+  EXPECT_FALSE(ml->priority);
+  EXPECT_TRUE(policy.pods.of("sandbox")->refuse);
+  EXPECT_EQ(*policy.pods.of("free"), PodCeiling{});
+  EXPECT_EQ(policy.pods.of("elsewhere"), &others);
+  // Namespace tables alone: [pods] exists, with no ceiling of its own.
+  Policy only_namespaces = parse_ok("[pods.namespace.sandbox]\nrefuse = true\n");
+  ASSERT_TRUE(only_namespaces.pods.others);
+  EXPECT_EQ(*only_namespaces.pods.of("ml"), PodCeiling{});
+  EXPECT_TRUE(only_namespaces.pods.of("sandbox")->refuse);
+  // "unlimited" and "none" are said, and are no ceiling.
+  Policy open = parse_ok("[pods]\nmemory = \"unlimited\"\nlimit = \"none\"\n");
+  EXPECT_EQ(open.pods.others->memory_bytes, kUnlimited);
+  EXPECT_EQ(open.pods.others->limit_pct, 0u);
+}
+
+TEST(PolicyParse, NamespaceNames) {
+  EXPECT_TRUE(validate_namespace_name("kube-system").ok());
+  EXPECT_TRUE(validate_namespace_name("a").ok());
+  EXPECT_TRUE(validate_namespace_name(std::string(63, 'a')).ok());
+  EXPECT_FALSE(validate_namespace_name(std::string(64, 'a')).ok());
+  for (const char* bad : {"", "-a", "a-", "A", "a.b", "a_b", "*", "team*"})
+    EXPECT_FALSE(validate_namespace_name(bad).ok()) << bad;
+}
+
 struct BadPolicy {
   const char* text;
   const char* expected;  // a part of the message: file, line and key
@@ -160,7 +215,26 @@ INSTANTIATE_TEST_SUITE_P(
         BadPolicy{"[default]\nrefuse = false\ntenant = \"\"\n", "policy.toml:3: default.tenant"},
         BadPolicy{"[default]\nrefuse = false\ntenant = \"x\"\nuids = [1]\n", "policy.toml:4: default.uids: unknown"},
         BadPolicy{"[default]\nrefuse = false\ntenant = \"a\"\n[tenant.a]\nuids = [1]\n", "default.tenant: 'a'"},
-        BadPolicy{"default = true\n", "policy.toml:1: default: expected a table"}));
+        BadPolicy{"default = true\n", "policy.toml:1: default: expected a table"},
+        BadPolicy{"pods = 1\n", "policy.toml:1: pods: expected a table [pods]"},
+        BadPolicy{"[pods]\nmemroy = \"1GiB\"\n", "policy.toml:2: pods.memroy: unknown key"},
+        BadPolicy{"[pods]\nmemory = 8\n", "policy.toml:2: pods.memory: expected a size"},
+        BadPolicy{"[pods]\nmemory_per_gpu = { 0 = \"1GiB\" }\n", "policy.toml:2: pods.memory_per_gpu: unknown key"},
+        BadPolicy{"[pods]\nshare = 101\n", "policy.toml:2: pods.share"},
+        BadPolicy{"[pods]\nlimit = 101\n", "policy.toml:2: pods.limit: invalid cap"},
+        BadPolicy{"[pods]\npriority = \"urgent\"\n", "policy.toml:2: pods.priority"},
+        BadPolicy{"[pods]\nrefuse = 1\n", "policy.toml:2: pods.refuse: expected true or false"},
+        BadPolicy{"[pods]\nrefuse = true\nshare = 10\n", "policy.toml:1: pods: refuse = true takes no limits"},
+        BadPolicy{"[pods]\nuids = [1]\n", "policy.toml:2: pods.uids: unknown key"},
+        BadPolicy{"[pods]\nnamespace = 1\n", "policy.toml:2: pods.namespace: expected tables"},
+        BadPolicy{"[pods.namespace]\nml = 1\n", "policy.toml:2: pods.namespace.ml: expected a table"},
+        BadPolicy{"[pods.namespace.\"team*\"]\nshare = 10\n", "policy.toml:1: pods.namespace.team*: 'team*' is not"},
+        BadPolicy{"[pods.namespace.ML]\nshare = 10\n", "policy.toml:1: pods.namespace.ML: "},
+        BadPolicy{"\n[pods.namespace.ml]\nshare = \"lots\"\n", "policy.toml:3: pods.namespace.ml.share"},
+        BadPolicy{"[pods.namespace.ml]\nnamespace = {}\n", "policy.toml:2: pods.namespace.ml.namespace: unknown"},
+        BadPolicy{"[pods.namespace.ml]\nrefuse = true\nmemory = \"1GiB\"\n",
+                  "policy.toml:1: pods.namespace.ml: refuse = true takes no limits"},
+        BadPolicy{"[pod]\nshare = 1\n", "policy.toml:1: pod: unknown table"}));
 
 // A scratch directory of this test, removed at the end.
 class PolicyFile : public testing::Test {
