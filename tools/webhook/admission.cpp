@@ -59,7 +59,10 @@ class Reviewer {
   AdmissionDecision allow(const std::string& why) const {
     return decided({{"uid", uid_}, {"allowed", true}}, "allowed: " + why);
   }
-  AdmissionDecision refuse(const std::string& message) const {
+  // The message may quote parts of the pod, cut anywhere: made valid UTF-8 so that the review
+  // can always be written.
+  AdmissionDecision refuse(const std::string& raw_message) const {
+    const std::string message = valid_utf8(raw_message);
     json response = {{"uid", uid_},
                      {"allowed", false},
                      {"status", {{"code", 400}, {"reason", "BadRequest"}, {"message", "gpushare: " + message}}}};
@@ -67,14 +70,14 @@ class Reviewer {
   }
   AdmissionDecision patch(const json& operations, const std::string& why) const {
     json response = {
-        {"uid", uid_}, {"allowed", true}, {"patchType", "JSONPatch"}, {"patch", base64_encode(operations.dump())}};
+        {"uid", uid_}, {"allowed", true}, {"patchType", "JSONPatch"}, {"patch", base64_encode(dump_json(operations))}};
     return decided(std::move(response), "patched: " + why);
   }
 
  private:
   AdmissionDecision decided(json response, const std::string& outcome) const {
     json review = {{"apiVersion", kReviewApiVersion}, {"kind", "AdmissionReview"}, {"response", std::move(response)}};
-    return {std::move(review), reference_ + ": " + outcome};
+    return {std::move(review), valid_utf8(reference_ + ": " + outcome)};
   }
 
   std::string uid_;
@@ -121,7 +124,18 @@ Result<AdmissionDecision> review_admission(const json& review, Endpoint endpoint
 }
 
 Result<AdmissionDecision> review_admission_text(std::string_view body, Endpoint endpoint, const InjectionPaths& paths) {
-  const json review = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  // An array or object nested deeper than the limit is dropped as it starts (the callback's depth
+  // counts the containers around it), so a hostile body costs no more memory than a flat one.
+  bool too_deep = false;
+  const json::parser_callback_t depth_limit = [&too_deep](int depth, json::parse_event_t event, json&) {
+    const bool starts_container =
+        event == json::parse_event_t::object_start || event == json::parse_event_t::array_start;
+    if (!starts_container || depth < kMaxJsonDepth) return true;
+    too_deep = true;
+    return false;
+  };
+  const json review = json::parse(body, depth_limit, /*allow_exceptions=*/false);
+  if (too_deep) return Error{"the body nests JSON deeper than " + std::to_string(kMaxJsonDepth) + " levels"};
   if (review.is_discarded()) return Error{"the body is not JSON"};
   return review_admission(review, endpoint, paths);
 }

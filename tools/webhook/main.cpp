@@ -19,6 +19,7 @@
 #include <CLI/CLI.hpp>
 
 #include "admission.hpp"
+#include "json_patch.hpp"
 #include "listen_address.hpp"
 #include "serving_certificate.hpp"
 #include "version_line.hpp"
@@ -30,12 +31,20 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitBadInput = 2;
 
-// The API server sends a pod in each review; 8 MiB is far above the largest valid object (etcd's
-// limit is about 1.5 MiB) and keeps a stray client from making the webhook buffer without end.
-constexpr std::size_t kMaxReviewBytes = 8 * 1024 * 1024;
-// The API server gives up after the configuration's timeoutSeconds (5): a connection idle for
-// longer has nobody waiting on it.
-constexpr time_t kIdleConnectionSeconds = 5;
+// The API server sends one pod in each review, and etcd stores no object above about 1.5 MiB:
+// the review of the largest pod fits in 2 MiB. A larger body is refused before it is buffered.
+constexpr std::size_t kMaxReviewBytes = 2 * 1024 * 1024;
+// cpp-httplib 0.11 has no deadline for a whole request, only one per read and write: a client
+// must send something every 2 s (the API server sends a review at once and waits at most its
+// timeoutSeconds, 5, for the answer).
+constexpr time_t kSocketTimeoutSeconds = 2;
+// An idle keep-alive connection holds a worker thread: it is closed after 2 s, and after 100
+// requests so that one client cannot keep a worker for ever.
+constexpr time_t kKeepAliveSeconds = 2;
+constexpr std::size_t kKeepAliveMaxRequests = 100;
+// Each connection takes a worker for its lifetime: 32 keep a few slow or idle clients from
+// starving the API server's reviews and the kubelet's /healthz probes.
+constexpr std::size_t kWorkerThreads = 32;
 
 sigset_t stop_signals() {
   sigset_t signals;
@@ -69,7 +78,7 @@ httplib::Server::Handler review_handler(Endpoint endpoint, const InjectionPaths&
       return;
     }
     log_line(fmt::format("{} {}", route, decision->log_line));
-    response.set_content(decision->review.dump(), "application/json");
+    response.set_content(dump_json(decision->review), "application/json");
   };
 }
 
@@ -161,9 +170,12 @@ int main(int argc, char** argv) {
     const int yes = 1;
     ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
+  server.new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
   server.set_payload_max_length(kMaxReviewBytes);
-  server.set_read_timeout(kIdleConnectionSeconds, 0);
-  server.set_keep_alive_timeout(kIdleConnectionSeconds);
+  server.set_read_timeout(kSocketTimeoutSeconds, 0);
+  server.set_write_timeout(kSocketTimeoutSeconds, 0);
+  server.set_keep_alive_timeout(kKeepAliveSeconds);
+  server.set_keep_alive_max_count(kKeepAliveMaxRequests);
   server.Post("/mutate", review_handler(Endpoint::kOptInPods, paths, "/mutate"));
   server.Post("/mutate-namespace", review_handler(Endpoint::kNamespacePods, paths, "/mutate-namespace"));
   server.Get("/healthz",
