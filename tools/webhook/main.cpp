@@ -1,6 +1,7 @@
 // gpushare-webhook: the Kubernetes admission webhook that puts gpushare into opted-in pods, over
 // HTTPS. Run as `gpushare webhook [OPTIONS]` (tools/webhook_command.cpp execs this program);
 // docs/kubernetes-webhook.md describes what it injects and how to deploy it.
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <semaphore>
 #include <string>
 #include <thread>
 
@@ -45,6 +47,11 @@ constexpr std::size_t kKeepAliveMaxRequests = 100;
 // Each connection takes a worker for its lifetime: 32 keep a few slow or idle clients from
 // starving the API server's reviews and the kubelet's /healthz probes.
 constexpr std::size_t kWorkerThreads = 32;
+// A body parsed into JSON takes up to about 35 times its size (a 2 MiB body of nested empty
+// arrays): at most this many are decided at once, so that the 32 workers cannot take 32 times
+// that. A review that waits longer than the API server would is answered 503.
+constexpr std::ptrdiff_t kConcurrentDecisions = 2;
+constexpr auto kDecisionWait = std::chrono::seconds(3);
 
 sigset_t stop_signals() {
   sigset_t signals;
@@ -68,8 +75,19 @@ void log_line(const std::string& line) { std::fprintf(stderr, "gpushare webhook:
 
 // POST handler of one endpoint: the review decided by admission.hpp, or 400 for a body that is
 // not a review.
-httplib::Server::Handler review_handler(Endpoint endpoint, const InjectionPaths& paths, const char* route) {
-  return [endpoint, &paths, route](const httplib::Request& request, httplib::Response& response) {
+httplib::Server::Handler review_handler(Endpoint endpoint, const InjectionPaths& paths, const char* route,
+                                        std::counting_semaphore<kConcurrentDecisions>& decision_slots) {
+  return [endpoint, &paths, route, &decision_slots](const httplib::Request& request, httplib::Response& response) {
+    if (!decision_slots.try_acquire_for(kDecisionWait)) {
+      log_line(fmt::format("{} from {}: HTTP 503: busy deciding other reviews", route, request.remote_addr));
+      response.status = 503;
+      response.set_content("gpushare webhook: busy, try again\n", "text/plain");
+      return;
+    }
+    struct SlotRelease {
+      std::counting_semaphore<kConcurrentDecisions>& slots;
+      ~SlotRelease() { slots.release(); }
+    } release_slot{decision_slots};
     auto decision = review_admission_text(request.body, endpoint, paths);
     if (!decision) {
       log_line(fmt::format("{} from {}: HTTP 400: {}", route, request.remote_addr, decision.error().message));
@@ -151,6 +169,11 @@ int main(int argc, char** argv) {
     return kExitFailure;
   }
 
+  // glibc gives each thread an arena of its own by default, and memory freed in one is not reused
+  // by the others: after 32 workers have each parsed a large body once, each arena would keep its
+  // peak. As many arenas as decisions run at once keep the peak at that of kConcurrentDecisions.
+  mallopt(M_ARENA_MAX, static_cast<int>(kConcurrentDecisions));
+
   // As in the exporter: SIGINT and SIGTERM are taken by this thread only, which stops the server.
   const sigset_t signals = stop_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
@@ -176,8 +199,10 @@ int main(int argc, char** argv) {
   server.set_write_timeout(kSocketTimeoutSeconds, 0);
   server.set_keep_alive_timeout(kKeepAliveSeconds);
   server.set_keep_alive_max_count(kKeepAliveMaxRequests);
-  server.Post("/mutate", review_handler(Endpoint::kOptInPods, paths, "/mutate"));
-  server.Post("/mutate-namespace", review_handler(Endpoint::kNamespacePods, paths, "/mutate-namespace"));
+  std::counting_semaphore<kConcurrentDecisions> decision_slots(kConcurrentDecisions);
+  server.Post("/mutate", review_handler(Endpoint::kOptInPods, paths, "/mutate", decision_slots));
+  server.Post("/mutate-namespace",
+              review_handler(Endpoint::kNamespacePods, paths, "/mutate-namespace", decision_slots));
   server.Get("/healthz",
              [](const httplib::Request&, httplib::Response& response) { response.set_content("ok\n", "text/plain"); });
 
