@@ -210,6 +210,74 @@ TEST(PodPatchTest, ForeignVolumeOrMountAtOurPathsIsRefused) {
   EXPECT_FALSE(build_pod_patch(writable_mount, kPaths).ok());
 }
 
+// A pod declaring gpushare's own volume may not mount it writable at some other path: it would
+// write the preload library every tenant loads, or the agent's folder.
+TEST(PodPatchTest, OurVolumeMountedWithoutReadOnlyAtAnyPathIsRefused) {
+  const json our_volume = {{"name", "gpushare-lib"},
+                           {"hostPath", {{"path", "/usr/local/gpushare"}, {"type", "Directory"}}}};
+  const json writable_elsewhere = pod_with(
+      {{"volumes", {our_volume}},
+       {"containers", {container("a", {{"volumeMounts", {{{"name", "gpushare-lib"}, {"mountPath", "/x"}}}}})}}});
+  auto result = build_pod_patch(writable_elsewhere, kPaths);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.error().message.find("mounts gpushare's volume \"gpushare-lib\" at /x without readOnly"),
+            std::string::npos)
+      << result.error().message;
+
+  const json run_volume = {{"name", "gpushare-run"}, {"hostPath", {{"path", "/run/gpushare"}, {"type", "Directory"}}}};
+  const json run_writable = pod_with(
+      {{"volumes", {run_volume}},
+       {"containers",
+        {container("a", {{"volumeMounts", {{{"name", "gpushare-run"}, {"mountPath", "/y"}, {"readOnly", false}}}}})}}});
+  EXPECT_FALSE(build_pod_patch(run_writable, kPaths).ok());
+
+  // The same in an init container and in an ephemeral container.
+  for (const char* list : {"initContainers", "ephemeralContainers"}) {
+    const json pod = pod_with(
+        {{"volumes", {run_volume}},
+         {"containers", {container("a")}},
+         {list, {container("b", {{"volumeMounts", {{{"name", "gpushare-run"}, {"mountPath", "/run/gpushare"}}}}})}}});
+    EXPECT_FALSE(build_pod_patch(pod, kPaths).ok()) << list;
+  }
+
+  // Read-only at another path is fine: the pod then gets the usual mounts added.
+  const json read_only_elsewhere = pod_with(
+      {{"volumes", {our_volume}},
+       {"containers",
+        {container("a", {{"volumeMounts", {{{"name", "gpushare-lib"}, {"mountPath", "/x"}, {"readOnly", true}}}}})}}});
+  const json mounts = patched(read_only_elsewhere).at("spec").at("containers").at(0).at("volumeMounts");
+  EXPECT_EQ(mounts, json::array({{{"name", "gpushare-lib"}, {"mountPath", "/x"}, {"readOnly", true}},
+                                 {{"name", "gpushare-lib"}, {"mountPath", "/usr/local/gpushare"}, {"readOnly", true}},
+                                 {{"name", "gpushare-run"}, {"mountPath", "/run/gpushare"}, {"readOnly", true}}}));
+}
+
+// A hostPath volume at, inside or above gpushare's folders (a parent exposes them writable) is
+// refused unless it is exactly gpushare's own; paths are compared as the kubelet resolves them.
+TEST(PodPatchTest, OtherHostPathVolumesReachingOurFoldersAreRefused) {
+  for (const std::string path : {"/usr/local", "/", "/run", "/run/gpushare", "/usr/local/gpushare/current",
+                                 "//usr/./local/gpushare/", "/usr/local/x/../gpushare", "/run/gpushare/agent.sock"}) {
+    const json pod =
+        pod_with({{"volumes", {{{"name", "host"}, {"hostPath", {{"path", path}}}}}}, {"containers", {container("a")}}});
+    auto result = build_pod_patch(pod, kPaths);
+    ASSERT_FALSE(result.ok()) << path;
+    EXPECT_NE(result.error().message.find("volume \"host\" is hostPath " + path + ", which reaches gpushare's host"),
+              std::string::npos)
+        << result.error().message;
+  }
+  // Our volume names with the other folder, or ours with a non-normalized path, are not ours.
+  const json swapped = pod_with(
+      {{"volumes", {{{"name", "gpushare-lib"}, {"hostPath", {{"path", "/run/gpushare"}, {"type", "Directory"}}}}}},
+       {"containers", {container("a")}}});
+  EXPECT_FALSE(build_pod_patch(swapped, kPaths).ok());
+
+  // Neighbours that only share a prefix of characters are other folders.
+  for (const std::string path : {"/usr/local/gpushare2", "/run/gpushare-old", "/usr/lib", "/var/run"}) {
+    const json pod =
+        pod_with({{"volumes", {{{"name", "host"}, {"hostPath", {{"path", path}}}}}}, {"containers", {container("a")}}});
+    EXPECT_TRUE(build_pod_patch(pod, kPaths).ok()) << path;
+  }
+}
+
 TEST(PodPatchTest, OtherHostFoldersAndMalformedSpecs) {
   const InjectionPaths elsewhere{"/opt/gs/", "/var/run/gs"};
   EXPECT_EQ(elsewhere.preload_library(), "/opt/gs/current/lib/gpushare/libgpushare-preload.so");
@@ -274,6 +342,51 @@ TEST(AdmissionTest, WhatIsNotAReviewIsAnError) {
   EXPECT_FALSE(review_admission(review, Endpoint::kOptInPods, kPaths).ok());
   review = review_of("CREATE", kPodKind, nullptr);  // a pod creation without the pod
   EXPECT_FALSE(review_admission(review, Endpoint::kOptInPods, kPaths).ok());
+}
+
+// A refusal that quotes one byte of a multi-byte UTF-8 character (the annotation parser prints
+// the offending char alone) must still make a review that can be written: else the API server
+// gets an HTTP 500 and, with failurePolicy Ignore on /mutate, admits the pod unchecked.
+TEST(AdmissionTest, RefusalQuotingPartOfANonAsciiCharacterIsValidUtf8) {
+  const json pod = {{"metadata", {{"name", "p"}, {"annotations", {{"gpushare.io/tenant", "caf\u00e9"}}}}},
+                    {"spec", {{"containers", {container("a")}}}}};
+  auto decision = review_admission(review_of("CREATE", kPodKind, pod), Endpoint::kOptInPods, kPaths);
+  ASSERT_TRUE(decision.ok()) << decision.error().message;
+  EXPECT_EQ(decision->review.at("response").at("allowed"), false);
+  EXPECT_NO_THROW((void)decision->review.dump());
+  EXPECT_NE(decision->review.at("response").at("status").at("message").get<std::string>().find("tenant"),
+            std::string::npos);
+}
+
+TEST(JsonTextTest, InvalidUtf8IsReplacedNotThrown) {
+  const std::string cut = std::string("caf") + '\xc3';  // the first byte of a two-byte character
+  EXPECT_THROW((void)json(cut).dump(), json::type_error);
+  EXPECT_EQ(dump_json(json{{"m", cut}}), "{\"m\":\"caf\xef\xbf\xbd\"}");
+  EXPECT_EQ(valid_utf8(cut), "caf\xef\xbf\xbd");
+  EXPECT_EQ(valid_utf8("caf\xc3\xa9 \xe2\x82\xac"), "caf\xc3\xa9 \xe2\x82\xac");  // valid text unchanged
+  EXPECT_EQ(valid_utf8(""), "");
+}
+
+std::string nested_arrays(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+TEST(AdmissionTest, BodiesNestedDeeperThanTheLimitAreRefused) {
+  // 64 levels are JSON (not a review); 65 are refused for their depth, wherever they are.
+  auto at_limit = review_admission_text(nested_arrays(kMaxJsonDepth), Endpoint::kOptInPods, kPaths);
+  ASSERT_FALSE(at_limit.ok());
+  EXPECT_EQ(at_limit.error().message, "the body is not an AdmissionReview");
+  auto beyond = review_admission_text(nested_arrays(kMaxJsonDepth + 1), Endpoint::kOptInPods, kPaths);
+  ASSERT_FALSE(beyond.ok());
+  EXPECT_NE(beyond.error().message.find("deeper than 64"), std::string::npos) << beyond.error().message;
+
+  json review =
+      review_of("CREATE", kPodKind, {{"metadata", {{"name", "p"}}}, {"spec", {{"containers", {container("a")}}}}});
+  std::string text = review.dump();
+  const std::string deep_member = "\"deep\":" + nested_arrays(200) + ",";
+  text.insert(text.find("\"kind\""), deep_member);
+  auto deep = review_admission_text(text, Endpoint::kOptInPods, kPaths);
+  ASSERT_FALSE(deep.ok());
+  EXPECT_NE(deep.error().message.find("deeper than 64"), std::string::npos) << deep.error().message;
+  EXPECT_TRUE(review_admission_text(review.dump(), Endpoint::kOptInPods, kPaths).ok());
 }
 
 }  // namespace

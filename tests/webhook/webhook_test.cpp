@@ -3,10 +3,15 @@
 // on a free port, waits for /healthz and posts AdmissionReviews with cpp-httplib's SSLClient,
 // which verifies the server against that CA. Patches are decoded and applied to the pod to check
 // what the pod would become.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -328,6 +333,44 @@ TEST_F(WebhookTest, GarbageAndOversizedBodiesAreRefusedWithoutAReview) {
     EXPECT_EQ(result->status, 413);
   }
   EXPECT_TRUE(healthy("ca"));  // and still serving
+}
+
+TEST_F(WebhookTest, DeeplyNestedBodyIsRefusedWith400) {
+  start_webhook();
+  const auto result = post("/mutate", std::string(100, '[') + std::string(100, ']'));
+  ASSERT_TRUE(result) << httplib::to_string(result.error());
+  EXPECT_EQ(result->status, 400);
+  EXPECT_NE(result->body.find("deeper than 64"), std::string::npos) << result->body;
+}
+
+// Clients that connect and send nothing (not even a TLS hello) each hold a worker: 16 of them leave
+// /healthz answering at once (before the 2 s read timeout frees a worker), and each is dropped by
+// the server after that timeout.
+TEST_F(WebhookTest, SilentClientsDoNotStarveHealthzAndAreDropped) {
+  start_webhook();
+  std::vector<int> silent;
+  for (int i = 0; i < 16; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    silent.push_back(fd);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port_));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address), 0);
+  }
+  const auto asked = std::chrono::steady_clock::now();
+  EXPECT_TRUE(healthy("ca"));
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, std::chrono::milliseconds(1500));
+  for (const int fd : silent) {
+    // The server closes it: readable, and read returns 0 (or an error once reset).
+    pollfd waiting{fd, POLLIN, 0};
+    EXPECT_EQ(::poll(&waiting, 1, 20'000), 1);
+    char byte = 0;
+    EXPECT_LE(::read(fd, &byte, 1), 0);
+    ::close(fd);
+  }
+  EXPECT_TRUE(healthy("ca"));
 }
 
 TEST_F(WebhookTest, ReplacedCertificateServesTheNextConnection) {

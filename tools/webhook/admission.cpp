@@ -52,6 +52,43 @@ std::string joined(const std::vector<std::string>& parts) {
   return text;
 }
 
+// SAX handler that only follows the nesting of arrays and objects, and stops the parse at the
+// first one nested deeper than `max_depth`.
+class NestingLimit final : public json::json_sax_t {
+ public:
+  explicit NestingLimit(int max_depth) : max_depth_(max_depth) {}
+
+  bool exceeded() const { return exceeded_; }
+
+  bool start_object(std::size_t) override { return enter(); }
+  bool start_array(std::size_t) override { return enter(); }
+  bool end_object() override { return leave(); }
+  bool end_array() override { return leave(); }
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool key(string_t&) override { return true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+ private:
+  bool enter() {
+    exceeded_ = ++depth_ > max_depth_;
+    return !exceeded_;
+  }
+  bool leave() {
+    --depth_;
+    return true;
+  }
+
+  const int max_depth_;
+  int depth_ = 0;
+  bool exceeded_ = false;
+};
+
 class Reviewer {
  public:
   Reviewer(std::string uid, std::string reference) : uid_(std::move(uid)), reference_(std::move(reference)) {}
@@ -59,7 +96,10 @@ class Reviewer {
   AdmissionDecision allow(const std::string& why) const {
     return decided({{"uid", uid_}, {"allowed", true}}, "allowed: " + why);
   }
-  AdmissionDecision refuse(const std::string& message) const {
+  // The message may quote parts of the pod, cut anywhere: made valid UTF-8 so that the review
+  // can always be written.
+  AdmissionDecision refuse(const std::string& raw_message) const {
+    const std::string message = valid_utf8(raw_message);
     json response = {{"uid", uid_},
                      {"allowed", false},
                      {"status", {{"code", 400}, {"reason", "BadRequest"}, {"message", "gpushare: " + message}}}};
@@ -67,14 +107,14 @@ class Reviewer {
   }
   AdmissionDecision patch(const json& operations, const std::string& why) const {
     json response = {
-        {"uid", uid_}, {"allowed", true}, {"patchType", "JSONPatch"}, {"patch", base64_encode(operations.dump())}};
+        {"uid", uid_}, {"allowed", true}, {"patchType", "JSONPatch"}, {"patch", base64_encode(dump_json(operations))}};
     return decided(std::move(response), "patched: " + why);
   }
 
  private:
   AdmissionDecision decided(json response, const std::string& outcome) const {
     json review = {{"apiVersion", kReviewApiVersion}, {"kind", "AdmissionReview"}, {"response", std::move(response)}};
-    return {std::move(review), reference_ + ": " + outcome};
+    return {std::move(review), valid_utf8(reference_ + ": " + outcome)};
   }
 
   std::string uid_;
@@ -121,6 +161,13 @@ Result<AdmissionDecision> review_admission(const json& review, Endpoint endpoint
 }
 
 Result<AdmissionDecision> review_admission_text(std::string_view body, Endpoint endpoint, const InjectionPaths& paths) {
+  // The depth is checked by a first pass that builds nothing and stops at the first container too
+  // deep, rather than by a parser callback: nlohmann's callback parser looks through the parent
+  // array at the end of every object, which makes a body of many small objects quadratic.
+  NestingLimit limit(kMaxJsonDepth);
+  const bool well_formed = json::sax_parse(body, &limit);
+  if (limit.exceeded()) return Error{"the body nests JSON deeper than " + std::to_string(kMaxJsonDepth) + " levels"};
+  if (!well_formed) return Error{"the body is not JSON"};
   const json review = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (review.is_discarded()) return Error{"the body is not JSON"};
   return review_admission(review, endpoint, paths);

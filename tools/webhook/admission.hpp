@@ -32,7 +32,12 @@ struct AdmissionDecision {
 // uid: the server answers that with HTTP 400 rather than a review.
 Result<AdmissionDecision> review_admission(const nlohmann::json& review, Endpoint endpoint,
                                            const InjectionPaths& paths);
-// The same from the request body's text (malformed JSON: an Error).
+// Arrays and objects nested deeper than this in a request body make it an Error: a pod's
+// AdmissionReview nests about 15 deep, and deeper bodies only cost memory and time.
+inline constexpr int kMaxJsonDepth = 64;
+
+// The same from the request body's text (malformed JSON, or nested deeper than kMaxJsonDepth: an
+// Error).
 Result<AdmissionDecision> review_admission_text(std::string_view body, Endpoint endpoint, const InjectionPaths& paths);
 
 }  // namespace gpushare::webhook

@@ -54,4 +54,14 @@ std::string base64_encode(std::string_view bytes) {
   return encoded;
 }
 
+std::string dump_json(const nlohmann::json& value) {
+  return value.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string valid_utf8(std::string_view text) {
+  // Dumped as a JSON string with replacement, then read back: the text nlohmann accepts.
+  const std::string quoted = dump_json(nlohmann::json(std::string(text)));
+  return nlohmann::json::parse(quoted).get<std::string>();
+}
+
 }  // namespace gpushare::webhook

@@ -1,6 +1,7 @@
 // gpushare-webhook: the Kubernetes admission webhook that puts gpushare into opted-in pods, over
 // HTTPS. Run as `gpushare webhook [OPTIONS]` (tools/webhook_command.cpp execs this program);
 // docs/kubernetes-webhook.md describes what it injects and how to deploy it.
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <semaphore>
 #include <string>
 #include <thread>
 
@@ -19,6 +21,7 @@
 #include <CLI/CLI.hpp>
 
 #include "admission.hpp"
+#include "json_patch.hpp"
 #include "listen_address.hpp"
 #include "serving_certificate.hpp"
 #include "version_line.hpp"
@@ -30,12 +33,25 @@ namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitBadInput = 2;
 
-// The API server sends a pod in each review; 8 MiB is far above the largest valid object (etcd's
-// limit is about 1.5 MiB) and keeps a stray client from making the webhook buffer without end.
-constexpr std::size_t kMaxReviewBytes = 8 * 1024 * 1024;
-// The API server gives up after the configuration's timeoutSeconds (5): a connection idle for
-// longer has nobody waiting on it.
-constexpr time_t kIdleConnectionSeconds = 5;
+// The API server sends one pod in each review, and etcd stores no object above about 1.5 MiB:
+// the review of the largest pod fits in 2 MiB. A larger body is refused before it is buffered.
+constexpr std::size_t kMaxReviewBytes = 2 * 1024 * 1024;
+// cpp-httplib 0.11 has no deadline for a whole request, only one per read and write: a client
+// must send something every 2 s (the API server sends a review at once and waits at most its
+// timeoutSeconds, 5, for the answer).
+constexpr time_t kSocketTimeoutSeconds = 2;
+// An idle keep-alive connection holds a worker thread: it is closed after 2 s, and after 100
+// requests so that one client cannot keep a worker for ever.
+constexpr time_t kKeepAliveSeconds = 2;
+constexpr std::size_t kKeepAliveMaxRequests = 100;
+// Each connection takes a worker for its lifetime: 32 keep a few slow or idle clients from
+// starving the API server's reviews and the kubelet's /healthz probes.
+constexpr std::size_t kWorkerThreads = 32;
+// A body parsed into JSON takes up to about 35 times its size (a 2 MiB body of nested empty
+// arrays): at most this many are decided at once, so that the 32 workers cannot take 32 times
+// that. A review that waits longer than the API server would is answered 503.
+constexpr std::ptrdiff_t kConcurrentDecisions = 2;
+constexpr auto kDecisionWait = std::chrono::seconds(3);
 
 sigset_t stop_signals() {
   sigset_t signals;
@@ -59,8 +75,19 @@ void log_line(const std::string& line) { std::fprintf(stderr, "gpushare webhook:
 
 // POST handler of one endpoint: the review decided by admission.hpp, or 400 for a body that is
 // not a review.
-httplib::Server::Handler review_handler(Endpoint endpoint, const InjectionPaths& paths, const char* route) {
-  return [endpoint, &paths, route](const httplib::Request& request, httplib::Response& response) {
+httplib::Server::Handler review_handler(Endpoint endpoint, const InjectionPaths& paths, const char* route,
+                                        std::counting_semaphore<kConcurrentDecisions>& decision_slots) {
+  return [endpoint, &paths, route, &decision_slots](const httplib::Request& request, httplib::Response& response) {
+    if (!decision_slots.try_acquire_for(kDecisionWait)) {
+      log_line(fmt::format("{} from {}: HTTP 503: busy deciding other reviews", route, request.remote_addr));
+      response.status = 503;
+      response.set_content("gpushare webhook: busy, try again\n", "text/plain");
+      return;
+    }
+    struct SlotRelease {
+      std::counting_semaphore<kConcurrentDecisions>& slots;
+      ~SlotRelease() { slots.release(); }
+    } release_slot{decision_slots};
     auto decision = review_admission_text(request.body, endpoint, paths);
     if (!decision) {
       log_line(fmt::format("{} from {}: HTTP 400: {}", route, request.remote_addr, decision.error().message));
@@ -69,7 +96,7 @@ httplib::Server::Handler review_handler(Endpoint endpoint, const InjectionPaths&
       return;
     }
     log_line(fmt::format("{} {}", route, decision->log_line));
-    response.set_content(decision->review.dump(), "application/json");
+    response.set_content(dump_json(decision->review), "application/json");
   };
 }
 
@@ -142,6 +169,11 @@ int main(int argc, char** argv) {
     return kExitFailure;
   }
 
+  // glibc gives each thread an arena of its own by default, and memory freed in one is not reused
+  // by the others: after 32 workers have each parsed a large body once, each arena would keep its
+  // peak. As many arenas as decisions run at once keep the peak at that of kConcurrentDecisions.
+  mallopt(M_ARENA_MAX, static_cast<int>(kConcurrentDecisions));
+
   // As in the exporter: SIGINT and SIGTERM are taken by this thread only, which stops the server.
   const sigset_t signals = stop_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
@@ -161,11 +193,16 @@ int main(int argc, char** argv) {
     const int yes = 1;
     ::setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
+  server.new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
   server.set_payload_max_length(kMaxReviewBytes);
-  server.set_read_timeout(kIdleConnectionSeconds, 0);
-  server.set_keep_alive_timeout(kIdleConnectionSeconds);
-  server.Post("/mutate", review_handler(Endpoint::kOptInPods, paths, "/mutate"));
-  server.Post("/mutate-namespace", review_handler(Endpoint::kNamespacePods, paths, "/mutate-namespace"));
+  server.set_read_timeout(kSocketTimeoutSeconds, 0);
+  server.set_write_timeout(kSocketTimeoutSeconds, 0);
+  server.set_keep_alive_timeout(kKeepAliveSeconds);
+  server.set_keep_alive_max_count(kKeepAliveMaxRequests);
+  std::counting_semaphore<kConcurrentDecisions> decision_slots(kConcurrentDecisions);
+  server.Post("/mutate", review_handler(Endpoint::kOptInPods, paths, "/mutate", decision_slots));
+  server.Post("/mutate-namespace",
+              review_handler(Endpoint::kNamespacePods, paths, "/mutate-namespace", decision_slots));
   server.Get("/healthz",
              [](const httplib::Request&, httplib::Response& response) { response.set_content("ok\n", "text/plain"); });
 

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <string_view>
+#include <vector>
 
 #include "json_patch.hpp"
 
@@ -20,6 +21,31 @@ struct HostVolume {
 std::string without_trailing_slashes(std::string path) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   return path;
+}
+
+// The path with "." and empty segments dropped and ".." applied, always rooted at '/': how the
+// kubelet reaches the host folder, so "//usr/./local/gpushare/" is /usr/local/gpushare.
+std::string normalized_host_path(std::string_view path) {
+  std::vector<std::string_view> segments;
+  while (!path.empty()) {
+    const std::size_t slash = path.find('/');
+    const std::string_view segment = path.substr(0, slash);
+    path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
+    if (segment.empty() || segment == ".") continue;
+    if (segment == "..") {
+      if (!segments.empty()) segments.pop_back();
+      continue;
+    }
+    segments.push_back(segment);
+  }
+  std::string normalized;
+  for (const std::string_view segment : segments) (normalized += '/') += segment;
+  return normalized.empty() ? "/" : normalized;
+}
+
+// Whether `inner` is `outer` or inside it (both normalized).
+bool is_within(const std::string& inner, const std::string& outer) {
+  return inner == outer || outer == "/" || (inner.starts_with(outer) && inner[outer.size()] == '/');
 }
 
 // A string member, "" when absent or not a string.
@@ -84,6 +110,8 @@ class PodPatcher {
     const auto spec = pod_.find("spec");
     if (spec == pod_.end() || !spec->is_object()) return Error{"the pod has no spec"};
     if (Status added = add_volumes(*spec); !added) return added.error();
+    if (Status checked = check_host_paths(*spec); !checked) return checked.error();
+    if (Status checked = check_our_mounts_read_only(*spec); !checked) return checked.error();
     for (const char* list : {"initContainers", "containers"}) {
       auto containers = optional_array(*spec, list, "spec");
       if (!containers) return containers.error();
@@ -116,6 +144,64 @@ class PodPatcher {
       }
     }
     append_entries(operations_, json_pointer({"spec", "volumes"}), *volumes, missing);
+    return Ok{};
+  }
+
+  // Every hostPath volume reaching gpushare's host folders (the folder itself, inside it, or a
+  // parent such as /usr/local or /) must be exactly ours: any other would hand the pod the
+  // preload library that every tenant loads, or the agent's socket folder, writable or not
+  // read-only where our mounts are.
+  Status check_host_paths(const json& spec) const {
+    auto volumes = optional_array(spec, "volumes", "spec");
+    if (!volumes) return volumes.error();
+    for (const json& volume : *volumes ? **volumes : kNoEntries) {
+      if (!volume.is_object()) continue;
+      const auto host_path = volume.find("hostPath");
+      if (host_path == volume.end() || !host_path->is_object()) continue;
+      const std::string path = normalized_host_path(string_member(*host_path, "path"));
+      const std::string name = string_member(volume, "name");
+      for (const HostVolume& ours : volumes_) {
+        const std::string our_path = normalized_host_path(ours.path);
+        if (!is_within(path, our_path) && !is_within(our_path, path)) continue;
+        if (name == ours.name && is_our_volume(volume, ours)) continue;
+        return Error{"volume \"" + name + "\" is hostPath " + string_member(*host_path, "path") +
+                     ", which reaches gpushare's host folder " + ours.path +
+                     " (the preload library every pod on the node loads, or the agent's socket): only "
+                     "gpushare's own read-only volume may mount it; remove that volume, or opt the pod "
+                     "out with gpushare.io/enabled: \"false\""};
+      }
+    }
+    return Ok{};
+  }
+
+  // A mount of gpushare-lib or gpushare-run (already in the pod at re-invocation, or declared by
+  // its author) must be read-only at whatever path, in every kind of container: else the pod
+  // could write the files other tenants load.
+  Status check_our_mounts_read_only(const json& spec) const {
+    for (const char* list : {"initContainers", "containers", "ephemeralContainers"}) {
+      auto containers = optional_array(spec, list, "spec");
+      if (!containers) return containers.error();
+      for (std::size_t index = 0; *containers != nullptr && index < (*containers)->size(); ++index) {
+        const json& container = (**containers)[index];
+        if (!container.is_object())
+          return Error{"spec." + std::string(list) + "[" + std::to_string(index) + "] is not an object"};
+        const std::string where =
+            std::string(list) + "[" + std::to_string(index) + "] \"" + string_member(container, "name") + "\"";
+        auto mounts = optional_array(container, "volumeMounts", where);
+        if (!mounts) return mounts.error();
+        for (const json& mount : *mounts ? **mounts : kNoEntries) {
+          if (!mount.is_object()) continue;
+          const std::string name = string_member(mount, "name");
+          if (name != kLibVolumeName && name != kRunVolumeName) continue;
+          const auto read_only = mount.find("readOnly");
+          if (read_only != mount.end() && *read_only == true) continue;
+          return Error{"container " + where + " mounts gpushare's volume \"" + name + "\" at " +
+                       string_member(mount, "mountPath") +
+                       " without readOnly: true; gpushare's folders are shared by every pod on the node and "
+                       "may only be mounted read-only"};
+        }
+      }
+    }
     return Ok{};
   }
 

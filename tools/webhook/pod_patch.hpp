@@ -32,7 +32,9 @@ struct InjectionPaths {
 
 // The operations (a JSON array, empty when the pod already has everything), or why the pod cannot
 // be patched: a volume named gpushare-lib/-run or a mount at one of the two paths that is not
-// gpushare's, LD_PRELOAD set through valueFrom, or a pod whose spec is not a pod spec.
+// gpushare's, a mount of gpushare-lib/-run without readOnly at any path (containers,
+// initContainers, ephemeralContainers), another hostPath volume at, inside or above one of the two
+// host folders, LD_PRELOAD set through valueFrom, or a pod whose spec is not a pod spec.
 // GPUSHARE_* variables the pod already sets are left as they are (GPUSHARE_AGENT included).
 Result<nlohmann::json> build_pod_patch(const nlohmann::json& pod, const InjectionPaths& paths);
 
