@@ -176,6 +176,9 @@ int main(int argc, char** argv) {
   app.add_option("--kube-token-file", kube_flags.token_file,
                  "The bearer token, re-read at each reconnection (default the service account's)");
   app.add_option("--kube-ca-file", kube_flags.ca_file, "The API server's CA (default the service account's)");
+  app.add_option("--kubelet-cgroup-root", kube_flags.kubelet_cgroup_root,
+                 "Under --kubernetes, the kubelet's --cgroup-root as cgroup paths show it (e.g. /kubelet.slice); a "
+                 "pod's cgroup path must start there (default /)");
   app.add_option("--tenant-labels", tenant_labels_path,
                  "Under --kubernetes, the file naming each tenant's namespace, pod and container for the exporter "
                  "(default /run/gpushare/tenant-labels.json)");
@@ -291,7 +294,7 @@ int main(int argc, char** argv) {
                          pod_watch_config->endpoint.port));
     pod_watch = std::make_unique<gpushare::agent::PodWatch>(*pod_watch_config, log_info);
     kube = std::make_unique<gpushare::agent::KubeTenants>(pod_watch->cache(), *state.value(), tenant_labels_path,
-                                                          log_info);
+                                                          kube_flags.kubelet_cgroup_root, log_info);
     kube->write_labels_if_changed(sessions);  // no tenant yet: a previous agent's file is replaced
   }
   gpushare::agent::ServerHooks hooks;
