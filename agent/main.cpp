@@ -87,13 +87,16 @@ gpushare::Result<std::unique_ptr<gpushare::SharedState>> open_agent_state(const 
 
 // The tenant of a peer: its pod's under --kubernetes when its cgroup names one, else the policy's
 // (without a policy, none). Its credentials come from the socket, its cgroup is read while its
-// connection is open (a process whose cgroup cannot be read matches no cgroup rule and no pod).
+// connection is open (a process whose cgroup cannot be read matches no cgroup rule and no pod),
+// then the pid checked to be still the connecting process's (refused otherwise).
 gpushare::Result<std::string> assign_peer(const gpushare::agent::Policy* policy, gpushare::agent::KubeTenants* kube,
                                           gpushare::agent::TenantSessions& sessions,
                                           const gpushare::agent::SocketPeer& peer) {
   gpushare::agent::PeerIdentity identity{peer.credentials.uid, peer.credentials.gid,
                                          static_cast<pid_t>(peer.credentials.pid), ""};
   if (auto cgroup = gpushare::agent::read_cgroup(identity.pid)) identity.cgroup = std::move(cgroup).value();
+  // The pid is the connecting process's at connect time: what was read must still be its.
+  if (auto same = gpushare::agent::check_peer_process(peer); !same) return same.error();
   std::optional<gpushare::agent::PodOrigin> origin;
   gpushare::Result<gpushare::agent::Assignment> assignment = gpushare::Error{""};
   if (auto in_pod = kube != nullptr ? kube->assign(identity) : std::nullopt) {
