@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <initializer_list>
+#include <optional>
+#include <vector>
 
 namespace gpushare::agent {
 namespace {
@@ -59,6 +62,123 @@ json trim_statuses(const json* statuses) {
   return kept;
 }
 
+bool is_peer_variable(const json& entry) {
+  const json* key = member(entry, "name");
+  const json* value = member(entry, "value");
+  return key != nullptr && key->is_string() && value != nullptr && value->is_string() &&
+         std::find(std::begin(kPeerEnvironment), std::end(kPeerEnvironment), key->get<std::string>()) !=
+             std::end(kPeerEnvironment);
+}
+
+// Whether a value at a location of a parsed text is kept: no, yes, or only when it is no object
+// or array (a scalar field).
+enum class Want { kNo, kYes, kScalar };
+
+// `at`: the keys from a pod object down, "[]" standing for an array's element.
+Want wanted_in_pod(const std::vector<std::string>& at, std::size_t from) {
+  const std::size_t depth = at.size() - from;
+  const auto is = [&](std::size_t i, std::initializer_list<std::string_view> names) {
+    return std::find(names.begin(), names.end(), at[from + i]) != names.end();
+  };
+  if (depth == 0) return Want::kYes;
+  if (is(0, {"code", "message"})) return depth == 1 ? Want::kScalar : Want::kNo;  // an ERROR event's Status
+  if (is(0, {"metadata"})) {
+    if (depth == 1) return Want::kYes;
+    if (is(1, {"uid", "namespace", "name", "resourceVersion"})) return depth == 2 ? Want::kScalar : Want::kNo;
+    if (!is(1, {"annotations"})) return Want::kNo;
+    if (depth == 2) return Want::kYes;
+    return depth == 3 && is_kept_annotation(at[from + 2]) ? Want::kScalar : Want::kNo;
+  }
+  if (is(0, {"spec"})) {
+    if (depth == 1) return Want::kYes;
+    if (!is(1, {"containers", "initContainers"})) return Want::kNo;
+    if (depth <= 3) return is(depth - 1, {"[]", "containers", "initContainers"}) ? Want::kYes : Want::kNo;
+    if (is(3, {"name"})) return depth == 4 ? Want::kScalar : Want::kNo;
+    if (!is(3, {"env"})) return Want::kNo;
+    if (depth == 4) return Want::kYes;
+    if (!is(4, {"[]"})) return Want::kNo;
+    if (depth == 5) return Want::kYes;
+    return depth == 6 && is(5, {"name", "value"}) ? Want::kScalar : Want::kNo;
+  }
+  if (is(0, {"status"})) {
+    if (depth == 1) return Want::kYes;
+    if (!is(1, {"containerStatuses", "initContainerStatuses"})) return Want::kNo;
+    if (depth <= 3) return is(depth - 1, {"[]", "containerStatuses", "initContainerStatuses"}) ? Want::kYes : Want::kNo;
+    return depth == 4 && is(3, {"name", "containerID"}) ? Want::kScalar : Want::kNo;
+  }
+  return Want::kNo;
+}
+
+// nlohmann's parser callback keeping what parse_trimmed keeps. It sees every event, also those
+// inside values it discards (but no end of a discarded object or array).
+class TrimmingParse {
+ public:
+  explicit TrimmingParse(PodsIn where) : where_(where) {}
+
+  // `depth`: how many objects and arrays are open (the one starting or ending not counted).
+  bool operator()(int depth, json::parse_event_t event, json& parsed) {
+    // No event ends a discarded object or array: the depth closes those.
+    const auto open = static_cast<std::size_t>(std::max(depth, 0));
+    if (at_.size() > open) {
+      at_.resize(open);
+      kept_.resize(open);
+    }
+    switch (event) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start: {
+        const bool keep = at_.size() < kMaxJsonDepth && wanted() == Want::kYes;
+        at_.emplace_back(event == json::parse_event_t::array_start ? "[]" : "");
+        kept_.push_back(0);
+        return keep;
+      }
+      case json::parse_event_t::key:
+        if (at_.empty()) return false;
+        at_.back() = parsed.get<std::string>();
+        return wanted() != Want::kNo;
+      case json::parse_event_t::value:
+        return !at_.empty() && at_.back() != "[]" && wanted() != Want::kNo;
+      case json::parse_event_t::object_end:
+      case json::parse_event_t::array_end:
+        return keep_finished(parsed);
+    }
+    return false;
+  }
+
+ private:
+  // A pod's location, from where its object starts; nullopt when `at_` is above or beside pods.
+  std::optional<std::size_t> pod_from() const {
+    if (where_ == PodsIn::kWatchEvent) {
+      if (!at_.empty() && at_[0] == "object") return 1;
+    } else if (at_.size() >= 2 && at_[0] == "items" && at_[1] == "[]") {
+      return 2;
+    }
+    return std::nullopt;
+  }
+
+  Want wanted() const {
+    if (const auto from = pod_from()) return wanted_in_pod(at_, *from);
+    if (at_.empty()) return Want::kYes;
+    if (where_ == PodsIn::kWatchEvent) return at_.size() == 1 && at_[0] == "type" ? Want::kScalar : Want::kNo;
+    if (at_[0] == "items") return at_.size() == 1 ? Want::kYes : Want::kNo;
+    if (at_[0] != "metadata") return Want::kNo;
+    if (at_.size() == 1) return Want::kYes;
+    return at_.size() == 2 && at_[1] == "resourceVersion" ? Want::kScalar : Want::kNo;
+  }
+
+  // An object or array just ended (and was kept so far): an env entry of another variable, or an
+  // element over an array's bound, is dropped.
+  bool keep_finished(const json& finished) {
+    const auto from = pod_from();
+    if (!from || at_.size() <= *from || at_.back() != "[]") return true;
+    if (at_.size() == *from + 5 && at_[*from + 3] == "env" && !is_peer_variable(finished)) return false;
+    return ++kept_.back() <= kMaxPodArrayElements;
+  }
+
+  const PodsIn where_;
+  std::vector<std::string> at_;       // the key of each open object ("[]" for an array)
+  std::vector<std::size_t> kept_;     // the elements kept of each open array
+};
+
 // What a pod asks of gpushare: its annotations and its containers' env.
 json request_part(const json& trimmed) { return {trimmed["metadata"]["annotations"], trimmed["spec"]}; }
 
@@ -74,7 +194,8 @@ json trim_pod(const json& pod) {
   }
   if (const json* annotations = member(*metadata, "annotations"); annotations != nullptr && annotations->is_object()) {
     for (const auto& [key, value] : annotations->items()) {
-      if (is_kept_annotation(key)) kept_metadata["annotations"][key] = value;
+      // A value of another kind is dropped before it is copied: it may nest deeply.
+      if (value.is_string() && is_kept_annotation(key)) kept_metadata["annotations"][key] = value;
     }
   }
   const json* spec = member(pod, "spec");
@@ -86,6 +207,14 @@ json trim_pod(const json& pod) {
           {"status",
            {{"containerStatuses", trim_statuses(status ? member(*status, "containerStatuses") : nullptr)},
             {"initContainerStatuses", trim_statuses(status ? member(*status, "initContainerStatuses") : nullptr)}}}};
+}
+
+json parse_trimmed(std::string_view text, PodsIn where) {
+  TrimmingParse trimming(where);
+  return json::parse(
+      text.begin(), text.end(),
+      [&trimming](int depth, json::parse_event_t event, json& parsed) { return trimming(depth, event, parsed); },
+      false);
 }
 
 std::string container_name_of(const json& trimmed_pod, std::string_view container_id) {

@@ -28,8 +28,26 @@ namespace gpushare::agent {
 inline constexpr std::string_view kPeerEnvironment[] = {"GPU_PORTION", "NVIDIA_GPU_MEMORY_LIMIT",
                                                         "NVIDIA_GPU_MEMORY_REQUEST"};
 
-// The parts of a pod object the agent reads; {} when `pod` has no string metadata.uid.
+// The parts of a pod object the agent reads; {} when `pod` has no string metadata.uid. Only
+// annotations whose value is a string are kept (the API server writes no other kind).
 nlohmann::json trim_pod(const nlohmann::json& pod);
+
+// Where the pods are in a text the API server sends.
+enum class PodsIn {
+  kWatchEvent,  // {"type": ..., "object": pod, or an ERROR's Status with code and message}
+  kPodList,     // {"metadata": {"resourceVersion": ...}, "items": [pod, ...]}
+};
+
+// Deepest nesting kept when parsing: a pod object is shallow, so deeper values are dropped.
+inline constexpr std::size_t kMaxJsonDepth = 64;
+// Most elements kept of one array of a pod (containers, their env, statuses).
+inline constexpr std::size_t kMaxPodArrayElements = 1024;
+
+// `text` parsed keeping of its pods only what trim_pod reads (and of an event its type and an
+// ERROR's code and message, of a list its resourceVersion): what a bulky pod carries besides
+// (other annotations, fields, env entries of other variables) is dropped as it is read, so that
+// parsing takes little more memory than the text. A discarded value when `text` is no JSON.
+nlohmann::json parse_trimmed(std::string_view text, PodsIn where);
 
 // The container of a pod whose runtime ID is `container_id` (64 hex digits), from its statuses'
 // containerID ("containerd://<id>"); "" when none has it.

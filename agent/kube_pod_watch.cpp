@@ -189,7 +189,8 @@ PodWatch::Outcome PodWatch::list(Connection& connection) {
     log_state(fmt::format("pod list failed: {}", refusal(answer->status, body.substr(0, kMostErrorBody))));
     return Outcome::kFailed;
   }
-  const json parsed = json::parse(body, nullptr, false);
+  const json parsed = parse_trimmed(body, PodsIn::kPodList);
+  body = std::string();  // the text's memory back before the pods are trimmed again
   if (!parsed.is_object() || !parsed.contains("items") || !parsed["items"].is_array()) {
     log_state("pod list failed: the answer is not a PodList");
     return Outcome::kFailed;
@@ -273,7 +274,7 @@ PodWatch::Outcome PodWatch::watch(Connection& connection) {
 }
 
 PodWatch::Outcome PodWatch::apply_event(std::string_view line) {
-  const json event = json::parse(line, nullptr, false);
+  const json event = parse_trimmed(line, PodsIn::kWatchEvent);
   if (!event.is_object() || !event.contains("type") || !event["type"].is_string() || !event.contains("object")) {
     log_("pod watch: a malformed event was dropped");
     return Outcome::kResume;

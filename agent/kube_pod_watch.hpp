@@ -42,7 +42,9 @@ struct PodWatchConfig {
   std::chrono::milliseconds first_backoff{200};
   std::chrono::milliseconds most_backoff{30000};
   std::size_t max_line_bytes = 1u << 20;   // one watch event; a longer one is dropped
-  std::size_t max_list_bytes = 64u << 20;  // one list's answer
+  // One list's answer: room for about a hundred pods at the API server's 1.5 MiB object limit,
+  // parsed trimmed (parse_trimmed), within the DaemonSet's 512Mi.
+  std::size_t max_list_bytes = 192u << 20;
   std::size_t max_pods = 4096;             // kubelets run at most a few hundred pods per node
   int watch_timeout_s = 300;               // the server ends each watch after this; it is resumed
 };

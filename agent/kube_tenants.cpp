@@ -105,18 +105,23 @@ Result<PodWatchConfig> pod_watch_config(const KubeFlags& flags) {
     if (!endpoint) return Error{fmt::format("$KUBERNETES_SERVICE_HOST/_PORT: {}", endpoint.error().message)};
     config.endpoint = std::move(endpoint).value();
   }
+  if (auto root = check_kubelet_cgroup_root(flags.kubelet_cgroup_root); !root) {
+    return Error{fmt::format("--kubelet-cgroup-root: {}", root.error().message)};
+  }
   if (flags.token_file) config.token_file = *flags.token_file;
   if (flags.ca_file) config.ca_file = *flags.ca_file;
   return config;
 }
 
 KubeTenants::KubeTenants(PodCache& pods, SharedState& state, const std::optional<Policy>& policy,
-                         std::string labels_path, Log log, std::chrono::milliseconds first_list_wait)
+                         std::string labels_path, std::string kubelet_cgroup_root, Log log,
+                         std::chrono::milliseconds first_list_wait)
     : pods_(pods),
       state_(state),
       policy_(policy),
       ceilings_applied_(ceilings()),
       labels_path_(std::move(labels_path)),
+      kubelet_cgroup_root_(std::move(kubelet_cgroup_root)),
       log_(std::move(log)),
       first_list_deadline_(std::chrono::steady_clock::now() + first_list_wait) {
   warn_if_no_ceilings();
@@ -137,7 +142,7 @@ void KubeTenants::warn_if_no_ceilings() const {
 
 std::optional<Result<PodAssignment>> KubeTenants::assign(const PeerIdentity& identity) {
   if (identity.cgroup.empty()) return std::nullopt;
-  auto pod = pod_of_cgroup(identity.cgroup);
+  auto pod = pod_of_cgroup(identity.cgroup, kubelet_cgroup_root_);
   if (!pod) return Result<PodAssignment>(Error{fmt::format("pid {}: {}", identity.pid, pod.error().message)});
   if (!pod.value()) return std::nullopt;
   return assign_pod(pod.value()->pod_uid, pod.value()->container_id);
@@ -204,7 +209,7 @@ void KubeTenants::apply_changed_pods(TenantSessions& sessions) {
       [&](const PeerIdentity& identity, const std::optional<PodOrigin>& origin) -> std::optional<Result<Assignment>> {
         if (!origin || (!new_ceilings && changed.count(origin->uid) == 0)) return std::nullopt;
         // The container's ID again from the cgroup: the origin keeps its name only.
-        auto pod = pod_of_cgroup(identity.cgroup);
+        auto pod = pod_of_cgroup(identity.cgroup, kubelet_cgroup_root_);
         const std::string container_id = pod && pod.value() ? pod.value()->container_id : "";
         auto assigned = assign_pod(origin->uid, container_id);
         if (!assigned) return Result<Assignment>(assigned.error());

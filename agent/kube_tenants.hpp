@@ -30,6 +30,7 @@ struct KubeFlags {
   std::optional<std::string> api;         // --kube-api https://HOST:PORT, else the in-cluster service
   std::optional<std::string> token_file;  // --kube-token-file
   std::optional<std::string> ca_file;     // --kube-ca-file
+  std::string kubelet_cgroup_root = "/";  // --kubelet-cgroup-root: where pods' cgroups start (pod_cgroup.hpp)
 };
 
 // The watch's configuration from the flags and, in a pod, $KUBERNETES_SERVICE_HOST / _PORT and
@@ -59,8 +60,10 @@ class KubeTenants {
   // `policy`: the agent's policy in force (nullopt: none), replaced in place on reload; its pod
   // ceilings apply to every assignment. Without them pods set their own limits (logged once here).
   // `first_list_wait`: how long, counted from now, an assignment may wait for the watch's first
-  // list (the loop stalls at most that long, once, at startup).
-  KubeTenants(PodCache& pods, SharedState& state, const std::optional<Policy>& policy, std::string labels_path, Log log,
+  // list (the loop stalls at most that long, once, at startup). `kubelet_cgroup_root`: the
+  // kubelet's --cgroup-root, where a pod's cgroup path must start (pod_cgroup.hpp).
+  KubeTenants(PodCache& pods, SharedState& state, const std::optional<Policy>& policy, std::string labels_path,
+              std::string kubelet_cgroup_root, Log log,
               std::chrono::milliseconds first_list_wait = std::chrono::seconds(3));
 
   // The tenant of a process in a pod; nullopt when its cgroup names no pod; an Error (the Refused
@@ -82,6 +85,7 @@ class KubeTenants {
   const std::optional<Policy>& policy_;
   PodCeilings ceilings_applied_;  // those the live pod tenants were last given
   const std::string labels_path_;
+  const std::string kubelet_cgroup_root_;
   const Log log_;
   const std::chrono::steady_clock::time_point first_list_deadline_;
   std::optional<kube::TenantLabelMap> labels_written_;

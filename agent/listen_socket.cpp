@@ -1,6 +1,7 @@
 #include "listen_socket.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -9,7 +10,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <charconv>
+#include <ctime>
 #include <filesystem>
+#include <fstream>
 
 #include <fmt/format.h>
 
@@ -17,6 +21,34 @@ namespace gpushare::agent {
 namespace {
 
 namespace fs = std::filesystem;
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77  // Linux 6.5+; older headers lack it
+#endif
+
+constexpr std::uint64_t kNanosecondsPerSecond = 1'000'000'000;
+
+// The pidfd of the peer, or none where the kernel has no SO_PEERPIDFD (or the peer is gone).
+std::shared_ptr<const PeerPidfd> peer_pidfd(int connected_fd) {
+  int pidfd = -1;
+  socklen_t length = sizeof pidfd;
+  if (::getsockopt(connected_fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &length) != 0 || pidfd < 0) return nullptr;
+  return std::make_shared<const PeerPidfd>(pidfd);
+}
+
+// Whether the process of `pidfd` has exited (its pidfd polls readable then).
+bool has_exited(const PeerPidfd& pidfd) {
+  pollfd watched{pidfd.fd(), POLLIN, 0};
+  const int ready = ::poll(&watched, 1, 0);
+  return ready != 0;  // an error counts as exited: the pid cannot be vouched for
+}
+
+std::optional<std::uint64_t> start_ticks_of(std::int32_t pid) {
+  std::ifstream file(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  if (!file || !std::getline(file, line)) return std::nullopt;
+  return start_ticks_of_stat(line);
+}
 
 std::string system_error(std::string_view what, int error) {
   return fmt::format("{}: {}", what, std::strerror(error));
@@ -112,8 +144,64 @@ ListenSocket::~ListenSocket() {
   ::close(fd_);
 }
 
+PeerPidfd::~PeerPidfd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::uint64_t boottime_ns() {
+  timespec now{};
+  ::clock_gettime(CLOCK_BOOTTIME, &now);
+  return static_cast<std::uint64_t>(now.tv_sec) * kNanosecondsPerSecond + static_cast<std::uint64_t>(now.tv_nsec);
+}
+
+bool started_by(std::uint64_t start_ticks, std::uint64_t ticks_per_second, std::uint64_t accepted_boottime_ns) {
+  if (ticks_per_second == 0) return false;
+  // The accept time in whole ticks, as the kernel rounds a start time down to one.
+  const std::uint64_t accepted_ticks = accepted_boottime_ns / kNanosecondsPerSecond * ticks_per_second +
+                                       accepted_boottime_ns % kNanosecondsPerSecond * ticks_per_second /
+                                           kNanosecondsPerSecond;
+  return start_ticks <= accepted_ticks;
+}
+
+std::optional<std::uint64_t> start_ticks_of_stat(std::string_view stat_line) {
+  const std::size_t name_end = stat_line.rfind(')');
+  if (name_end == std::string_view::npos) return std::nullopt;
+  std::string_view rest = stat_line.substr(name_end + 1);
+  // Fields from 3 (the state) on, separated by single spaces; starttime is field 22.
+  for (int field = 3; field <= 22; ++field) {
+    if (rest.empty() || rest.front() != ' ') return std::nullopt;
+    rest.remove_prefix(1);
+    const std::size_t end = std::min(rest.find(' '), rest.size());
+    if (field == 22) {
+      std::uint64_t ticks = 0;
+      const auto [at, error] = std::from_chars(rest.data(), rest.data() + end, ticks);
+      if (error != std::errc() || at != rest.data() + end) return std::nullopt;
+      return ticks;
+    }
+    rest.remove_prefix(end);
+  }
+  return std::nullopt;
+}
+
+Status check_peer_process(const SocketPeer& peer) {
+  if (peer.accepted_boottime_ns == 0) return Ok{};
+  const auto not_the_one = [&] {
+    return Error{fmt::format("process {} is not the one that connected", peer.credentials.pid)};
+  };
+  if (peer.pidfd) return has_exited(*peer.pidfd) ? Result<Ok>(not_the_one()) : Result<Ok>(Ok{});
+  const auto start_ticks = start_ticks_of(peer.credentials.pid);
+  const long ticks_per_second = ::sysconf(_SC_CLK_TCK);
+  if (!start_ticks || ticks_per_second <= 0 ||
+      !started_by(*start_ticks, static_cast<std::uint64_t>(ticks_per_second), peer.accepted_boottime_ns)) {
+    return not_the_one();
+  }
+  return Ok{};
+}
+
 Result<SocketPeer> read_socket_peer(int connected_fd) {
   SocketPeer peer;
+  peer.accepted_boottime_ns = boottime_ns();
+  peer.pidfd = peer_pidfd(connected_fd);
   ucred credentials{};
   socklen_t length = sizeof credentials;
   if (::getsockopt(connected_fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) {

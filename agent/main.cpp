@@ -87,13 +87,16 @@ gpushare::Result<std::unique_ptr<gpushare::SharedState>> open_agent_state(const 
 
 // The tenant of a peer: its pod's under --kubernetes when its cgroup names one, else the policy's
 // (without a policy, none). Its credentials come from the socket, its cgroup is read while its
-// connection is open (a process whose cgroup cannot be read matches no cgroup rule and no pod).
+// connection is open (a process whose cgroup cannot be read matches no cgroup rule and no pod),
+// then the pid checked to be still the connecting process's (refused otherwise).
 gpushare::Result<std::string> assign_peer(const gpushare::agent::Policy* policy, gpushare::agent::KubeTenants* kube,
                                           gpushare::agent::TenantSessions& sessions,
                                           const gpushare::agent::SocketPeer& peer) {
   gpushare::agent::PeerIdentity identity{peer.credentials.uid, peer.credentials.gid,
                                          static_cast<pid_t>(peer.credentials.pid), ""};
   if (auto cgroup = gpushare::agent::read_cgroup(identity.pid)) identity.cgroup = std::move(cgroup).value();
+  // The pid is the connecting process's at connect time: what was read must still be its.
+  if (auto same = gpushare::agent::check_peer_process(peer); !same) return same.error();
   std::optional<gpushare::agent::PodOrigin> origin;
   gpushare::Result<gpushare::agent::Assignment> assignment = gpushare::Error{""};
   if (auto in_pod = kube != nullptr ? kube->assign(identity) : std::nullopt) {
@@ -176,6 +179,9 @@ int main(int argc, char** argv) {
   app.add_option("--kube-token-file", kube_flags.token_file,
                  "The bearer token, re-read at each reconnection (default the service account's)");
   app.add_option("--kube-ca-file", kube_flags.ca_file, "The API server's CA (default the service account's)");
+  app.add_option("--kubelet-cgroup-root", kube_flags.kubelet_cgroup_root,
+                 "Under --kubernetes, the kubelet's --cgroup-root as cgroup paths show it (e.g. /kubelet.slice); a "
+                 "pod's cgroup path must start there (default /)");
   app.add_option("--tenant-labels", tenant_labels_path,
                  "Under --kubernetes, the file naming each tenant's namespace, pod and container for the exporter "
                  "(default /run/gpushare/tenant-labels.json)");
@@ -291,7 +297,8 @@ int main(int argc, char** argv) {
                          pod_watch_config->endpoint.port));
     pod_watch = std::make_unique<gpushare::agent::PodWatch>(*pod_watch_config, log_info);
     kube = std::make_unique<gpushare::agent::KubeTenants>(pod_watch->cache(), *state.value(), policy,
-                                                          tenant_labels_path, log_info);
+                                                          tenant_labels_path, kube_flags.kubelet_cgroup_root,
+                                                          log_info);
     kube->write_labels_if_changed(sessions);  // no tenant yet: a previous agent's file is replaced
   }
   gpushare::agent::ServerHooks hooks;

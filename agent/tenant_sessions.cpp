@@ -331,6 +331,10 @@ void TenantSessions::reassign_live(const Reassign& reassign, std::string_view so
     PeerIdentity identity{session->peer.credentials.uid, session->peer.credentials.gid,
                           static_cast<pid_t>(session->peer.credentials.pid), ""};
     if (auto cgroup = read_cgroup(identity.pid)) identity.cgroup = std::move(cgroup).value();
+    if (auto same = check_peer_process(session->peer); !same) {
+      log(fmt::format("{}: keeps its tenant ({})", session->log_name, same.error().message));
+      continue;
+    }
     auto answer = reassign(identity, session->pod);
     if (!answer) continue;
     auto& now = *answer;

@@ -62,7 +62,7 @@ class KubeAgent : public testing::AgentWithTenants {
     if (!certificates_->made()) GTEST_SKIP() << "the openssl command cannot make certificates here";
     mount_ = cgroup2_mount();
     if (mount_.empty()) GTEST_SKIP() << "needs cgroup v2";
-    // Under a root of this process's own: kubelets' --cgroup-root may put anything before kubepods.
+    // Under a root of this process's own, as a kubelet's --cgroup-root (the agent is told it).
     root_ = fmt::format("/gpushare-test-{}", ::getpid());
     pod_cgroup_ = root_ + "/kubepods/burstable/pod" + kUid + "/" + kContainer;
     for (const std::string& dir :
@@ -87,7 +87,8 @@ class KubeAgent : public testing::AgentWithTenants {
                       "5");
     ASSERT_TRUE(server_->start());
     start_agent({"--kubernetes", "--node", "node-a", "--kube-api", server_->url(), "--kube-token-file", token_,
-                 "--kube-ca-file", certificates_->path("ca.crt"), "--tenant-labels", labels_});
+                 "--kube-ca-file", certificates_->path("ca.crt"), "--tenant-labels", labels_, "--kubelet-cgroup-root",
+                 root_});
     ASSERT_TRUE(agent_logged("listed 3 pods of node node-a", 20s)) << agent_log();
   }
   void TearDown() override {

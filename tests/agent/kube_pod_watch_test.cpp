@@ -3,6 +3,7 @@
 // wrong token, an oversized event. Every wait is on the cache's or the server's changes.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <fstream>
 #include <mutex>
 #include <string>
@@ -243,6 +244,156 @@ TEST(PodCacheTest, TrimKeepsWhatTheAgentReads) {
   EXPECT_EQ(container_name_of(trimmed, std::string(64, 'f')), "");
   EXPECT_TRUE(trim_pod(json::parse(R"({"metadata":{"uid":7}})")).is_null());
   EXPECT_TRUE(trim_pod(json::array()).is_null());
+}
+
+// A watch line under the bound whose annotation value nests deeply: trim_pod must not copy (or
+// compare) that value recursively, nor may parsing keep it. Run in a child so that a stack
+// overflow fails this test only.
+TEST(PodCacheTest, DeeplyNestedAnnotationIsDroppedWithoutRecursion) {
+  const std::size_t depth = (1u << 20) / 2 - 200;
+  const std::string line = R"({"type":"ADDED","object":{"metadata":{"uid":"u","annotations":{"gpushare.io/x":)" +
+                           std::string(depth, '[') + std::string(depth, ']') + R"(,"gpushare.io/y":"kept"}}}})";
+  const PodWatchConfig config;
+  ASSERT_LT(line.size(), config.max_line_bytes);
+  EXPECT_EXIT(
+      {
+        const json event = json::parse(line, nullptr, false);
+        const json trimmed = trim_pod(event["object"]);
+        const bool dropped = !trimmed.is_null() && !trimmed["metadata"]["annotations"].contains("gpushare.io/x") &&
+                             trimmed["metadata"]["annotations"].value("gpushare.io/y", "") == "kept";
+        const json parsed = parse_trimmed(line, PodsIn::kWatchEvent);
+        const json from_parsed = trim_pod(parsed["object"]);
+        const bool dropped_in_parse = !from_parsed.is_null() && from_parsed == trimmed;
+        std::exit(dropped && dropped_in_parse ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+// A pod rich in what the agent does not read: parsing trimmed keeps what trim_pod keeps, and
+// little else.
+json bulky_pod(const std::string& uid, std::size_t padding_bytes) {
+  json pod = make_pod(uid, "ns", "bulky",
+                      {{"gpushare.io/memory", "1Gi"},
+                       {"gpu-fraction", "0.5"},
+                       {"kubectl.kubernetes.io/last-applied-configuration", std::string(padding_bytes / 2, 'x')}});
+  json env = json::array();
+  for (int i = 0; i < 200; ++i) env.push_back({{"name", "VAR_" + std::to_string(i)}, {"value", std::to_string(i)}});
+  env.push_back({{"name", "GPU_PORTION"}, {"value", "0.25"}});
+  env.push_back({{"name", "NVIDIA_GPU_MEMORY_LIMIT"}, {"valueFrom", {{"fieldRef", {{"fieldPath", "x"}}}}}});
+  // Many small values: what takes the most memory per byte of text once parsed.
+  json numbers = json::array();
+  for (std::size_t i = 0; i < padding_bytes / 4; ++i) numbers.push_back(1);
+  pod["spec"]["containers"][0]["env"] = std::move(env);
+  pod["spec"]["containers"][0]["args"] = std::move(numbers);
+  pod["spec"]["initContainers"] = {{{"name", "init"}, {"env", {{{"name", "GPU_PORTION"}, {"value", "1"}}}}}};
+  pod["status"]["containerStatuses"] = {
+      {{"name", "main"}, {"containerID", "containerd://" + std::string(64, 'e')}, {"image", "cuda"}}};
+  pod["metadata"]["annotations"]["gpushare.io/not-a-string"] = {{"nested", {1, 2, 3}}};
+  pod["metadata"]["managedFields"] = {{{"manager", "kubectl"}, {"fieldsV1", {{"f:spec", json::object()}}}}};
+  return pod;
+}
+
+TEST(PodCacheTest, ParsingTrimmedKeepsWhatTrimPodReads) {
+  const json pod = bulky_pod(kUidA, 4096);
+  const json event = {{"type", "MODIFIED"}, {"object", pod}};
+  const json parsed = parse_trimmed(event.dump(), PodsIn::kWatchEvent);
+  ASSERT_TRUE(parsed.is_object());
+  EXPECT_EQ(parsed["type"], "MODIFIED");
+  EXPECT_EQ(trim_pod(parsed["object"]), trim_pod(pod));
+  EXPECT_EQ(trim_pod(pod)["spec"]["containers"][0]["env"], json::parse(R"([{"name":"GPU_PORTION","value":"0.25"}])"));
+  EXPECT_FALSE(trim_pod(pod)["metadata"]["annotations"].contains("gpushare.io/not-a-string"));
+  // What the parse dropped as it read: other annotations and env entries, other fields.
+  const json& object = parsed["object"];
+  EXPECT_FALSE(object["metadata"]["annotations"].contains("kubectl.kubernetes.io/last-applied-configuration"));
+  EXPECT_FALSE(object["metadata"].contains("managedFields"));
+  EXPECT_FALSE(object["metadata"].contains("labels"));
+  EXPECT_FALSE(object["spec"]["containers"][0].contains("args"));
+  EXPECT_EQ(object["spec"]["containers"][0]["env"].size(), 1u);
+  EXPECT_FALSE(object["status"]["containerStatuses"][0].contains("image"));
+  EXPECT_FALSE(object.contains("kind"));
+
+  // An ERROR event's code and message, a list's resourceVersion and items.
+  const json error = parse_trimmed(R"({"type":"ERROR","object":{"kind":"Status","code":410,"message":"gone"}})",
+                                   PodsIn::kWatchEvent);
+  EXPECT_EQ(error["object"]["code"], 410);
+  EXPECT_EQ(error["object"]["message"], "gone");
+  const json list = {{"kind", "PodList"},
+                     {"metadata", {{"resourceVersion", "42"}, {"continue", "x"}}},
+                     {"items", {pod, bulky_pod(kUidB, 64), 7}}};
+  const json listed = parse_trimmed(list.dump(), PodsIn::kPodList);
+  EXPECT_EQ(listed["metadata"], json::parse(R"({"resourceVersion":"42"})"));
+  ASSERT_EQ(listed["items"].size(), 2u);
+  EXPECT_EQ(trim_pod(listed["items"][0]), trim_pod(pod));
+  EXPECT_EQ(trim_pod(listed["items"][1])["metadata"]["uid"], kUidB);
+  EXPECT_FALSE(listed.contains("kind"));
+
+  EXPECT_TRUE(parse_trimmed("{\"type\":", PodsIn::kWatchEvent).is_discarded());
+  EXPECT_TRUE(parse_trimmed("", PodsIn::kPodList).is_discarded());
+}
+
+TEST(PodCacheTest, ParsingKeepsNoDeepNestingAndBoundedArrays) {
+  // Nesting past the bound, anywhere, is dropped (and the parse neither recurses nor crashes).
+  const std::size_t depth = 200000;
+  const json deep = parse_trimmed(R"({"type":"ADDED","object":{"spec":{"containers":[{"name":"c","env":)" +
+                                      std::string(depth, '[') + std::string(depth, ']') + "}]}}}",
+                                  PodsIn::kWatchEvent);
+  ASSERT_TRUE(deep.is_object());
+  EXPECT_EQ(deep["object"]["spec"]["containers"][0]["name"], "c");
+  // At most kMaxPodArrayElements containers (or env entries) of one pod are kept.
+  json many = json::array();
+  for (std::size_t i = 0; i < kMaxPodArrayElements + 10; ++i) many.push_back({{"name", "c" + std::to_string(i)}});
+  const json event = {{"type", "ADDED"}, {"object", {{"metadata", {{"uid", kUidA}}}, {"spec", {{"containers", many}}}}}};
+  const json parsed = parse_trimmed(event.dump(), PodsIn::kWatchEvent);
+  EXPECT_EQ(parsed["object"]["spec"]["containers"].size(), kMaxPodArrayElements);
+}
+
+// This process's resident memory now and at its peak since the last reset_peak_resident(), from
+// /proc/self/status.
+std::size_t resident_bytes(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoull(line.substr(field.size() + 1)) * 1024;
+  }
+  return 0;
+}
+void reset_peak_resident() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+// A list of a hundred pods at the API server's 1.5 MiB object limit, received in chunks as the
+// watch receives it, parsed and trimmed: the whole stays far below the DaemonSet's 512Mi. In a
+// child, so that its peak is this run's alone.
+TEST(PodCacheTest, AListOfBulkyPodsFitsTheAgentsMemory) {
+  constexpr std::size_t kPods = 100;
+  constexpr std::size_t kMiB = 1u << 20;
+  const PodWatchConfig config;
+  EXPECT_EXIT(
+      {
+        // Each pod: what bulky_pod carries, and small numbers (the most memory per byte once
+        // parsed) up to 1.5 MiB.
+        std::string pod_text = bulky_pod(kUidA, 64 * 1024).dump();
+        std::string numbers = R"({"padding":[1)";
+        while (numbers.size() + pod_text.size() < 3 * kMiB / 2) numbers += ",1";
+        pod_text = numbers + "]," + pod_text.substr(1);
+        numbers = std::string();
+        reset_peak_resident();
+        const std::size_t before = resident_bytes("VmRSS");
+        // As the watch's receiver: appended chunk by chunk into a growing string.
+        std::string body = R"({"kind":"PodList","metadata":{"resourceVersion":"9"},"items":[)";
+        for (std::size_t i = 0; i < kPods; ++i) {
+          if (i > 0) body += ",";
+          for (std::size_t at = 0; at < pod_text.size(); at += 16384) body.append(pod_text, at, 16384);
+        }
+        body += "]}";
+        if (body.size() > config.max_list_bytes) std::exit(2);
+        const json parsed = parse_trimmed(body, PodsIn::kPodList);
+        body = std::string();
+        std::vector<json> pods;
+        for (const json& item : parsed["items"]) pods.push_back(trim_pod(item));
+        const std::size_t peak = resident_bytes("VmHWM");
+        std::fprintf(stderr, "list of %zu pods of %zu bytes: peak resident %zu MiB (%zu MiB before receiving)\n",
+                     kPods, pod_text.size(), peak / kMiB, before / kMiB);
+        std::exit(pods.size() == kPods && peak < 384 * kMiB ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "peak resident");
 }
 
 TEST(PodCacheTest, BoundedSize) {

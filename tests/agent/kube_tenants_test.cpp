@@ -28,7 +28,7 @@ class KubeTenantsTest : public gpushare::testing::StateTest {
   PeerIdentity in_pod(const std::string& cgroup) const { return PeerIdentity{1000, 1000, 4242, cgroup}; }
   KubeTenants tenants(std::chrono::milliseconds first_list_wait = 0ms) {
     return KubeTenants(
-        cache_, *state_, policy_, ::testing::TempDir() + "unused-labels.json",
+        cache_, *state_, policy_, ::testing::TempDir() + "unused-labels.json", "/",
         [this](std::string_view line) { logged_ += std::string(line) + "\n"; }, first_list_wait);
   }
   // The limits the pod of `cgroup_` gets (it must be assigned).
@@ -122,7 +122,7 @@ TEST_F(KubeTenantsTest, TheFirstListIsAwaitedOnlyUntilItsDeadline) {
 
   PodCache never_listed(4);
   KubeTenants impatient(
-      never_listed, *state_, policy_, "", [](std::string_view) {}, 0ms);
+      never_listed, *state_, policy_, "", "/", [](std::string_view) {}, 0ms);
   EXPECT_TRUE(gpushare::testing::Contains(impatient.assign(in_pod(cgroup_))->error().message, "not known"));
 }
 

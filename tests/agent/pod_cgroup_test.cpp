@@ -14,8 +14,8 @@ const std::string kUnderscored = "0f1e2d3c_4b5a_4987_8a6b_5c4d3e2f1a0b";
 const std::string kContainer(64, 'c');
 const std::string kOtherUid = "11111111-2222-4333-8444-555555555555";
 
-PodCgroup expect_pod(const std::string& path) {
-  auto pod = pod_of_cgroup(path);
+PodCgroup expect_pod(const std::string& path, const std::string& kubelet_root = "/") {
+  auto pod = pod_of_cgroup(path, kubelet_root);
   EXPECT_TRUE(pod.ok()) << path << ": " << (pod.ok() ? "" : pod.error().message);
   if (!pod.ok() || !pod.value()) {
     ADD_FAILURE() << path << " names no pod";
@@ -24,8 +24,8 @@ PodCgroup expect_pod(const std::string& path) {
   return *pod.value();
 }
 
-void expect_no_pod(const std::string& path) {
-  auto pod = pod_of_cgroup(path);
+void expect_no_pod(const std::string& path, const std::string& kubelet_root = "/") {
+  auto pod = pod_of_cgroup(path, kubelet_root);
   ASSERT_TRUE(pod.ok()) << path << ": " << pod.error().message;
   EXPECT_FALSE(pod.value().has_value()) << path << " named pod " << pod.value()->pod_uid;
 }
@@ -55,12 +55,36 @@ TEST(PodCgroupTest, SystemdLayoutOfEachRuntime) {
   EXPECT_EQ(expect_pod("/kubepods.slice/kubepods-pod" + kUnderscored + ".slice/cri-containerd-" + kContainer + ".scope")
                 .pod_uid,
             kUid);
-  // kind's and other kubelets' --cgroup-root before the kubepods part.
-  EXPECT_EQ(expect_pod("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/"
-                       "kubelet-kubepods-besteffort-pod" +
-                       kUnderscored + ".slice/cri-containerd-" + kContainer + ".scope")
+}
+
+TEST(PodCgroupTest, KubeletCgroupRoot) {
+  // kind's and other kubelets' --cgroup-root before the kubepods part, as the agent is told it.
+  const std::string kind = "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/"
+                           "kubelet-kubepods-besteffort-pod" +
+                           kUnderscored + ".slice/cri-containerd-" + kContainer + ".scope";
+  EXPECT_EQ(expect_pod(kind, "/kubelet.slice").pod_uid, kUid);
+  EXPECT_EQ(expect_pod("/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod" + kUnderscored + ".slice",
+                       "/kubelet.slice")
                 .pod_uid,
             kUid);
+  EXPECT_EQ(expect_pod("/gpushare/nodes/kubepods/burstable/pod" + kUid + "/" + kContainer, "/gpushare/nodes")
+                .container_id,
+            kContainer);
+  // Without being told the root, or told another, such paths name no pod.
+  expect_no_pod(kind);
+  expect_no_pod(kind, "/other.slice");
+  expect_no_pod("/gpushare/nodes/kubepods/burstable/pod" + kUid, "/gpushare");
+  // With a root, paths at "/" are not the kubelet's either.
+  expect_no_pod("/kubepods/burstable/pod" + kUid + "/" + kContainer, "/kubelet");
+  // The systemd slice of the pod must be its parent's: no other owner's name.
+  expect_no_pod("/kubelet.slice/kubelet-kubepods.slice/kubepods-pod" + kUnderscored + ".slice", "/kubelet.slice");
+  expect_no_pod("/kubepods.slice/kubepods-burstable.slice/kubepods-besteffort-pod" + kUnderscored + ".slice");
+  for (const std::string bad : {"", "kubelet", "/kubelet/", "/a//b", "/a/../b"}) {
+    EXPECT_FALSE(check_kubelet_cgroup_root(bad).ok()) << bad;
+    EXPECT_FALSE(pod_of_cgroup("/kubepods/pod" + kUid, bad).ok()) << bad;
+  }
+  EXPECT_TRUE(check_kubelet_cgroup_root("/").ok());
+  EXPECT_TRUE(check_kubelet_cgroup_root("/kubelet.slice").ok());
 }
 
 TEST(PodCgroupTest, PodWithoutContainerAndUnknownContainerComponents) {
@@ -79,6 +103,18 @@ TEST(PodCgroupTest, PathsSeenFromInsideACgroupNamespace) {
   EXPECT_EQ(
       expect_pod("/../../kubepods-burstable-pod" + kUnderscored + ".slice/crio-" + kContainer + ".scope").container_id,
       kContainer);
+  // The kubelet's chain from its start, when the namespace's root is above kubepods.
+  EXPECT_EQ(expect_pod("/../../kubepods/burstable/pod" + kUid + "/" + kContainer).container_id, kContainer);
+  EXPECT_EQ(expect_pod("/../kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod" + kUnderscored + ".slice",
+                       "/kubelet.slice")
+                .pod_uid,
+            kUid);
+  // Behind "..", what the chain does not lead names no pod: a user's subtree shown from there.
+  expect_no_pod("/../../user.slice/user-1000.slice/user@1000.service/kubepods/burstable/pod" + kUid + "/" +
+                kContainer);
+  expect_no_pod("/../../user.slice/user-1000.slice/user@1000.service/kubepods.slice/kubepods-pod" + kUnderscored +
+                ".slice/cri-containerd-" + kContainer + ".scope");
+  expect_no_pod("/../../extra/pod" + kUid);
   // ".." only leads such a path.
   expect_refused("/kubepods/../pod" + kUid, "malformed");
 }
@@ -91,6 +127,23 @@ TEST(PodCgroupTest, PathsOutsideKubernetes) {
   // A cgroup a user made, named like a pod but not below kubepods, is no pod.
   expect_no_pod("/user.slice/user-1000.slice/pod" + kUid + "/" + kContainer);
   expect_no_pod("/kubepods/burstable/extra/pod" + kUid);
+}
+
+// A host user's delegated cgroup subtree (systemd user@UID.service, where the user may mkdir) or
+// a Slurm job's must not pose as a pod of the node whose UID it read from /proc/PID/cgroup
+// (world-readable): the kubelet made none of these cgroups, so none names a pod.
+TEST(PodCgroupTest, UserDelegatedSubtreePosingAsAPodNamesNone) {
+  const std::string user = "/user.slice/user-1000.slice/user@1000.service";
+  expect_no_pod(user + "/kubepods/burstable/pod" + kUid + "/" + kContainer);
+  expect_no_pod(user + "/kubepods/pod" + kUid + "/" + kContainer);
+  expect_no_pod(user + "/x-kubepods.slice/kubepods-pod" + kUnderscored + ".slice/cri-containerd-" + kContainer +
+                ".scope");
+  expect_no_pod(user + "/kubepods.slice/kubepods-pod" + kUnderscored + ".slice/cri-containerd-" + kContainer +
+                ".scope");
+  expect_no_pod("/system.slice/slurmstepd.scope/job_42/step_0/kubepods/pod" + kUid + "/" + kContainer);
+  // Nor when the user's subtree copies a kubelet root the agent was told.
+  expect_no_pod(user + "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod" + kUnderscored + ".slice",
+                "/kubelet.slice");
 }
 
 TEST(PodCgroupTest, HostilePaths) {
