@@ -25,6 +25,7 @@
 #include "core/report.hpp"
 #include "core/settings.hpp"
 #include "core/shared_state.hpp"
+#include "http_serving.hpp"
 #include "listen_address.hpp"
 #include "prometheus.hpp"
 #include "tenant_labels.hpp"
@@ -111,30 +112,6 @@ class StateReader {
   ConditionLog labels_log_;
 };
 
-// Returns the port now bound (the one picked, for port 0), or -1.
-int bind_listen_address(httplib::Server& server, const ListenAddress& address) {
-  if (address.port == 0) return server.bind_to_any_port(address.host);
-  return server.bind_to_port(address.host, address.port) ? address.port : -1;
-}
-
-sigset_t stop_signals() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  return signals;
-}
-
-// Returns the stop signal that arrived, or 0 when the server ended by itself first.
-int wait_for_stop_signal(const sigset_t& signals, const std::atomic<bool>& server_ended) {
-  const timespec poll_interval{0, 100'000'000};
-  while (!server_ended) {
-    const int signal = sigtimedwait(&signals, nullptr, &poll_interval);
-    if (signal > 0) return signal;
-  }
-  return 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -213,33 +190,9 @@ int main(int argc, char** argv) {
     response.set_content(kIndexPage, "text/html; charset=utf-8");
   });
 
-  errno = 0;
-  const int port = bind_listen_address(server, address);
-  if (port <= 0) {
-    fmt::print(stderr, "gpushare exporter: cannot listen on {}: {}\n", listen,
-               errno != 0 ? std::strerror(errno) : "the host is not an address of this machine");
-    return kExitFailure;
-  }
+  const int port = bind_or_say_why(server, address, "gpushare exporter", listen);
+  if (port <= 0) return kExitFailure;
   fmt::print("listening on {}\n", metrics_url(address.host, port));
   std::fflush(stdout);
-
-  std::atomic<bool> server_ended{false};
-  bool served = false;
-  std::thread serving([&] {
-    served = server.listen_after_bind();
-    server_ended = true;
-  });
-  const int signal = wait_for_stop_signal(signals, server_ended);
-  if (signal != 0) {
-    // stop() acts only on a running server: a signal that came before listen_after_bind started
-    // must wait for it rather than be lost.
-    while (!server.is_running() && !server_ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    server.stop();
-  }
-  serving.join();
-  if (signal == 0 && !served) {
-    fmt::print(stderr, "gpushare exporter: the server on {} stopped accepting connections\n", listen);
-    return kExitFailure;
-  }
-  return 0;
+  return serve_until_stopped(server, signals, "gpushare exporter", listen);
 }

@@ -21,12 +21,16 @@
 #include <CLI/CLI.hpp>
 
 #include "admission.hpp"
+#include "http_serving.hpp"
 #include "json_patch.hpp"
 #include "listen_address.hpp"
 #include "serving_certificate.hpp"
 #include "version_line.hpp"
 
 using namespace gpushare::webhook;
+using gpushare::exporter::bind_or_say_why;
+using gpushare::exporter::serve_until_stopped;
+using gpushare::exporter::stop_signals;
 
 namespace {
 
@@ -52,24 +56,6 @@ constexpr std::size_t kWorkerThreads = 32;
 // that. A review that waits longer than the API server would is answered 503.
 constexpr std::ptrdiff_t kConcurrentDecisions = 2;
 constexpr auto kDecisionWait = std::chrono::seconds(3);
-
-sigset_t stop_signals() {
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  return signals;
-}
-
-// Returns the stop signal that arrived, or 0 when the server ended by itself first.
-int wait_for_stop_signal(const sigset_t& signals, const std::atomic<bool>& server_ended) {
-  const timespec poll_interval{0, 100'000'000};
-  while (!server_ended) {
-    const int signal = sigtimedwait(&signals, nullptr, &poll_interval);
-    if (signal > 0) return signal;
-  }
-  return 0;
-}
 
 void log_line(const std::string& line) { std::fprintf(stderr, "gpushare webhook: %s\n", line.c_str()); }
 
@@ -98,12 +84,6 @@ httplib::Server::Handler review_handler(Endpoint endpoint, const InjectionPaths&
     log_line(fmt::format("{} {}", route, decision->log_line));
     response.set_content(dump_json(decision->review), "application/json");
   };
-}
-
-// Returns the port now bound (the one picked, for port 0), or -1.
-int bind_listen_address(httplib::Server& server, const gpushare::exporter::ListenAddress& address) {
-  if (address.port == 0) return server.bind_to_any_port(address.host);
-  return server.bind_to_port(address.host, address.port) ? address.port : -1;
 }
 
 }  // namespace
@@ -206,34 +186,10 @@ int main(int argc, char** argv) {
   server.Get("/healthz",
              [](const httplib::Request&, httplib::Response& response) { response.set_content("ok\n", "text/plain"); });
 
-  errno = 0;
-  const int port = bind_listen_address(server, address);
-  if (port <= 0) {
-    fmt::print(stderr, "gpushare webhook: cannot listen on {}: {}\n", listen,
-               errno != 0 ? std::strerror(errno) : "the host is not an address of this machine");
-    return kExitFailure;
-  }
+  const int port = bind_or_say_why(server, address, "gpushare webhook", listen);
+  if (port <= 0) return kExitFailure;
   const bool ipv6 = address.host.find(':') != std::string::npos;
   fmt::print("listening on https://{}{}{}:{}\n", ipv6 ? "[" : "", address.host, ipv6 ? "]" : "", port);
   std::fflush(stdout);
-
-  std::atomic<bool> server_ended{false};
-  bool served = false;
-  std::thread serving([&] {
-    served = server.listen_after_bind();
-    server_ended = true;
-  });
-  const int signal = wait_for_stop_signal(signals, server_ended);
-  if (signal != 0) {
-    // stop() acts only on a running server: a signal that came before listen_after_bind started
-    // must wait for it rather than be lost.
-    while (!server.is_running() && !server_ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    server.stop();
-  }
-  serving.join();
-  if (signal == 0 && !served) {
-    fmt::print(stderr, "gpushare webhook: the server on {} stopped accepting connections\n", listen);
-    return kExitFailure;
-  }
-  return 0;
+  return serve_until_stopped(server, signals, "gpushare webhook", listen);
 }
