@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks to build gpushare and its tests. Idempotent: asks
-# apt only for packages that are missing.
+# apt only for packages that are missing. `--build-only`: only what building and packaging need
+# (the images' build stages, scripts/package.sh), not the tests' tools (openssl, promtool, node).
 set -euo pipefail
+build_only=no
+[[ ${1-} == --build-only ]] && build_only=yes
 # dpkg-dev: dpkg-shlibdeps, with which CPack computes the .deb's Depends (scripts/package.sh).
 # The exporter finds libcpp-httplib-dev through pkg-config (pkgconf), whose Cflags make httplib.h include the
 # openssl, zlib and brotli headers: those are listed too, though the package depends on them.
 packages=(cmake ninja-build g++ libboost-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev
           libbenchmark-dev libcpp-httplib-dev pkgconf libssl-dev zlib1g-dev libbrotli-dev libtomlplusplus-dev
           binutils dpkg-dev)
-packages+=(openssl)  # the command: the webhook's and the pod watch's tests, scripts/make-webhook-cert.sh
-packages+=(prometheus)  # promtool: the alert rules' tests (deploy/kubernetes/monitoring)
+if [[ $build_only == no ]]; then
+  packages+=(openssl)     # the command: the webhook's and the pod watch's tests, scripts/make-webhook-cert.sh
+  packages+=(prometheus)  # promtool: the alert rules' tests (deploy/kubernetes/monitoring)
+fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -18,8 +23,10 @@ sudo=""
 [[ $(id -u) -eq 0 ]] || sudo="sudo"
 # The Kubernetes manifests' check (tests/manifests) runs on node and npm: Debian's, unless some are
 # installed already (another node, e.g. NodeSource's, carries its own npm).
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
+if [[ $build_only == no ]]; then
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+fi
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   $sudo apt-get update -qq

@@ -11,7 +11,7 @@ build=$(realpath -m "${BUILD_DIR:-$root/build-package}")
 out=$(realpath -m "${1:-$build/packages}")
 prefix=${PREFIX:-/usr}
 
-"$root/scripts/install-deps.sh"
+"$root/scripts/install-deps.sh" --build-only
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_INSTALL_PREFIX="$prefix" \
   -DCMAKE_INSTALL_LIBDIR=lib -DGPUSHARE_BUILD_TESTS=OFF -DGPUSHARE_BUILD_BENCHMARKS=OFF -DGPUSHARE_WERROR=OFF
 cmake --build "$build" -j"${JOBS:-$(nproc)}"
