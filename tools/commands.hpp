@@ -97,4 +97,18 @@ struct NodeInstallOptions {
 // and points `current` at it (node_install.hpp).
 int node_install_command(const NodeInstallOptions& options);
 
+struct TraceMergeOptions {
+  std::string dir;
+  std::string output;
+};
+// `gpushare trace merge DIR -o FILE`: the trace directory as one Chrome/Perfetto trace (docs/tracing.md).
+int trace_merge_command(const TraceMergeOptions& options);
+
+struct TraceSummaryOptions {
+  std::string dir;
+  bool json = false;
+};
+// `gpushare trace summary DIR [--json]`: busy time, shares, idle gaps and latencies per GPU and tenant.
+int trace_summary_command(const TraceSummaryOptions& options);
+
 }  // namespace gpushare::tools

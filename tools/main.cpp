@@ -101,6 +101,7 @@ int main(int argc, char** argv) {
       "  gpushare webhook --tls-cert /tls/tls.crt --tls-key /tls/tls.key\n"
       "  gpushare version --json\n"
       "  gpushare node-install --host-dir /host/usr/local/gpushare\n"
+      "  gpushare trace summary /tmp/trace\n"
       "Run `gpushare COMMAND --help` for a command's options. docs/operations.md has more.");
 
   const gpushare::OptionSpec& state_spec = gpushare::option_spec(gpushare::OptionId::kState);
@@ -197,6 +198,31 @@ int main(int argc, char** argv) {
   version->footer("Before 1.0 the minor version is the state ABI: programs of two minor versions never share a "
                   "state file (docs/operations.md, Upgrading).");
 
+  auto* trace = app.add_subcommand("trace", "Read a trace directory (docs/tracing.md): merge it, summarise it");
+  trace->require_subcommand(1);
+  trace->footer("Examples:\n  gpushare trace merge /tmp/trace -o trace.json\n  gpushare trace summary /tmp/trace --json");
+  TraceMergeOptions trace_merge_options;
+  auto* trace_merge = trace->add_subcommand(
+      "merge", "Write one Chrome Trace Event Format file (Perfetto, chrome://tracing): a track per GPU, per tenant "
+               "its kernels/memcpys/memsets, its gpushare slices and its request ranges");
+  trace_merge->add_option("dir", trace_merge_options.dir, "The trace directory (its *.gstrace files)")->required();
+  trace_merge->add_option("-o,--output", trace_merge_options.output, "The JSON file to write")->required();
+  trace_merge->footer(
+      "Example: gpushare trace merge /tmp/trace -o trace.json (open it at https://ui.perfetto.dev)\n"
+      "Exit status: 0 written; 1 the directory is missing, empty or holds a bad line (named FILE:LINE; nothing is "
+      "written); 2 bad options.");
+  TraceSummaryOptions trace_summary_options;
+  auto* trace_summary = trace->add_subcommand(
+      "summary", "Per GPU and tenant: GPU busy time from kernel timestamps, share of the GPU's busy time, wall span, "
+                 "idle gaps at handovers, request latency percentiles");
+  trace_summary->add_option("dir", trace_summary_options.dir, "The trace directory (its *.gstrace files)")
+      ->required();
+  trace_summary->add_flag("--json", trace_summary_options.json, "Machine-readable output (docs/tracing.md)");
+  trace_summary->footer(
+      "Example: gpushare trace summary /tmp/trace --json | jq '.gpus[].tenants[] | {tenant, share_percent}'\n"
+      "Exit status: 0 done; 1 the directory is missing, empty or holds a bad line (named FILE:LINE); 2 bad "
+      "options.");
+
   // `gpushare run`: CMD is split off, out of CLI11's reach. The exporter's and the agent's arguments
   // are their own.
   const std::vector<std::string> given(argv + 1, argv + argc);
@@ -228,5 +254,7 @@ int main(int argc, char** argv) {
   if (*webhook) return webhook_command(webhook->remaining());
   if (*version) return version_command(version_options);
   if (*node_install) return node_install_command(node_install_options);
+  if (*trace_merge) return trace_merge_command(trace_merge_options);
+  if (*trace_summary) return trace_summary_command(trace_summary_options);
   return kExitBadInput;
 }
