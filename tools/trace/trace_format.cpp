@@ -107,13 +107,17 @@ std::optional<std::string> take_fields(const json& object, Record& record) {
       if ((bad = take_time(object, "pid", record.pid)) || (bad = take_string(object, "tenant", record.tenant))) break;
       bad = take_optional_string(object, "host", record.host);
       break;
-    case RecordKind::kGpu:
-      if ((bad = take_time(object, "id", record.start)) || (bad = take_string(object, "uuid", record.uuid))) break;
-      if (record.start > 1'000'000) bad = "\"id\" out of range";
-      record.gpu = static_cast<int>(record.start);
-      record.start = 0;
-      if (!bad) bad = take_optional_string(object, "name", record.name);
+    case RecordKind::kGpu: {
+      std::int64_t id = 0;
+      if ((bad = take_time(object, "id", id)) || (bad = take_string(object, "uuid", record.uuid))) break;
+      if (id > 1'000'000) {
+        bad = "\"id\" out of range";
+        break;
+      }
+      record.gpu = static_cast<int>(id);
+      bad = take_optional_string(object, "name", record.name);
       break;
+    }
     case RecordKind::kKernel:
       if ((bad = take_gpu(object, record)) || (bad = take_interval(object, record)) ||
           (bad = take_string(object, "name", record.name)) ||
@@ -166,10 +170,7 @@ std::optional<RecordKind> kind_named(const std::string& name) {
 Result<ParsedLine> parse_trace_line(const std::string& line) {
   ParsedLine parsed;
   json object = json::parse(line, nullptr, /*allow_exceptions=*/false);
-  if (object.is_discarded()) {
-    parsed.not_json = true;
-    return Error{"not JSON"};
-  }
+  if (object.is_discarded()) return Error{kNotJson};
   if (!object.is_object()) return Error{"not a JSON object"};
   const auto kind = object.find("k");
   if (kind == object.end() || !kind->is_string()) return Error{"missing or bad \"k\" (the record's kind)"};
@@ -211,7 +212,7 @@ Status read_trace_file(const std::filesystem::path& path, std::size_t file_index
     auto parsed = parse_trace_line(line);
     if (!parsed) {
       // Partial last line: what a process killed mid-write leaves behind.
-      if (parsed.error().message == "not JSON" && reader.at_end()) {
+      if (parsed.error().message == kNotJson && reader.at_end()) {
         note(fmt::format("{}:{}: partial last line skipped", name, line_number));
         break;
       }

@@ -40,11 +40,12 @@ struct Record {
   std::string text;         // note
 };
 
-// Parses one line. Ok(nullopt-like) is expressed by `skipped`: an unknown kind is skipped.
-// `not_json` tells a line that is not JSON at all (the partial-last-line case) from a bad record.
+// One line parsed: its record, or `skipped` for a kind this reader does not know (forward
+// compatibility). The error of a line that is not JSON at all is exactly kNotJson: the reader
+// forgives it on the last line only (a partial write).
+inline constexpr const char* kNotJson = "not JSON";
 struct ParsedLine {
   bool skipped = false;
-  bool not_json = false;
   Record record;
 };
 Result<ParsedLine> parse_trace_line(const std::string& line);
