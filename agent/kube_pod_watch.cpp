@@ -156,13 +156,18 @@ void PodWatch::run() {
   }
 }
 
-PodWatch::Outcome PodWatch::list(Connection& connection) {
+bool PodWatch::authorize(Connection& connection, std::string_view failure) {
   auto token = read_token(config_.token_file);
   if (!token) {
-    log_state(fmt::format("pod list failed: {}", token.error().message));
-    return Outcome::kFailed;
+    log_state(fmt::format("{}: {}", failure, token.error().message));
+    return false;
   }
   connection.client.set_bearer_token_auth(token.value().c_str());
+  return true;
+}
+
+PodWatch::Outcome PodWatch::list(Connection& connection) {
+  if (!authorize(connection, "pod list failed")) return Outcome::kFailed;
   const std::string path =
       fmt::format("/api/v1/pods?fieldSelector={}", encode_query_value("spec.nodeName=" + config_.node));
   std::string body;
@@ -212,12 +217,7 @@ PodWatch::Outcome PodWatch::list(Connection& connection) {
 }
 
 PodWatch::Outcome PodWatch::watch(Connection& connection) {
-  auto token = read_token(config_.token_file);
-  if (!token) {
-    log_state(fmt::format("pod watch lost: {}", token.error().message));
-    return Outcome::kFailed;
-  }
-  connection.client.set_bearer_token_auth(token.value().c_str());
+  if (!authorize(connection, "pod watch lost")) return Outcome::kFailed;
   const std::string path =
       fmt::format("/api/v1/pods?fieldSelector={}&watch=1&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds={}",
                   encode_query_value("spec.nodeName=" + config_.node), encode_query_value(resource_version_),

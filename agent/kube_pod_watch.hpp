@@ -67,6 +67,9 @@ class PodWatch {
   void run();
   Outcome list(Connection& connection);
   Outcome watch(Connection& connection);
+  // Puts the service account's token on `connection`, read again before each request (projected
+  // tokens rotate); false, logged after `failure`, when the file cannot be read.
+  bool authorize(Connection& connection, std::string_view failure);
   // Applies one line of the watch's stream.
   Outcome apply_event(std::string_view line);
   void backoff_wait();

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/tenant_name.hpp"
+#include "core/unique_fd.hpp"
 
 namespace gpushare::kube {
 namespace {
@@ -20,20 +21,6 @@ using nlohmann::json;
 Error system_error(std::string_view what, const std::string& path) {
   return Error{fmt::format("{} {}: {}", what, path, std::strerror(errno))};
 }
-
-class FileDescriptor {
- public:
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  ~FileDescriptor() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 Status write_all(int fd, std::string_view text, const std::string& path) {
   while (!text.empty()) {
@@ -101,7 +88,7 @@ Status write_tenant_labels(const std::string& path, const TenantLabelMap& by_ten
   }
   const std::string temporary = fmt::format("{}.{}.tmp", path, ::getpid());
   {
-    FileDescriptor fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+    UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
     if (fd.get() < 0) return system_error("cannot create", temporary);
     Status written = write_all(fd.get(), text, temporary);
     if (written && ::fchmod(fd.get(), 0644) != 0) written = system_error("cannot chmod", temporary);
@@ -119,7 +106,7 @@ Status write_tenant_labels(const std::string& path, const TenantLabelMap& by_ten
 }
 
 Result<TenantLabelMap> read_tenant_labels(const std::string& path) {
-  FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (fd.get() < 0) {
     if (errno == ENOENT) return TenantLabelMap{};
     return system_error("cannot open", path);

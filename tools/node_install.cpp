@@ -16,6 +16,8 @@
 
 #include <fmt/format.h>
 
+#include "core/unique_fd.hpp"
+
 namespace gpushare::tools {
 namespace {
 
@@ -28,32 +30,17 @@ Error system_error(std::string_view what, const fs::path& path) {
   return Error{fmt::format("{} {}: {}", what, path.string(), std::strerror(errno))};
 }
 
-// A descriptor closed on every path out.
-class Descriptor {
- public:
-  explicit Descriptor(int fd) : fd_(fd) {}
-  Descriptor(const Descriptor&) = delete;
-  Descriptor& operator=(const Descriptor&) = delete;
-  ~Descriptor() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 Status fsync_path(const fs::path& path, int flags) {
-  const Descriptor fd(::open(path.c_str(), flags | O_CLOEXEC));
+  const UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC));
   if (fd.get() < 0) return system_error("cannot open", path);
   if (::fsync(fd.get()) != 0) return system_error("cannot fsync", path);
   return Ok{};
 }
 
 Status copy_file(const fs::path& from, const fs::path& to, mode_t mode) {
-  const Descriptor in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  const UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
   if (in.get() < 0) return system_error("cannot read", from);
-  const Descriptor out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode & 0755));
+  const UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode & 0755));
   if (out.get() < 0) return system_error("cannot create", to);
   std::array<char, 1 << 16> buffer{};
   for (;;) {
@@ -113,8 +100,8 @@ Status copy_entry(const fs::path& from, const fs::path& to) {
 
 // Whether two files read the same bytes.
 bool same_contents(const fs::path& a, const fs::path& b) {
-  const Descriptor first(::open(a.c_str(), O_RDONLY | O_CLOEXEC));
-  const Descriptor second(::open(b.c_str(), O_RDONLY | O_CLOEXEC));
+  const UniqueFd first(::open(a.c_str(), O_RDONLY | O_CLOEXEC));
+  const UniqueFd second(::open(b.c_str(), O_RDONLY | O_CLOEXEC));
   if (first.get() < 0 || second.get() < 0) return false;
   std::array<char, 1 << 16> one{};
   std::array<char, 1 << 16> two{};
@@ -331,7 +318,7 @@ Result<ReleaseOutcome> install_release(const ReleaseSource& source, const fs::pa
   fs::create_directories(host_dir, error);
   if (error) return Error{fmt::format("cannot create {}: {}", host_dir.string(), error.message())};
   const fs::path lock_path = host_dir / ".lock";
-  const Descriptor lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  const UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (lock.get() < 0) return system_error("cannot open", lock_path);
   while (::flock(lock.get(), LOCK_EX) != 0) {
     if (errno != EINTR) return system_error("cannot lock", lock_path);
