@@ -2,7 +2,6 @@
 #include "kube_tenants.hpp"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <set>
 
