@@ -73,18 +73,22 @@ using BufferRequested = void (*)(std::uint8_t** buffer, std::size_t* size, std::
 using BufferCompleted = void (*)(void* context, std::uint32_t stream_id, std::uint8_t* buffer, std::size_t size,
                                  std::size_t valid_size);
 
-// The entry points, by their exported names.
-#define GPUSHARE_CUPTI_FUNCTIONS(X)                                                                    \
-  X(cuptiGetVersion, Result (*)(std::uint32_t * version))                                             \
-  X(cuptiGetResultString, Result (*)(Result result, const char** text))                               \
-  X(cuptiSubscribe, Result (*)(SubscriberHandle * subscriber, CallbackFunc callback, void* userdata)) \
-  X(cuptiUnsubscribe, Result (*)(SubscriberHandle subscriber))                                         \
-  X(cuptiActivityRegisterCallbacks, Result (*)(BufferRequested requested, BufferCompleted completed)) \
-  X(cuptiActivityEnable, Result (*)(ActivityKind kind))                                                \
-  X(cuptiActivityDisable, Result (*)(ActivityKind kind))                                               \
-  X(cuptiActivityFlushAll, Result (*)(std::uint32_t flag))                                             \
-  X(cuptiActivityGetNextRecord, Result (*)(std::uint8_t * buffer, std::size_t valid_size, Activity * *record)) \
-  X(cuptiActivityGetNumDroppedRecords, Result (*)(void* context, std::uint32_t stream_id, std::size_t* dropped)) \
-  X(cuptiGetTimestamp, Result (*)(std::uint64_t * timestamp))
+// The entry points: X(exported name, function type), types spelled in full so that the list can be
+// expanded in any namespace (a table of pointers: std::add_pointer_t<type>).
+#define GPUSHARE_CUPTI_FUNCTIONS(X)                                                                          \
+  X(cuptiGetVersion, ::gpushare::cupti::Result(std::uint32_t*))                                             \
+  X(cuptiGetResultString, ::gpushare::cupti::Result(::gpushare::cupti::Result, const char**))               \
+  X(cuptiSubscribe, ::gpushare::cupti::Result(::gpushare::cupti::SubscriberHandle*,                         \
+                                               ::gpushare::cupti::CallbackFunc, void*))                     \
+  X(cuptiUnsubscribe, ::gpushare::cupti::Result(::gpushare::cupti::SubscriberHandle))                       \
+  X(cuptiActivityRegisterCallbacks,                                                                         \
+    ::gpushare::cupti::Result(::gpushare::cupti::BufferRequested, ::gpushare::cupti::BufferCompleted))      \
+  X(cuptiActivityEnable, ::gpushare::cupti::Result(::gpushare::cupti::ActivityKind))                        \
+  X(cuptiActivityDisable, ::gpushare::cupti::Result(::gpushare::cupti::ActivityKind))                       \
+  X(cuptiActivityFlushAll, ::gpushare::cupti::Result(std::uint32_t))                                        \
+  X(cuptiActivityGetNextRecord,                                                                             \
+    ::gpushare::cupti::Result(std::uint8_t*, std::size_t, ::gpushare::cupti::Activity**))                   \
+  X(cuptiActivityGetNumDroppedRecords, ::gpushare::cupti::Result(void*, std::uint32_t, std::size_t*))       \
+  X(cuptiGetTimestamp, ::gpushare::cupti::Result(std::uint64_t*))
 
 }  // namespace gpushare::cupti
