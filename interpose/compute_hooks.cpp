@@ -18,6 +18,7 @@
 #include "hooks.hpp"
 #include "log.hpp"
 #include "tenancy.hpp"
+#include "trace_recorder.hpp"
 
 namespace gpushare::interpose::hooks {
 namespace {
@@ -265,6 +266,7 @@ CUresult gated(CUstream stream, Launch&& launch) {
   const RealDriver* driver = real_driver();
   if (driver == nullptr) return kMissing;
   Tenancy& tenancy = Tenancy::get();
+  if (trace::recording()) [[unlikely]] trace::launched();
   if (tenancy.mode() != Tenancy::Mode::kEnforce) return launch();
   CUdevice device = 0;
   const auto gpu = current_gpu(*driver, tenancy, &device);
@@ -283,7 +285,7 @@ CUresult gated(CUstream stream, Launch&& launch) {
 
 // A wait for the GPU by the slice holder counts as "inside a launch", so it is not taken for idleness.
 template <typename Wait>
-CUresult busy_waiting(Wait&& wait) {
+CUresult counted_wait(Wait&& wait) {
   const RealDriver* driver = real_driver();
   if (driver == nullptr) return kMissing;
   Tenancy& tenancy = Tenancy::get();
@@ -294,6 +296,14 @@ CUresult busy_waiting(Wait&& wait) {
   const InsideCall inside(tenancy.gate().begin_wait(*gpu));
   const Parked parked(*gpu);
   return wait();
+}
+
+// A synchronize: counted, and in trace mode the end of the thread's request.
+template <typename Wait>
+CUresult busy_waiting(Wait&& wait) {
+  const CUresult result = counted_wait(wait);
+  if (trace::recording()) [[unlikely]] trace::synchronized();
+  return result;
 }
 
 }  // namespace

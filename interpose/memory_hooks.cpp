@@ -9,6 +9,7 @@
 #include "hooks.hpp"
 #include "log.hpp"
 #include "tenancy.hpp"
+#include "trace_recorder.hpp"
 
 namespace gpushare::interpose::hooks {
 namespace {
@@ -68,6 +69,7 @@ CUresult reserve(std::optional<CUdevice> device, std::uint64_t bytes, Charge& ch
     const MemoryView view = tenancy.view(*gpu);
     log(LogLevel::kInfo, "device {}: refused {} (tenant uses {} of its {} quota)", *device, format_size(bytes),
         format_size(view.used_bytes), format_size(view.limit_bytes));
+    trace::oom_refused(*device, bytes);
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
   charge = {&tenancy, *gpu, bytes};

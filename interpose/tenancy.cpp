@@ -10,6 +10,7 @@
 #include "core/tenant_name.hpp"
 #include "driver.hpp"
 #include "log.hpp"
+#include "trace_recorder.hpp"
 
 namespace gpushare::interpose {
 namespace {
@@ -76,13 +77,18 @@ bool may_log_repeated(Repeated kind, std::uint64_t* left_out) {
 std::atomic<Tenancy*> Tenancy::instance_{nullptr};
 
 Tenancy& Tenancy::start_once() {
-  std::lock_guard lock(g_tenancy_mutex);
-  if (Tenancy* tenancy = instance_.load(std::memory_order_acquire)) return *tenancy;
-  auto* tenancy = new Tenancy();
-  tenancy->start();
-  static std::once_flag atfork_registered;
-  std::call_once(atfork_registered, [] { ::pthread_atfork(nullptr, nullptr, &Tenancy::forget_after_fork); });
-  instance_.store(tenancy, std::memory_order_release);
+  Tenancy* tenancy = nullptr;
+  {
+    std::lock_guard lock(g_tenancy_mutex);
+    if (Tenancy* started = instance_.load(std::memory_order_acquire)) return *started;
+    tenancy = new Tenancy();
+    tenancy->start();
+    static std::once_flag atfork_registered;
+    std::call_once(atfork_registered, [] { ::pthread_atfork(nullptr, nullptr, &Tenancy::forget_after_fork); });
+    instance_.store(tenancy, std::memory_order_release);
+  }
+  // Outside the lock: CUPTI calls the driver, and so these hooks, as it starts.
+  trace::start_if_asked(*tenancy);
   return *tenancy;
 }
 
@@ -204,6 +210,7 @@ std::optional<std::uint32_t> Tenancy::gpu_for(CUdevice ordinal) {
         format_size(attached->effective_limit_bytes));
   }
   binding.physical_bytes = physical;
+  trace::gpu_bound(ordinal, attached->gpu, format_gpu_uuid(key), std::string_view(name.data()));
   binding.gpu.store(static_cast<int>(attached->gpu), std::memory_order_release);
   return attached->gpu;
 }

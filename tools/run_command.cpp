@@ -25,11 +25,11 @@ namespace {
 
 // What CMD's environment gets for a flag: sizes as exact byte counts (scripts read them back, as
 // examples/slurm does), the state as an absolute path (CMD may change its working folder), the rest
-// as given. `requested` holds the flags' parsed values.
+// as given; the trace folder too, absolute. `requested` holds the flags' parsed values.
 std::string exported_value(const OptionAssignment& assignment, const Settings& requested) {
   auto limit_text = [](std::uint64_t bytes) { return bytes == kUnlimited ? "unlimited" : std::to_string(bytes); };
   auto assigns = [&](OptionId id) { return assignment.variable == option_spec(id).env; };
-  if (assigns(OptionId::kState)) return fs::absolute(assignment.value).string();
+  if (assigns(OptionId::kState) || assigns(OptionId::kTrace)) return fs::absolute(assignment.value).string();
   if (assigns(OptionId::kContextMemory)) return std::to_string(requested.context_memory_bytes);
   if (assigns(OptionId::kMemoryLimit)) return limit_text(requested.memory_limit_bytes);
   if (assignment.device >= 0) return limit_text(requested.memory_limit_for(assignment.device));
@@ -77,6 +77,18 @@ int run_command(RunOptions& options) {
   Settings requested;
   const auto assignments = parse_table_flags("run", OptionWay::kRunFlag, options.flags, requested);
   if (!assignments) return kExitBadInput;
+
+  // The trace folder is made here, so that a folder that cannot be is an error now, not a process
+  // running untraced.
+  if (!requested.trace_dir.empty()) {
+    std::error_code error;
+    fs::create_directories(requested.trace_dir, error);
+    if (error || !fs::is_directory(requested.trace_dir) || ::access(requested.trace_dir.c_str(), W_OK) != 0) {
+      fmt::print(stderr, "gpushare run: --trace: cannot use '{}' as the trace folder: {}\n", requested.trace_dir,
+                 error ? error.message() : std::string(std::strerror(errno)));
+      return kExitBadInput;
+    }
+  }
 
   std::optional<std::string> preload = std::nullopt;
   if (const char* path = std::getenv("GPUSHARE_PRELOAD_LIBRARY"); path && *path) {

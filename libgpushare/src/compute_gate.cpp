@@ -68,6 +68,7 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
   // granted to the process again while a sibling was still draining.
   StateLayout& state = state_.state();
   std::uint32_t slice_seen = 0;
+  std::uint64_t asked_ns = 0;
   {
     auto lock = lock_schedule(state, gpu);
     if (!lock) return lock.error();
@@ -77,8 +78,9 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
       schedule.handover_asked_ns.store(monotonic_now_ns(), kRelaxed);
       schedule.holder_word.store(holder_token(slot_) | kHandoverBit, std::memory_order_seq_cst);
     }
+    asked_ns = schedule.handover_asked_ns.load(kRelaxed);
   }
-  if (drain) drain(gpu);
+  drain_observed(gpu, drain, asked_ns);
   {
     auto lock = lock_schedule(state, gpu);
     if (!lock) return lock.error();
@@ -117,8 +119,32 @@ bool ComputeGate::unmark_waiting(std::uint32_t gpu) {
   return take_waiting_mark(state_.state().schedules[gpu], slot_compute(gpu));
 }
 
+void ComputeGate::drain_observed(std::uint32_t gpu, const Drain& drain, std::uint64_t asked_ns) {
+  if (observer_.load(kRelaxed) == nullptr) {
+    if (drain) drain(gpu);
+    return;
+  }
+  const std::uint64_t now = monotonic_now_ns();
+  // The request's time comes from the schedule (anyone may have written it): only a past one is used.
+  notify(gpu, GateEvent::kHandoverAsked, asked_ns != 0 && asked_ns <= now ? asked_ns : now);
+  notify(gpu, GateEvent::kDrainBegun, now);
+  if (drain) drain(gpu);
+  notify(gpu, GateEvent::kDrainEnded, monotonic_now_ns());
+}
+
 Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
-  if (broker_ != nullptr) return acquire_brokered(gpu, drain);
+  if (observer_.load(kRelaxed) == nullptr) {
+    return broker_ != nullptr ? acquire_brokered(gpu, drain) : acquire_daemonless(gpu, drain);
+  }
+  notify(gpu, GateEvent::kWaitBegun, monotonic_now_ns());
+  Status status = broker_ != nullptr ? acquire_brokered(gpu, drain) : acquire_daemonless(gpu, drain);
+  const std::uint64_t now = monotonic_now_ns();
+  notify(gpu, GateEvent::kWaitEnded, now);
+  if (status && holds(gpu)) notify(gpu, GateEvent::kGranted, now);
+  return status;
+}
+
+Status ComputeGate::acquire_daemonless(std::uint32_t gpu, const Drain& drain) {
   StateLayout& state = state_.state();
   GpuSchedule& schedule = state.schedules[gpu];
   const std::uint64_t started = monotonic_now_ns();

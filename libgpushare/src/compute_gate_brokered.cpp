@@ -21,8 +21,9 @@ constexpr std::uint64_t kAskAgainNs = 50'000'000;
 }  // namespace
 
 Status ComputeGate::hand_over_brokered(std::uint32_t gpu, const Drain& drain) {
-  const std::uint32_t slice_seen = state_.state().schedules[gpu].grant_seq.load(kAcquire);
-  if (drain) drain(gpu);
+  const layout::GpuSchedule& schedule = state_.state().schedules[gpu];
+  const std::uint32_t slice_seen = schedule.grant_seq.load(kAcquire);
+  drain_observed(gpu, drain, schedule.handover_asked_ns.load(kRelaxed));
   broker_->done(gpu, slice_seen, monotonic_now_ns());
   return Ok{};
 }
@@ -78,7 +79,7 @@ Status ComputeGate::checkpoint_brokered(std::uint32_t gpu, const Drain& drain, s
   const std::uint32_t word = schedule.holder_word.load(std::memory_order_seq_cst);
   if (word == (holder_token(slot_) | layout::kHandoverBit)) {
     (void)hand_over_brokered(gpu, drain);
-    return acquire_brokered(gpu, drain);
+    return acquire(gpu, drain);
   }
   // Whether someone else waits is known to the agent only (the others' marks are in their pages).
   if (now >= slice_end_of(schedule, now)) ask_renewal(gpu);

@@ -114,6 +114,16 @@ Status apply_inflight_ms(const OptionValue& value, Settings& s) {
   return Error{fmt::format("invalid queue length '{}' (expected milliseconds from 0 to 1000)", value.text)};
 }
 
+Status apply_trace_dir(const OptionValue& value, Settings& s) {
+  s.trace_dir = value.text;
+  return Ok{};
+}
+
+Status apply_cupti_library(const OptionValue& value, Settings& s) {
+  s.cupti_library = value.text;
+  return Ok{};
+}
+
 // id, env, HAMi alias, run flag, quota flag, API field, value name, default value, default meaning, help, parser.
 constexpr std::array kOptions{
     OptionSpec{OptionId::kMemoryLimit, "GPUSHARE_MEMORY_LIMIT", "CUDA_DEVICE_MEMORY_LIMIT", "--memory", "--memory",
@@ -156,6 +166,12 @@ constexpr std::array kOptions{
     OptionSpec{OptionId::kInflightMs, "GPUSHARE_INFLIGHT_MS", "", "", "", "", "MS", "2", "",
                "GPU time a process may have queued on a GPU, milliseconds (0-1000; 0 = launches only)",
                apply_inflight_ms},
+    OptionSpec{OptionId::kTrace, "GPUSHARE_TRACE", "", "--trace", "", "", "DIR", "", "no trace",
+               "Record each process's kernels, copies and slices on the GPU's clock (CUPTI) into files in DIR",
+               apply_trace_dir},
+    OptionSpec{OptionId::kCupti, "GPUSHARE_CUPTI", "", "", "", "", "PATH", "",
+               "libcupti.so, else libcupti.so.13, .12, .11.8 (found by the loader)",
+               "The CUPTI library trace mode opens at run time", apply_cupti_library},
 };
 
 // Row i is OptionId i, so that option_spec(id) is an index.
@@ -166,7 +182,7 @@ constexpr bool rows_in_id_order() {
   return true;
 }
 static_assert(rows_in_id_order(), "kOptions must list the options in OptionId order");
-static_assert(kOptions.back().id == OptionId::kInflightMs, "every OptionId has a row");
+static_assert(kOptions.back().id == OptionId::kCupti, "every OptionId has a row");
 
 constexpr const OptionSpec& row(OptionId id) { return kOptions[static_cast<std::size_t>(id)]; }
 

@@ -317,3 +317,64 @@ TEST_F(ComputeGateTest, ARenewedSliceIsNotWithdrawnForASiblingsOldMark) {
 
 }  // namespace
 }  // namespace gpushare
+
+namespace gpushare {
+namespace {
+
+// What a gate tells its observer (trace mode), in order.
+class RecordingObserver final : public GateObserver {
+ public:
+  void gate_event(std::uint32_t gpu, GateEvent event, std::uint64_t at_ns) override {
+    EXPECT_EQ(gpu, 0u) << "the fixture's GPU";
+    EXPECT_GE(at_ns, last_at_) << "events come in time order";
+    last_at_ = at_ns;
+    events.push_back(event);
+  }
+  std::vector<GateEvent> events;
+
+ private:
+  std::uint64_t last_at_ = 0;
+};
+
+// A wait is bracketed and ends with a grant; a handover at a checkpoint is asked, drained, then the
+// gate waits again; nothing is told on a checkpoint that keeps the slice, nor once it stops observing.
+TEST_F(ComputeGateTest, AnObserverSeesWaitsGrantsAndHandovers) {
+  const auto x = add("x", 50), w = add("w", 50);
+  ComputeGate gate(*state_, x);
+  RecordingObserver observer;
+  gate.observe(&observer);
+  ASSERT_TRUE(gate.acquire(kGpu, nullptr).ok());
+  using E = GateEvent;
+  EXPECT_EQ(observer.events, (std::vector<E>{E::kWaitBegun, E::kWaitEnded, E::kGranted}));
+  observer.events.clear();
+  ASSERT_TRUE(gate.checkpoint(kGpu, nullptr).ok());
+  EXPECT_TRUE(observer.events.empty()) << "the slice is not over: nothing happened";
+  // w waits, with less GPU time than x: at the end of x's slice x hands over and waits.
+  s().tenants[s().slots[w].tenant_index.load()].compute[kGpu].active.store(1);
+  s().slots[w].compute[kGpu].waiting_since_ns.store(monotonic_now_ns());
+  s().schedules[kGpu].waiting.fetch_add(1);
+  int drains = 0;
+  std::thread w_takes_its_turn([&] {
+    // Once x has handed over, w's slice is granted, used and ended, so that x is granted again.
+    const std::uint64_t by = monotonic_now_ns() + 5'000 * kMs;
+    while (holder() != w && monotonic_now_ns() < by) std::this_thread::yield();
+    s().slots[w].compute[kGpu].waiting_since_ns.store(0);
+    s().schedules[kGpu].waiting.fetch_sub(1);
+    auto lock = lock_schedule(s(), kGpu);
+    end_slice(s(), kGpu, monotonic_now_ns());
+    wake_waiters(s(), kGpu);
+  });
+  const std::uint64_t past_end = s().schedules[kGpu].slice_end_ns.load() + 1;
+  ASSERT_TRUE(gate.checkpoint(kGpu, [&](std::uint32_t) { ++drains; }, past_end).ok());
+  w_takes_its_turn.join();
+  EXPECT_EQ(drains, 1);
+  EXPECT_EQ(observer.events, (std::vector<E>{E::kHandoverAsked, E::kDrainBegun, E::kDrainEnded, E::kWaitBegun,
+                                             E::kWaitEnded, E::kGranted}));
+  gate.observe(nullptr);
+  observer.events.clear();
+  ASSERT_TRUE(gate.checkpoint(kGpu, nullptr).ok());
+  EXPECT_TRUE(observer.events.empty());
+}
+
+}  // namespace
+}  // namespace gpushare

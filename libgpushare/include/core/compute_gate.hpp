@@ -57,6 +57,18 @@ class SliceBroker {
 // cannot be done, the lanes are watched for kStoreVisibleNs.
 bool fenced_or_watched_still(const layout::ProcessSlot& holder, std::uint32_t gpu, std::uint64_t seen);
 
+// What a gate tells an observer (trace mode) on its slow paths, never on the hot path: a thread of
+// the process began or ended waiting for the GPU's slice, the process was granted the slice, was
+// asked to hand it over, began and ended draining its work.
+enum class GateEvent { kWaitBegun, kWaitEnded, kGranted, kHandoverAsked, kDrainBegun, kDrainEnded };
+class GateObserver {
+ public:
+  virtual ~GateObserver() = default;
+  // `at_ns`: the monotonic clock (monotonic_now_ns). Called on the thread in the gate; must not
+  // call into the gate.
+  virtual void gate_event(std::uint32_t gpu, GateEvent event, std::uint64_t at_ns) = 0;
+};
+
 class ComputeGate {
  public:
   // `drain` waits until everything this process submitted to the GPU has finished.
@@ -128,6 +140,8 @@ class ComputeGate {
   // or when its tenant's cap is spent; then waits for its next turn.
   // `now`: the monotonic clock, if the caller has just read it.
   Status checkpoint(std::uint32_t gpu, const Drain& drain, std::uint64_t now = monotonic_now_ns());
+  // Tells `observer` (null: nobody) the gate's events from now on; it must outlive the gate.
+  void observe(GateObserver* observer) { observer_.store(observer, std::memory_order_release); }
   // Whether a higher priority class than this process's held the GPU recently (timing_).
   bool higher_class_recently(std::uint32_t gpu, std::uint64_t now) const;
 
@@ -145,6 +159,14 @@ class ComputeGate {
 
  private:
   Status hand_over(std::uint32_t gpu, const Drain& drain);
+  void notify(std::uint32_t gpu, GateEvent event, std::uint64_t at_ns) const {
+    if (GateObserver* observer = observer_.load(std::memory_order_acquire)) observer->gate_event(gpu, event, at_ns);
+  }
+  // The drain between kDrainBegun and kDrainEnded, and the handover's request before them: at
+  // `asked_ns` when the schedule says when it was asked (0 or a time to come: now).
+  void drain_observed(std::uint32_t gpu, const Drain& drain, std::uint64_t asked_ns);
+  // acquire's wait in the daemonless mode (acquire adds the events around either mode's).
+  Status acquire_daemonless(std::uint32_t gpu, const Drain& drain);
   // The same slow paths when the agent decides (compute_gate_brokered.cpp).
   Status acquire_brokered(std::uint32_t gpu, const Drain& drain);
   Status checkpoint_brokered(std::uint32_t gpu, const Drain& drain, std::uint64_t now);
@@ -178,6 +200,7 @@ class ComputeGate {
   SliceBroker* broker_;
   // Per GPU: the slice (grant_seq) for which a renewal was last asked of the broker.
   std::array<std::atomic<std::uint32_t>, layout::kMaxGpus> renewal_asked_{};
+  std::atomic<GateObserver*> observer_{nullptr};
 };
 
 }  // namespace gpushare

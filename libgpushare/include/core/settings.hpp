@@ -51,6 +51,8 @@ enum class OptionId {
   kSlice,
   kInflightLaunches,
   kInflightMs,
+  kTrace,
+  kCupti,
 };
 
 struct OptionSpec {
@@ -115,6 +117,10 @@ struct Settings {
   std::uint32_t inflight_launches{};
   // GPU time a process may have queued, in milliseconds, as the bound estimates it; 0: launches only.
   std::uint32_t inflight_ms{};
+  // Trace mode (docs/tracing.md): the folder each process writes its trace file into; empty: off.
+  std::string trace_dir;
+  // The CUPTI library trace mode opens; empty: found by soname (libcupti.so, then versioned names).
+  std::string cupti_library;
 
   std::uint64_t memory_limit_for(int ordinal) const;
 };
