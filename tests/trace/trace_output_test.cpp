@@ -146,3 +146,30 @@ TEST_F(TraceOutput, TwoMergesAreByteIdentical) {
 
 }  // namespace
 }  // namespace gpushare::trace
+
+namespace gpushare::trace {
+namespace {
+
+// CUPTI names C++ kernels by their mangled names: merge shows them demangled, keeps the mangled
+// one in args, and leaves names that are not mangled (or do not demangle) as they are.
+TEST_F(TraceOutput, MergeDemanglesKernelNames) {
+  write_trace(path("7-00000001.gstrace"),
+              {process_line(7, "t"), gpu_line(0, "GPU-aaaa"),
+               R"({"k":"kernel","gpu":0,"start":0,"end":10,"name":"_Z4spinx"})",
+               R"({"k":"kernel","gpu":0,"start":10,"end":20,"name":"ampere_sgemm_128x64_nn"})",
+               R"({"k":"kernel","gpu":0,"start":20,"end":30,"name":"_Znot a name"})"});
+  const auto trace = nlohmann::json::parse(merged());
+  std::vector<nlohmann::json> kernels;
+  for (const auto& event : trace["traceEvents"]) {
+    if (event["ph"] == "X" && event["cat"] == "kernel") kernels.push_back(event);
+  }
+  ASSERT_EQ(kernels.size(), 3U);
+  EXPECT_EQ(kernels[0]["name"], "spin(long long)");
+  EXPECT_EQ(kernels[0]["args"]["mangled"], "_Z4spinx");
+  EXPECT_EQ(kernels[1]["name"], "ampere_sgemm_128x64_nn");
+  EXPECT_FALSE(kernels[1]["args"].contains("mangled"));
+  EXPECT_EQ(kernels[2]["name"], "_Znot a name");
+}
+
+}  // namespace
+}  // namespace gpushare::trace

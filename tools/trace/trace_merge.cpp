@@ -1,13 +1,27 @@
 // Writing a TraceModel and its files' records as Chrome Trace Event Format JSON.
 #include "trace_merge.hpp"
 
+#include <cxxabi.h>
+
+#include <cstdlib>
 #include <map>
+#include <memory>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 namespace gpushare::trace {
 namespace {
+
+// A kernel's name as people read it: CUPTI reports C++ kernels by their mangled names
+// (_Z4spinx is spin(long long)); the mangled name stays in args.mangled.
+std::string demangled(const std::string& name) {
+  if (!name.starts_with("_Z")) return name;
+  int status = 0;
+  const std::unique_ptr<char, decltype(&std::free)> text(abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status),
+                                                         &std::free);
+  return status == 0 && text != nullptr ? std::string(text.get()) : name;
+}
 
 // The track numbers: a process per GPU (pid from 1), three threads per tenant (tid from 1).
 enum class TenantTrack { kActivity = 1, kSlices = 2, kRequests = 3 };
@@ -143,7 +157,9 @@ Status write_chrome_trace(const TraceModel& model, std::FILE* out, const NoteSin
         std::string args = fmt::format(R"("pid":{})", file.pid);
         if (record.stream >= 0) args += fmt::format(R"(,"stream":{})", record.stream);
         if (record.correlation >= 0) args += fmt::format(R"(,"corr":{})", record.correlation);
-        writer.complete(pid, tid, record.name, "kernel", record.start, record.end, args);
+        std::string name = demangled(record.name);
+        if (name != record.name) args += R"(,"mangled":)" + ChromeTraceWriter::quoted(record.name);
+        writer.complete(pid, tid, name, "kernel", record.start, record.end, args);
       } else if (record.kind == RecordKind::kMemcpy) {
         const std::string direction = record.direction.empty() ? "?" : record.direction;
         writer.complete(pid, tid, "memcpy " + direction, "memcpy", record.start, record.end,
