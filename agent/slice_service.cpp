@@ -121,6 +121,10 @@ void SliceService::decide(std::uint32_t gpu) {
   // Nobody waiting: nothing to decide until someone asks (SliceWanted) or the holder's slice ends
   // (SliceRenew); a lone holder keeps the GPU.
   next_look_ns_[gpu] = waiting > 0 ? now + decided.recheck_after_ns : 0;
+  // A gang's holder changed here: its other GPUs are decided again at the next tick (gang.hpp).
+  for (std::uint32_t other = 0; other < layout::kMaxGpus; ++other) {
+    if ((decided.wake_gpus & (1U << other)) != 0) next_look_ns_[other] = now;
+  }
 }
 
 std::chrono::nanoseconds SliceService::tick() {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 
+#include "core/gang.hpp"
 #include "core/platform.hpp"
 
 namespace gpushare {
@@ -60,9 +61,12 @@ struct Choice {
   std::uint32_t tenant = 0;
   std::uint64_t mark = 0;
 };
-Choice pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint64_t* wait_ns) {
+// Within a class, a tenant that may lead on this GPU (GangView::may_lead) goes before one that may
+// not: a gang's follower is granted a GPU before its anchor only when nobody else wants it.
+Choice pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint64_t* wait_ns, const GangView& gangs) {
   std::uint32_t best = kNone, best_tenant = 0;
   std::uint32_t best_priority = 0;
+  bool best_leads = false;
   std::uint64_t best_virtual = 0, best_since = 0;
   // Tenants marked active whose processes no longer wait (their waiter died, say) are active no
   // more: they would skew the default weights and skip the re-entry clamp below.
@@ -99,13 +103,17 @@ Choice pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint6
       continue;
     }
     const std::uint64_t virtual_ns = entry.virtual_ns.load(kRelaxed);
-    const bool better = best == kNone || priority > best_priority ||
-                        (priority == best_priority &&
-                         (virtual_ns < best_virtual || (virtual_ns == best_virtual && since < best_since)));
+    const bool leads = gangs.may_lead(tenant, gpu);
+    const bool better =
+        best == kNone || priority > best_priority ||
+        (priority == best_priority &&
+         ((leads && !best_leads) ||
+          (leads == best_leads && (virtual_ns < best_virtual || (virtual_ns == best_virtual && since < best_since)))));
     if (better) {
       best = s;
       best_tenant = tenant;
       best_priority = priority;
+      best_leads = leads;
       best_virtual = virtual_ns;
       best_since = since;
     }
@@ -133,6 +141,25 @@ int highest_waiting_class(const StateLayout& state, std::uint32_t gpu, std::uint
     highest = std::max(highest, static_cast<int>(priority_of_slot(state, s)));
   }
   return highest;
+}
+
+// Whether a process other than `holder` waits for the GPU that may lead on it (GangView) and could be
+// granted it now, in the holder's class or a higher one.
+bool leader_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder, std::uint64_t now,
+                  const GangView& gangs) {
+  const std::uint32_t holder_class = priority_of_slot(state, holder);
+  for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
+    if (s == holder || state.slots[s].compute[gpu].waiting_since_ns.load(kRelaxed) == 0 ||
+        state.slots[s].state.load(kAcquire) != kInUse) {
+      continue;
+    }
+    const std::uint32_t tenant = state.slots[s].tenant_index.load(kRelaxed);
+    if (tenant < kMaxTenants && gangs.may_lead(tenant, gpu) && may_be_granted(state.tenants[tenant], gpu, now) &&
+        priority_of_slot(state, s) >= holder_class) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // How long the holder's launch count may stand still before it loses the slice for idleness.
@@ -210,6 +237,8 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
   std::uint64_t recheck = static_cast<std::uint64_t>(timing.max_sleep.count());
   const std::uint32_t word = schedule.holder_word.load(kAcquire);
   const std::uint32_t holder = layout::holder_slot(word);
+  const GangView gangs(state);
+  std::uint32_t old_tenant = kMaxTenants;
   if (holder != kNone) {
     bool take_away = holder >= kMaxSlots || state.slots[holder].state.load(kAcquire) != kInUse;
     // Up to when the holder is charged: now, unless it lost the slice for idleness, in which case
@@ -286,16 +315,21 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
       take_away = tenant < kMaxTenants && refill_budget(state.tenants[tenant], gpu, now, &unused);
     }
     const std::uint64_t slice_end = slice_end_of(schedule, now);
+    // A gang's follower that no longer holds its anchor hands over at once to one who may lead here:
+    // its ranks would only wait for the anchor's (gang.hpp).
+    if (holder < kMaxSlots) old_tenant = state.slots[holder].tenant_index.load(kRelaxed);
+    const bool off_anchor = !take_away && old_tenant < kMaxTenants && gangs.lost_its_anchor(old_tenant, gpu) &&
+                            leader_waits(state, gpu, holder, now, gangs);
     // A holder whose activity has stood still for a whole slice and its grace period is blocked (in
     // a synchronize, say) on something that may depend on a waiter of a lower class: it is asked,
     // and then made, to hand over to anyone waiting. Holding the GPU is for pauses between launches.
-    const bool over = !take_away && now >= slice_end;
+    const bool over = !take_away && (now >= slice_end || off_anchor);
     const std::uint64_t grace = over ? handover_grace(state, gpu, holder, timing) : 0;  // it scans the slots
     const std::uint32_t holder_tenant = over ? state.slots[holder].tenant_index.load(kRelaxed) : kNone;
     const bool stuck = over && holder_tenant < kMaxTenants &&
                        stood >= slice_ns_of(state.tenants[holder_tenant]) + grace &&
                        highest_waiting_class(state, gpu, holder, now) >= 0;
-    if (over && (stuck || contender_waits(state, gpu, holder, now))) {
+    if (over && (off_anchor || stuck || contender_waits(state, gpu, holder, now))) {
       if ((word & kHandoverBit) == 0) {
         schedule.holder_word.store(word | kHandoverBit, kRelease);
         schedule.handover_asked_ns.store(now, kRelaxed);
@@ -312,15 +346,20 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
   }
   if (schedule.holder_word.load(kAcquire) == 0) {
     std::uint64_t cap_wait = 0;
-    const Choice next = pick(state, gpu, now, &cap_wait);
+    const Choice next = pick(state, gpu, now, &cap_wait, gangs);
     if (next.slot != kNone) {
       grant(state, gpu, next.slot, next.tenant, now, next.mark);
       result.changed = true;
       result.granted_to_requester = next.slot == requester;
+      // The new holder's gang: its followers may now lead on its other GPUs.
+      if (gangs.gang(next.tenant)) result.wake_gpus |= gangs.gpus_of(next.tenant);
     } else if (cap_wait != 0) {
       recheck = std::min(recheck, cap_wait);
     }
   }
+  // The old holder's gang, if it lost this GPU: where it follows, it now holds its anchor no more.
+  if (result.changed && gangs.gang(old_tenant)) result.wake_gpus |= gangs.gpus_of(old_tenant);
+  result.wake_gpus &= ~(1U << gpu);
   result.recheck_after_ns = std::max(recheck, kShortestRecheckNs);
   return result;
 }
@@ -339,6 +378,17 @@ Result<shared_mutex::Guard> lock_schedule(StateLayout& state, std::uint32_t gpu)
 }
 
 void wake_waiters(StateLayout& state, std::uint32_t gpu) { futex::wake_all(state.schedules[gpu].grant_seq); }
+
+void wake_waiters_on(StateLayout& state, std::uint32_t gpus) {
+  for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
+    if ((gpus & (1U << gpu)) != 0) wake_waiters(state, gpu);
+  }
+}
+
+void wake_gang(StateLayout& state, std::uint32_t gpu, std::uint32_t tenant) {
+  const GangView gangs(state);
+  if (gangs.gang(tenant)) wake_waiters_on(state, gangs.gpus_of(tenant) & ~(1U << gpu));
+}
 
 void wait_for_grant(StateLayout& state, std::uint32_t gpu, std::uint32_t seen, std::uint64_t timeout_ns) {
   futex::wait(state.schedules[gpu].grant_seq, seen, timeout_ns);

@@ -91,6 +91,7 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
     }
   }
   wake_waiters(state, gpu);
+  if (tenant_ < kMaxTenants) wake_gang(state, gpu, tenant_);
   return Ok{};
 }
 
@@ -191,6 +192,7 @@ Status ComputeGate::acquire_daemonless(std::uint32_t gpu, const Drain& drain) {
       decided = arbitrate(state, gpu, monotonic_now_ns(), slot_, timing_, probes);
     }
     if (decided.changed) wake_waiters(state, gpu);
+    wake_waiters_on(state, decided.wake_gpus);
     if (decided.granted_to_requester || layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot_) continue;
     wait_for_grant(state, gpu, seen, decided.recheck_after_ns);
   }

@@ -49,6 +49,9 @@ struct Arbitration {
   bool granted_to_requester = false;
   bool changed = false;                // the holder changed: wake the waiters
   std::uint64_t recheck_after_ns = 0;  // when to look again if still waiting
+  // Other GPUs whose waiters should look again (a gang's holder changed here: gang.hpp): bit h for
+  // GPU h. The caller wakes them (wake_waiters_on) after releasing the schedule mutex.
+  std::uint32_t wake_gpus = 0;
 };
 
 // Whether the process in `slot` is alive (its liveness lock is held).
@@ -131,6 +134,11 @@ bool take_waiting_mark(layout::GpuSchedule& schedule, layout::SlotCompute& compu
 // Wakes every process sleeping on the GPU's grant_seq: the caller's job after a decision that
 // changed the holder (Arbitration::changed), or after ending a slice.
 void wake_waiters(layout::StateLayout& state, std::uint32_t gpu);
+// wake_waiters on every GPU of the mask (bit h: GPU h).
+void wake_waiters_on(layout::StateLayout& state, std::uint32_t gpus);
+// After a process of `tenant` ended its slice on `gpu` (a handover): wakes the waiters of the
+// tenant's other GPUs if it is a gang, where its followers now hold no anchor.
+void wake_gang(layout::StateLayout& state, std::uint32_t gpu, std::uint32_t tenant);
 // Sleeps until grant_seq differs from `seen` or `timeout_ns` passes.
 void wait_for_grant(layout::StateLayout& state, std::uint32_t gpu, std::uint32_t seen, std::uint64_t timeout_ns);
 

@@ -1,0 +1,52 @@
+// Gang slices (issue 16): the processes of one tenant on several GPUs of a node form a gang, whose
+// slices should start and end together on all of them. A collective (NCCL's all-reduce) waits on
+// the GPU for its peers: a rank holding one GPU while its peer waits for another GPU's slice only
+// spins. So a tenant that wants several GPUs is anchored at the lowest of them: there it is
+// scheduled like any tenant, and on its other GPUs it is preferred only while it holds its anchor
+// (it follows the anchor), and asked to hand over as soon as it no longer does.
+//
+// A GangView is a snapshot of who wants which GPU, taken from the shared state without any lock
+// (each word is read once; a decision made on a stale view is corrected at the next look).
+#pragma once
+
+#include <array>
+#include <bit>
+#include <cstdint>
+
+#include "core/state_layout.hpp"
+
+namespace gpushare {
+
+class GangView {
+ public:
+  // Scans the slots once: a tenant wants a GPU it holds, or for which a live process of it waits.
+  explicit GangView(const layout::StateLayout& state);
+
+  // Bit h set: the tenant holds or waits for GPU h. 0 for an index out of range.
+  std::uint32_t gpus_of(std::uint32_t tenant) const { return tenant < layout::kMaxTenants ? wanted_[tenant] : 0; }
+  // The tenant wants two GPUs or more.
+  bool gang(std::uint32_t tenant) const { return std::popcount(gpus_of(tenant)) >= 2; }
+  // The lowest GPU the tenant wants (kMaxGpus when none).
+  std::uint32_t anchor(std::uint32_t tenant) const {
+    const std::uint32_t gpus = gpus_of(tenant);
+    return gpus == 0 ? layout::kMaxGpus : static_cast<std::uint32_t>(std::countr_zero(gpus));
+  }
+  // The tenant holding `gpu`'s slice (kMaxTenants when none or unknown).
+  std::uint32_t holder_tenant(std::uint32_t gpu) const { return gpu < layout::kMaxGpus ? holders_[gpu] : layout::kMaxTenants; }
+  // Whether the tenant, on `gpu`, should be granted the slice before tenants that may not: it is
+  // no gang, or `gpu` is its anchor, or it holds its anchor.
+  bool may_lead(std::uint32_t tenant, std::uint32_t gpu) const {
+    if (!gang(tenant)) return true;
+    const std::uint32_t home = anchor(tenant);
+    return home == gpu || holder_tenant(home) == tenant;
+  }
+  // Whether the tenant holds `gpu` only as a follower that has lost its anchor: it should hand
+  // `gpu` over to someone who may lead there.
+  bool lost_its_anchor(std::uint32_t tenant, std::uint32_t gpu) const { return !may_lead(tenant, gpu); }
+
+ private:
+  std::array<std::uint32_t, layout::kMaxTenants> wanted_{};
+  std::array<std::uint32_t, layout::kMaxGpus> holders_{};
+};
+
+}  // namespace gpushare

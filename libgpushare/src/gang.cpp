@@ -1,0 +1,29 @@
+// See gang.hpp.
+#include "core/gang.hpp"
+
+namespace gpushare {
+namespace {
+constexpr auto kRelaxed = std::memory_order_relaxed;
+}
+
+GangView::GangView(const layout::StateLayout& state) {
+  holders_.fill(layout::kMaxTenants);
+  for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
+    const std::uint32_t slot = layout::holder_slot(state.schedules[gpu].holder_word.load(std::memory_order_acquire));
+    if (slot >= layout::kMaxSlots) continue;
+    const std::uint32_t tenant = state.slots[slot].tenant_index.load(kRelaxed);
+    if (tenant >= layout::kMaxTenants) continue;
+    holders_[gpu] = tenant;
+    wanted_[tenant] |= 1U << gpu;
+  }
+  for (const auto& slot : state.slots) {
+    if (slot.state.load(std::memory_order_acquire) != layout::kInUse) continue;
+    const std::uint32_t tenant = slot.tenant_index.load(kRelaxed);
+    if (tenant >= layout::kMaxTenants) continue;
+    for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
+      if (slot.compute[gpu].waiting_since_ns.load(kRelaxed) != 0) wanted_[tenant] |= 1U << gpu;
+    }
+  }
+}
+
+}  // namespace gpushare
