@@ -17,10 +17,11 @@ namespace cupti = gpushare::cupti;
 
 namespace {
 
-// The entry points, typed as cupti_api.hpp lists them (its types are named unqualified there).
+// The entry points, typed as cupti_api.hpp lists them (its types are named unqualified there, as a
+// function type or a pointer to one).
 using namespace gpushare::cupti;
 struct Cupti {
-#define GPUSHARE_FAKE_CUPTI_MEMBER(name, type) std::type_identity_t<type> name = nullptr;
+#define GPUSHARE_FAKE_CUPTI_MEMBER(name, type) std::add_pointer_t<std::remove_pointer_t<type>> name = nullptr;
   GPUSHARE_CUPTI_FUNCTIONS(GPUSHARE_FAKE_CUPTI_MEMBER)
 #undef GPUSHARE_FAKE_CUPTI_MEMBER
 };
@@ -73,7 +74,7 @@ class FakeCupti : public ::testing::Test {
     library_ = dlopen(FAKE_CUPTI_LIBRARY, RTLD_NOW | RTLD_LOCAL);
     ASSERT_NE(library_, nullptr) << dlerror();
 #define GPUSHARE_FAKE_CUPTI_RESOLVE(name, type) \
-  cupti_.name = reinterpret_cast<type>(dlsym(library_, #name)); \
+  cupti_.name = reinterpret_cast<decltype(cupti_.name)>(dlsym(library_, #name)); \
   ASSERT_NE(cupti_.name, nullptr) << #name;
     GPUSHARE_CUPTI_FUNCTIONS(GPUSHARE_FAKE_CUPTI_RESOLVE)
 #undef GPUSHARE_FAKE_CUPTI_RESOLVE
