@@ -336,11 +336,8 @@ FAKE_EXPORT cupti::Result cuptiGetTimestamp(std::uint64_t* timestamp) {
   return cupti::kSuccess;
 }
 
-// Every entry point has the signature cupti_api.hpp declares (written there as a function type or
-// a pointer to one).
-namespace gpushare::cupti {
+// Every entry point has the signature cupti_api.hpp declares.
 #define GPUSHARE_FAKE_CUPTI_SIGNATURE(name, type) \
-  static_assert(std::is_same_v<std::add_pointer_t<std::remove_pointer_t<type>>, decltype(&::name)>, #name);
+  static_assert(std::is_same_v<std::add_pointer_t<type>, decltype(&name)>, #name);
 GPUSHARE_CUPTI_FUNCTIONS(GPUSHARE_FAKE_CUPTI_SIGNATURE)
 #undef GPUSHARE_FAKE_CUPTI_SIGNATURE
-}  // namespace gpushare::cupti

@@ -17,11 +17,9 @@ namespace cupti = gpushare::cupti;
 
 namespace {
 
-// The entry points, typed as cupti_api.hpp lists them (its types are named unqualified there, as a
-// function type or a pointer to one).
-using namespace gpushare::cupti;
+// The entry points, typed as cupti_api.hpp lists them.
 struct Cupti {
-#define GPUSHARE_FAKE_CUPTI_MEMBER(name, type) std::add_pointer_t<std::remove_pointer_t<type>> name = nullptr;
+#define GPUSHARE_FAKE_CUPTI_MEMBER(name, type) std::add_pointer_t<type> name = nullptr;
   GPUSHARE_CUPTI_FUNCTIONS(GPUSHARE_FAKE_CUPTI_MEMBER)
 #undef GPUSHARE_FAKE_CUPTI_MEMBER
 };
