@@ -7,12 +7,12 @@
 #include <cstdint>
 
 struct FakeKernelActivity {
-  uint64_t start_ns;        // end_ns minus the kernel's duration
-  uint64_t end_ns;          // when it completes on the engine's timeline
-  int32_t device;           // the ordinal as the launching process sees it
-  uint32_t stream;          // small per-stream number, stable within the process
-  uint32_t correlation;     // launch counter, from 1
-  uint32_t graph;           // 1 for cuGraphLaunch, 0 for a kernel launch
+  uint64_t start_ns;     // end_ns minus the kernel's duration
+  uint64_t end_ns;       // when it completes on the engine's timeline
+  int32_t device;        // the ordinal as the launching process sees it
+  uint32_t stream;       // small per-stream number, stable within the process
+  uint32_t correlation;  // launch counter, from 1
+  uint32_t graph;        // 1 for cuGraphLaunch, 0 for a kernel launch
 };
 
 // The hooks, exported by the fake libcuda.so.1 (C names, for dlsym).

@@ -198,21 +198,30 @@ cupti::Result flush_all() {
       return cupti::kSuccess;
     }
     std::size_t written = 0;
-    for (; written < fits && next < count; ++written, ++next) write_kernel_record(buffer + written * kRecord, batch[next]);
+    for (; written < fits && next < count; ++written, ++next)
+      write_kernel_record(buffer + written * kRecord, batch[next]);
     completed(nullptr, 0, buffer, size, written * kRecord);
   }
 }
 
 const char* result_name(cupti::Result result) {
   switch (result) {
-    case cupti::kSuccess: return "CUPTI_SUCCESS";
-    case kErrorInvalidParameter: return "CUPTI_ERROR_INVALID_PARAMETER";
-    case cupti::kErrorMaxLimitReached: return "CUPTI_ERROR_MAX_LIMIT_REACHED";
-    case kErrorInvalidKind: return "CUPTI_ERROR_INVALID_KIND";
-    case cupti::kErrorInsufficientPrivileges: return "CUPTI_ERROR_INSUFFICIENT_PRIVILEGES";
-    case cupti::kErrorMultipleSubscribers: return "CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED";
-    case kErrorUnknown: return "CUPTI_ERROR_UNKNOWN";
-    default: return nullptr;
+    case cupti::kSuccess:
+      return "CUPTI_SUCCESS";
+    case kErrorInvalidParameter:
+      return "CUPTI_ERROR_INVALID_PARAMETER";
+    case cupti::kErrorMaxLimitReached:
+      return "CUPTI_ERROR_MAX_LIMIT_REACHED";
+    case kErrorInvalidKind:
+      return "CUPTI_ERROR_INVALID_KIND";
+    case cupti::kErrorInsufficientPrivileges:
+      return "CUPTI_ERROR_INSUFFICIENT_PRIVILEGES";
+    case cupti::kErrorMultipleSubscribers:
+      return "CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED";
+    case kErrorUnknown:
+      return "CUPTI_ERROR_UNKNOWN";
+    default:
+      return nullptr;
   }
 }
 

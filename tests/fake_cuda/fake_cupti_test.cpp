@@ -50,12 +50,10 @@ void buffer_completed(void* /*context*/, std::uint32_t /*stream_id*/, std::uint8
   while ((result = g_cupti->cuptiActivityGetNextRecord(buffer, valid_size, &record)) == cupti::kSuccess) {
     EXPECT_EQ(record->kind, cupti::kKindConcurrentKernel);
     namespace field = cupti::kernel_field;
-    g_records.push_back({cupti::field<std::uint64_t>(record, field::kStart),
-                         cupti::field<std::uint64_t>(record, field::kEnd),
-                         cupti::field<std::uint32_t>(record, field::kDeviceId),
-                         cupti::field<std::uint32_t>(record, field::kStreamId),
-                         cupti::field<std::uint32_t>(record, field::kCorrelationId),
-                         cupti::field<const char*>(record, field::kName)});
+    g_records.push_back(
+        {cupti::field<std::uint64_t>(record, field::kStart), cupti::field<std::uint64_t>(record, field::kEnd),
+         cupti::field<std::uint32_t>(record, field::kDeviceId), cupti::field<std::uint32_t>(record, field::kStreamId),
+         cupti::field<std::uint32_t>(record, field::kCorrelationId), cupti::field<const char*>(record, field::kName)});
   }
   EXPECT_EQ(result, cupti::kErrorMaxLimitReached);
   std::free(buffer);
@@ -71,7 +69,7 @@ class FakeCupti : public ::testing::Test {
     ASSERT_EQ(cuInit(0), CUDA_SUCCESS);
     library_ = dlopen(FAKE_CUPTI_LIBRARY, RTLD_NOW | RTLD_LOCAL);
     ASSERT_NE(library_, nullptr) << dlerror();
-#define GPUSHARE_FAKE_CUPTI_RESOLVE(name, type) \
+#define GPUSHARE_FAKE_CUPTI_RESOLVE(name, type)                                  \
   cupti_.name = reinterpret_cast<decltype(cupti_.name)>(dlsym(library_, #name)); \
   ASSERT_NE(cupti_.name, nullptr) << #name;
     GPUSHARE_CUPTI_FUNCTIONS(GPUSHARE_FAKE_CUPTI_RESOLVE)
