@@ -81,8 +81,8 @@ std::uint64_t monotonic_ns() {
 }
 
 // The fake driver's hooks: global symbols if it was loaded that way (linked, or dlopened with
-// RTLD_GLOBAL), else through its handle if it was dlopened RTLD_LOCAL. The handle is kept: the
-// hooks are called for the rest of the process.
+// RTLD_GLOBAL), else through its handle if it was dlopened RTLD_LOCAL. The handle is kept once the
+// hooks are found: they are called for the rest of the process.
 DriverHooks find_driver_hooks() {
   DriverHooks hooks;
   void* scope = RTLD_DEFAULT;
@@ -93,6 +93,7 @@ DriverHooks find_driver_hooks() {
   hooks.record = reinterpret_cast<RecordActivity>(dlsym(scope, "fake_cuda_record_activity"));
   hooks.take = reinterpret_cast<TakeActivity>(dlsym(scope, "fake_cuda_take_activity"));
   hooks.dropped = reinterpret_cast<ActivityDropped>(dlsym(scope, "fake_cuda_activity_dropped"));
+  if (!hooks.found() && scope != RTLD_DEFAULT) dlclose(scope);  // another libcuda: looked up again later
   return hooks;
 }
 
