@@ -8,6 +8,7 @@
 
 #include <cuda.h>
 
+#include "fake_activity_record.hpp"
 #include "fake_engine.hpp"
 
 // cuda.h renames these to their newest variants; the real driver still exports
@@ -84,6 +85,7 @@ struct CUctx_st {
   // goes to the context's one default stream.
   uint64_t default_tail = 0;  // end of the default stream's last kernel
   uint64_t latest_tail = 0;   // latest tail of any of its streams: cuCtxSynchronize
+  uint32_t activity_stream = 0;  // its default stream's number in kernel activity, 0 until first needed
 };
 struct CUstream_st {
   CUctx_st* ctx = nullptr;  // the context that was current at creation
@@ -95,6 +97,7 @@ struct CUstream_st {
   unsigned capture_nodes = 0;  // launches and event records captured so far
   std::thread::id capture_thread;
   CUgraph_st* capture_graph = nullptr;  // cuStreamBeginCaptureToGraph: the graph it adds to
+  uint32_t activity_stream = 0;  // its number in kernel activity, 0 until first needed
 };
 struct CUevent_st {
   CUctx_st* ctx = nullptr;  // the context that was current at creation
@@ -229,6 +232,7 @@ std::atomic<uint64_t> g_alloc_calls{0};
 std::atomic<uint64_t> g_kernel_ns{0};
 std::atomic<uint64_t> g_launches{0};
 std::atomic<uint64_t> g_max_queued_ns{0};
+uint32_t g_last_activity_stream = 0;  // under state().mu: numbers streams in kernel activity
 
 // Per-thread context stack, as in the real driver. Plain arrays keep the TLS
 // trivially destructible: a driver should not register TLS destructors.
@@ -366,25 +370,37 @@ CUresult capture_node_locked(CUstream_st* s) {
   return CUDA_SUCCESS;
 }
 
-// Every launch entry point: a kernel of `duration_us` microseconds on `s`. The
-// process lock is not held while the launch waits for room in the queue.
-CUresult launch(CUstream s, uint64_t duration_us) {
+// The stream's number in kernel activity, given on first use (fake_activity.hpp).
+uint32_t activity_stream_locked(CUstream s, CUctx_st* c) {
+  uint32_t& number = is_default_stream(s) ? c->activity_stream : s->activity_stream;
+  if (number == 0) number = ++g_last_activity_stream;
+  return number;
+}
+
+// Every launch entry point: a kernel of `duration_us` microseconds on `s` (a
+// graph launch if `graph`). The process lock is not held while the launch
+// waits for room in the queue.
+CUresult launch(CUstream s, uint64_t duration_us, bool graph = false) {
   uint64_t duration = 0;
   if (duration_us == 0 || __builtin_mul_overflow(duration_us, config().kernel_unit_ns, &duration))
     return CUDA_ERROR_INVALID_VALUE;
   CUctx_st* c = nullptr;
   uint64_t* tail = nullptr;
   uint64_t earliest = 0;
+  uint32_t activity_stream = 0;
+  const bool recording = fake_activity::recording();
   {
     Lock lock;
     RETURN_IF_ERROR(stream_tail_locked(s, &c, &tail));
     if (CUstream_st* capturing = capturing_locked(s)) return capture_node_locked(capturing);
     earliest = *tail;
+    if (recording) activity_stream = activity_stream_locked(s, c);
   }
   uint64_t queued = 0;
   uint64_t end = fake_engine::launch(c->phys, earliest, duration, config().max_queue_ns, &queued);
   g_kernel_ns.fetch_add(duration, std::memory_order_relaxed);
   g_launches.fetch_add(1, std::memory_order_relaxed);
+  if (recording) fake_activity::record(end - duration, end, c->ordinal, activity_stream, graph);
   // How long this kernel waits behind work already on the device: the queue depth it found.
   uint64_t seen = g_max_queued_ns.load(std::memory_order_relaxed);
   while (queued > seen && !g_max_queued_ns.compare_exchange_weak(seen, queued, std::memory_order_relaxed)) {
@@ -1059,7 +1075,7 @@ FAKE_EXPORT_AND_PTSZ(cuLaunchCooperativeKernel,
 
 // A null graph is 0 us long: CUDA_ERROR_INVALID_VALUE.
 FAKE_EXPORT_AND_PTSZ(cuGraphLaunch, (CUgraphExec hGraphExec, CUstream hStream), {
-  return api([&] { return launch(hStream, reinterpret_cast<uint64_t>(hGraphExec)); });
+  return api([&] { return launch(hStream, reinterpret_cast<uint64_t>(hGraphExec), true); });
 })
 
 // ------------------------------------------------------------------ events --
