@@ -8,6 +8,7 @@
 
 #include <cuda.h>
 
+#include "fake_collective.hpp"
 #include "fake_engine.hpp"
 
 // cuda.h renames these to their newest variants; the real driver still exports
@@ -126,6 +127,7 @@ struct Config {
   uint64_t ctx_memory = 0;
   uint64_t max_queue_ns = 20000 * 1000ULL;  // bound on the device's queued work
   uint64_t kernel_unit_ns = 1000;            // a kernel lasts gridDimX of these
+  uint64_t collective_timeout_ns = 10'000'000'000ULL;  // a collective's peers must come within this
 };
 
 // Strict decimal parse: a typo in a test's environment must fail loudly, not
@@ -156,6 +158,7 @@ Config load_config() {
   read("FAKE_CUDA_MAX_QUEUE_US", UINT64_MAX / 1000, [&] { c.max_queue_ns = v * 1000; });
   // Benchmarks set 1 (ns) so that kernels finish faster than they can be launched.
   read("FAKE_CUDA_KERNEL_UNIT_NS", 1'000'000, [&] { c.kernel_unit_ns = v; });
+  read("FAKE_CUDA_COLLECTIVE_TIMEOUT_MS", UINT64_MAX / 1'000'000, [&] { c.collective_timeout_ns = v * 1'000'000; });
   for (int i = 0; i < kMaxDevices; ++i) c.phys[i] = i;
   // Imitates CUDA_VISIBLE_DEVICES: ordinal i is physical device ORDER[i].
   const char* order = std::getenv("FAKE_CUDA_DEVICE_ORDER");
@@ -366,9 +369,10 @@ CUresult capture_node_locked(CUstream_st* s) {
   return CUDA_SUCCESS;
 }
 
-// Every launch entry point: a kernel of `duration_us` microseconds on `s`. The
-// process lock is not held while the launch waits for room in the queue.
-CUresult launch(CUstream s, uint64_t duration_us) {
+// Every launch entry point: a kernel of `duration_us` microseconds on `s`, or one
+// rank's part of a collective when `f` is a collective handle. The process lock
+// is not held while the launch waits for room in the queue (or for its peers).
+CUresult launch(CUstream s, uint64_t duration_us, CUfunction f = nullptr) {
   uint64_t duration = 0;
   if (duration_us == 0 || __builtin_mul_overflow(duration_us, config().kernel_unit_ns, &duration))
     return CUDA_ERROR_INVALID_VALUE;
@@ -382,7 +386,13 @@ CUresult launch(CUstream s, uint64_t duration_us) {
     earliest = *tail;
   }
   uint64_t queued = 0;
-  uint64_t end = fake_engine::launch(c->phys, earliest, duration, config().max_queue_ns, &queued);
+  uint64_t end = 0;
+  if (fake_collective::is_collective(f)) {
+    RETURN_IF_ERROR(fake_collective::launch(f, c->phys, earliest, duration, config().max_queue_ns,
+                                            config().collective_timeout_ns, &end, &queued));
+  } else {
+    end = fake_engine::launch(c->phys, earliest, duration, config().max_queue_ns, &queued);
+  }
   g_kernel_ns.fetch_add(duration, std::memory_order_relaxed);
   g_launches.fetch_add(1, std::memory_order_relaxed);
   // How long this kernel waits behind work already on the device: the queue depth it found.
@@ -1041,13 +1051,13 @@ FAKE_EXPORT_AND_PTSZ(cuLaunchKernel,
                      (CUfunction f, unsigned int gridDimX, unsigned int /*gridDimY*/, unsigned int /*gridDimZ*/,
                       unsigned int /*blockDimX*/, unsigned int /*blockDimY*/, unsigned int /*blockDimZ*/,
                       unsigned int /*sharedMemBytes*/, CUstream hStream, void** /*kernelParams*/, void** /*extra*/),
-                     { return api([&] { return f ? launch(hStream, gridDimX) : CUDA_ERROR_INVALID_HANDLE; }); })
+                     { return api([&] { return f ? launch(hStream, gridDimX, f) : CUDA_ERROR_INVALID_HANDLE; }); })
 
 FAKE_EXPORT_AND_PTSZ(cuLaunchKernelEx,
                      (const CUlaunchConfig* config, CUfunction f, void** /*kernelParams*/, void** /*extra*/), {
   return api([&] {
     if (config == nullptr) return CUDA_ERROR_INVALID_VALUE;
-    return f == nullptr ? CUDA_ERROR_INVALID_HANDLE : launch(config->hStream, config->gridDimX);
+    return f == nullptr ? CUDA_ERROR_INVALID_HANDLE : launch(config->hStream, config->gridDimX, f);
   });
 })
 
@@ -1055,7 +1065,7 @@ FAKE_EXPORT_AND_PTSZ(cuLaunchCooperativeKernel,
                      (CUfunction f, unsigned int gridDimX, unsigned int /*gridDimY*/, unsigned int /*gridDimZ*/,
                       unsigned int /*blockDimX*/, unsigned int /*blockDimY*/, unsigned int /*blockDimZ*/,
                       unsigned int /*sharedMemBytes*/, CUstream hStream, void** /*kernelParams*/),
-                     { return api([&] { return f ? launch(hStream, gridDimX) : CUDA_ERROR_INVALID_HANDLE; }); })
+                     { return api([&] { return f ? launch(hStream, gridDimX, f) : CUDA_ERROR_INVALID_HANDLE; }); })
 
 // A null graph is 0 us long: CUDA_ERROR_INVALID_VALUE.
 FAKE_EXPORT_AND_PTSZ(cuGraphLaunch, (CUgraphExec hGraphExec, CUstream hStream), {

@@ -2,6 +2,8 @@
 
 #include "fake_engine.hpp"
 
+#include "fake_collective.hpp"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -23,6 +25,7 @@ namespace {
 // The layout of the engine file. All zero is the initial state.
 struct Shared {
   std::atomic<uint64_t> busy_until_ns[kDevices];  // end of the last kernel reserved
+  fake_collective::Table collectives;
 };
 // Shared between processes: the atomics must not hide a process-local lock.
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
@@ -97,6 +100,10 @@ uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_que
   for (;;) {
     uint64_t now = now_ns();
     uint64_t last = busy.load(std::memory_order_acquire);
+    if ((last & fake_collective::kPendingBit) != 0) {
+      fake_collective::wait_resolved(phys, last);  // as a host blocked behind a spinning kernel
+      continue;
+    }
     uint64_t start = std::max({now, last, earliest});
     if (start - now > max_queue) {
       sleep_until(start - max_queue);  // the queue is full: wait for room, then look again
@@ -108,5 +115,9 @@ uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_que
     }
   }
 }
+
+std::atomic<uint64_t>& busy_until(int phys) { return g_shared->busy_until_ns[phys]; }
+
+fake_collective::Table& collective_table() { return g_shared->collectives; }
 
 }  // namespace fake_engine
