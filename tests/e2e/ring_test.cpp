@@ -38,11 +38,13 @@ class RingJobs : public ScratchTest {
         engine_env(std::move(env)));
   }
 
-  // An ordinary tenant: gpu_workload's `args` on GPU `ordinal`.
+  // An ordinary tenant: gpu_workload's `args` on GPU `ordinal`, with the hardware's time slice
+  // between contexts at 200 ms (a launch waits that long for a pending collective, at most).
   std::unique_ptr<Process> start_workload(unsigned ordinal, const std::vector<std::string>& args) const {
     std::vector<std::string> argv{GPUSHARE_TEST_WORKLOAD, "linked"};
     argv.insert(argv.end(), args.begin(), args.end());
-    return std::make_unique<Process>(argv, engine_env({{"PROBE_DEVICE", std::to_string(ordinal)}}));
+    return std::make_unique<Process>(
+        argv, engine_env({{"PROBE_DEVICE", std::to_string(ordinal)}, {"FAKE_CUDA_TIMESLICE_US", "200000"}}));
   }
 
   static std::vector<ProcessResult> wait_all(std::vector<std::unique_ptr<Process>>& ranks) {
@@ -78,12 +80,12 @@ class RingJobs : public ScratchTest {
 };
 
 TEST_F(RingJobs, TwoRanksStepAtComputePlusCollective) {
-  expect_full_speed({.world = 2, .group = 1, .seconds = 2, .compute_us = 150, .collective_us = 50}, 0.7);
+  expect_full_speed({.world = 2, .group = 1, .seconds = 2, .compute_us = 150, .collective_us = 50}, 0.6);
   expect_full_speed({.world = 2, .group = 2, .seconds = 2, .compute_us = 3000, .collective_us = 1000}, 0.9);
 }
 
 TEST_F(RingJobs, FourRanksStepAtComputePlusCollective) {
-  expect_full_speed({.world = 4, .group = 1, .seconds = 2, .compute_us = 150, .collective_us = 50}, 0.7);
+  expect_full_speed({.world = 4, .group = 1, .seconds = 2, .compute_us = 150, .collective_us = 50}, 0.6);
 }
 
 // Rank 1 comes a second after rank 0 has launched its first part: rank 0's first step lasts that
@@ -106,7 +108,7 @@ TEST_F(RingJobs, ALateRankHoldsUpItsPeersFirstCollective) {
 
 // A peer that never comes: after FAKE_CUDA_COLLECTIVE_TIMEOUT_MS the waiting part fails with
 // CUDA_ERROR_LAUNCH_TIMEOUT (702), like an NCCL timeout, and the GPU is free again: a tenant whose
-// launch waited behind the collective goes on.
+// launches waited behind the collective (a time slice each) goes on at full speed.
 TEST_F(RingJobs, ACollectiveWhosePeerNeverComesTimesOut) {
   const Ring ring{.world = 2, .group = 9, .seconds = 5, .compute_us = 150, .collective_us = 50};
   const auto begin = std::chrono::steady_clock::now();
@@ -121,13 +123,13 @@ TEST_F(RingJobs, ACollectiveWhosePeerNeverComesTimesOut) {
   EXPECT_LE(seconds, 5.0);
   const ProcessResult freed = other->wait(std::chrono::seconds(30));
   EXPECT_EQ(freed.exit_code, 0) << freed.err;
-  EXPECT_GE(output_double(freed.out, "max_us").value_or(0), 500'000) << "it never waited: " << freed.out;
-  EXPECT_GE(output_u64(freed.out, "count").value_or(0), 100u) << freed.out;
+  EXPECT_GE(output_double(freed.out, "max_us").value_or(0), 190'000) << "it never waited: " << freed.out;
+  EXPECT_GE(output_u64(freed.out, "count").value_or(0), 300u) << freed.out;
 }
 
 // Kernels of another process on a ring's GPU queue behind the collective part: while rank 0's part
-// waits a second for its peer, a latency probe on that GPU waits with it (and on rank 1's GPU,
-// free all along, a probe does not).
+// waits a second for its peer, each launch of a latency probe on that GPU waits a time slice (the
+// hardware switches contexts then); on GPU 2, free all along, a probe does not wait.
 TEST_F(RingJobs, OrdinaryKernelsOnARingsGpuQueueBehindTheCollective) {
   const Ring ring{.world = 2, .group = 11, .seconds = 2, .compute_us = 150, .collective_us = 50};
   std::vector<std::unique_ptr<Process>> ranks;
@@ -144,7 +146,7 @@ TEST_F(RingJobs, OrdinaryKernelsOnARingsGpuQueueBehindTheCollective) {
   const ProcessResult free = beside->wait(std::chrono::seconds(30));
   ASSERT_EQ(queued.exit_code, 0) << queued.err;
   ASSERT_EQ(free.exit_code, 0) << free.err;
-  EXPECT_GE(output_double(queued.out, "max_us").value(), 500'000) << queued.out;
+  EXPECT_GE(output_double(queued.out, "max_us").value(), 190'000) << queued.out;
   EXPECT_LE(output_double(free.out, "max_us").value(), 100'000) << free.out;
 }
 

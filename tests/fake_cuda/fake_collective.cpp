@@ -22,6 +22,8 @@ static_assert(std::atomic<uint32_t>::is_always_lock_free);
 
 constexpr uint64_t kStepBits = (1ULL << 40) - 1;
 constexpr uint64_t kPollCapNs = 50'000'000;  // a waiter looks again at least this often
+constexpr uint32_t kGpuMask = 0xFF;      // Step::gpus: the physical device + 1 ...
+constexpr uint32_t kBesideFlag = 0x100;  // ... and whether the part spun beside another collective
 
 uint64_t handle_value(CUfunction f) { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(f)); }
 
@@ -82,17 +84,37 @@ void count_step(uint32_t group) {
   ++g_next_step[group];
 }
 
+// Raises `word` to at least `t`.
+void raise_to(std::atomic<uint64_t>& word, uint64_t t) {
+  uint64_t value = word.load(std::memory_order_acquire);
+  while (value < t && !word.compare_exchange_weak(value, t, std::memory_order_acq_rel)) {
+  }
+}
+
+// The step's first `parts` parts end at `time`: a GPU it made pending shows that time (or the end
+// of what ran beside it, if later); a GPU where a part spun beside another collective has its
+// beside timeline raised. Under the table's lock.
+void release_gpus_locked(uint32_t slot, Step& step, uint32_t parts, uint64_t time) {
+  const uint64_t token = pending_token(slot, step.index.load(std::memory_order_relaxed));
+  for (uint32_t r = 0; r < std::min(parts, kMaxRanks); ++r) {
+    const uint32_t gpu = step.gpus[r].load(std::memory_order_relaxed);
+    const uint32_t phys = (gpu & kGpuMask) - 1;
+    if ((gpu & kGpuMask) == 0 || phys >= static_cast<uint32_t>(fake_engine::kDevices)) continue;
+    std::atomic<uint64_t>& beside = fake_engine::beside_until(static_cast<int>(phys));
+    if ((gpu & kBesideFlag) != 0) {
+      raise_to(beside, time);
+    } else {
+      uint64_t expected = token;
+      fake_engine::busy_until(static_cast<int>(phys))
+          .compare_exchange_strong(expected, std::max(time, beside.load(std::memory_order_acquire)),
+                                   std::memory_order_acq_rel);
+    }
+  }
+}
+
 // The step failed: its parts' GPUs are free now. Under the table's lock.
 void fail_locked(uint32_t slot, Step& step) {
-  const uint64_t token = pending_token(slot, step.index.load(std::memory_order_relaxed));
-  const uint32_t arrived = std::min(step.arrived.load(std::memory_order_relaxed), kMaxRanks);
-  const uint64_t now = fake_engine::now_ns();
-  for (uint32_t r = 0; r < arrived; ++r) {
-    const uint32_t gpu = step.gpus[r].load(std::memory_order_relaxed);
-    if (gpu == 0 || gpu > fake_engine::kDevices) continue;
-    uint64_t expected = token;
-    fake_engine::busy_until(static_cast<int>(gpu - 1)).compare_exchange_strong(expected, now, std::memory_order_acq_rel);
-  }
+  release_gpus_locked(slot, step, step.arrived.load(std::memory_order_relaxed), fake_engine::now_ns());
   step.state.store(kFailed, std::memory_order_release);
   futex_wake_all(step.state);
 }
@@ -102,14 +124,15 @@ bool step_is_open(const Step& step, uint64_t index) {
          (step.index.load(std::memory_order_acquire) & kStepBits) == (index & kStepBits);
 }
 
-// Sleeps while `step` (slot `slot`) is open, failing it once past its deadline.
-void wait_while_open(uint32_t slot, Step& step, uint64_t index) {
+// Sleeps while `step` (slot `slot`) is open, failing it once past its deadline, or until `until`.
+void wait_while_open(uint32_t slot, Step& step, uint64_t index, uint64_t until = UINT64_MAX) {
   Table& table = fake_engine::collective_table();
   while (step_is_open(step, index)) {
     const uint64_t now = fake_engine::now_ns();
     const uint64_t deadline = step.deadline_ns.load(std::memory_order_acquire);
+    if (now >= until) return;
     if (now < deadline) {
-      futex_wait(step.state, kOpen, std::min(deadline - now, kPollCapNs));
+      futex_wait(step.state, kOpen, std::min({deadline - now, until - now, kPollCapNs}));
       continue;
     }
     TableLock lock(table);
@@ -150,8 +173,8 @@ int group_slot_locked(Table& table, uint32_t group, uint32_t ranks, uint64_t now
 
 bool is_collective(CUfunction f) { return handle_value(f) >> 48 == kHandleTag; }
 
-CUresult launch(CUfunction f, int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue, uint64_t timeout,
-                uint64_t* end, uint64_t* queued) {
+CUresult launch(CUfunction f, int phys, uint64_t earliest, uint64_t duration, const Timing& timing, uint64_t* end,
+                uint64_t* queued) {
   const uint64_t value = handle_value(f);
   const auto group = static_cast<uint32_t>(value);
   const auto ranks = static_cast<uint32_t>(value >> 32 & 0xFFFF);
@@ -161,25 +184,28 @@ CUresult launch(CUfunction f, int phys, uint64_t earliest, uint64_t duration, ui
   Table& table = fake_engine::collective_table();
   Step* waiting = nullptr;
   uint32_t waiting_slot = 0;
+  uint64_t waited_since = 0;
   for (;;) {
-    // Wait for the GPU as an ordinary launch does: its pending collective, then room in the queue.
+    // Wait for the GPU as an ordinary launch does: another collective pending there (for one time
+    // slice at most, then this part spins beside it), or room in the queue.
     uint64_t now = fake_engine::now_ns();
     uint64_t last = busy.load(std::memory_order_acquire);
+    bool beside = false;
     if ((last & kPendingBit) != 0) {
-      wait_resolved(phys, last);
-      continue;
-    }
-    const uint64_t start_estimate = std::max({now, last, earliest});
-    if (start_estimate - now > max_queue) {
-      fake_engine::sleep_until(start_estimate - max_queue);
+      if (waited_since == 0) waited_since = now;
+      if (wait_resolved(phys, last, waited_since + timing.timeslice)) continue;
+      beside = true;
+    } else if (const uint64_t start = std::max({now, last, earliest}); start - now > timing.max_queue) {
+      fake_engine::sleep_until(start - timing.max_queue);
       continue;
     }
     TableLock lock(table);
     // Only the lock's holder makes a GPU pending: if none is now, none becomes so until we unlock.
-    if ((busy.load(std::memory_order_acquire) & kPendingBit) != 0) continue;
+    last = busy.load(std::memory_order_acquire);
+    if (beside != ((last & kPendingBit) != 0)) continue;  // changed meanwhile: look again
     now = fake_engine::now_ns();
     CUresult error = CUDA_SUCCESS;
-    const int slot = group_slot_locked(table, group, ranks, now, timeout, &error);
+    const int slot = group_slot_locked(table, group, ranks, now, timing.timeout, &error);
     if (slot < 0) return error;
     Group& g = table.groups[slot];
     g.last_active_ns.store(now, std::memory_order_relaxed);
@@ -200,29 +226,26 @@ CUresult launch(CUfunction f, int phys, uint64_t earliest, uint64_t duration, ui
       step.arrived.store(0, std::memory_order_relaxed);
       step.max_start_ns.store(0, std::memory_order_relaxed);
       step.end_ns.store(0, std::memory_order_relaxed);
-      step.deadline_ns.store(now + timeout, std::memory_order_relaxed);
+      step.deadline_ns.store(now + timing.timeout, std::memory_order_relaxed);
       for (auto& gpu : step.gpus) gpu.store(0, std::memory_order_relaxed);
       step.state.store(kOpen, std::memory_order_release);
     }
     count_step(group);
     const uint64_t token = pending_token(static_cast<uint32_t>(slot), index);
     const uint32_t arrived = step.arrived.load(std::memory_order_relaxed) + 1;
-    // Ordinary launches may still move busy_until on: reserve with a CAS.
+    // The part's timeline: the GPU's, or beside the collective pending there. Ordinary launches
+    // may still move it on: reserve with a CAS.
+    std::atomic<uint64_t>& timeline = beside ? fake_engine::beside_until(phys) : busy;
     uint64_t start = 0;
-    last = busy.load(std::memory_order_acquire);
+    last = timeline.load(std::memory_order_acquire);
     if (arrived >= ranks) {
       uint64_t finish = 0;
       do {
         start = std::max({now, last, earliest});
         finish = std::max(step.max_start_ns.load(std::memory_order_relaxed), start) + duration;
-      } while (!busy.compare_exchange_weak(last, finish, std::memory_order_acq_rel));
+      } while (!timeline.compare_exchange_weak(last, finish, std::memory_order_acq_rel));
       step.end_ns.store(finish, std::memory_order_relaxed);
-      for (uint32_t r = 0; r + 1 < arrived && r < kMaxRanks; ++r) {
-        const uint32_t gpu = step.gpus[r].load(std::memory_order_relaxed);
-        if (gpu == 0 || gpu > fake_engine::kDevices) continue;
-        uint64_t expected = token;
-        fake_engine::busy_until(static_cast<int>(gpu - 1)).compare_exchange_strong(expected, finish, std::memory_order_acq_rel);
-      }
+      release_gpus_locked(static_cast<uint32_t>(slot), step, arrived - 1, finish);
       step.arrived.store(arrived, std::memory_order_relaxed);
       step.state.store(kResolved, std::memory_order_release);
       futex_wake_all(step.state);
@@ -230,11 +253,15 @@ CUresult launch(CUfunction f, int phys, uint64_t earliest, uint64_t duration, ui
       *queued = start - now;
       return CUDA_SUCCESS;
     }
-    do {
+    if (beside) {
       start = std::max({now, last, earliest});
-    } while (!busy.compare_exchange_weak(last, token, std::memory_order_acq_rel));
+    } else {
+      do {
+        start = std::max({now, last, earliest});
+      } while (!busy.compare_exchange_weak(last, token, std::memory_order_acq_rel));
+    }
     step.max_start_ns.store(std::max(step.max_start_ns.load(std::memory_order_relaxed), start), std::memory_order_relaxed);
-    step.gpus[arrived - 1].store(static_cast<uint32_t>(phys + 1), std::memory_order_relaxed);
+    step.gpus[arrived - 1].store(static_cast<uint32_t>(phys + 1) | (beside ? kBesideFlag : 0), std::memory_order_relaxed);
     step.arrived.store(arrived, std::memory_order_relaxed);
     *queued = start - now;
     waiting = &step;
@@ -252,22 +279,47 @@ CUresult launch(CUfunction f, int phys, uint64_t earliest, uint64_t duration, ui
   return CUDA_ERROR_LAUNCH_TIMEOUT;
 }
 
-void wait_resolved(int phys, uint64_t pending) {
+uint64_t launch_beside(int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue, uint64_t* queued) {
+  std::atomic<uint64_t>& beside = fake_engine::beside_until(phys);
+  for (;;) {
+    const uint64_t now = fake_engine::now_ns();
+    uint64_t last = beside.load(std::memory_order_acquire);
+    const uint64_t start = std::max({now, last, earliest});
+    if (start - now > max_queue) {
+      fake_engine::sleep_until(start - max_queue);
+      continue;
+    }
+    if (!beside.compare_exchange_weak(last, start + duration, std::memory_order_acq_rel)) continue;
+    // Resolved meanwhile: what comes next on the GPU comes after this kernel too.
+    std::atomic<uint64_t>& busy = fake_engine::busy_until(phys);
+    uint64_t value = busy.load(std::memory_order_acquire);
+    while ((value & kPendingBit) == 0 && value < start + duration &&
+           !busy.compare_exchange_weak(value, start + duration, std::memory_order_acq_rel)) {
+    }
+    *queued = start - now;
+    return start + duration;
+  }
+}
+
+bool wait_resolved(int phys, uint64_t pending, uint64_t until) {
   std::atomic<uint64_t>& busy = fake_engine::busy_until(phys);
+  const uint64_t beside = fake_engine::beside_until(phys).load(std::memory_order_acquire);
   const auto slot = static_cast<uint32_t>(pending >> 40 & ((1ULL << 23) - 1));
   const uint64_t index = pending & kStepBits;
   if (slot >= kGroups) {  // not a token this code makes: the file was damaged
-    busy.compare_exchange_strong(pending, fake_engine::now_ns(), std::memory_order_acq_rel);
-    return;
+    busy.compare_exchange_strong(pending, std::max(fake_engine::now_ns(), beside), std::memory_order_acq_rel);
+    return true;
   }
   Step& step = fake_engine::collective_table().groups[slot].steps[index % kStepsKept];
-  wait_while_open(slot, step, index);
+  wait_while_open(slot, step, index, until);
+  if (step_is_open(step, index)) return busy.load(std::memory_order_acquire) != pending;
   // Resolved, failed, or the record was reused: make sure the GPU shows a time again (whoever
   // resolved or failed the step normally did so already).
   const bool resolved = step.state.load(std::memory_order_acquire) == kResolved &&
                         (step.index.load(std::memory_order_acquire) & kStepBits) == index;
   const uint64_t time = resolved ? step.end_ns.load(std::memory_order_acquire) : fake_engine::now_ns();
-  busy.compare_exchange_strong(pending, time, std::memory_order_acq_rel);
+  busy.compare_exchange_strong(pending, std::max(time, fake_engine::beside_until(phys).load()), std::memory_order_acq_rel);
+  return true;
 }
 
 }  // namespace fake_collective

@@ -58,18 +58,30 @@ struct Table {
 // Whether `f` is a handle made by fake_cuda_collective.
 bool is_collective(CUfunction f);
 
+struct Timing {
+  uint64_t max_queue;  // the launch queue's bound, as for ordinary kernels
+  uint64_t timeslice;  // how long a launch waits for another context's pending collective
+  uint64_t timeout;    // how long a step may wait for its parts
+};
+
 // Launches this process's part of the next step of `f`'s group on physical device `phys`, after
 // `earliest` (the stream's tail); `duration` is the transfer after all parts arrived. Returns once
 // the step is resolved, with *end the time every part ends and *queued how long this part waited
-// to start. CUDA_ERROR_LAUNCH_TIMEOUT when the step was not complete within `timeout` ns of its
-// first part (its GPUs are freed), CUDA_ERROR_INVALID_VALUE when the group was opened with
+// to start. CUDA_ERROR_LAUNCH_TIMEOUT when the step was not complete within `timing.timeout` of
+// its first part (its GPUs are freed), CUDA_ERROR_INVALID_VALUE when the group was opened with
 // another rank count or this step already has all its parts, CUDA_ERROR_OUT_OF_MEMORY when the
 // table has no free group.
-CUresult launch(CUfunction f, int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue, uint64_t timeout,
-                uint64_t* end, uint64_t* queued);
+CUresult launch(CUfunction f, int phys, uint64_t earliest, uint64_t duration, const Timing& timing, uint64_t* end,
+                uint64_t* queued);
 
-// For any launch that found `pending` (kPendingBit set) as `phys`'s busy_until: sleeps until
-// that collective is resolved or has failed, and leaves busy_until a time again.
-void wait_resolved(int phys, uint64_t pending);
+// For a launch that found `pending` (kPendingBit set) as `phys`'s busy_until: sleeps until that
+// collective is resolved or has failed, and leaves busy_until a time again (true), or until
+// `until` while it still waits for its peers (false).
+bool wait_resolved(int phys, uint64_t pending, uint64_t until);
+
+// A kernel of another context on `phys` while a collective there waits for its peers: the
+// hardware time-slices the contexts, so it runs beside the spinning part, one after the other
+// with the kernels that did so before. Returns its end.
+uint64_t launch_beside(int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue, uint64_t* queued);
 
 }  // namespace fake_collective

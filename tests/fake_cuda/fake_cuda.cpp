@@ -128,6 +128,7 @@ struct Config {
   uint64_t max_queue_ns = 20000 * 1000ULL;  // bound on the device's queued work
   uint64_t kernel_unit_ns = 1000;            // a kernel lasts gridDimX of these
   uint64_t collective_timeout_ns = 10'000'000'000ULL;  // a collective's peers must come within this
+  uint64_t timeslice_ns = 2'000'000;  // the hardware's time slice between contexts
 };
 
 // Strict decimal parse: a typo in a test's environment must fail loudly, not
@@ -159,6 +160,7 @@ Config load_config() {
   // Benchmarks set 1 (ns) so that kernels finish faster than they can be launched.
   read("FAKE_CUDA_KERNEL_UNIT_NS", 1'000'000, [&] { c.kernel_unit_ns = v; });
   read("FAKE_CUDA_COLLECTIVE_TIMEOUT_MS", UINT64_MAX / 1'000'000, [&] { c.collective_timeout_ns = v * 1'000'000; });
+  read("FAKE_CUDA_TIMESLICE_US", UINT64_MAX / 1000, [&] { c.timeslice_ns = v * 1000; });
   for (int i = 0; i < kMaxDevices; ++i) c.phys[i] = i;
   // Imitates CUDA_VISIBLE_DEVICES: ordinal i is physical device ORDER[i].
   const char* order = std::getenv("FAKE_CUDA_DEVICE_ORDER");
@@ -388,10 +390,10 @@ CUresult launch(CUstream s, uint64_t duration_us, CUfunction f = nullptr) {
   uint64_t queued = 0;
   uint64_t end = 0;
   if (fake_collective::is_collective(f)) {
-    RETURN_IF_ERROR(fake_collective::launch(f, c->phys, earliest, duration, config().max_queue_ns,
-                                            config().collective_timeout_ns, &end, &queued));
+    const fake_collective::Timing timing{config().max_queue_ns, config().timeslice_ns, config().collective_timeout_ns};
+    RETURN_IF_ERROR(fake_collective::launch(f, c->phys, earliest, duration, timing, &end, &queued));
   } else {
-    end = fake_engine::launch(c->phys, earliest, duration, config().max_queue_ns, &queued);
+    end = fake_engine::launch(c->phys, earliest, duration, config().max_queue_ns, config().timeslice_ns, &queued);
   }
   g_kernel_ns.fetch_add(duration, std::memory_order_relaxed);
   g_launches.fetch_add(1, std::memory_order_relaxed);
