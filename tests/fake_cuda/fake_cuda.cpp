@@ -9,6 +9,7 @@
 #include <cuda.h>
 
 #include "fake_activity_record.hpp"
+#include "fake_collective.hpp"
 #include "fake_engine.hpp"
 
 // cuda.h renames these to their newest variants; the real driver still exports
@@ -129,6 +130,8 @@ struct Config {
   uint64_t ctx_memory = 0;
   uint64_t max_queue_ns = 20000 * 1000ULL;  // bound on the device's queued work
   uint64_t kernel_unit_ns = 1000;            // a kernel lasts gridDimX of these
+  uint64_t collective_timeout_ns = 10'000'000'000ULL;  // a collective's peers must come within this
+  uint64_t timeslice_ns = 2'000'000;  // the hardware's time slice between contexts
 };
 
 // Strict decimal parse: a typo in a test's environment must fail loudly, not
@@ -159,6 +162,8 @@ Config load_config() {
   read("FAKE_CUDA_MAX_QUEUE_US", UINT64_MAX / 1000, [&] { c.max_queue_ns = v * 1000; });
   // Benchmarks set 1 (ns) so that kernels finish faster than they can be launched.
   read("FAKE_CUDA_KERNEL_UNIT_NS", 1'000'000, [&] { c.kernel_unit_ns = v; });
+  read("FAKE_CUDA_COLLECTIVE_TIMEOUT_MS", UINT64_MAX / 1'000'000, [&] { c.collective_timeout_ns = v * 1'000'000; });
+  read("FAKE_CUDA_TIMESLICE_US", UINT64_MAX / 1000, [&] { c.timeslice_ns = v * 1000; });
   for (int i = 0; i < kMaxDevices; ++i) c.phys[i] = i;
   // Imitates CUDA_VISIBLE_DEVICES: ordinal i is physical device ORDER[i].
   const char* order = std::getenv("FAKE_CUDA_DEVICE_ORDER");
@@ -377,10 +382,10 @@ uint32_t activity_stream_locked(CUstream s, CUctx_st* c) {
   return number;
 }
 
-// Every launch entry point: a kernel of `duration_us` microseconds on `s` (a
-// graph launch if `graph`). The process lock is not held while the launch
-// waits for room in the queue.
-CUresult launch(CUstream s, uint64_t duration_us, bool graph = false) {
+// Every launch entry point: a kernel of `duration_us` microseconds on `s` (a graph launch if
+// `graph`), or one rank's part of a collective when `f` is a collective handle. The process lock
+// is not held while the launch waits for room in the queue (or for its peers).
+CUresult launch(CUstream s, uint64_t duration_us, CUfunction f = nullptr, bool graph = false) {
   uint64_t duration = 0;
   if (duration_us == 0 || __builtin_mul_overflow(duration_us, config().kernel_unit_ns, &duration))
     return CUDA_ERROR_INVALID_VALUE;
@@ -397,7 +402,13 @@ CUresult launch(CUstream s, uint64_t duration_us, bool graph = false) {
     if (recording) activity_stream = activity_stream_locked(s, c);
   }
   uint64_t queued = 0;
-  uint64_t end = fake_engine::launch(c->phys, earliest, duration, config().max_queue_ns, &queued);
+  uint64_t end = 0;
+  if (fake_collective::is_collective(f)) {
+    const fake_collective::Timing timing{config().max_queue_ns, config().timeslice_ns, config().collective_timeout_ns};
+    RETURN_IF_ERROR(fake_collective::launch(f, c->phys, earliest, duration, timing, &end, &queued));
+  } else {
+    end = fake_engine::launch(c->phys, earliest, duration, config().max_queue_ns, config().timeslice_ns, &queued);
+  }
   g_kernel_ns.fetch_add(duration, std::memory_order_relaxed);
   g_launches.fetch_add(1, std::memory_order_relaxed);
   if (recording) fake_activity::record(end - duration, end, c->ordinal, activity_stream, graph);
@@ -1057,13 +1068,13 @@ FAKE_EXPORT_AND_PTSZ(cuLaunchKernel,
                      (CUfunction f, unsigned int gridDimX, unsigned int /*gridDimY*/, unsigned int /*gridDimZ*/,
                       unsigned int /*blockDimX*/, unsigned int /*blockDimY*/, unsigned int /*blockDimZ*/,
                       unsigned int /*sharedMemBytes*/, CUstream hStream, void** /*kernelParams*/, void** /*extra*/),
-                     { return api([&] { return f ? launch(hStream, gridDimX) : CUDA_ERROR_INVALID_HANDLE; }); })
+                     { return api([&] { return f ? launch(hStream, gridDimX, f) : CUDA_ERROR_INVALID_HANDLE; }); })
 
 FAKE_EXPORT_AND_PTSZ(cuLaunchKernelEx,
                      (const CUlaunchConfig* config, CUfunction f, void** /*kernelParams*/, void** /*extra*/), {
   return api([&] {
     if (config == nullptr) return CUDA_ERROR_INVALID_VALUE;
-    return f == nullptr ? CUDA_ERROR_INVALID_HANDLE : launch(config->hStream, config->gridDimX);
+    return f == nullptr ? CUDA_ERROR_INVALID_HANDLE : launch(config->hStream, config->gridDimX, f);
   });
 })
 
@@ -1071,11 +1082,11 @@ FAKE_EXPORT_AND_PTSZ(cuLaunchCooperativeKernel,
                      (CUfunction f, unsigned int gridDimX, unsigned int /*gridDimY*/, unsigned int /*gridDimZ*/,
                       unsigned int /*blockDimX*/, unsigned int /*blockDimY*/, unsigned int /*blockDimZ*/,
                       unsigned int /*sharedMemBytes*/, CUstream hStream, void** /*kernelParams*/),
-                     { return api([&] { return f ? launch(hStream, gridDimX) : CUDA_ERROR_INVALID_HANDLE; }); })
+                     { return api([&] { return f ? launch(hStream, gridDimX, f) : CUDA_ERROR_INVALID_HANDLE; }); })
 
 // A null graph is 0 us long: CUDA_ERROR_INVALID_VALUE.
 FAKE_EXPORT_AND_PTSZ(cuGraphLaunch, (CUgraphExec hGraphExec, CUstream hStream), {
-  return api([&] { return launch(hStream, reinterpret_cast<uint64_t>(hGraphExec), true); });
+  return api([&] { return launch(hStream, reinterpret_cast<uint64_t>(hGraphExec), nullptr, true); });
 })
 
 // ------------------------------------------------------------------ events --

@@ -2,6 +2,8 @@
 
 #include "fake_engine.hpp"
 
+#include "fake_collective.hpp"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -23,6 +25,8 @@ namespace {
 // The layout of the engine file. All zero is the initial state.
 struct Shared {
   std::atomic<uint64_t> busy_until_ns[kDevices];  // end of the last kernel reserved
+  fake_collective::Table collectives;
+  std::atomic<uint64_t> beside_until_ns[kDevices];
 };
 // Shared between processes: the atomics must not hide a process-local lock.
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
@@ -92,11 +96,19 @@ void sleep_until(uint64_t t) {
 }
 
 // Kernels of all processes run one at a time, in the order their CAS won.
-uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue, uint64_t* queued) {
+uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue, uint64_t timeslice,
+                uint64_t* queued) {
   std::atomic<uint64_t>& busy = g_shared->busy_until_ns[phys];
+  uint64_t waited_since = 0;
   for (;;) {
     uint64_t now = now_ns();
     uint64_t last = busy.load(std::memory_order_acquire);
+    if ((last & fake_collective::kPendingBit) != 0) {
+      // As a host blocked behind a spinning kernel, until the hardware switches contexts.
+      if (waited_since == 0) waited_since = now;
+      if (fake_collective::wait_resolved(phys, last, waited_since + timeslice)) continue;
+      return fake_collective::launch_beside(phys, earliest, duration, max_queue, queued);
+    }
     uint64_t start = std::max({now, last, earliest});
     if (start - now > max_queue) {
       sleep_until(start - max_queue);  // the queue is full: wait for room, then look again
@@ -108,5 +120,11 @@ uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_que
     }
   }
 }
+
+std::atomic<uint64_t>& busy_until(int phys) { return g_shared->busy_until_ns[phys]; }
+
+std::atomic<uint64_t>& beside_until(int phys) { return g_shared->beside_until_ns[phys]; }
+
+fake_collective::Table& collective_table() { return g_shared->collectives; }
 
 }  // namespace fake_engine

@@ -4,7 +4,12 @@
 // and callers that wait simply sleep until the time they wait for.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+
+namespace fake_collective {
+struct Table;
+}
 
 namespace fake_engine {
 
@@ -26,6 +31,15 @@ void sleep_until(uint64_t t);
 // device by any process. While the kernel would start more than `max_queue`
 // ns from now, sleeps first, like a host blocked on a full launch queue.
 // Returns the kernel's end time; *queued is how long it waits to start, from now.
-uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue, uint64_t* queued);
+// On a device whose collective waits for its peers (fake_collective), waits for it first, at
+// most `timeslice` ns (the hardware's time slice between contexts), then runs beside it.
+uint64_t launch(int phys, uint64_t earliest, uint64_t duration, uint64_t max_queue, uint64_t timeslice,
+                uint64_t* queued);
+
+// The shared state, for fake_collective: a device's end of the last reserved kernel (or a
+// pending collective), and the collective groups' table. Valid once open() succeeded.
+std::atomic<uint64_t>& busy_until(int phys);
+std::atomic<uint64_t>& beside_until(int phys);  // end of what ran beside a pending collective
+fake_collective::Table& collective_table();
 
 }  // namespace fake_engine
