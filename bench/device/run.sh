@@ -14,6 +14,7 @@ bundle="$root/.device"
 if [[ "${1:-}" == "prepare" ]]; then
   cmake -S "$root" -B "$root/build-device" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$bundle/install" >/dev/null
   cmake --build "$root/build-device" --target gpushare gpushare_preload gpushare_nvml gpushare_real_nvml gpushare_exporter \
+    gpushare_agent gpushare_webhook \
     alloc_probe hook_bench
   rm -rf "$bundle"
   cmake --install "$root/build-device" >/dev/null
@@ -154,7 +155,7 @@ for launches in 0 2 32 128; do
   GPUSHARE_INFLIGHT_LAUNCHES=$launches GPUSHARE_BENCH_DRIVER=libcuda.so.1 \
     GPUSHARE_BENCH_PRELOAD="$bundle/install/lib/gpushare/libgpushare-preload.so" \
     "$bundle/bin/hook_bench" --benchmark_filter=Launch --benchmark_min_time=1 --benchmark_repetitions=3 \
-    --benchmark_report_aggregates_only=true 2>&1 | grep ratio
+    --benchmark_report_aggregates_only=true --benchmark_color=false 2>&1 | grep ' ratio '
 done
 fi
 
@@ -265,21 +266,23 @@ echo "-- launch cost of trace mode: hook_bench's Launch benchmarks, trace off / 
 launch_cost() {
   GPUSHARE_BENCH_DRIVER=libcuda.so.1 GPUSHARE_BENCH_PRELOAD="$bundle/install/lib/gpushare/libgpushare-preload.so" \
     "$bundle/bin/hook_bench" --benchmark_filter=Launch --benchmark_min_time=0.5 --benchmark_repetitions=3 \
-    --benchmark_report_aggregates_only=true 2>&1 | grep ratio >"$1" || true
+    --benchmark_report_aggregates_only=true --benchmark_color=false 2>&1 | grep ' ratio ' >"$1" || true
 }
 # hooked FILE WHAT: the through-gpushare ns of the comparison line WHAT
 hooked() { awk -v what="$2" 'index($0, what) { for (i = 1; i < NF; i++) if ($i == "hooked") print $(i + 1) }' "$1"; }
+# added ROUND WHAT: trace on minus trace off, through gpushare, in that round
+added() {
+  awk -v on="$(hooked "$traces/launch-on-$1.txt" "$2")" -v off="$(hooked "$traces/launch-off-$1.txt" "$2")" \
+    'BEGIN { if (on == "" || off == "") print "?"; else printf "%.1f", on - off }'
+}
 for round in 1 2; do
   launch_cost "$traces/launch-off-$round.txt"
   mkdir -p "$traces/bench-$round"
   GPUSHARE_TRACE="$traces/bench-$round" launch_cost "$traces/launch-on-$round.txt"
   sed "s/^/  round $round off: /" "$traces/launch-off-$round.txt"
   sed "s/^/  round $round on:  /" "$traces/launch-on-$round.txt"
-  for what in "(empty kernel)" "batches of 16"; do
-    echo "  round $round: trace mode adds $(awk -v on="$(hooked "$traces/launch-on-$round.txt" "$what")" \
-      -v off="$(hooked "$traces/launch-off-$round.txt" "$what")" 'BEGIN { printf "%.1f", on - off }') ns" \
-      "to a hooked cuLaunchKernel, $what"
-  done
+  echo "  round $round: trace mode adds $(added "$round" "(empty kernel)") ns to a launch through gpushare back" \
+    "to back, $(added "$round" "batches of 16") ns in batches of 16 (host)"
   echo "  round $round: the trace holds $(cat "$traces/bench-$round"/*.gstrace 2>/dev/null | grep -Ec '"k" ?: ?"kernel"' || true)" \
     "kernel records, $(du -sh "$traces/bench-$round" | cut -f1)"
   rm -rf "$traces/bench-$round"
