@@ -158,6 +158,9 @@ BENCHMARK(BM_CtxGetCurrent_Direct);
 // Collects each run's time per iteration to print the comparison after the table.
 class ComparingReporter : public benchmark::ConsoleReporter {
  public:
+  // Colours only on a terminal: piped, the lines stay plain for grep (a reporter of our own does
+  // not get the library's --benchmark_color handling).
+  ComparingReporter() : ConsoleReporter(::isatty(STDOUT_FILENO) ? OO_Defaults : OO_Tabular) {}
   void ReportRuns(const std::vector<Run>& runs) override {
     // With --benchmark_repetitions the median is compared, else the single run.
     for (const Run& run : runs) {

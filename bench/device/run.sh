@@ -155,7 +155,7 @@ for launches in 0 2 32 128; do
   GPUSHARE_INFLIGHT_LAUNCHES=$launches GPUSHARE_BENCH_DRIVER=libcuda.so.1 \
     GPUSHARE_BENCH_PRELOAD="$bundle/install/lib/gpushare/libgpushare-preload.so" \
     "$bundle/bin/hook_bench" --benchmark_filter=Launch --benchmark_min_time=1 --benchmark_repetitions=3 \
-    --benchmark_report_aggregates_only=true --benchmark_color=false 2>&1 | grep ' ratio '
+    --benchmark_report_aggregates_only=true 2>&1 | grep ' ratio '
 done
 fi
 
@@ -266,7 +266,7 @@ echo "-- launch cost of trace mode: hook_bench's Launch benchmarks, trace off / 
 launch_cost() {
   GPUSHARE_BENCH_DRIVER=libcuda.so.1 GPUSHARE_BENCH_PRELOAD="$bundle/install/lib/gpushare/libgpushare-preload.so" \
     "$bundle/bin/hook_bench" --benchmark_filter=Launch --benchmark_min_time=0.5 --benchmark_repetitions=3 \
-    --benchmark_report_aggregates_only=true --benchmark_color=false 2>&1 | grep ' ratio ' >"$1" || true
+    --benchmark_report_aggregates_only=true 2>&1 | grep ' ratio ' >"$1" || true
 }
 # hooked FILE WHAT: the through-gpushare ns of the comparison line WHAT
 hooked() { awk -v what="$2" 'index($0, what) { for (i = 1; i < NF; i++) if ($i == "hooked") print $(i + 1) }' "$1"; }
