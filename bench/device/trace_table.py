@@ -17,8 +17,10 @@ def seconds_or_ms(ns):
     return f"{ns / 1e9:.2f} s" if ns >= 1e9 else f"{ns / 1e6:.2f} ms"
 
 
-def micros(ns):
-    return "-" if ns is None else f"{ns / 1e3:.1f}"
+def latency(ns):
+    if ns is None:
+        return "-"
+    return f"{ns / 1e3:.1f}us" if ns < 1e7 else f"{ns / 1e6:.1f}ms"
 
 
 def percent(part, whole):
@@ -45,19 +47,20 @@ def read_rows(path):
     return runs
 
 
-HEADER = (f"{'RUN':<12} {'TENANT':<8} {'HOST (the program)':<34} {'KERNELS':>8} {'BUSY':>10} {'SHARE%':>7} "
-          f"{'BUSY/WALL%':>10} {'P50us':>8} {'P99us':>8} {'REQS':>6}")
+HOST_WIDTH = 42
+HEADER = (f"{'RUN':<12} {'TENANT':<8} {'HOST (the program)':<{HOST_WIDTH}} {'KERNELS':>8} {'BUSY':>10} "
+          f"{'SHARE%':>7} {'BUSY/WALL%':>10} {'P50':>9} {'P99':>9} {'REQS':>6}")
 
 
 def tenant_line(run, tenant, host, figures):
     if figures is None:
-        return f"{run:<12} {tenant:<8} {host:<34} {'(not in the trace)':>8}"
+        return f"{run:<12} {tenant:<8} {host:<{HOST_WIDTH}} {'(not in the trace)':>8}"
     requests = figures.get("requests") or {}
-    return (f"{run:<12} {tenant:<8} {host:<34} {figures.get('kernels', 0):>8} "
+    return (f"{run:<12} {tenant:<8} {host:<{HOST_WIDTH}} {figures.get('kernels', 0):>8} "
             f"{seconds_or_ms(figures.get('busy_ns')):>10} "
             f"{figures.get('share_percent', 0.0):>7.1f} "
             f"{percent(figures.get('busy_ns'), figures.get('wall_ns')):>10} "
-            f"{micros(requests.get('p50_ns')):>8} {micros(requests.get('p99_ns')):>8} "
+            f"{latency(requests.get('p50_ns')):>9} {latency(requests.get('p99_ns')):>9} "
             f"{requests.get('count', '-'):>6}")
 
 
@@ -78,7 +81,7 @@ def main():
         gpus = (summary or {}).get("gpus") or []
         if not gpus:
             for tenant, host in tenants:
-                print(f"{run:<12} {tenant:<8} {host:<34} no trace summary")
+                print(f"{run:<12} {tenant:<8} {host:<{HOST_WIDTH}} no trace summary")
             continue
         for gpu in gpus:
             by_name = {t.get("tenant"): t for t in gpu.get("tenants") or []}
