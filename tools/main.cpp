@@ -186,7 +186,7 @@ int main(int argc, char** argv) {
       "Writes DIR/releases/<version>/ (bin/gpushare, the preload library, nvml/) into a temporary folder, fsyncs it "
       "and renames it into place (an identical release already there is kept), then replaces DIR/current, a "
       "relative symlink, atomically; pods use DIR/current/lib/gpushare/libgpushare-preload.so. Releases older than "
-      "the newest two, except the current one, are removed. Run from the installed prefix (the container image's "
+      "the newest two, except the current one and the one it replaced, are removed. Run from the installed prefix (the container image's "
       "/opt/gpushare/bin/gpushare), not a build tree.\n"
       "Exit status: 0 done; 1 failed (nothing half-written is left, current unchanged); 2 bad options.");
 

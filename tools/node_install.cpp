@@ -193,12 +193,22 @@ Status point_current(const fs::path& host_dir, const std::string& version) {
   return fsync_path(host_dir, O_RDONLY | O_DIRECTORY);
 }
 
-// Removes every release but the newest two and `keep`; returns the versions removed.
-std::vector<std::string> prune_releases(const fs::path& host_dir, const std::string& keep) {
+// The version `current` points at (releases/<version>), or "" when there is none.
+std::string current_version(const fs::path& host_dir) {
+  std::error_code error;
+  const fs::path target = fs::read_symlink(host_dir / "current", error);
+  return !error && target.parent_path() == "releases" ? target.filename().string() : std::string();
+}
+
+// Removes every release but the newest two, the current one and the one it replaced (a process
+// that resolved `current` just before the switch may still be walking into it); returns the
+// versions removed.
+std::vector<std::string> prune_releases(const fs::path& host_dir, const std::string& current,
+                                        const std::string& replaced) {
   std::vector<std::string> removed;
   const std::vector<std::string> releases = list_releases(host_dir);
   for (std::size_t i = 2; i < releases.size(); ++i) {
-    if (releases[i] == keep) continue;
+    if (releases[i] == current || releases[i] == replaced) continue;
     std::error_code error;
     fs::remove_all(host_dir / "releases" / releases[i], error);
     if (!error) removed.push_back(releases[i]);
@@ -276,8 +286,9 @@ Result<ReleaseOutcome> install_locked(const ReleaseSource& source, const fs::pat
       fs::remove_all(replaced, ignored);
     }
   }
+  const std::string replaced_current = current_version(host_dir);
   if (Status pointed = point_current(host_dir, version); !pointed) return pointed.error();
-  outcome.removed = prune_releases(host_dir, version);
+  outcome.removed = prune_releases(host_dir, version, replaced_current);
   return outcome;
 }
 

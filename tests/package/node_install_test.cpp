@@ -135,8 +135,12 @@ TEST_F(NodeInstall, UpgradesWithoutCurrentEverMissingAndPrunesOldReleases) {
   ASSERT_TRUE(downgrade.ok()) << downgrade.error().message;
   EXPECT_EQ(list_releases(host_), (std::vector<std::string>{"0.10.1", "0.10.0", "0.7.0"}));
   EXPECT_EQ(current_target(), fs::path("releases/0.7.0"));
+  // The release `current` pointed at before is kept until the next install: a reader may have
+  // resolved `current` to it just before the switch.
   ASSERT_TRUE(install_release(source, host_, "0.11.0").ok());
-  EXPECT_EQ(list_releases(host_), (std::vector<std::string>{"0.11.0", "0.10.1"}));
+  EXPECT_EQ(list_releases(host_), (std::vector<std::string>{"0.11.0", "0.10.1", "0.7.0"}));
+  ASSERT_TRUE(install_release(source, host_, "0.12.0").ok());
+  EXPECT_EQ(list_releases(host_), (std::vector<std::string>{"0.12.0", "0.11.0"}));
 }
 
 TEST_F(NodeInstall, AnUnreadableSourceIsRefusedAndLeavesTheHostFolderAsItWas) {
