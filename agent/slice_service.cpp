@@ -48,6 +48,7 @@ void SliceService::renew(std::uint32_t slot, std::uint32_t gpu) {
   if (slot >= layout::kMaxSlots || gpu >= layout::kMaxGpus) return;
   layout::StateLayout& state = state_.state();
   layout::GpuSchedule& schedule = state.schedules[gpu];
+  std::uint32_t gang_asked = layout::kMaxTenants;
   {
     auto lock = lock_schedule(state, gpu);
     if (!lock || schedule.holder_word.load(std::memory_order_seq_cst) != holder_token(slot)) return;
@@ -61,8 +62,10 @@ void SliceService::renew(std::uint32_t slot, std::uint32_t gpu) {
     } else {
       schedule.handover_asked_ns.store(now, kRelaxed);
       schedule.holder_word.store(holder_token(slot) | layout::kHandoverBit, std::memory_order_seq_cst);
+      gang_asked = tenant;
     }
   }
+  ask_gang_to_hand_over(state, gpu, gang_asked, monotonic_now_ns());
   wake_waiters(state, gpu);
   decide(gpu);
 }
@@ -118,6 +121,7 @@ void SliceService::decide(std::uint32_t gpu) {
     }
   }
   if (decided.changed) wake_waiters(state, gpu);
+  ask_gang_to_hand_over(state, gpu, decided.gang_to_ask, now);
   // Nobody waiting: nothing to decide until someone asks (SliceWanted) or the holder's slice ends
   // (SliceRenew); a lone holder keeps the GPU.
   next_look_ns_[gpu] = waiting > 0 ? now + decided.recheck_after_ns : 0;

@@ -14,6 +14,7 @@
 #include "core/handover_drain.hpp"
 #include "core/inflight_bound.hpp"
 #include "core/ungated_pause.hpp"
+#include "collective_kinds.hpp"
 #include "driver.hpp"
 #include "hooks.hpp"
 #include "log.hpp"
@@ -202,6 +203,10 @@ void arbiter_failed(std::uint32_t gpu, CUdevice device, const Error& error) {
                device, error.message);
 }
 
+// How long after being asked to hand over a rank that is behind its gang goes on launching.
+constexpr std::uint64_t kCatchUpNs = 10'000'000;
+
+
 // A launch that does not hold the slice, or whose thread is due a checkpoint. Unless it is being
 // captured into a graph: then it needs no slice, and an event recorded on its stream would end up
 // in the program's graph. Without a capture going on in the process (the common case) there is
@@ -211,6 +216,9 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   if (g_ungated[gpu].ungated(monotonic_now_ns())) return;
   const Parked parked(gpu);
   ComputeGate& gate = tenancy.gate();
+  if (gate.asked_to_hand_over(gpu, monotonic_now_ns(), kCatchUpNs) && gate.behind_in_gang(gpu)) {
+    return;  // a sibling rank's collective may be waiting on its GPU for this rank's part (gang.hpp)
+  }
   const bool captures = g_captures.load(std::memory_order_acquire) > 0;
   if (captures && capturing(driver, stream)) {
     // Holding the slice through a capture (vLLM's warm-up captures graphs for seconds) would keep
@@ -261,8 +269,9 @@ class InsideCall {
   ActivityLane lane_;
 };
 
+// `function`: the kernel launched (null for a graph), to count collectives (launches_a_collective).
 template <typename Launch>
-CUresult gated(CUstream stream, Launch&& launch) {
+CUresult gated(CUstream stream, CUfunction function, Launch&& launch) {
   const RealDriver* driver = real_driver();
   if (driver == nullptr) return kMissing;
   Tenancy& tenancy = Tenancy::get();
@@ -279,6 +288,10 @@ CUresult gated(CUstream stream, Launch&& launch) {
     before_launch_slow_path(*driver, tenancy, *gpu, device, stream);
   } else {
     --t_until_checkpoint[*gpu];
+  }
+  // Counted as it runs: one being captured into a graph runs when the graph does.
+  if (g_captures.load(std::memory_order_relaxed) <= 0 && launches_a_collective(*driver, function)) {
+    gate.note_collective(*gpu);
   }
   return launch();
 }
@@ -316,33 +329,33 @@ CUresult busy_waiting(Wait&& wait) {
     if (real == nullptr) return kMissing;                \
     return guard([&] { return real call_args; });       \
   }
-#define GPUSHARE_GATED_LAUNCH(name, stream_expr, call_args) \
-  GPUSHARE_WRAPPED_CALL(name, [&](auto&& call) { return gated(stream_expr, call); }, call_args)
+#define GPUSHARE_GATED_LAUNCH(name, stream_expr, function_expr, call_args) \
+  GPUSHARE_WRAPPED_CALL(name, [&](auto&& call) { return gated(stream_expr, function_expr, call); }, call_args)
 // In a `_ptsz` entry point the null stream is the calling thread's default stream: the gate's own
 // calls (capture query, event record) name it explicitly, since they go through legacy entries.
-#define GPUSHARE_GATED_LAUNCH_PTSZ(name, stream_expr, call_args) \
-  GPUSHARE_GATED_LAUNCH(name, per_thread_stream(stream_expr), call_args)
+#define GPUSHARE_GATED_LAUNCH_PTSZ(name, stream_expr, function_expr, call_args) \
+  GPUSHARE_GATED_LAUNCH(name, per_thread_stream(stream_expr), function_expr, call_args)
 
 CUresult cuLaunchKernel GPUSHARE_LAUNCH_KERNEL_PARAMS
-GPUSHARE_GATED_LAUNCH(cuLaunchKernel, hStream, GPUSHARE_LAUNCH_KERNEL_ARGS)
+GPUSHARE_GATED_LAUNCH(cuLaunchKernel, hStream, f, GPUSHARE_LAUNCH_KERNEL_ARGS)
 CUresult cuLaunchKernel_ptsz GPUSHARE_LAUNCH_KERNEL_PARAMS
-GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchKernel_ptsz, hStream, GPUSHARE_LAUNCH_KERNEL_ARGS)
+GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchKernel_ptsz, hStream, f, GPUSHARE_LAUNCH_KERNEL_ARGS)
 CUresult cuLaunchCooperativeKernel GPUSHARE_COOPERATIVE_PARAMS
-GPUSHARE_GATED_LAUNCH(cuLaunchCooperativeKernel, hStream, GPUSHARE_COOPERATIVE_ARGS)
+GPUSHARE_GATED_LAUNCH(cuLaunchCooperativeKernel, hStream, f, GPUSHARE_COOPERATIVE_ARGS)
 CUresult cuLaunchCooperativeKernel_ptsz GPUSHARE_COOPERATIVE_PARAMS
-GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchCooperativeKernel_ptsz, hStream, GPUSHARE_COOPERATIVE_ARGS)
+GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchCooperativeKernel_ptsz, hStream, f, GPUSHARE_COOPERATIVE_ARGS)
 
 CUresult cuLaunchKernelEx(const CUlaunchConfig* config, CUfunction f, void** kernelParams, void** extra)
-GPUSHARE_GATED_LAUNCH(cuLaunchKernelEx, config != nullptr ? config->hStream : nullptr, (config, f, kernelParams, extra))
+GPUSHARE_GATED_LAUNCH(cuLaunchKernelEx, config != nullptr ? config->hStream : nullptr, f, (config, f, kernelParams, extra))
 CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig* config, CUfunction f, void** kernelParams, void** extra)
-GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchKernelEx_ptsz, config != nullptr ? config->hStream : nullptr,
-                      (config, f, kernelParams, extra))
+GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchKernelEx_ptsz, config != nullptr ? config->hStream : nullptr, f,
+                           (config, f, kernelParams, extra))
 
 // CUDA graphs: one launch of a whole graph, gated like a kernel.
 CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
-GPUSHARE_GATED_LAUNCH(cuGraphLaunch, hStream, (hGraphExec, hStream))
+GPUSHARE_GATED_LAUNCH(cuGraphLaunch, hStream, nullptr, (hGraphExec, hStream))
 CUresult cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream)
-GPUSHARE_GATED_LAUNCH_PTSZ(cuGraphLaunch_ptsz, hStream, (hGraphExec, hStream))
+GPUSHARE_GATED_LAUNCH_PTSZ(cuGraphLaunch_ptsz, hStream, nullptr, (hGraphExec, hStream))
 
 CUresult cuCtxSynchronize(void) GPUSHARE_WRAPPED_CALL(cuCtxSynchronize, busy_waiting, ())
 // CUDA 13's cudaDeviceSynchronize (torch.cuda.synchronize) comes here.

@@ -86,7 +86,7 @@ Choice pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint6
     const std::uint64_t since = slot.compute[gpu].waiting_since_ns.load(kRelaxed);
     if (since == 0 || slot.state.load(kAcquire) != kInUse) continue;
     const std::uint32_t tenant = slot.tenant_index.load(kRelaxed);
-    if (tenant >= kMaxTenants) continue;
+    if (tenant >= kMaxTenants || gangs.anchor_in_transit(tenant, gpu)) continue;
     auto& record = state.tenants[tenant];
     auto& entry = record.compute[gpu];
     const std::uint32_t priority = layout::priority_class(record.compute_policy.priority.load(kRelaxed));
@@ -129,7 +129,10 @@ std::uint32_t priority_of_slot(const StateLayout& state, std::uint32_t slot) {
 
 // The highest priority class among the processes other than `holder` waiting for the GPU that
 // could be granted it at `now` (a capped tenant out of budget could not), or -1.
-int highest_waiting_class(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder, std::uint64_t now) {
+// A gang's follower waiting without its anchor (gang.hpp) is no contender: it would only wait there
+// for its anchor's ranks.
+int highest_waiting_class(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder, std::uint64_t now,
+                          const GangView& gangs) {
   int highest = -1;
   for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
     if (s == holder || state.slots[s].compute[gpu].waiting_since_ns.load(kRelaxed) == 0 ||
@@ -137,7 +140,9 @@ int highest_waiting_class(const StateLayout& state, std::uint32_t gpu, std::uint
       continue;
     }
     const std::uint32_t tenant = state.slots[s].tenant_index.load(kRelaxed);
-    if (tenant < kMaxTenants && !may_be_granted(state.tenants[tenant], gpu, now)) continue;
+    if (tenant < kMaxTenants && (!may_be_granted(state.tenants[tenant], gpu, now) || !gangs.may_lead(tenant, gpu))) {
+      continue;
+    }
     highest = std::max(highest, static_cast<int>(priority_of_slot(state, s)));
   }
   return highest;
@@ -170,10 +175,10 @@ bool leader_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t hol
 // costs is in docs/performance.md). The pause is charged to the holder: the GPU was kept for it.
 // Not for capped tenants, whose budget should go to work.
 std::uint64_t idle_after_for(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder,
-                             const ArbiterTiming& timing, std::uint64_t now) {
+                             const ArbiterTiming& timing, std::uint64_t now, const GangView& gangs) {
   const auto idle_after = static_cast<std::uint64_t>(timing.idle_after.count());
   const std::uint32_t tenant = state.slots[holder].tenant_index.load(kRelaxed);
-  if (tenant >= kMaxTenants || contender_waits(state, gpu, holder, now)) return idle_after;
+  if (tenant >= kMaxTenants || contender_waits(state, gpu, holder, now, gangs)) return idle_after;
   return std::max(idle_after, slice_ns_of(state.tenants[tenant]));
 }
 
@@ -224,7 +229,12 @@ void grant(StateLayout& state, std::uint32_t gpu, std::uint32_t slot, std::uint3
 // them would only cost it a drain before being granted again. For a capped holder anyone waiting
 // counts: its slice ends when its budget does.
 bool contender_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder, std::uint64_t now) {
-  const int highest = highest_waiting_class(state, gpu, holder, now);
+  return contender_waits(state, gpu, holder, now, GangView(state));
+}
+
+bool contender_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder, std::uint64_t now,
+                     const GangView& gangs) {
+  const int highest = highest_waiting_class(state, gpu, holder, now, gangs);
   const std::uint32_t tenant = state.slots[holder].tenant_index.load(kRelaxed);
   if (tenant < kMaxTenants && capped(state.tenants[tenant])) return highest >= 0;
   return highest >= static_cast<int>(priority_of_slot(state, holder));
@@ -290,7 +300,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
           schedule.holder_word.compare_exchange_strong(asked, word, std::memory_order_seq_cst);
         }
       } else if (layout::threads_inside(seen) == 0 && stood != 0 &&
-                 stood >= idle_after_for(state, gpu, holder, timing, now)) {
+                 stood >= idle_after_for(state, gpu, holder, timing, now, gangs)) {
         // Idle between launches. The hot path moves its lane and then reads the holder word; here
         // the word is changed and then the lanes read again, after fencing the holder's threads
         // (or watching for kStoreVisibleNs: HolderStandsStill), so a launch that starts at this moment
@@ -324,15 +334,20 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
     // a synchronize, say) on something that may depend on a waiter of a lower class: it is asked,
     // and then made, to hand over to anyone waiting. Holding the GPU is for pauses between launches.
     const bool over = !take_away && (now >= slice_end || off_anchor);
-    const std::uint64_t grace = over ? handover_grace(state, gpu, holder, timing) : 0;  // it scans the slots
+    // A follower without its anchor that does not hand over within the idle threshold is stuck in a
+    // collective waiting for the anchor's ranks: it loses the GPU then, its part left to finish later.
+    const std::uint64_t grace = !over       ? 0
+                                : off_anchor ? static_cast<std::uint64_t>(timing.idle_after.count())
+                                             : handover_grace(state, gpu, holder, timing);  // it scans the slots
     const std::uint32_t holder_tenant = over ? state.slots[holder].tenant_index.load(kRelaxed) : kNone;
     const bool stuck = over && holder_tenant < kMaxTenants &&
                        stood >= slice_ns_of(state.tenants[holder_tenant]) + grace &&
-                       highest_waiting_class(state, gpu, holder, now) >= 0;
-    if (over && (off_anchor || stuck || contender_waits(state, gpu, holder, now))) {
+                       highest_waiting_class(state, gpu, holder, now, gangs) >= 0;
+    if (over && (off_anchor || stuck || contender_waits(state, gpu, holder, now, gangs))) {
       if ((word & kHandoverBit) == 0) {
         schedule.holder_word.store(word | kHandoverBit, kRelease);
         schedule.handover_asked_ns.store(now, kRelaxed);
+        if (gangs.gang(old_tenant) && gangs.anchor(old_tenant) == gpu) result.gang_to_ask = old_tenant;
       } else {
         take_away = now - schedule.handover_asked_ns.load(kRelaxed) >= grace;
       }
@@ -382,6 +397,25 @@ void wake_waiters(StateLayout& state, std::uint32_t gpu) { futex::wake_all(state
 void wake_waiters_on(StateLayout& state, std::uint32_t gpus) {
   for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
     if ((gpus & (1U << gpu)) != 0) wake_waiters(state, gpu);
+  }
+}
+
+void ask_gang_to_hand_over(StateLayout& state, std::uint32_t gpu, std::uint32_t tenant, std::uint64_t now) {
+  if (tenant >= kMaxTenants) return;
+  const GangView gangs(state);
+  if (!gangs.gang(tenant) || gangs.anchor(tenant) != gpu) return;
+  for (std::uint32_t other = 0; other < layout::kMaxGpus; ++other) {
+    if (other == gpu || gangs.holder_tenant(other) != tenant) continue;
+    auto lock = lock_schedule(state, other);
+    if (!lock) continue;
+    GpuSchedule& schedule = state.schedules[other];
+    const std::uint32_t word = schedule.holder_word.load(kAcquire);
+    const std::uint32_t slot = layout::holder_slot(word);
+    if (slot >= kMaxSlots || (word & kHandoverBit) != 0 || state.slots[slot].tenant_index.load(kRelaxed) != tenant) {
+      continue;
+    }
+    schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
+    schedule.handover_asked_ns.store(now, kRelaxed);
   }
 }
 

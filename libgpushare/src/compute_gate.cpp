@@ -69,6 +69,7 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
   StateLayout& state = state_.state();
   std::uint32_t slice_seen = 0;
   std::uint64_t asked_ns = 0;
+  bool asked_self = false;
   {
     auto lock = lock_schedule(state, gpu);
     if (!lock) return lock.error();
@@ -77,9 +78,12 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
     if (schedule.holder_word.load(kAcquire) == holder_token(slot_)) {
       schedule.handover_asked_ns.store(monotonic_now_ns(), kRelaxed);
       schedule.holder_word.store(holder_token(slot_) | kHandoverBit, std::memory_order_seq_cst);
+      asked_self = true;
     }
     asked_ns = schedule.handover_asked_ns.load(kRelaxed);
   }
+  // Its own slice is over: a gang hands over at its anchor and everywhere else at once.
+  if (asked_self && tenant_ < kMaxTenants) ask_gang_to_hand_over(state, gpu, tenant_, asked_ns);
   drain_observed(gpu, drain, asked_ns);
   {
     auto lock = lock_schedule(state, gpu);
@@ -193,6 +197,7 @@ Status ComputeGate::acquire_daemonless(std::uint32_t gpu, const Drain& drain) {
     }
     if (decided.changed) wake_waiters(state, gpu);
     wake_waiters_on(state, decided.wake_gpus);
+    ask_gang_to_hand_over(state, gpu, decided.gang_to_ask, monotonic_now_ns());
     if (decided.granted_to_requester || layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot_) continue;
     wait_for_grant(state, gpu, seen, decided.recheck_after_ns);
   }
@@ -233,6 +238,21 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint6
     return handed;
   }
   return acquire(gpu, drain);
+}
+
+bool ComputeGate::behind_in_gang(std::uint32_t gpu) const {
+  const StateLayout& state = state_.state();
+  const std::uint64_t mine = state.slots[slot_].collectives[gpu].load(kRelaxed);
+  for (std::uint32_t s = 0; s < layout::kMaxSlots; ++s) {
+    const layout::ProcessSlot& sibling = state.slots[s];
+    if (s == slot_ || sibling.state.load(kAcquire) != layout::kInUse || sibling.tenant_index.load(kRelaxed) != tenant_) {
+      continue;
+    }
+    for (std::uint32_t other = 0; other < layout::kMaxGpus; ++other) {
+      if (other != gpu && sibling.collectives[other].load(kRelaxed) > mine) return true;
+    }
+  }
+  return false;
 }
 
 bool ComputeGate::higher_class_recently(std::uint32_t gpu, std::uint64_t now) const {

@@ -39,6 +39,7 @@ void release_slot_compute(StateLayout& state, std::uint32_t index, SlotRelease w
     for (auto& lane : compute.activity) lane.store(0, kRelaxed);
     compute.depends_on_others.store(0, kRelaxed);
     compute.threads_waiting.store(0, kRelaxed);
+    slot.collectives[gpu].store(0, kRelaxed);
   }
   slot.fenced.store(0, kRelaxed);
 }

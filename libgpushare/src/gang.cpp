@@ -9,11 +9,13 @@ constexpr auto kRelaxed = std::memory_order_relaxed;
 GangView::GangView(const layout::StateLayout& state) {
   holders_.fill(layout::kMaxTenants);
   for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
-    const std::uint32_t slot = layout::holder_slot(state.schedules[gpu].holder_word.load(std::memory_order_acquire));
+    const std::uint32_t word = state.schedules[gpu].holder_word.load(std::memory_order_acquire);
+    const std::uint32_t slot = layout::holder_slot(word);
     if (slot >= layout::kMaxSlots) continue;
     const std::uint32_t tenant = state.slots[slot].tenant_index.load(kRelaxed);
     if (tenant >= layout::kMaxTenants) continue;
     holders_[gpu] = tenant;
+    asked_[gpu] = (word & layout::kHandoverBit) != 0;
     wanted_[tenant] |= 1U << gpu;
   }
   for (const auto& slot : state.slots) {

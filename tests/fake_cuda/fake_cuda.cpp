@@ -689,6 +689,14 @@ FAKE_EXPORT CUresult cuDeviceGetCount(int* count) {
   });
 }
 
+// Kernels are named like NCCL's when they are collective parts (fake_collective.hpp), the way gpushare
+// tells a collective from other work.
+FAKE_EXPORT CUresult cuFuncGetName(const char** name, CUfunction hfunc) {
+  if (name == nullptr || hfunc == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *name = fake_collective::is_collective(hfunc) ? "ncclDevKernel_AllReduce_Sum_f32_RING_LL" : "fake_kernel";
+  return CUDA_SUCCESS;
+}
+
 FAKE_EXPORT CUresult cuDeviceGetName(char* name, int len, CUdevice dev) {
   return api([&] {
     if (name == nullptr || len <= 0) return CUDA_ERROR_INVALID_VALUE;
@@ -1423,7 +1431,7 @@ void* lookup_export(const char* name) {
 #define FAKE_ENTRY(fn) {#fn, reinterpret_cast<void*>(&fn)}
   static const Entry kEntries[] = {
       FAKE_ENTRY(cuInit), FAKE_ENTRY(cuDriverGetVersion), FAKE_ENTRY(cuGetErrorString), FAKE_ENTRY(cuGetErrorName),
-      FAKE_ENTRY(cuDeviceGet), FAKE_ENTRY(cuDeviceGetCount), FAKE_ENTRY(cuDeviceGetName),
+      FAKE_ENTRY(cuDeviceGet), FAKE_ENTRY(cuDeviceGetCount), FAKE_ENTRY(cuDeviceGetName), FAKE_ENTRY(cuFuncGetName),
       FAKE_ENTRY(cuDeviceGetUuid), FAKE_ENTRY(cuDeviceGetUuid_v2), FAKE_ENTRY(cuDeviceTotalMem_v2),
       FAKE_ENTRY(cuDeviceGetAttribute), FAKE_ENTRY(cuDevicePrimaryCtxRetain),
       FAKE_ENTRY(cuDevicePrimaryCtxRelease_v2), FAKE_ENTRY(cuCtxCreate_v2), FAKE_ENTRY(cuCtxDestroy_v2),

@@ -42,6 +42,7 @@
 
 namespace gpushare {
 
+class GangView;
 using layout::holder_token;
 
 // Outcome of one arbitration, for the process that ran it.
@@ -52,6 +53,9 @@ struct Arbitration {
   // Other GPUs whose waiters should look again (a gang's holder changed here: gang.hpp): bit h for
   // GPU h. The caller wakes them (wake_waiters_on) after releasing the schedule mutex.
   std::uint32_t wake_gpus = 0;
+  // A gang asked here, at its anchor, to hand over: the tenant whose other GPUs the caller asks too
+  // (ask_gang_to_hand_over, after releasing the schedule mutex); kMaxTenants when none.
+  std::uint32_t gang_to_ask = layout::kMaxTenants;
 };
 
 // Whether the process in `slot` is alive (its liveness lock is held).
@@ -89,6 +93,10 @@ void grant(layout::StateLayout& state, std::uint32_t gpu, std::uint32_t slot, st
 // REQUIRES: `holder` < layout::kMaxSlots.
 bool contender_waits(const layout::StateLayout& state, std::uint32_t gpu, std::uint32_t holder,
                      std::uint64_t now_ns);
+// The same with a GangView already taken (gang.hpp): a gang's follower waiting without its anchor is
+// no contender.
+bool contender_waits(const layout::StateLayout& state, std::uint32_t gpu, std::uint32_t holder,
+                     std::uint64_t now_ns, const GangView& gangs);
 
 // --- What a slice costs (schedule_charges.cpp) ---
 
@@ -134,6 +142,11 @@ bool take_waiting_mark(layout::GpuSchedule& schedule, layout::SlotCompute& compu
 // Wakes every process sleeping on the GPU's grant_seq: the caller's job after a decision that
 // changed the holder (Arbitration::changed), or after ending a slice.
 void wake_waiters(layout::StateLayout& state, std::uint32_t gpu);
+// One decision for a gang (gang.hpp): `tenant` was asked to hand over `gpu`; if that is its anchor,
+// it is asked on every other GPU it holds too, so that its ranks stop together. Takes each of those
+// GPUs' schedule mutex in turn (never two at once); a GPU whose mutex is not had in time is left to
+// its own arbitration.
+void ask_gang_to_hand_over(layout::StateLayout& state, std::uint32_t gpu, std::uint32_t tenant, std::uint64_t now_ns);
 // wake_waiters on every GPU of the mask (bit h: GPU h).
 void wake_waiters_on(layout::StateLayout& state, std::uint32_t gpus);
 // After a process of `tenant` ended its slice on `gpu` (a handover): wakes the waiters of the

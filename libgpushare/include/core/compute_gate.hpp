@@ -140,6 +140,25 @@ class ComputeGate {
   // or when its tenant's cap is spent; then waits for its next turn.
   // `now`: the monotonic clock, if the caller has just read it.
   Status checkpoint(std::uint32_t gpu, const Drain& drain, std::uint64_t now = monotonic_now_ns());
+  // Whether this process holds the slice but was asked to hand it over, within `within_ns` of the
+  // request: a gang's rank then still lets its collectives through (compute_hooks.cpp), so that its
+  // peers' parts on other GPUs, which wait on the GPU for this one, can end before everyone drains.
+  bool asked_to_hand_over(std::uint32_t gpu, std::uint64_t now, std::uint64_t within_ns) const {
+    const layout::GpuSchedule& schedule = state_.state().schedules[gpu];
+    if (schedule.holder_word.load(std::memory_order_seq_cst) != (layout::holder_token(slot_) | layout::kHandoverBit)) {
+      return false;
+    }
+    const std::uint64_t asked = schedule.handover_asked_ns.load(std::memory_order_relaxed);
+    return asked <= now && now - asked < within_ns;
+  }
+  // Counts a collective this process launches on `gpu` (ProcessSlot::collectives).
+  void note_collective(std::uint32_t gpu) {
+    state_.state().slots[slot_].collectives[gpu].fetch_add(1, std::memory_order_relaxed);
+  }
+  // Whether another live process of this tenant has launched more collectives than this one has on
+  // `gpu`: at a gang's handover this rank is then behind, and a sibling's part may be waiting on its
+  // GPU for one of this rank's (gang.hpp). A scan of the slots: slow path only.
+  bool behind_in_gang(std::uint32_t gpu) const;
   // Tells `observer` (null: nobody) the gate's events from now on; it must outlive the gate.
   void observe(GateObserver* observer) { observer_.store(observer, std::memory_order_release); }
   // Whether a higher priority class than this process's held the GPU recently (timing_).

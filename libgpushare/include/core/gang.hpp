@@ -34,11 +34,19 @@ class GangView {
   // The tenant holding `gpu`'s slice (kMaxTenants when none or unknown).
   std::uint32_t holder_tenant(std::uint32_t gpu) const { return gpu < layout::kMaxGpus ? holders_[gpu] : layout::kMaxTenants; }
   // Whether the tenant, on `gpu`, should be granted the slice before tenants that may not: it is
-  // no gang, or `gpu` is its anchor, or it holds its anchor.
+  // no gang, or `gpu` is its anchor, or it holds its anchor and has not been asked to hand it over.
   bool may_lead(std::uint32_t tenant, std::uint32_t gpu) const {
     if (!gang(tenant)) return true;
     const std::uint32_t home = anchor(tenant);
-    return home == gpu || holder_tenant(home) == tenant;
+    return home == gpu || (holder_tenant(home) == tenant && !asked_[home]);
+  }
+  // Whether the tenant waits for its anchor while nobody holds it: the anchor is about to be
+  // granted, and granting the tenant `gpu` first would let it hold a follower without its anchor
+  // (its ranks there would wait for the anchor's, and could not hand over).
+  bool anchor_in_transit(std::uint32_t tenant, std::uint32_t gpu) const {
+    if (!gang(tenant)) return false;
+    const std::uint32_t home = anchor(tenant);
+    return home != gpu && holder_tenant(home) == layout::kMaxTenants;
   }
   // Whether the tenant holds `gpu` only as a follower that has lost its anchor: it should hand
   // `gpu` over to someone who may lead there.
@@ -47,6 +55,7 @@ class GangView {
  private:
   std::array<std::uint32_t, layout::kMaxTenants> wanted_{};
   std::array<std::uint32_t, layout::kMaxGpus> holders_{};
+  std::array<bool, layout::kMaxGpus> asked_{};  // the holder was asked to hand over
 };
 
 }  // namespace gpushare

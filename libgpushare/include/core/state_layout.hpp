@@ -250,6 +250,11 @@ struct alignas(kSlotPageBytes) ProcessSlot {
   // reader of its activity may then make its threads pass a barrier instead of waiting it out.
   // Written by the owner's gate (0 or 1) and cleared with the slot.
   std::atomic<std::uint32_t> fenced;
+  // Collectives (NCCL's kernels) the owner has launched on each GPU: a gang's ranks launch
+  // the same ones in the same order, so at a handover a rank whose count is below a sibling's is
+  // behind and goes on until it catches up (gang.hpp). Added to ABI 7 in what was padding: zero in
+  // files of older builds, whose processes then never look behind. Cleared with the slot.
+  std::atomic<std::uint64_t> collectives[kMaxGpus];
 };
 static_assert(offsetof(ProcessSlot, compute) == kSlotPageBytes, "the owner's part starts a page");
 static_assert(sizeof(ProcessSlot) == 2 * kSlotPageBytes, "a slot is two pages");
