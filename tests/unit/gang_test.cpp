@@ -144,21 +144,8 @@ TEST_F(GangTest, AFollowerGetsAGpuNobodyElseWants) {
 namespace gpushare {
 namespace {
 
-class GangRulesTest : public testing::ArbiterTest {
- protected:
-  static constexpr std::uint32_t kA = 0, kB = 1;
-  void want_on(std::uint32_t slot, std::uint32_t gpu) {
-    auto& since = s().slots[slot].compute[gpu].waiting_since_ns;
-    if (since.load() == 0) since.store(now_ + 1);
-  }
-  std::uint32_t holder_of(std::uint32_t gpu) { return layout::holder_slot(s().schedules[gpu].holder_word.load()); }
-  void give(std::uint32_t slot, std::uint32_t gpu) {
-    want_on(slot, gpu);
-    arbitrate(s(), gpu, now_, slot, timing_);
-    ASSERT_EQ(holder_of(gpu), slot);
-    s().slots[slot].compute[gpu].waiting_since_ns.store(0);
-  }
-};
+// The same fixture, for the rules that keep a gang's ranks together.
+using GangRulesTest = GangTest;
 
 // While a gang's anchor changes hands (nobody holds it for a moment), its follower GPU is granted
 // to nobody of a gang waiting for that anchor: the old holder would take it back without its anchor.
