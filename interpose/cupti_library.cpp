@@ -12,8 +12,12 @@ namespace {
 
 // Where a toolkit or a PyTorch wheel leaves CUPTI, by soname: newest first. The toolkit's own
 // folder is not on the loader's path by default.
-constexpr const char* kDefaultNames[] = {"libcupti.so",      "libcupti.so.13",    "libcupti.so.12",
-                                         "libcupti.so.11.8", "libcupti.so.11.7",  "libcupti.so.11.6",
+constexpr const char* kDefaultNames[] = {"libcupti.so",
+                                         "libcupti.so.13",
+                                         "libcupti.so.12",
+                                         "libcupti.so.11.8",
+                                         "libcupti.so.11.7",
+                                         "libcupti.so.11.6",
                                          "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so",
                                          "/usr/local/cuda/lib64/libcupti.so"};
 
@@ -58,11 +62,11 @@ CuptiOpened open_cupti(const std::string& configured) {
     }
     CuptiLibrary& cupti = opened.library;
     const DlsymFn lookup = real_dlsym();
-#define GPUSHARE_CUPTI_RESOLVE(name, type)                                                             \
-  cupti.name = reinterpret_cast<std::add_pointer_t<type>>(lookup(handle, #name));                                        \
-  if (cupti.name == nullptr) {                                                                       \
+#define GPUSHARE_CUPTI_RESOLVE(name, type)                                                                \
+  cupti.name = reinterpret_cast<std::add_pointer_t<type>>(lookup(handle, #name));                         \
+  if (cupti.name == nullptr) {                                                                            \
     opened.why_not = fmt::format("{} has no {}: not a CUPTI library, or one too old", cupti.path, #name); \
-    return opened;                                                                                   \
+    return opened;                                                                                        \
   }
     GPUSHARE_CUPTI_FUNCTIONS(GPUSHARE_CUPTI_RESOLVE)
 #undef GPUSHARE_CUPTI_RESOLVE
@@ -78,8 +82,9 @@ CuptiOpened open_cupti(const std::string& configured) {
     if (const cupti::Result result = cupti.cuptiSubscribe(&cupti.subscriber, &ignore_callback, nullptr);
         result != cupti::kSuccess) {
       opened.why_not = result == cupti::kErrorMultipleSubscribers
-                           ? std::string("CUPTI is held by another subscriber (a profiler: Nsight Systems, the "
-                                         "PyTorch profiler, ...)")
+                           ? std::string(
+                                 "CUPTI is held by another subscriber (a profiler: Nsight Systems, the "
+                                 "PyTorch profiler, ...)")
                            : fmt::format("{}: cuptiSubscribe failed: {}", cupti.path, cupti.describe(result));
       return opened;
     }

@@ -33,18 +33,24 @@ std::atomic<bool> g_recording{false};
 }
 namespace {
 
-constexpr std::size_t kBufferBytes = 1 << 20;  // one CUPTI activity buffer
+constexpr std::size_t kBufferBytes = 1 << 20;                      // one CUPTI activity buffer
 constexpr std::uint64_t kFileBound = (2ULL << 30) - (4ULL << 20);  // under the reader's 2 GiB
-constexpr std::size_t kPendingBound = 256ULL << 20;                  // lines waiting for the next flush
+constexpr std::size_t kPendingBound = 256ULL << 20;                // lines waiting for the next flush
 
 const char* event_name(GateEvent event) {
   switch (event) {
-    case GateEvent::kWaitBegun: return "wait_begun";
-    case GateEvent::kWaitEnded: return "wait_ended";
-    case GateEvent::kGranted: return "granted";
-    case GateEvent::kHandoverAsked: return "handover_asked";
-    case GateEvent::kDrainBegun: return "drain_begun";
-    case GateEvent::kDrainEnded: return "drain_ended";
+    case GateEvent::kWaitBegun:
+      return "wait_begun";
+    case GateEvent::kWaitEnded:
+      return "wait_ended";
+    case GateEvent::kGranted:
+      return "granted";
+    case GateEvent::kHandoverAsked:
+      return "handover_asked";
+    case GateEvent::kDrainBegun:
+      return "drain_begun";
+    case GateEvent::kDrainEnded:
+      return "drain_ended";
   }
   return "unknown";
 }
@@ -82,7 +88,9 @@ class Recorder final : public GateObserver {
     declare_locked(ordinal);
     append_locked(trace_lines::gpushare_event(ordinal, at, "oom_refused", static_cast<std::int64_t>(bytes)));
   }
-  void range(std::uint64_t start, std::uint64_t end) { append(trace_lines::range(start, std::max(start, end), "request")); }
+  void range(std::uint64_t start, std::uint64_t end) {
+    append(trace_lines::range(start, std::max(start, end), "request"));
+  }
 
   // CUPTI's clock.
   std::uint64_t timestamp() const {
@@ -142,9 +150,9 @@ Recorder& recorder() {
 
 std::string format_uuid(const CUuuid& uuid) {
   const auto b = [&](int i) { return static_cast<unsigned>(static_cast<unsigned char>(uuid.bytes[i])); };
-  return fmt::format("GPU-{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-                     b(0), b(1), b(2), b(3), b(4), b(5), b(6), b(7), b(8), b(9), b(10), b(11), b(12), b(13), b(14),
-                     b(15));
+  return fmt::format(
+      "GPU-{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}", b(0),
+      b(1), b(2), b(3), b(4), b(5), b(6), b(7), b(8), b(9), b(10), b(11), b(12), b(13), b(14), b(15));
 }
 
 void Recorder::declare_locked(CUdevice ordinal) {
@@ -154,7 +162,7 @@ void Recorder::declare_locked(CUdevice ordinal) {
     // A device no gated call bound (its kernels went through ungated): ask the driver.
     const RealDriver* driver = real_driver_if_loaded();
     CUuuid uuid{};
-    auto get_uuid = driver == nullptr ? nullptr
+    auto get_uuid = driver == nullptr                       ? nullptr
                     : driver->cuDeviceGetUuid_v2 != nullptr ? driver->cuDeviceGetUuid_v2
                                                             : driver->cuDeviceGetUuid;
     device.uuid = get_uuid != nullptr && get_uuid(&uuid, ordinal) == CUDA_SUCCESS
@@ -176,7 +184,9 @@ void Recorder::buffer_completed(void* context, std::uint32_t stream, std::uint8_
   cupti::Activity* record = nullptr;
   while (cupti_.cuptiActivityGetNextRecord(buffer, valid, &record) == cupti::kSuccess && record != nullptr) {
     using cupti::field;
-    const auto device_of = [&](std::size_t offset) { return static_cast<CUdevice>(field<std::uint32_t>(record, offset)); };
+    const auto device_of = [&](std::size_t offset) {
+      return static_cast<CUdevice>(field<std::uint32_t>(record, offset));
+    };
     auto interval = [&](std::size_t start, std::size_t end, CUdevice ordinal) {
       const auto from = field<std::uint64_t>(record, start), to = field<std::uint64_t>(record, end);
       // Incomplete records carry zero times; ordinals past the table are not ours to name.
@@ -206,12 +216,14 @@ void Recorder::buffer_completed(void* context, std::uint32_t stream, std::uint8_
       if (!interval(s::kStart, s::kEnd, ordinal)) continue;
       declare_locked(ordinal);
       append_locked(trace_lines::memset(ordinal, field<std::uint64_t>(record, s::kStart),
-                                        field<std::uint64_t>(record, s::kEnd), field<std::uint64_t>(record, s::kBytes)));
+                                        field<std::uint64_t>(record, s::kEnd),
+                                        field<std::uint64_t>(record, s::kBytes)));
     }
   }
   std::size_t dropped = 0;
   if (cupti_.cuptiActivityGetNumDroppedRecords(context, stream, &dropped) == cupti::kSuccess && dropped != 0) {
-    append_locked(trace_lines::note(timestamp(), fmt::format("CUPTI dropped {} records (its buffers were full)", dropped)));
+    append_locked(
+        trace_lines::note(timestamp(), fmt::format("CUPTI dropped {} records (its buffers were full)", dropped)));
   }
 }
 
@@ -224,7 +236,7 @@ void on_buffer_requested(std::uint8_t** buffer, std::size_t* size, std::size_t* 
 }
 
 void on_buffer_completed(void* context, std::uint32_t stream, std::uint8_t* buffer, std::size_t /*size*/,
-                      std::size_t valid) {
+                         std::size_t valid) {
   if (buffer == nullptr) return;
   try {
     recorder().buffer_completed(context, stream, buffer, valid);

@@ -32,7 +32,9 @@ class GangView {
     return gpus == 0 ? layout::kMaxGpus : static_cast<std::uint32_t>(std::countr_zero(gpus));
   }
   // The tenant holding `gpu`'s slice (kMaxTenants when none or unknown).
-  std::uint32_t holder_tenant(std::uint32_t gpu) const { return gpu < layout::kMaxGpus ? holders_[gpu] : layout::kMaxTenants; }
+  std::uint32_t holder_tenant(std::uint32_t gpu) const {
+    return gpu < layout::kMaxGpus ? holders_[gpu] : layout::kMaxTenants;
+  }
   // Whether the tenant, on `gpu`, should be granted the slice before tenants that may not: it is
   // no gang, or `gpu` is its anchor, or it holds its anchor and has not been asked to hand it over.
   bool may_lead(std::uint32_t tenant, std::uint32_t gpu) const {
