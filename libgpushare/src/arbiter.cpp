@@ -148,25 +148,6 @@ int highest_waiting_class(const StateLayout& state, std::uint32_t gpu, std::uint
   return highest;
 }
 
-// Whether a process other than `holder` waits for the GPU that may lead on it (GangView) and could be
-// granted it now, in the holder's class or a higher one.
-bool leader_waits(const StateLayout& state, std::uint32_t gpu, std::uint32_t holder, std::uint64_t now,
-                  const GangView& gangs) {
-  const std::uint32_t holder_class = priority_of_slot(state, holder);
-  for (std::uint32_t s = 0; s < kMaxSlots; ++s) {
-    if (s == holder || state.slots[s].compute[gpu].waiting_since_ns.load(kRelaxed) == 0 ||
-        state.slots[s].state.load(kAcquire) != kInUse) {
-      continue;
-    }
-    const std::uint32_t tenant = state.slots[s].tenant_index.load(kRelaxed);
-    if (tenant < kMaxTenants && gangs.may_lead(tenant, gpu) && may_be_granted(state.tenants[tenant], gpu, now) &&
-        priority_of_slot(state, s) >= holder_class) {
-      return true;
-    }
-  }
-  return false;
-}
-
 // How long the holder's launch count may stand still before it loses the slice for idleness.
 // Normally timing.idle_after. A holder with only lower classes waiting behind it keeps the GPU
 // through pauses up to its slice length: a `high` service that answers a request every few
@@ -328,8 +309,10 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
     // A gang's follower that no longer holds its anchor hands over at once to one who may lead here:
     // its ranks would only wait for the anchor's (gang.hpp).
     if (holder < kMaxSlots) old_tenant = state.slots[holder].tenant_index.load(kRelaxed);
+    // (highest_waiting_class counts only waiters that may lead here.)
     const bool off_anchor = !take_away && old_tenant < kMaxTenants && gangs.lost_its_anchor(old_tenant, gpu) &&
-                            leader_waits(state, gpu, holder, now, gangs);
+                            highest_waiting_class(state, gpu, holder, now, gangs) >=
+                                static_cast<int>(priority_of_slot(state, holder));
     // A holder whose activity has stood still for a whole slice and its grace period is blocked (in
     // a synchronize, say) on something that may depend on a waiter of a lower class: it is asked,
     // and then made, to hand over to anyone waiting. Holding the GPU is for pauses between launches.
@@ -339,7 +322,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
     const std::uint64_t grace = !over       ? 0
                                 : off_anchor ? static_cast<std::uint64_t>(timing.idle_after.count())
                                              : handover_grace(state, gpu, holder, timing);  // it scans the slots
-    const std::uint32_t holder_tenant = over ? state.slots[holder].tenant_index.load(kRelaxed) : kNone;
+    const std::uint32_t holder_tenant = over ? old_tenant : kNone;
     const bool stuck = over && holder_tenant < kMaxTenants &&
                        stood >= slice_ns_of(state.tenants[holder_tenant]) + grace &&
                        highest_waiting_class(state, gpu, holder, now, gangs) >= 0;
