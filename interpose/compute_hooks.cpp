@@ -14,6 +14,7 @@
 #include "core/handover_drain.hpp"
 #include "core/inflight_bound.hpp"
 #include "core/ungated_pause.hpp"
+#include "capture_hooks.hpp"
 #include "collective_kinds.hpp"
 #include "driver.hpp"
 #include "hooks.hpp"
@@ -66,9 +67,6 @@ class DriverEvents final : public InflightEvents {
   const RealDriver& driver_;
 };
 
-// Stream captures going on in this process (begun and not yet ended, counted by the capture
-// hooks below).
-std::atomic<int> g_captures{0};
 
 // Threads of this process inside a gated call on a GPU that are not about to submit: in the gate's
 // slow path (waiting for the slice, the in-flight bound, a handover) or in a synchronize. The
@@ -153,13 +151,6 @@ class RelaxedCaptureMode {
 // may come back for a new one, perhaps on another device.
 std::atomic<unsigned> g_contexts_ended{0};
 
-// Whether the process has mapped another process's GPU memory (CUDA IPC, imported allocations:
-// NCCL, custom all-reduce kernels). Kernels that poll such memory wait for another process's
-// kernels, which may be waiting for this GPU: the arbiter must not wait long for this process
-// (ComputeGate::note_depends_on_other_processes). Events cannot cause that: an event wait only
-// waits for work already submitted, which runs whoever holds the slice.
-std::atomic<bool> g_imports_memory{false};
-
 // The GPU of the current context, remembered per thread for the last context seen: asking the
 // driver for the current context is cheaper than asking for its device, and a context never
 // changes device (while no context has ended since). Initial-exec TLS: no __tls_get_addr call on
@@ -205,7 +196,6 @@ void arbiter_failed(std::uint32_t gpu, CUdevice device, const Error& error) {
 
 // How long after being asked to hand over a rank that is behind its gang goes on launching.
 constexpr std::uint64_t kCatchUpNs = 10'000'000;
-
 
 // A launch that does not hold the slice, or whose thread is due a checkpoint. Unless it is being
 // captured into a graph: then it needs no slice, and an event recorded on its stream would end up
@@ -321,14 +311,6 @@ CUresult busy_waiting(Wait&& wait) {
 
 }  // namespace
 
-// The body of a wrapper: the real entry point (kMissing when this driver lacks it), called inside
-// `guard`, a function template taking the call as a lambda.
-#define GPUSHARE_WRAPPED_CALL(name, guard, call_args)    \
-  {                                                      \
-    auto real = real_driver_or_empty().name;             \
-    if (real == nullptr) return kMissing;                \
-    return guard([&] { return real call_args; });       \
-  }
 #define GPUSHARE_GATED_LAUNCH(name, stream_expr, function_expr, call_args) \
   GPUSHARE_WRAPPED_CALL(name, [&](auto&& call) { return gated(stream_expr, function_expr, call); }, call_args)
 // In a `_ptsz` entry point the null stream is the calling thread's default stream: the gate's own
@@ -391,24 +373,6 @@ CUresult context_ending(Forget&& forget, End&& end) {
   return result;
 }
 
-template <typename Begin>
-CUresult capture_begun(Begin&& begin) {
-  const CUresult result = begin();
-  if (result == CUDA_SUCCESS) g_captures.fetch_add(1, std::memory_order_acq_rel);
-  return result;
-}
-// A capture ends with its graph, or invalidated; other errors (not capturing, wrong thread) leave
-// it going. Never below zero: a capture begun through an entry point not counted here.
-template <typename End>
-CUresult capture_ended(End&& end) {
-  const CUresult result = end();
-  if (result == CUDA_SUCCESS || result == CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) {
-    int captures = g_captures.load(std::memory_order_acquire);
-    while (captures > 0 && !g_captures.compare_exchange_weak(captures, captures - 1, std::memory_order_acq_rel)) {
-    }
-  }
-  return result;
-}
 }  // namespace
 
 CUresult cuCtxDestroy_v2(CUcontext ctx)
@@ -429,45 +393,5 @@ GPUSHARE_WRAPPED_CALL(cuDevicePrimaryCtxRelease_v2, [&](auto&& release) {
   return context_ending([dev](InflightBound& bound, DriverEvents& events) { bound.forget_device(events, dev); },
                         release);
 }, (dev))
-
-namespace {
-template <typename Open>
-CUresult importing_memory(Open&& open) {
-  const CUresult result = open();
-  if (result == CUDA_SUCCESS) {
-    g_imports_memory.store(true, std::memory_order_relaxed);
-    // Started or not, never started here: a process that only imports and copies need not join.
-    if (Tenancy* tenancy = Tenancy::if_started(); tenancy != nullptr && tenancy->mode() == Tenancy::Mode::kEnforce) {
-      tenancy->gate().note_depends_on_other_processes();
-    }
-  }
-  return result;
-}
-}  // namespace
-
-CUresult cuIpcOpenMemHandle_v2(CUdeviceptr* pdptr, CUipcMemHandle handle, unsigned int Flags)
-GPUSHARE_WRAPPED_CALL(cuIpcOpenMemHandle_v2, importing_memory, (pdptr, handle, Flags))
-CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle* handle, void* osHandle,
-                                        CUmemAllocationHandleType shHandleType)
-GPUSHARE_WRAPPED_CALL(cuMemImportFromShareableHandle, importing_memory, (handle, osHandle, shHandleType))
-
-CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode)
-GPUSHARE_WRAPPED_CALL(cuStreamBeginCapture_v2, capture_begun, (hStream, mode))
-CUresult cuStreamBeginCapture_v2_ptsz(CUstream hStream, CUstreamCaptureMode mode)
-GPUSHARE_WRAPPED_CALL(cuStreamBeginCapture_v2_ptsz, capture_begun, (hStream, mode))
-CUresult cuStreamBeginCaptureToGraph(CUstream hStream, CUgraph hGraph, const CUgraphNode* dependencies,
-                                     const CUgraphEdgeData* dependencyData, size_t numDependencies,
-                                     CUstreamCaptureMode mode)
-GPUSHARE_WRAPPED_CALL(cuStreamBeginCaptureToGraph, capture_begun,
-                      (hStream, hGraph, dependencies, dependencyData, numDependencies, mode))
-CUresult cuStreamBeginCaptureToGraph_ptsz(CUstream hStream, CUgraph hGraph, const CUgraphNode* dependencies,
-                                          const CUgraphEdgeData* dependencyData, size_t numDependencies,
-                                          CUstreamCaptureMode mode)
-GPUSHARE_WRAPPED_CALL(cuStreamBeginCaptureToGraph_ptsz, capture_begun,
-                      (hStream, hGraph, dependencies, dependencyData, numDependencies, mode))
-CUresult cuStreamEndCapture(CUstream hStream, CUgraph* phGraph)
-GPUSHARE_WRAPPED_CALL(cuStreamEndCapture, capture_ended, (hStream, phGraph))
-CUresult cuStreamEndCapture_ptsz(CUstream hStream, CUgraph* phGraph)
-GPUSHARE_WRAPPED_CALL(cuStreamEndCapture_ptsz, capture_ended, (hStream, phGraph))
 
 }  // namespace gpushare::interpose::hooks

@@ -141,8 +141,9 @@ class ComputeGate {
   // `now`: the monotonic clock, if the caller has just read it.
   Status checkpoint(std::uint32_t gpu, const Drain& drain, std::uint64_t now = monotonic_now_ns());
   // Whether this process holds the slice but was asked to hand it over, within `within_ns` of the
-  // request: a gang's rank then still lets its collectives through (compute_hooks.cpp), so that its
-  // peers' parts on other GPUs, which wait on the GPU for this one, can end before everyone drains.
+  // request: a gang's rank behind its siblings (behind_in_gang) then goes on launching
+  // (compute_hooks.cpp), so that their parts on other GPUs, which wait on the GPU for this rank's,
+  // can end before everyone drains.
   bool asked_to_hand_over(std::uint32_t gpu, std::uint64_t now, std::uint64_t within_ns) const {
     const layout::GpuSchedule& schedule = state_.state().schedules[gpu];
     if (schedule.holder_word.load(std::memory_order_seq_cst) != (layout::holder_token(slot_) | layout::kHandoverBit)) {
