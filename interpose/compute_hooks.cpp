@@ -11,11 +11,11 @@
 #include <optional>
 #include <thread>
 
+#include "capture_hooks.hpp"
+#include "collective_kinds.hpp"
 #include "core/handover_drain.hpp"
 #include "core/inflight_bound.hpp"
 #include "core/ungated_pause.hpp"
-#include "capture_hooks.hpp"
-#include "collective_kinds.hpp"
 #include "driver.hpp"
 #include "hooks.hpp"
 #include "log.hpp"
@@ -66,7 +66,6 @@ class DriverEvents final : public InflightEvents {
  private:
   const RealDriver& driver_;
 };
-
 
 // Threads of this process inside a gated call on a GPU that are not about to submit: in the gate's
 // slow path (waiting for the slice, the in-flight bound, a handover) or in a synchronize. The
@@ -169,7 +168,7 @@ __attribute__((tls_model("initial-exec"))) thread_local std::array<unsigned, lay
 __attribute__((tls_model("initial-exec"))) thread_local std::array<LaneClaim, layout::kMaxGpus> t_lanes{};
 
 [[gnu::always_inline]] inline std::optional<std::uint32_t> current_gpu(const RealDriver& driver, Tenancy& tenancy,
-                                                                  CUdevice* device) {
+                                                                       CUdevice* device) {
   CUcontext context = nullptr;
   if (driver.cuCtxGetCurrent == nullptr || driver.cuCtxGetCurrent(&context) != CUDA_SUCCESS || context == nullptr) {
     return std::nullopt;
@@ -194,9 +193,6 @@ void arbiter_failed(std::uint32_t gpu, CUdevice device, const Error& error) {
                device, error.message);
 }
 
-// How long after being asked to hand over a rank that is behind its gang goes on launching.
-constexpr std::uint64_t kCatchUpNs = 10'000'000;
-
 // A launch that does not hold the slice, or whose thread is due a checkpoint. Unless it is being
 // captured into a graph: then it needs no slice, and an event recorded on its stream would end up
 // in the program's graph. Without a capture going on in the process (the common case) there is
@@ -206,9 +202,6 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   if (g_ungated[gpu].ungated(monotonic_now_ns())) return;
   const Parked parked(gpu);
   ComputeGate& gate = tenancy.gate();
-  if (gate.asked_to_hand_over(gpu, monotonic_now_ns(), kCatchUpNs) && gate.behind_in_gang(gpu)) {
-    return;  // a sibling rank's collective may be waiting on its GPU for this rank's part (gang.hpp)
-  }
   const bool captures = g_captures.load(std::memory_order_acquire) > 0;
   if (captures && capturing(driver, stream)) {
     // Holding the slice through a capture (vLLM's warm-up captures graphs for seconds) would keep
@@ -242,6 +235,23 @@ void before_launch_slow_path(const RealDriver& driver, Tenancy& tenancy, std::ui
   g_ungated[gpu].worked();
 }
 
+// The slow path of a launch that is a collective if `collective` (counted already: note_collective).
+// A gang's rank asked to hand over goes on to its gang's stop count (gang.hpp); else a collective is
+// withdrawn while the launch waits for its turn and counted again after it, so that no stop count
+// includes a part this rank has not launched. Counted again, it may find itself asked meanwhile.
+void before_launch(const RealDriver& driver, Tenancy& tenancy, std::uint32_t gpu, CUdevice device, CUstream stream,
+                   bool collective) {
+  ComputeGate& gate = tenancy.gate();
+  for (int pass = 0;; ++pass) {
+    if (gate.goes_on_to_gang_stop(gpu, collective, monotonic_now_ns())) return;
+    if (!collective) return before_launch_slow_path(driver, tenancy, gpu, device, stream);
+    gate.withdraw_collective(gpu);
+    before_launch_slow_path(driver, tenancy, gpu, device, stream);
+    gate.note_collective(gpu);
+    if (gate.holds(gpu) || pass == 2) return;
+  }
+}
+
 CUstream per_thread_stream(CUstream stream) { return stream == nullptr ? CU_STREAM_PER_THREAD : stream; }
 
 // A thread of this process inside a gated call, for the arbiter (ComputeGate::begin_launch): left
@@ -265,7 +275,8 @@ CUresult gated(CUstream stream, CUfunction function, Launch&& launch) {
   const RealDriver* driver = real_driver();
   if (driver == nullptr) return kMissing;
   Tenancy& tenancy = Tenancy::get();
-  if (trace::recording()) [[unlikely]] trace::launched();
+  if (trace::recording()) [[unlikely]]
+    trace::launched();
   if (tenancy.mode() != Tenancy::Mode::kEnforce) return launch();
   CUdevice device = 0;
   const auto gpu = current_gpu(*driver, tenancy, &device);
@@ -274,14 +285,14 @@ CUresult gated(CUstream stream, CUfunction function, Launch&& launch) {
   // Inside from here to the end: draining at a handover, waiting for the slice and a launch blocked
   // on a full GPU queue all mean "this process's work is on the GPU", never "idle".
   const InsideCall inside(gate.begin_launch(*gpu, t_lanes[*gpu]));
+  // Counted before the gate is looked at (before_launch). One being captured into a graph is not:
+  // it runs when the graph does.
+  const bool collective = g_captures.load(std::memory_order_relaxed) <= 0 && launches_a_collective(*driver, function);
+  if (collective) gate.note_collective(*gpu);
   if (!gate.holds(*gpu) || t_until_checkpoint[*gpu] <= 1) {
-    before_launch_slow_path(*driver, tenancy, *gpu, device, stream);
+    before_launch(*driver, tenancy, *gpu, device, stream, collective);
   } else {
     --t_until_checkpoint[*gpu];
-  }
-  // Counted as it runs: one being captured into a graph runs when the graph does.
-  if (g_captures.load(std::memory_order_relaxed) <= 0 && launches_a_collective(*driver, function)) {
-    gate.note_collective(*gpu);
   }
   return launch();
 }
@@ -305,93 +316,101 @@ CUresult counted_wait(Wait&& wait) {
 template <typename Wait>
 CUresult busy_waiting(Wait&& wait) {
   const CUresult result = counted_wait(wait);
-  if (trace::recording()) [[unlikely]] trace::synchronized();
+  if (trace::recording()) [[unlikely]]
+    trace::synchronized();
   return result;
 }
 
 }  // namespace
 
 #define GPUSHARE_GATED_LAUNCH(name, stream_expr, function_expr, call_args) \
-  GPUSHARE_WRAPPED_CALL(name, [&](auto&& call) { return gated(stream_expr, function_expr, call); }, call_args)
+  GPUSHARE_WRAPPED_CALL(                                                   \
+      name, [&](auto&& call) { return gated(stream_expr, function_expr, call); }, call_args)
 // In a `_ptsz` entry point the null stream is the calling thread's default stream: the gate's own
 // calls (capture query, event record) name it explicitly, since they go through legacy entries.
 #define GPUSHARE_GATED_LAUNCH_PTSZ(name, stream_expr, function_expr, call_args) \
   GPUSHARE_GATED_LAUNCH(name, per_thread_stream(stream_expr), function_expr, call_args)
 
-CUresult cuLaunchKernel GPUSHARE_LAUNCH_KERNEL_PARAMS
-GPUSHARE_GATED_LAUNCH(cuLaunchKernel, hStream, f, GPUSHARE_LAUNCH_KERNEL_ARGS)
-CUresult cuLaunchKernel_ptsz GPUSHARE_LAUNCH_KERNEL_PARAMS
-GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchKernel_ptsz, hStream, f, GPUSHARE_LAUNCH_KERNEL_ARGS)
-CUresult cuLaunchCooperativeKernel GPUSHARE_COOPERATIVE_PARAMS
-GPUSHARE_GATED_LAUNCH(cuLaunchCooperativeKernel, hStream, f, GPUSHARE_COOPERATIVE_ARGS)
-CUresult cuLaunchCooperativeKernel_ptsz GPUSHARE_COOPERATIVE_PARAMS
-GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchCooperativeKernel_ptsz, hStream, f, GPUSHARE_COOPERATIVE_ARGS)
+CUresult cuLaunchKernel GPUSHARE_LAUNCH_KERNEL_PARAMS GPUSHARE_GATED_LAUNCH(
+    cuLaunchKernel, hStream, f, GPUSHARE_LAUNCH_KERNEL_ARGS) CUresult cuLaunchKernel_ptsz GPUSHARE_LAUNCH_KERNEL_PARAMS
+    GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchKernel_ptsz, hStream, f, GPUSHARE_LAUNCH_KERNEL_ARGS) CUresult
+    cuLaunchCooperativeKernel GPUSHARE_COOPERATIVE_PARAMS
+    GPUSHARE_GATED_LAUNCH(cuLaunchCooperativeKernel, hStream, f,
+                          GPUSHARE_COOPERATIVE_ARGS) CUresult cuLaunchCooperativeKernel_ptsz GPUSHARE_COOPERATIVE_PARAMS
+    GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchCooperativeKernel_ptsz, hStream, f, GPUSHARE_COOPERATIVE_ARGS)
 
-CUresult cuLaunchKernelEx(const CUlaunchConfig* config, CUfunction f, void** kernelParams, void** extra)
-GPUSHARE_GATED_LAUNCH(cuLaunchKernelEx, config != nullptr ? config->hStream : nullptr, f, (config, f, kernelParams, extra))
-CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig* config, CUfunction f, void** kernelParams, void** extra)
-GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchKernelEx_ptsz, config != nullptr ? config->hStream : nullptr, f,
-                           (config, f, kernelParams, extra))
+        CUresult cuLaunchKernelEx(const CUlaunchConfig* config, CUfunction f, void** kernelParams, void** extra)
+            GPUSHARE_GATED_LAUNCH(cuLaunchKernelEx, config != nullptr ? config->hStream : nullptr, f,
+                                  (config, f, kernelParams, extra)) CUresult
+    cuLaunchKernelEx_ptsz(const CUlaunchConfig* config, CUfunction f, void** kernelParams, void** extra)
+        GPUSHARE_GATED_LAUNCH_PTSZ(cuLaunchKernelEx_ptsz, config != nullptr ? config->hStream : nullptr, f,
+                                   (config, f, kernelParams, extra))
 
-// CUDA graphs: one launch of a whole graph, gated like a kernel.
-CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
-GPUSHARE_GATED_LAUNCH(cuGraphLaunch, hStream, nullptr, (hGraphExec, hStream))
-CUresult cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream)
-GPUSHARE_GATED_LAUNCH_PTSZ(cuGraphLaunch_ptsz, hStream, nullptr, (hGraphExec, hStream))
+    // CUDA graphs: one launch of a whole graph, gated like a kernel.
+    CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
+        GPUSHARE_GATED_LAUNCH(cuGraphLaunch, hStream, nullptr, (hGraphExec, hStream)) CUresult
+    cuGraphLaunch_ptsz(CUgraphExec hGraphExec, CUstream hStream)
+        GPUSHARE_GATED_LAUNCH_PTSZ(cuGraphLaunch_ptsz, hStream, nullptr, (hGraphExec, hStream))
 
-CUresult cuCtxSynchronize(void) GPUSHARE_WRAPPED_CALL(cuCtxSynchronize, busy_waiting, ())
-// CUDA 13's cudaDeviceSynchronize (torch.cuda.synchronize) comes here.
-CUresult cuCtxSynchronize_v2(CUcontext ctx) GPUSHARE_WRAPPED_CALL(cuCtxSynchronize_v2, busy_waiting, (ctx))
-CUresult cuStreamSynchronize(CUstream hStream) GPUSHARE_WRAPPED_CALL(cuStreamSynchronize, busy_waiting, (hStream))
-CUresult cuStreamSynchronize_ptsz(CUstream hStream)
-GPUSHARE_WRAPPED_CALL(cuStreamSynchronize_ptsz, busy_waiting, (hStream))
-CUresult cuEventSynchronize(CUevent hEvent) GPUSHARE_WRAPPED_CALL(cuEventSynchronize, busy_waiting, (hEvent))
+            CUresult cuCtxSynchronize(void) GPUSHARE_WRAPPED_CALL(cuCtxSynchronize, busy_waiting, ())
+    // CUDA 13's cudaDeviceSynchronize (torch.cuda.synchronize) comes here.
+    CUresult cuCtxSynchronize_v2(CUcontext ctx) GPUSHARE_WRAPPED_CALL(cuCtxSynchronize_v2, busy_waiting, (ctx)) CUresult
+    cuStreamSynchronize(CUstream hStream) GPUSHARE_WRAPPED_CALL(cuStreamSynchronize, busy_waiting, (hStream)) CUresult
+    cuStreamSynchronize_ptsz(CUstream hStream)
+        GPUSHARE_WRAPPED_CALL(cuStreamSynchronize_ptsz, busy_waiting, (hStream)) CUresult
+    cuEventSynchronize(CUevent hEvent) GPUSHARE_WRAPPED_CALL(cuEventSynchronize, busy_waiting, (hEvent))
 
-namespace {
-// The in-flight bound's events die with their context: destroy them while it still lives (before
-// the driver call that ends it), and let a later checkpoint create new ones in whatever context is
-// current then. Otherwise a checkpoint would record into a stale handle, one the driver may by then
-// have given to an event of the program's own. `ends`: whether the call ends the bound's context.
-template <typename Forget>
-void forget_events_in_ending_contexts(Forget&& forget) {
-  Tenancy* tenancy = Tenancy::if_started();
-  const RealDriver* driver = real_driver();
-  if (tenancy == nullptr || driver == nullptr) return;
-  DriverEvents events(*driver);
-  for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) forget(tenancy->inflight(gpu), events);
-}
+        namespace {
+  // The in-flight bound's events die with their context: destroy them while it still lives (before
+  // the driver call that ends it), and let a later checkpoint create new ones in whatever context is
+  // current then. Otherwise a checkpoint would record into a stale handle, one the driver may by then
+  // have given to an event of the program's own. `ends`: whether the call ends the bound's context.
+  template <typename Forget>
+  void forget_events_in_ending_contexts(Forget && forget) {
+    Tenancy* tenancy = Tenancy::if_started();
+    const RealDriver* driver = real_driver();
+    if (tenancy == nullptr || driver == nullptr) return;
+    DriverEvents events(*driver);
+    for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) forget(tenancy->inflight(gpu), events);
+  }
 
-// A driver call that may end a context: `forget` takes the events of the ending contexts from an
-// in-flight bound.
-template <typename Forget, typename End>
-CUresult context_ending(Forget&& forget, End&& end) {
-  forget_events_in_ending_contexts(forget);
-  // Counted before and after: a thread that caches its context while the call runs looks again.
-  g_contexts_ended.fetch_add(1, std::memory_order_relaxed);
-  const CUresult result = end();
-  g_contexts_ended.fetch_add(1, std::memory_order_relaxed);
-  return result;
-}
+  // A driver call that may end a context: `forget` takes the events of the ending contexts from an
+  // in-flight bound.
+  template <typename Forget, typename End>
+  CUresult context_ending(Forget && forget, End && end) {
+    forget_events_in_ending_contexts(forget);
+    // Counted before and after: a thread that caches its context while the call runs looks again.
+    g_contexts_ended.fetch_add(1, std::memory_order_relaxed);
+    const CUresult result = end();
+    g_contexts_ended.fetch_add(1, std::memory_order_relaxed);
+    return result;
+  }
 
 }  // namespace
 
-CUresult cuCtxDestroy_v2(CUcontext ctx)
-GPUSHARE_WRAPPED_CALL(cuCtxDestroy_v2, [&](auto&& destroy) {
-  return context_ending([ctx](InflightBound& bound, DriverEvents& events) { bound.forget_context(events, ctx); },
-                        destroy);
-}, (ctx))
-// Reset ends the device's primary context; the last release does too (an earlier one does not, and
-// then the events are only made again). A bound in another context of the device loses its events
-// as well: it makes new ones at its next checkpoint.
-CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
-GPUSHARE_WRAPPED_CALL(cuDevicePrimaryCtxReset_v2, [&](auto&& reset) {
-  return context_ending([dev](InflightBound& bound, DriverEvents& events) { bound.forget_device(events, dev); },
-                        reset);
-}, (dev))
-CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
-GPUSHARE_WRAPPED_CALL(cuDevicePrimaryCtxRelease_v2, [&](auto&& release) {
-  return context_ending([dev](InflightBound& bound, DriverEvents& events) { bound.forget_device(events, dev); },
-                        release);
-}, (dev))
+CUresult cuCtxDestroy_v2(CUcontext ctx) GPUSHARE_WRAPPED_CALL(
+    cuCtxDestroy_v2,
+    [&](auto&& destroy) {
+      return context_ending([ctx](InflightBound& bound, DriverEvents& events) { bound.forget_context(events, ctx); },
+                            destroy);
+    },
+    (ctx))
+    // Reset ends the device's primary context; the last release does too (an earlier one does not, and
+    // then the events are only made again). A bound in another context of the device loses its events
+    // as well: it makes new ones at its next checkpoint.
+    CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) GPUSHARE_WRAPPED_CALL(
+        cuDevicePrimaryCtxReset_v2,
+        [&](auto&& reset) {
+          return context_ending([dev](InflightBound& bound, DriverEvents& events) { bound.forget_device(events, dev); },
+                                reset);
+        },
+        (dev)) CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev)
+        GPUSHARE_WRAPPED_CALL(
+            cuDevicePrimaryCtxRelease_v2,
+            [&](auto&& release) {
+              return context_ending(
+                  [dev](InflightBound& bound, DriverEvents& events) { bound.forget_device(events, dev); }, release);
+            },
+            (dev))
 
 }  // namespace gpushare::interpose::hooks

@@ -330,7 +330,7 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
       if ((word & kHandoverBit) == 0) {
         schedule.holder_word.store(word | kHandoverBit, kRelease);
         schedule.handover_asked_ns.store(now, kRelaxed);
-        if (gangs.gang(old_tenant) && gangs.anchor(old_tenant) == gpu) result.gang_to_ask = old_tenant;
+        if (gangs.gang(old_tenant)) result.gang_to_ask = old_tenant;
       } else {
         take_away = now - schedule.handover_asked_ns.load(kRelaxed) >= grace;
       }
@@ -381,30 +381,6 @@ void wake_waiters_on(StateLayout& state, std::uint32_t gpus) {
   for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
     if ((gpus & (1U << gpu)) != 0) wake_waiters(state, gpu);
   }
-}
-
-void ask_gang_to_hand_over(StateLayout& state, std::uint32_t gpu, std::uint32_t tenant, std::uint64_t now) {
-  if (tenant >= kMaxTenants) return;
-  const GangView gangs(state);
-  if (!gangs.gang(tenant) || gangs.anchor(tenant) != gpu) return;
-  for (std::uint32_t other = 0; other < layout::kMaxGpus; ++other) {
-    if (other == gpu || gangs.holder_tenant(other) != tenant) continue;
-    auto lock = lock_schedule(state, other);
-    if (!lock) continue;
-    GpuSchedule& schedule = state.schedules[other];
-    const std::uint32_t word = schedule.holder_word.load(kAcquire);
-    const std::uint32_t slot = layout::holder_slot(word);
-    if (slot >= kMaxSlots || (word & kHandoverBit) != 0 || state.slots[slot].tenant_index.load(kRelaxed) != tenant) {
-      continue;
-    }
-    schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
-    schedule.handover_asked_ns.store(now, kRelaxed);
-  }
-}
-
-void wake_gang(StateLayout& state, std::uint32_t gpu, std::uint32_t tenant) {
-  const GangView gangs(state);
-  if (gangs.gang(tenant)) wake_waiters_on(state, gangs.gpus_of(tenant) & ~(1U << gpu));
 }
 
 void wait_for_grant(StateLayout& state, std::uint32_t gpu, std::uint32_t seen, std::uint64_t timeout_ns) {

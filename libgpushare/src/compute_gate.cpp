@@ -82,7 +82,7 @@ Status ComputeGate::hand_over(std::uint32_t gpu, const Drain& drain) {
     }
     asked_ns = schedule.handover_asked_ns.load(kRelaxed);
   }
-  // Its own slice is over: a gang hands over at its anchor and everywhere else at once.
+  // Its own slice is over: a gang hands over everywhere at once.
   if (asked_self && tenant_ < kMaxTenants) ask_gang_to_hand_over(state, gpu, tenant_, asked_ns);
   drain_observed(gpu, drain, asked_ns);
   {
@@ -113,7 +113,7 @@ Status ComputeGate::release_if_wanted(std::uint32_t gpu, const Drain& drain, std
 void ComputeGate::mark_waiting(std::uint32_t gpu, std::uint64_t now) {
   std::uint64_t unmarked = 0;
   if (slot_compute(gpu).waiting_since_ns.compare_exchange_strong(unmarked, std::max<std::uint64_t>(now, 1),
-                                                                  std::memory_order_seq_cst) &&
+                                                                 std::memory_order_seq_cst) &&
       broker_ == nullptr) {  // the agent counts the marks itself
     state_.state().schedules[gpu].waiting.fetch_add(1, kRelaxed);
   }
@@ -232,27 +232,13 @@ Status ComputeGate::checkpoint(std::uint32_t gpu, const Drain& drain, std::uint6
       return Ok{};
     }
   }
+  if (asks_gang_and_goes_on(gpu)) return Ok{};
   mark_waiting(gpu, now);
   if (auto handed = hand_over(gpu, drain); !handed) {
     unmark_waiting(gpu);  // not waiting after all: it would be granted a slice nobody takes up
     return handed;
   }
   return acquire(gpu, drain);
-}
-
-bool ComputeGate::behind_in_gang(std::uint32_t gpu) const {
-  const StateLayout& state = state_.state();
-  const std::uint64_t mine = state.slots[slot_].collectives[gpu].load(kRelaxed);
-  for (std::uint32_t s = 0; s < layout::kMaxSlots; ++s) {
-    const layout::ProcessSlot& sibling = state.slots[s];
-    if (s == slot_ || sibling.state.load(kAcquire) != layout::kInUse || sibling.tenant_index.load(kRelaxed) != tenant_) {
-      continue;
-    }
-    for (std::uint32_t other = 0; other < layout::kMaxGpus; ++other) {
-      if (other != gpu && sibling.collectives[other].load(kRelaxed) > mine) return true;
-    }
-  }
-  return false;
 }
 
 bool ComputeGate::higher_class_recently(std::uint32_t gpu, std::uint64_t now) const {

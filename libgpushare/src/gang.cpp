@@ -23,7 +23,9 @@ GangView::GangView(const layout::StateLayout& state) {
     const std::uint32_t tenant = slot.tenant_index.load(kRelaxed);
     if (tenant >= layout::kMaxTenants) continue;
     for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
-      if (slot.compute[gpu].waiting_since_ns.load(kRelaxed) != 0) wanted_[tenant] |= 1U << gpu;
+      if (slot.compute[gpu].waiting_since_ns.load(kRelaxed) == 0) continue;
+      wanted_[tenant] |= 1U << gpu;
+      if (holders_[gpu] != tenant) contested_[gpu] = true;
     }
   }
 }

@@ -210,36 +210,112 @@ TEST_F(GangRulesTest, AStuckFollowerWithoutItsAnchorLosesTheGpuQuickly) {
 namespace gpushare {
 namespace {
 
-// One decision for a gang: asked at its anchor, it is asked on its other GPUs too; asked elsewhere,
-// only there. Other tenants' slices are left alone.
-TEST_F(GangRulesTest, AGangAskedAtItsAnchorIsAskedEverywhere) {
+// One decision for a gang: asked on any of its GPUs, it is asked on all of them, with its anchor's
+// request time (an earlier one there stands). Other tenants' slices are left alone.
+TEST_F(GangRulesTest, AGangAskedAnywhereIsAskedEverywhereAtTheAnchorsTime) {
   const auto a1 = add("j1", 50), b1 = add("j1", 50), c = add("solo", 50);
   give(a1, kA);
   give(b1, kB);
   give(c, 2);
-  ask_gang_to_hand_over(s(), kB, s().slots[b1].tenant_index.load(), now_);
-  EXPECT_EQ(s().schedules[kA].holder_word.load() & layout::kHandoverBit, 0u) << "B is no anchor";
-  ask_gang_to_hand_over(s(), kA, s().slots[a1].tenant_index.load(), now_);
+  ask_gang_to_hand_over(s(), kB, tenant_of(b1), now_);
+  EXPECT_NE(s().schedules[kA].holder_word.load() & layout::kHandoverBit, 0u) << "its anchor too";
   EXPECT_NE(s().schedules[kB].holder_word.load() & layout::kHandoverBit, 0u);
-  EXPECT_EQ(s().schedules[kB].handover_asked_ns.load(), now_);
+  EXPECT_EQ(s().schedules[kA].handover_asked_ns.load(), now_);
   EXPECT_EQ(s().schedules[2].holder_word.load() & layout::kHandoverBit, 0u) << "another tenant's GPU";
+  const std::uint64_t first = now_;
+  now_ += 1000;
+  ask_gang_to_hand_over(s(), kB, tenant_of(b1), now_);
+  EXPECT_EQ(s().schedules[kA].handover_asked_ns.load(), first) << "the anchor's earlier request stands";
+  EXPECT_EQ(s().schedules[kB].handover_asked_ns.load(), first) << "and is the gang's";
+  ask_gang_to_hand_over(s(), 2, tenant_of(c), now_);
+  EXPECT_EQ(s().schedules[2].holder_word.load() & layout::kHandoverBit, 0u) << "no gang: nothing asked";
 }
 
-// A rank that launched fewer collectives than a sibling of its tenant is behind; other tenants'
-// counts do not matter, nor a sibling's count on the same GPU.
-TEST_F(GangRulesTest, ARankBehindItsSiblingsCollectivesKnowsIt) {
+// The stop count is the most collectives a rank of the gang had launched when it was asked, under
+// the request's time; the first count published for a request stands, another tenant's do not count.
+TEST_F(GangRulesTest, TheStopCountIsTheGangsMostCollectivesWhenAsked) {
   const auto a1 = add("j1", 50), b1 = add("j1", 50), other = add("j2", 50);
+  give(a1, kA);
+  give(b1, kB);
+  const std::uint32_t job = tenant_of(a1);
+  s().slots[a1].collectives[kA].store(7);
+  s().slots[b1].collectives[kB].store(9);
+  s().slots[other].collectives[2].store(40);
+  EXPECT_FALSE(gang_stop_count(s(), job, now_)) << "nothing published yet";
+  ask_gang_to_hand_over(s(), kA, job, now_);
+  EXPECT_EQ(gang_stop_count(s(), job, now_), 9u);
+  EXPECT_FALSE(gang_stop_count(s(), job, now_ + 1)) << "another request's";
+  s().slots[a1].collectives[kA].store(12);  // counted after the request: that rank finds itself asked
+  ask_gang_to_hand_over(s(), kB, job, now_ + 5);
+  EXPECT_EQ(gang_stop_count(s(), job, now_), 9u) << "the same request (the anchor's time): the first count stands";
+  EXPECT_FALSE(gang_stop_count(s(), tenant_of(other), now_)) << "no gang, no stop count";
+}
+
+// At a gang's handover, a rank below the stop count goes on (up to it, a collective included);
+// a rank at it stops, and so does one whose collective was counted past it; after kGangCatchUpNs
+// everyone stops. A process that was not asked is not concerned.
+TEST_F(GangRulesTest, ARankGoesOnToTheStopCountAndNoFurther) {
+  const auto a1 = add("j1", 50), b1 = add("j1", 50);
   ComputeGate rank0(*state_, a1), rank1(*state_, b1);
-  EXPECT_FALSE(rank0.behind_in_gang(kA));
+  give(a1, kA);
+  give(b1, kB);
+  EXPECT_FALSE(rank0.goes_on_to_gang_stop(kA, false, now_)) << "not asked";
   rank1.note_collective(kB);
-  EXPECT_TRUE(rank0.behind_in_gang(kA));
-  EXPECT_FALSE(rank1.behind_in_gang(kB));
+  rank1.note_collective(kB);
   rank0.note_collective(kA);
-  EXPECT_FALSE(rank0.behind_in_gang(kA)) << "level again";
-  ComputeGate stranger(*state_, other);
-  for (int i = 0; i < 5; ++i) stranger.note_collective(kB);
-  EXPECT_FALSE(rank0.behind_in_gang(kA)) << "another tenant's collectives";
-  EXPECT_EQ(s().slots[a1].collectives[kA].load(), 1u);
+  ask_gang_to_hand_over(s(), kA, tenant_of(a1), now_);
+  EXPECT_TRUE(rank0.goes_on_to_gang_stop(kA, false, now_)) << "one collective behind: its kernels go on";
+  rank0.note_collective(kA);
+  EXPECT_TRUE(rank0.goes_on_to_gang_stop(kA, true, now_)) << "the collective that reaches the stop";
+  EXPECT_FALSE(rank0.goes_on_to_gang_stop(kA, false, now_)) << "at the stop: nothing more";
+  rank0.note_collective(kA);
+  EXPECT_FALSE(rank0.goes_on_to_gang_stop(kA, true, now_)) << "a collective counted past the stop";
+  rank0.withdraw_collective(kA);
+  EXPECT_FALSE(rank1.goes_on_to_gang_stop(kB, false, now_)) << "rank 1 is at the stop";
+  s().slots[a1].collectives[kA].store(0);
+  EXPECT_TRUE(rank0.goes_on_to_gang_stop(kA, false, now_ + kGangCatchUpNs - 1));
+  EXPECT_FALSE(rank0.goes_on_to_gang_stop(kA, false, now_ + kGangCatchUpNs)) << "too long after the request";
+}
+
+// A gang asked everywhere because another tenant waited on its follower keeps an anchor nobody else
+// wants (a rank there may be stuck in a collective waiting for the follower's rank): on the
+// follower it is still a contender, so the other tenant hands the follower back at its slice's end.
+TEST_F(GangRulesTest, AnAskedAnchorNobodyElseWantsStillLeads) {
+  const auto a1 = add("j1", 50), b1 = add("j1", 50), solo = add("solo", 50), a2 = add("j2", 50);
+  give(a1, kA);
+  give(solo, kB);
+  want_on(b1, kB);
+  ask_gang_to_hand_over(s(), kA, tenant_of(a1), now_);
+  ASSERT_NE(s().schedules[kA].holder_word.load() & layout::kHandoverBit, 0u);
+  GangView view(s());
+  EXPECT_TRUE(view.may_lead(tenant_of(b1), kB)) << "asked at its anchor, which nobody else wants";
+  now_ = s().schedules[kB].slice_end_ns.load() + 1;
+  s().slots[solo].compute[kB].activity[0].fetch_add(layout::kCallBegun);  // busy
+  EXPECT_TRUE(contender_waits(s(), kB, solo, now_));
+  want_on(a2, kA);
+  GangView contested(s());
+  EXPECT_FALSE(contested.may_lead(tenant_of(b1), kB)) << "another tenant wants the anchor: it is leaving";
+  EXPECT_FALSE(contender_waits(s(), kB, solo, now_));
+}
+
+// A rank asked by a waiter's arbitration (whose process has not asked the gang yet) asks the gang
+// itself in the daemonless mode: its siblings are asked and the stop count published.
+TEST_F(GangRulesTest, ARankAskedByAnArbitrationAsksItsGang) {
+  const auto a1 = add("j1", 50), b1 = add("j1", 50), solo = add("solo", 50);
+  ComputeGate rank1(*state_, b1);
+  give(a1, kA);
+  give(b1, kB);
+  s().slots[a1].collectives[kA].store(3);
+  s().slots[b1].collectives[kB].store(2);
+  want_on(solo, kB);
+  now_ = s().schedules[kB].slice_end_ns.load() + 1;
+  s().slots[b1].compute[kB].activity[0].fetch_add(layout::kCallBegun);  // busy
+  const Arbitration decided = arbitrate(s(), kB, now_, solo, timing_);
+  ASSERT_NE(s().schedules[kB].holder_word.load() & layout::kHandoverBit, 0u) << "the solo tenant contends on B";
+  EXPECT_EQ(decided.gang_to_ask, tenant_of(b1)) << "a follower's handover is the gang's";
+  EXPECT_TRUE(rank1.goes_on_to_gang_stop(kB, false, now_)) << "behind its sibling";
+  EXPECT_NE(s().schedules[kA].holder_word.load() & layout::kHandoverBit, 0u) << "the anchor was asked by the rank";
+  EXPECT_EQ(gang_stop_count(s(), tenant_of(b1), s().schedules[kA].handover_asked_ns.load()), 3u);
 }
 
 }  // namespace

@@ -53,7 +53,7 @@ struct Arbitration {
   // Other GPUs whose waiters should look again (a gang's holder changed here: gang.hpp): bit h for
   // GPU h. The caller wakes them (wake_waiters_on) after releasing the schedule mutex.
   std::uint32_t wake_gpus = 0;
-  // A gang asked here, at its anchor, to hand over: the tenant whose other GPUs the caller asks too
+  // A gang asked here to hand over: the tenant whose other GPUs the caller asks too
   // (ask_gang_to_hand_over, after releasing the schedule mutex); kMaxTenants when none.
   std::uint32_t gang_to_ask = layout::kMaxTenants;
 };
@@ -142,10 +142,11 @@ bool take_waiting_mark(layout::GpuSchedule& schedule, layout::SlotCompute& compu
 // Wakes every process sleeping on the GPU's grant_seq: the caller's job after a decision that
 // changed the holder (Arbitration::changed), or after ending a slice.
 void wake_waiters(layout::StateLayout& state, std::uint32_t gpu);
-// One decision for a gang (gang.hpp): `tenant` was asked to hand over `gpu`; if that is its anchor,
-// it is asked on every other GPU it holds too, so that its ranks stop together. Takes each of those
-// GPUs' schedule mutex in turn (never two at once); a GPU whose mutex is not had in time is left to
-// its own arbitration.
+// One decision for a gang (gang.hpp): `tenant` was asked to hand over `gpu` at `now_ns`; if it is a
+// gang, it is asked on every other GPU it holds too, its anchor's request time (an earlier one
+// there stands) made the time of every request, and its stop count published under that time, so
+// that its ranks stop together at one point. Takes each GPU's schedule mutex in turn (never two at
+// once); a GPU whose mutex is not had in time is left to its own arbitration.
 void ask_gang_to_hand_over(layout::StateLayout& state, std::uint32_t gpu, std::uint32_t tenant, std::uint64_t now_ns);
 // wake_waiters on every GPU of the mask (bit h: GPU h).
 void wake_waiters_on(layout::StateLayout& state, std::uint32_t gpus);

@@ -69,6 +69,10 @@ class GateObserver {
   virtual void gate_event(std::uint32_t gpu, GateEvent event, std::uint64_t at_ns) = 0;
 };
 
+// How long after a request to hand over a gang's rank may go on to the gang's stop count: a rank
+// whose collectives never reach it (its ranks launch different ones) stops then all the same.
+inline constexpr std::uint64_t kGangCatchUpNs = 10'000'000;
+
 class ComputeGate {
  public:
   // `drain` waits until everything this process submitted to the GPU has finished.
@@ -141,9 +145,7 @@ class ComputeGate {
   // `now`: the monotonic clock, if the caller has just read it.
   Status checkpoint(std::uint32_t gpu, const Drain& drain, std::uint64_t now = monotonic_now_ns());
   // Whether this process holds the slice but was asked to hand it over, within `within_ns` of the
-  // request: a gang's rank behind its siblings (behind_in_gang) then goes on launching
-  // (compute_hooks.cpp), so that their parts on other GPUs, which wait on the GPU for this rank's,
-  // can end before everyone drains.
+  // request.
   bool asked_to_hand_over(std::uint32_t gpu, std::uint64_t now, std::uint64_t within_ns) const {
     const layout::GpuSchedule& schedule = state_.state().schedules[gpu];
     if (schedule.holder_word.load(std::memory_order_seq_cst) != (layout::holder_token(slot_) | layout::kHandoverBit)) {
@@ -152,14 +154,20 @@ class ComputeGate {
     const std::uint64_t asked = schedule.handover_asked_ns.load(std::memory_order_relaxed);
     return asked <= now && now - asked < within_ns;
   }
-  // Counts a collective this process launches on `gpu` (ProcessSlot::collectives).
+  // Counts a collective this process is about to launch on `gpu` (ProcessSlot::collectives), before
+  // it looks at its gate: a gang's stop count either includes it or the launch finds itself asked
+  // (gang.hpp). withdraw_collective takes it back when the launch waits for its turn instead.
   void note_collective(std::uint32_t gpu) {
-    state_.state().slots[slot_].collectives[gpu].fetch_add(1, std::memory_order_relaxed);
+    state_.state().slots[slot_].collectives[gpu].fetch_add(1, std::memory_order_seq_cst);
   }
-  // Whether another live process of this tenant has launched more collectives than this one has on
-  // `gpu`: at a gang's handover this rank is then behind, and a sibling's part may be waiting on its
-  // GPU for one of this rank's (gang.hpp). A scan of the slots: slow path only.
-  bool behind_in_gang(std::uint32_t gpu) const;
+  void withdraw_collective(std::uint32_t gpu) {
+    state_.state().slots[slot_].collectives[gpu].fetch_sub(1, std::memory_order_seq_cst);
+  }
+  // Whether a launch on `gpu` goes on although this process was asked to hand over: it is a gang's
+  // rank, asked within kGangCatchUpNs, whose collectives there are below the gang's stop count (up
+  // to it, this launch's included, when `collective`), so that its siblings' parts, which wait on
+  // their GPUs for this rank's, can end before everyone drains. Slow path (compute_gate_gang.cpp).
+  bool goes_on_to_gang_stop(std::uint32_t gpu, bool collective, std::uint64_t now);
   // Tells `observer` (null: nobody) the gate's events from now on; it must outlive the gate.
   void observe(GateObserver* observer) { observer_.store(observer, std::memory_order_release); }
   // Whether a higher priority class than this process's held the GPU recently (timing_).
@@ -179,6 +187,11 @@ class ComputeGate {
 
  private:
   Status hand_over(std::uint32_t gpu, const Drain& drain);
+  // At the end of a gang's slice (checkpoint): asks this process and its gang to hand over, and
+  // returns whether it goes on to the gang's stop count first (compute_gate_gang.cpp).
+  bool asks_gang_and_goes_on(std::uint32_t gpu);
+  // Whether processes of this tenant hold two GPUs or more.
+  bool tenant_holds_several_gpus() const;
   void notify(std::uint32_t gpu, GateEvent event, std::uint64_t at_ns) const {
     if (GateObserver* observer = observer_.load(std::memory_order_acquire)) observer->gate_event(gpu, event, at_ns);
   }
@@ -214,7 +227,7 @@ class ComputeGate {
   std::uint32_t tenant_;
   std::uint64_t id_;  // unique in the process, never reused: what a thread's LaneClaim names
   std::array<std::atomic<unsigned>, layout::kMaxGpus> lanes_claimed_{};  // per GPU
-  bool fenced_own_;  // registered for fence::own_threads
+  bool fenced_own_;                                                      // registered for fence::own_threads
   ArbiterTiming timing_;
   OwnFileDescription probe_file_;  // of the state file, for liveness probes (daemonless mode)
   SliceBroker* broker_;

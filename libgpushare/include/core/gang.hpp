@@ -12,10 +12,26 @@
 #include <array>
 #include <bit>
 #include <cstdint>
+#include <optional>
 
 #include "core/state_layout.hpp"
 
 namespace gpushare {
+
+// A gang's handover (gang_handover.cpp: ask_gang_to_hand_over) stops its ranks at one agreed point:
+// after asking every GPU the gang holds, the asker reads the most collectives any of its ranks has
+// launched on one GPU and publishes that count (TenantRecord::gang_stop), tagged with the request's
+// time. A rank counts a collective before it looks at its gate: a count the asker missed was made
+// after the ask, so that rank sees itself asked, finds its count past the stop and withdraws the part;
+// a rank below the stop goes on until it reaches it (ComputeGate::goes_on_to_gang_stop). No rank's
+// part is then left waiting on its GPU for a sibling's part that is never launched.
+inline constexpr std::uint64_t gang_stop_word(std::uint64_t asked_ns, std::uint64_t most_collectives) {
+  return (asked_ns << 32) | (most_collectives & 0xffffffffu);
+}
+// The stop count published for the request made at `asked_ns`, if it is the one published (its
+// low 32 bits, to compare with a rank's count modulo 2^32).
+std::optional<std::uint32_t> gang_stop_count(const layout::StateLayout& state, std::uint32_t tenant,
+                                             std::uint64_t asked_ns);
 
 class GangView {
  public:
@@ -36,12 +52,17 @@ class GangView {
     return gpu < layout::kMaxGpus ? holders_[gpu] : layout::kMaxTenants;
   }
   // Whether the tenant, on `gpu`, should be granted the slice before tenants that may not: it is
-  // no gang, or `gpu` is its anchor, or it holds its anchor and has not been asked to hand it over.
+  // no gang, or `gpu` is its anchor, or it holds its anchor and will keep it: it was not asked to
+  // hand it over, or nobody else wants it (a gang asked everywhere because another tenant waits on
+  // one of its followers keeps an anchor nobody else wants, where a rank may be stuck in a
+  // collective that waits for that follower's rank).
   bool may_lead(std::uint32_t tenant, std::uint32_t gpu) const {
     if (!gang(tenant)) return true;
     const std::uint32_t home = anchor(tenant);
-    return home == gpu || (holder_tenant(home) == tenant && !asked_[home]);
+    return home == gpu || (holder_tenant(home) == tenant && !(asked_[home] && contested(home)));
   }
+  // Whether a tenant other than the holder wants `gpu`.
+  bool contested(std::uint32_t gpu) const { return gpu < layout::kMaxGpus && contested_[gpu]; }
   // Whether the tenant waits for its anchor while nobody holds it: the anchor is about to be
   // granted, and granting the tenant `gpu` first would let it hold a follower without its anchor
   // (its ranks there would wait for the anchor's, and could not hand over).
@@ -57,7 +78,8 @@ class GangView {
  private:
   std::array<std::uint32_t, layout::kMaxTenants> wanted_{};
   std::array<std::uint32_t, layout::kMaxGpus> holders_{};
-  std::array<bool, layout::kMaxGpus> asked_{};  // the holder was asked to hand over
+  std::array<bool, layout::kMaxGpus> asked_{};      // the holder was asked to hand over
+  std::array<bool, layout::kMaxGpus> contested_{};  // a tenant other than the holder wants it
 };
 
 }  // namespace gpushare

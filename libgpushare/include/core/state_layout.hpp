@@ -126,8 +126,14 @@ struct TenantRecord {
   LedgerEntry ledger[kMaxGpus];
   ComputePolicy compute_policy;
   std::atomic<std::uint32_t> compute_configured;
+  // A gang's stop count at its last handover (gang.hpp, gang_stop_word): the request's time (low
+  // 32 bits) above the most collectives any of its processes had launched on one GPU then (low 32
+  // bits). Added to ABI 7 in what was padding: zero in older files, which matches no request.
+  std::atomic<std::uint64_t> gang_stop;
   ComputeEntry compute[kMaxGpus];
 };
+static_assert(offsetof(TenantRecord, compute) == 1216 && sizeof(TenantRecord) == 2240,
+              "gang_stop lives in what was padding: the tenant record's layout is unchanged");
 
 // Who may submit work to one GPU now. `holder_word` is what the launch hot path reads: it equals
 // a process's token (slot + 1) exactly while that process holds the slice and no handover has
