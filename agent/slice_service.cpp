@@ -5,6 +5,7 @@
 
 #include "core/arbiter.hpp"
 #include "core/compute_gate.hpp"
+#include "core/gang.hpp"
 
 namespace gpushare::agent {
 namespace {
@@ -117,7 +118,7 @@ void SliceService::decide(std::uint32_t gpu) {
     const std::uint64_t mark = schedule.granted_mark.load(kRelaxed);
     if (after != before && holder < layout::kMaxSlots && mark != 0 && mark <= now) {
       const std::uint32_t tenant = state.slots[holder].tenant_index.load(kRelaxed);
-      if (tenant < layout::kMaxTenants) state.tenants[tenant].compute[gpu].wait_ns.fetch_add(now - mark, kRelaxed);
+      charge_wait(state, tenant, gpu, mark, now);
     }
   }
   if (decided.changed) wake_waiters(state, gpu);

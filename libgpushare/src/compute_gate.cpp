@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/arbiter.hpp"
+#include "core/gang.hpp"
 
 namespace gpushare {
 using layout::GpuSchedule;
@@ -205,9 +206,7 @@ Status ComputeGate::acquire_daemonless(std::uint32_t gpu, const Drain& drain) {
   if (std::uint32_t threads = waiting_threads.load(kRelaxed); threads != 0) {
     waiting_threads.compare_exchange_strong(threads, threads - 1, kRelaxed);  // never below 0 if written over
   }
-  if (tenant_ < kMaxTenants) {
-    state.tenants[tenant_].compute[gpu].wait_ns.fetch_add(monotonic_now_ns() - started, kRelaxed);
-  }
+  charge_wait(state, tenant_, gpu, started, monotonic_now_ns());
   return status;
 }
 

@@ -76,6 +76,28 @@ void ask_gang_to_hand_over(StateLayout& state, std::uint32_t gpu, std::uint32_t 
   publish_stop_count(state, tenant, asked_ns);
 }
 
+std::uint64_t peer_wait_ns(const StateLayout& state, std::uint32_t tenant, std::uint32_t gpu,
+                           std::uint64_t waited_from_ns, std::uint64_t now_ns) {
+  std::uint64_t longest = 0;
+  for (std::uint32_t other = 0; other < layout::kMaxGpus; ++other) {
+    const GpuSchedule& schedule = state.schedules[other];
+    const std::uint32_t slot = layout::holder_slot(schedule.holder_word.load(std::memory_order_acquire));
+    if (other == gpu || slot >= kMaxSlots || state.slots[slot].tenant_index.load(kRelaxed) != tenant) continue;
+    const std::uint64_t since = std::max(waited_from_ns, schedule.slice_start_ns.load(kRelaxed));
+    if (since < now_ns) longest = std::max(longest, now_ns - since);
+  }
+  return longest;
+}
+
+void charge_wait(StateLayout& state, std::uint32_t tenant, std::uint32_t gpu, std::uint64_t waited_from_ns,
+                 std::uint64_t now_ns) {
+  if (tenant >= kMaxTenants || gpu >= layout::kMaxGpus || waited_from_ns > now_ns) return;
+  layout::ComputeEntry& entry = state.tenants[tenant].compute[gpu];
+  entry.wait_ns.fetch_add(now_ns - waited_from_ns, kRelaxed);
+  const std::uint64_t peers = peer_wait_ns(state, tenant, gpu, waited_from_ns, now_ns);
+  if (peers != 0) entry.peer_wait_ns.fetch_add(peers, kRelaxed);
+}
+
 void wake_gang(StateLayout& state, std::uint32_t gpu, std::uint32_t tenant) {
   const GangView gangs(state);
   if (gangs.gang(tenant)) wake_waiters_on(state, gangs.gpus_of(tenant) & ~(1U << gpu));

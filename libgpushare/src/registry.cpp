@@ -93,6 +93,7 @@ void clear_entry(layout::ComputeEntry& entry) {
   entry.launches.store(0, kRelaxed);
   entry.wait_ns.store(0, kRelaxed);
   entry.active.store(0, kRelaxed);
+  entry.peer_wait_ns.store(0, kRelaxed);
 }
 
 // REQUIRES: registry lock held, and no slot refers to tenant t.

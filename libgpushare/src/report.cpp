@@ -156,6 +156,7 @@ Report build_report(SharedState& shared) {
       use.gpu_ns = ledger.gpu_ns;
       use.launches = ledger.launches;
       use.wait_ns = ledger.wait_ns;
+      use.peer_wait_ns = ledger.peer_wait_ns;
       for (const ProcessSnapshot& process : tenant.processes) {
         if (process.held_bytes[ledger.gpu] != 0) {
           use.processes.push_back({process.slot, process.pid, process.alive, process.held_bytes[ledger.gpu]});

@@ -52,6 +52,7 @@ std::vector<TenantSnapshot> snapshot_tenants(SharedState& shared) {
       ledger.gpu_ns = record.compute[g].gpu_ns.load(kRelaxed);
       ledger.launches = record.compute[g].launches.load(kRelaxed);
       ledger.wait_ns = record.compute[g].wait_ns.load(kRelaxed);
+      ledger.peer_wait_ns = record.compute[g].peer_wait_ns.load(kRelaxed);
       snap.gpus.push_back(ledger);
     }
     for (std::uint32_t s = 0; s < kMaxSlots; ++s) {

@@ -298,6 +298,25 @@ TEST_F(GangRulesTest, AnAskedAnchorNobodyElseWantsStillLeads) {
   EXPECT_FALSE(contender_waits(s(), kB, solo, now_));
 }
 
+// A rank's wait counts as waiting for a peer for as long as its tenant held another GPU meanwhile:
+// from the later of the wait's start and that slice's start. Another tenant's GPUs do not count.
+TEST_F(GangRulesTest, AWaitWhileASiblingHoldsAGpuIsPeerWait) {
+  const auto a1 = add("j1", 50), b1 = add("j1", 50), other = add("j2", 50);
+  const std::uint32_t job = tenant_of(a1);
+  give(other, 2);
+  EXPECT_EQ(peer_wait_ns(s(), job, kB, now_, now_ + 500), 0u) << "the tenant holds nothing";
+  give(a1, kA);  // its slice starts at now_
+  EXPECT_EQ(peer_wait_ns(s(), job, kB, now_ - 300, now_ + 500), 500u) << "from the sibling's slice start";
+  EXPECT_EQ(peer_wait_ns(s(), job, kB, now_ + 200, now_ + 500), 300u) << "from the wait's start";
+  EXPECT_EQ(peer_wait_ns(s(), job, kA, now_, now_ + 500), 0u) << "its own GPU is no peer";
+  charge_wait(s(), tenant_of(b1), kB, now_ - 300, now_ + 500);
+  EXPECT_EQ(s().tenants[job].compute[kB].wait_ns.load(), 800u);
+  EXPECT_EQ(s().tenants[job].compute[kB].peer_wait_ns.load(), 500u);
+  charge_wait(s(), tenant_of(other), kB, now_, now_ + 500);
+  EXPECT_EQ(s().tenants[tenant_of(other)].compute[kB].peer_wait_ns.load(), 500u)
+      << "j2 holds GPU 2: waiting for a second GPU, it waits for a peer too (gpushare cannot tell a gang apart)";
+}
+
 // A rank asked by a waiter's arbitration (whose process has not asked the gang yet) asks the gang
 // itself in the daemonless mode: its siblings are asked and the stop count published.
 TEST_F(GangRulesTest, ARankAskedByAnArbitrationAsksItsGang) {

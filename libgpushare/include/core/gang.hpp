@@ -33,6 +33,16 @@ inline constexpr std::uint64_t gang_stop_word(std::uint64_t asked_ns, std::uint6
 std::optional<std::uint32_t> gang_stop_count(const layout::StateLayout& state, std::uint32_t tenant,
                                              std::uint64_t asked_ns);
 
+// Of a wait for `gpu` by a process of `tenant` from `waited_from_ns` to `now_ns`: how long another
+// GPU was held by the tenant meanwhile (the longest such overlap), as its slice's start says. Where a
+// gang's collectives wait on the GPU for their peers, that is time its ranks spun for this one.
+std::uint64_t peer_wait_ns(const layout::StateLayout& state, std::uint32_t tenant, std::uint32_t gpu,
+                           std::uint64_t waited_from_ns, std::uint64_t now_ns);
+// Adds a wait for `gpu` (from `waited_from_ns` to `now_ns`) to the tenant's counters: wait_ns, and
+// the part of it peer_wait_ns finds to peer_wait_ns.
+void charge_wait(layout::StateLayout& state, std::uint32_t tenant, std::uint32_t gpu, std::uint64_t waited_from_ns,
+                 std::uint64_t now_ns);
+
 class GangView {
  public:
   // Scans the slots once: a tenant wants a GPU it holds, or for which a live process of it waits.

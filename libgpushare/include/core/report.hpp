@@ -35,6 +35,8 @@ struct TenantOnGpu {
   std::uint64_t gpu_ns = 0;
   std::uint64_t launches = 0;
   std::uint64_t wait_ns = 0;  // time its processes spent waiting for a slice
+  // Of wait_ns: waited while the tenant held another GPU (a gang's ranks spinning for this one).
+  std::uint64_t peer_wait_ns = 0;
   bool holds_slice = false;
   std::vector<ProcessUse> processes;  // the tenant's processes with bytes on this GPU
 };

@@ -27,6 +27,7 @@ struct LedgerSnapshot {
   std::uint64_t gpu_ns = 0;      // GPU time charged
   std::uint64_t launches = 0;
   std::uint64_t wait_ns = 0;
+  std::uint64_t peer_wait_ns = 0;  // of wait_ns: while the tenant held another GPU
 };
 struct ProcessSnapshot {
   std::uint32_t slot = 0;

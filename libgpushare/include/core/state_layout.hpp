@@ -94,7 +94,12 @@ struct alignas(64) ComputeEntry {
   std::atomic<std::uint64_t> launches;       // launches gated (flushed at each handover)
   std::atomic<std::uint64_t> wait_ns;        // time its processes spent waiting for a slice
   std::atomic<std::uint32_t> active;         // 1 while it holds or waits for this GPU
+  // Of wait_ns: the time a process waited for this GPU while another process of the tenant already
+  // held another GPU (a gang's rank waiting while its siblings' collectives spin for its part; gang.hpp,
+  // peer_wait_ns). Added to ABI 7 in what was padding: zero in older files.
+  std::atomic<std::uint64_t> peer_wait_ns;
 };
+static_assert(sizeof(ComputeEntry) == 64, "peer_wait_ns lives in what was padding");
 
 // A tenant's compute policy: the first process of the tenant sets it, `quota set` changes it.
 struct ComputePolicy {
