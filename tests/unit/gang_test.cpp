@@ -317,6 +317,27 @@ TEST_F(GangRulesTest, AWaitWhileASiblingHoldsAGpuIsPeerWait) {
       << "j2 holds GPU 2: waiting for a second GPU, it waits for a peer too (gpushare cannot tell a gang apart)";
 }
 
+// A rank that dies leaves its gang: its GPU goes to a waiter once it has stood still for the idle
+// threshold, inside a launch or not and well within its slice, and its sibling is then a one-GPU
+// tenant, waiting for nobody.
+TEST_F(GangRulesTest, ARankThatDiesLeavesTheGangAndItsGpuGoesBack) {
+  const auto a1 = add("j1", 50), b1 = add("j1", 50), b2 = add("j2", 50);
+  give(a1, kA);
+  give(b1, kB);
+  want_on(b2, kB);
+  ASSERT_TRUE(GangView(s()).gang(tenant_of(a1)));
+  s().slots[b1].compute[kB].activity[0].fetch_add(layout::kCallBegun);  // died inside a collective
+  const HolderProbes b1_dead{[&](std::uint32_t slot) { return slot != b1; }, {}};
+  arbitrate(s(), kB, now_, b2, timing_, b1_dead);
+  now_ += timing_.idle_after.count();
+  ASSERT_LT(now_, s().schedules[kB].slice_end_ns.load());
+  arbitrate(s(), kB, now_, b2, timing_, b1_dead);
+  EXPECT_EQ(holder_of(kB), b2);
+  const GangView after(s());
+  EXPECT_FALSE(after.gang(tenant_of(a1))) << "one GPU left";
+  EXPECT_TRUE(after.may_lead(tenant_of(a1), kA));
+}
+
 // A rank asked by a waiter's arbitration (whose process has not asked the gang yet) asks the gang
 // itself in the daemonless mode: its siblings are asked and the stop count published.
 TEST_F(GangRulesTest, ARankAskedByAnArbitrationAsksItsGang) {
