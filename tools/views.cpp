@@ -4,6 +4,7 @@
 #include <ctime>
 #include <map>
 #include <optional>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -71,25 +72,80 @@ std::string unaccounted_section(const Report& report) {
   return out;
 }
 
+// GPU indices as people read them: "0,1", runs of three or more as "0-3" ("0-3,6").
+std::string gpu_list_text(const std::vector<std::uint32_t>& gpus) {
+  std::string text;
+  for (std::size_t i = 0; i < gpus.size();) {
+    std::size_t last = i;
+    while (last + 1 < gpus.size() && gpus[last + 1] == gpus[last] + 1) ++last;
+    if (!text.empty()) text += ',';
+    if (last - i >= 2) {
+      text += fmt::format("{}-{}", gpus[i], gpus[last]);
+    } else {
+      last = i;
+      text += fmt::format("{}", gpus[i]);
+    }
+    i = last + 1;
+  }
+  return text;
+}
+
+// `tenant`'s figures on `gpu`; null when it has none there.
+const TenantOnGpu* find_use(const GpuReport& gpu, const std::string& tenant) {
+  for (const auto& use : gpu.tenants) {
+    if (use.tenant == tenant) return &use;
+  }
+  return nullptr;
+}
+
+// The slice holder, with its gang's GPUs when it is one: "job (gang on GPUs 0,1)".
+std::string holder_text(const GpuReport& gpu) {
+  if (!gpu.slice_holder) return "free";
+  const TenantOnGpu* use = find_use(gpu, *gpu.slice_holder);
+  if (use == nullptr || use->gang_gpus.empty()) return *gpu.slice_holder;
+  return fmt::format("{} (gang on GPUs {})", *gpu.slice_holder, gpu_list_text(use->gang_gpus));
+}
+
+// After a tenant's row of `status`: its gang and the part of its wait spent holding another GPU;
+// nothing for a tenant that is no gang and never waited so.
+std::string gang_note(const TenantOnGpu& use) {
+  if (use.gang_gpus.empty() && use.peer_wait_ns == 0) return "";
+  const std::string peer_wait = fmt::format("peer wait {:.3f}s", seconds(use.peer_wait_ns));
+  if (use.gang_gpus.empty()) return fmt::format("  [{}]", peer_wait);
+  return fmt::format("  [gang on GPUs {}; {}]", gpu_list_text(use.gang_gpus), peer_wait);
+}
+
+// A tenant's name in `top`'s column of `width`, a gang's marked " [gang 0,1]" (" [gang]" when the
+// GPUs leave too little of the name), the name cut to make room.
+std::string top_name(const TenantOnGpu& use, std::size_t width) {
+  if (use.gang_gpus.empty()) return shortened(use.tenant, width);
+  std::string mark = fmt::format(" [gang {}]", gpu_list_text(use.gang_gpus));
+  constexpr std::size_t kShortestName = 4;
+  if (mark.size() + std::min(use.tenant.size(), kShortestName) > width) mark = " [gang]";
+  const std::size_t room = width > mark.size() ? width - mark.size() : 1;
+  return shortened(use.tenant, room) + mark;
+}
+
 }  // namespace
 
 std::string render_status(const Report& report) {
   std::string out = fmt::format("state {}   {}\n", report.state_path, clock_text(report.time_unix_ns));
   if (report.tenants.empty()) out += "no tenants\n";
   for (const GpuReport& gpu : report.gpus) {
-    out += fmt::format("\nGPU {}  {}  {}  {}   time slice: {}\n", gpu.index, format_gpu_uuid(gpu.uuid),
-                       gpu.name.empty() ? "(unnamed)" : gpu.name, format_size(gpu.memory_total_bytes),
-                       gpu.slice_holder ? *gpu.slice_holder : "free");
+    out +=
+        fmt::format("\nGPU {}  {}  {}  {}   time slice: {}\n", gpu.index, format_gpu_uuid(gpu.uuid),
+                    gpu.name.empty() ? "(unnamed)" : gpu.name, format_size(gpu.memory_total_bytes), holder_text(gpu));
     out += fmt::format("  {:<20} {:>10} {:>10} {:>10} {:>7} {:>5} {:>5} {:>6} {:>10} {:>9} {:>10}\n", "TENANT", "USED",
                        "LIMIT", "PEAK", "REFUSED", "SHARE", "CAP", "PRIO", "GPU TIME", "LAUNCHES", "WAITED");
     for (const TenantOnGpu& use : gpu.tenants) {
       const TenantReport* tenant = find_tenant(report, use.tenant);
       const ComputePolicyValues policy = tenant ? tenant->compute : default_compute_policy();
-      out += fmt::format("  {:<20} {:>10} {:>10} {:>10} {:>7} {:>5} {:>5} {:>6} {:>9.3f}s {:>9} {:>9.3f}s{}\n",
+      out += fmt::format("  {:<20} {:>10} {:>10} {:>10} {:>7} {:>5} {:>5} {:>6} {:>9.3f}s {:>9} {:>9.3f}s{}",
                          shortened(use.tenant, 20), format_size(use.memory_used_bytes),
                          limit_text(use.memory_limit_bytes), format_size(use.memory_peak_bytes), use.oom_refusals,
                          pct_text(policy.share_pct), pct_text(policy.limit_pct), priority_name(policy.priority),
                          seconds(use.gpu_ns), use.launches, seconds(use.wait_ns), use.live ? "" : "  [inactive]");
+      out += gang_note(use) + "\n";
     }
   }
   out += "\nTENANTS\n";
@@ -140,12 +196,10 @@ std::string render_top(const Report& report, const Report* previous, int width, 
     std::uint64_t used = 0;
     for (const auto& use : gpu.tenants) used += use.memory_used_bytes;
     // Most useful first: a long GPU name is what gets cut.
-    out += "\n" + shortened(fmt::format("GPU {}  slice: {}  used {} of {}  {}  {}", gpu.index,
-                                        gpu.slice_holder ? *gpu.slice_holder : "free", format_size(used),
-                                        format_size(gpu.memory_total_bytes), gpu.name,
-                                        format_gpu_uuid(gpu.uuid).substr(0, 12)),
-                            static_cast<std::size_t>(width)) +
-           "\n";
+    const std::string header =
+        fmt::format("GPU {}  slice: {}  used {} of {}  {}  {}", gpu.index, holder_text(gpu), format_size(used),
+                    format_size(gpu.memory_total_bytes), gpu.name, format_gpu_uuid(gpu.uuid).substr(0, 12));
+    out += "\n" + shortened(header, static_cast<std::size_t>(width)) + "\n";
     out += fmt::format("{:<{}} {:>11} {:>11} {:>6} {:>5} {:>4} {:>6}  {}\n", "TENANT", name_width, "MEMORY", "LIMIT",
                        "GPU%", "SHARE", "CAP", "PRIO", "BUSY (|=share)");
     for (const TenantOnGpu& use : gpu.tenants) {
@@ -168,7 +222,7 @@ std::string render_top(const Report& report, const Report* previous, int width, 
         bar[at] = '|';
       }
       out += fmt::format("{:<{}} {:>11} {:>11} {:>6} {:>5} {:>4} {:>6}  [{}]{}\n",
-                         shortened(use.tenant, static_cast<std::size_t>(name_width)), name_width,
+                         top_name(use, static_cast<std::size_t>(name_width)), name_width,
                          format_size(use.memory_used_bytes), limit_text(use.memory_limit_bytes), rate,
                          pct_text(policy.share_pct), pct_text(policy.limit_pct), priority_name(policy.priority), bar,
                          use.live ? "" : " idle");

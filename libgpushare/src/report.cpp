@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "core/arbiter.hpp"
+#include "core/gang.hpp"
 #include "core/platform.hpp"
 
 namespace gpushare {
@@ -110,6 +111,17 @@ UnaccountedRead read_unaccounted(const layout::UnaccountedTable& table) {
   return {};
 }
 
+// Marks `use` as a gang's when the view finds its tenant wanting two GPUs or more. The view's
+// masks only hold GPUs below kMaxGpus, whatever the state says.
+void mark_gang(const GangView& gangs, std::uint32_t tenant, TenantOnGpu& use) {
+  if (!gangs.gang(tenant)) return;
+  const std::uint32_t gpus = gangs.gpus_of(tenant);
+  for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
+    if (((gpus >> gpu) & 1U) != 0) use.gang_gpus.push_back(gpu);
+  }
+  use.anchor = gangs.anchor(tenant);
+}
+
 }  // namespace
 
 Report build_report(SharedState& shared) {
@@ -119,6 +131,8 @@ Report build_report(SharedState& shared) {
   report.monotonic_ns = monotonic_now_ns();
   const std::vector<TenantSnapshot> tenants = snapshot_tenants(shared);
   layout::StateLayout& state = shared.state();
+  // One view of who wants which GPU for the whole report, so that a gang's GPUs agree everywhere.
+  const GangView gangs(state);
 
   std::map<std::uint32_t, std::size_t> gpu_position;
   for (std::uint32_t g = 0; g < layout::kMaxGpus; ++g) {
@@ -169,6 +183,7 @@ Report build_report(SharedState& shared) {
       use.launches = compute.launches;
       use.holds_slice = compute.holds_slice;
       if (compute.holds_slice) gpu.slice_holder = tenant.name;
+      mark_gang(gangs, tenant.index, use);
       gpu.tenants.push_back(std::move(use));
     }
     report.tenants.push_back(std::move(summary));

@@ -35,7 +35,9 @@ Json tenant_on_gpu_json(const TenantOnGpu& use) {
           {"launches", use.launches},
           {"wait_seconds", seconds(use.wait_ns)},
           {"holds_slice", use.holds_slice},
-          {"processes", std::move(processes)}};
+          {"processes", std::move(processes)},
+          {"peer_wait_seconds", seconds(use.peer_wait_ns)},
+          {"gang_gpus", Json(use.gang_gpus)}};
 }
 
 Json gpu_json(const GpuReport& gpu) {

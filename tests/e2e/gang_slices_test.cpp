@@ -12,6 +12,7 @@
 
 #include "process.hpp"
 #include "scratch.hpp"
+#include "status_json.hpp"
 
 namespace gpushare::testing {
 namespace {
@@ -69,6 +70,11 @@ TEST_F(GangSlices, TwoRingJobsShareTwoGpusWithoutSpinning) {
   std::vector<std::unique_ptr<Process>> ranks;
   start_job(2, ranks);
   start_job(3, ranks);
+  // While they run, the report shows each job's tenant as a gang on both GPUs.
+  EXPECT_TRUE(status_shows(path("state"), "job2 as a gang on two GPUs", [](const Json& status) {
+    const Json* use = tenant_on_gpu(status, "job2");
+    return use != nullptr && use->at("gang_gpus").size() == 2 && use->at("peer_wait_seconds").is_number();
+  }));
   const std::vector<double> steps = steps_of(ranks, 2);
   std::printf("solo %.0f steps; jobs %.0f and %.0f (%.1f %% of solo together)\n", solo, steps[0], steps[1],
               100 * (steps[0] + steps[1]) / solo);

@@ -71,6 +71,9 @@ gpushare_tenant_launches_total{$GPU,tenant="serve"} 0
 # TYPE gpushare_tenant_wait_seconds_total counter
 gpushare_tenant_wait_seconds_total{$GPU,tenant="train"} 0.25
 gpushare_tenant_wait_seconds_total{$GPU,tenant="serve"} 0
+# TYPE gpushare_tenant_peer_wait_seconds_total counter
+gpushare_tenant_peer_wait_seconds_total{$GPU,tenant="train"} 0.1
+gpushare_tenant_peer_wait_seconds_total{$GPU,tenant="serve"} 0
 # TYPE gpushare_tenant_holds_slice gauge
 gpushare_tenant_holds_slice{$GPU,tenant="train"} 1
 gpushare_tenant_holds_slice{$GPU,tenant="serve"} 0

@@ -49,6 +49,7 @@ inline Report two_tenants() {
   train.gpu_ns = 1'500'000'000;
   train.launches = 1234;
   train.wait_ns = 250'000'000;
+  train.peer_wait_ns = 100'000'000;  // of wait_ns: while it held another GPU
   train.holds_slice = true;
   gpu.tenants.push_back(train);
 

@@ -95,11 +95,14 @@ TEST_F(ReportTest, JsonKeepsTheDocumentedSchema) {
   ASSERT_EQ(card["tenants"].size(), 1u);
   const auto& use = card["tenants"][0];
   EXPECT_EQ(keys(use), (Keys{"tenant", "live", "memory_used_bytes", "memory_limit_bytes", "memory_peak_bytes",
-                             "oom_refusals", "gpu_seconds", "launches", "wait_seconds", "holds_slice", "processes"}));
+                             "oom_refusals", "gpu_seconds", "launches", "wait_seconds", "holds_slice", "processes",
+                             "peer_wait_seconds", "gang_gpus"}));
   EXPECT_EQ(use["memory_used_bytes"], 1_GiB);
   EXPECT_EQ(use["memory_limit_bytes"], 8_GiB);
   EXPECT_TRUE(use["gpu_seconds"].is_number_float());
   EXPECT_TRUE(use["wait_seconds"].is_number_float());
+  EXPECT_TRUE(use["peer_wait_seconds"].is_number_float());
+  EXPECT_EQ(use["gang_gpus"], nlohmann::ordered_json::array()) << "one GPU: no gang";
   ASSERT_EQ(use["processes"].size(), 1u);
   EXPECT_EQ(keys(use["processes"][0]), (Keys{"pid", "alive", "held_bytes", "slot"}));
   ASSERT_EQ(json["tenants"].size(), 1u);
@@ -116,11 +119,13 @@ TEST(ReportJson, SecondsHaveMicrosecondResolution) {
   TenantOnGpu use;
   use.gpu_ns = 1'234'567'891;
   use.wait_ns = 400;
+  use.peer_wait_ns = 2'500'499;
   gpu.tenants.push_back(use);
   report.gpus.push_back(gpu);
   const auto json = nlohmann::json::parse(report_to_json(report));
   EXPECT_DOUBLE_EQ(json["gpus"][0]["tenants"][0]["gpu_seconds"].get<double>(), 1.234568);
   EXPECT_DOUBLE_EQ(json["gpus"][0]["tenants"][0]["wait_seconds"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(json["gpus"][0]["tenants"][0]["peer_wait_seconds"].get<double>(), 0.0025);
 }
 
 // The state path comes from the user and GPU names from the driver: neither need be UTF-8. Each
@@ -185,6 +190,58 @@ TEST_F(ReportTest, AChargeInProgressIsNotCountedTwice) {
   EXPECT_EQ(report.gpus.at(0).tenants.at(0).gpu_ns, 20'000'000u);
   schedule.charge_seq.store(2);
   schedule.holder_word.store(0);
+}
+
+// A tenant holding one GPU while a process of it waits for another is a gang on both: each of its
+// rows names both GPUs and the lowest as its anchor; a tenant on one GPU is no gang. Its peer wait
+// comes from the ledger, and the JSON gives both.
+TEST_F(ReportTest, AGangsRowsNameItsGpusAndItsPeerWait) {
+  auto job = TenantMembership::join(*state_, "job");
+  ASSERT_TRUE(job.ok());
+  auto first = (*job)->attach_gpu(make_uuid(5), 16_GiB, kUnlimited, "Card");
+  auto second = (*job)->attach_gpu(make_uuid(6), 16_GiB, kUnlimited, "Card");
+  ASSERT_TRUE(first.ok() && second.ok());
+  auto solo = TenantMembership::join(*state_, "solo");
+  ASSERT_TRUE(solo.ok());
+  ASSERT_TRUE((*solo)->attach_gpu(make_uuid(6), 16_GiB, kUnlimited, "Card").ok());
+  auto& state = state_->state();
+  const std::uint32_t slot = (*job)->slot_index();
+  state.schedules[first->gpu].holder_word.store(holder_token(slot));
+  state.slots[slot].compute[second->gpu].waiting_since_ns.store(monotonic_now_ns());
+  state.tenants[(*job)->tenant_index()].compute[second->gpu].wait_ns.store(9'000'000);
+  state.tenants[(*job)->tenant_index()].compute[second->gpu].peer_wait_ns.store(7'500'000);
+
+  const Report report = build_report(*state_);
+  const std::vector<std::uint32_t> both{first->gpu, second->gpu};
+  ASSERT_EQ(report.gpus.size(), 2u);
+  for (const GpuReport& gpu : report.gpus) {
+    for (const TenantOnGpu& use : gpu.tenants) {
+      if (use.tenant == "job") {
+        EXPECT_EQ(use.gang_gpus, both) << "GPU " << gpu.index;
+        EXPECT_EQ(use.anchor, std::min(first->gpu, second->gpu)) << "GPU " << gpu.index;
+        EXPECT_EQ(use.peer_wait_ns, gpu.index == second->gpu ? 7'500'000u : 0u);
+      } else {
+        EXPECT_TRUE(use.gang_gpus.empty()) << use.tenant << " wants one GPU";
+        EXPECT_FALSE(use.anchor.has_value());
+      }
+    }
+  }
+  const auto json = nlohmann::json::parse(report_to_json(report));
+  for (const auto& gpu : json["gpus"]) {
+    for (const auto& use : gpu["tenants"]) {
+      const bool waited_here = use["tenant"] == "job" && gpu["index"] == second->gpu;
+      EXPECT_DOUBLE_EQ(use["peer_wait_seconds"].get<double>(), waited_here ? 0.0075 : 0.0);
+      EXPECT_EQ(use["gang_gpus"], use["tenant"] == "job" ? nlohmann::json(both) : nlohmann::json::array());
+    }
+  }
+
+  // Neither holding nor waiting for two GPUs any more: no gang, the counter stays.
+  state.slots[slot].compute[second->gpu].waiting_since_ns.store(0);
+  const Report after = build_report(*state_);
+  for (const GpuReport& gpu : after.gpus) {
+    for (const TenantOnGpu& use : gpu.tenants) EXPECT_TRUE(use.gang_gpus.empty()) << use.tenant;
+  }
+  state.schedules[first->gpu].holder_word.store(0);
 }
 
 // Writes one entry of the escape watch's table as the agent would (agent/escape_rounds.cpp).

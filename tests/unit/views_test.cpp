@@ -94,5 +94,63 @@ TEST(StatusView, UnaccountedProcessesHaveASectionOnlyWhenThereAreSome) {
   EXPECT_TRUE(Contains(text, "unknown")) << text;
 }
 
+// wide_report with its tenant a gang on GPUs 0 and 1 (anchored at 0), having spun 1.25 s for GPU 0.
+Report gang_report(std::uint64_t taken_at_ns, std::uint64_t gpu_ns) {
+  Report report = wide_report(taken_at_ns, gpu_ns);
+  TenantOnGpu& use = report.gpus[0].tenants[0];
+  use.gang_gpus = {0, 1};
+  use.anchor = 0;
+  use.wait_ns = 2'000'000'000;
+  use.peer_wait_ns = 1'250'000'000;
+  return report;
+}
+
+TEST(StatusView, TheHeaderAndTheRowNameAGangsGpusAndItsPeerWait) {
+  const std::string text = render_status(gang_report(1'000'000'000, 0));
+  EXPECT_TRUE(Contains(text, "time slice: training-job-with-a-long-name (gang on GPUs 0,1)\n")) << text;
+  EXPECT_TRUE(Contains(text, "     2.000s  [gang on GPUs 0,1; peer wait 1.250s]\n")) << text;
+}
+
+TEST(StatusView, ATenantNoGangAndNeverWaitingForAPeerKeepsItsRow) {
+  const std::string plain = render_status(wide_report(1'000'000'000, 0));
+  EXPECT_TRUE(Contains(plain, "time slice: training-job-with-a-long-name\n")) << plain;
+  EXPECT_FALSE(Contains(plain, "gang")) << plain;
+  EXPECT_FALSE(Contains(plain, "peer wait")) << plain;
+  Report earlier_gang = wide_report(1'000'000'000, 0);
+  earlier_gang.gpus[0].tenants[0].peer_wait_ns = 500'000'000;
+  const std::string text = render_status(earlier_gang);
+  EXPECT_TRUE(Contains(text, "s  [peer wait 0.500s]\n")) << text;
+  EXPECT_FALSE(Contains(text, "gang")) << text;
+}
+
+TEST(StatusView, ContiguousGpusOfAGangReadAsARange) {
+  Report report = gang_report(1'000'000'000, 0);
+  report.gpus[0].tenants[0].gang_gpus = {0, 1, 2, 3, 6, 8, 9};
+  const std::string text = render_status(report);
+  EXPECT_TRUE(Contains(text, "(gang on GPUs 0-3,6,8,9)")) << text;
+}
+
+TEST(TopView, AGangIsMarkedWithinTheTerminalWidth) {
+  const Report before = gang_report(1'000'000'000, 0);
+  const Report after = gang_report(2'000'000'000, 500'000'000);
+  for (int width : {74, 80, 120}) {
+    const std::string frame = render_top(after, &before, width, 1.0);
+    std::istringstream lines(frame);
+    for (std::string line; std::getline(lines, line);) {
+      EXPECT_LE(line.size(), static_cast<std::size_t>(width)) << "width " << width << ": " << line;
+    }
+    EXPECT_TRUE(Contains(frame, "slice: training-job-with-a-long-name (gang on GPUs 0,1)")) << frame;
+  }
+  // 120 columns: a 24-character name column, room for the GPUs; 80: 11, the mark alone.
+  const std::string wide = render_top(after, &before, 120, 1.0);
+  EXPECT_TRUE(Contains(wide, "\ntraining-job~ [gang 0,1] ")) << wide;
+  const std::string narrow = render_top(after, &before, 80, 1.0);
+  EXPECT_TRUE(Contains(narrow, "\ntra~ [gang] ")) << narrow;
+  Report short_name = gang_report(2'000'000'000, 500'000'000);
+  short_name.gpus[0].tenants[0].tenant = "job";
+  const std::string whole = render_top(short_name, &before, 120, 1.0);
+  EXPECT_TRUE(Contains(whole, "\njob [gang 0,1]   ")) << whole;
+}
+
 }  // namespace
 }  // namespace gpushare::tools

@@ -102,6 +102,10 @@ const TenantOnGpuMetric kTenantOnGpuMetrics[] = {
     {{"gpushare_tenant_wait_seconds_total", "counter",
       "Time the tenant's processes spent waiting for a time slice, in seconds."},
      [](const TenantOnGpu& use) -> std::optional<std::string> { return seconds(use.wait_ns); }},
+    {{"gpushare_tenant_peer_wait_seconds_total", "counter",
+      "Of the tenant's wait for a time slice on the GPU, the time it already held another GPU, in seconds: "
+      "for a job across GPUs (a gang), time its ranks there likely spun in collectives waiting for this one."},
+     [](const TenantOnGpu& use) -> std::optional<std::string> { return seconds(use.peer_wait_ns); }},
     {{"gpushare_tenant_holds_slice", "gauge", "1 while the tenant holds the GPU's time slice, else 0."},
      [](const TenantOnGpu& use) -> std::optional<std::string> { return integer(use.holds_slice ? 1 : 0); }},
 };

@@ -39,6 +39,11 @@ struct TenantOnGpu {
   std::uint64_t peer_wait_ns = 0;
   bool holds_slice = false;
   std::vector<ProcessUse> processes;  // the tenant's processes with bytes on this GPU
+  // A gang (core/gang.hpp) when the report was taken: the state-file GPU indices the tenant holds
+  // or waits for, ascending, when they are two or more; empty otherwise.
+  std::vector<std::uint32_t> gang_gpus;
+  // The gang's anchor, its lowest GPU (where it is scheduled like any tenant); none when no gang.
+  std::optional<std::uint32_t> anchor;
 };
 
 struct GpuReport {
