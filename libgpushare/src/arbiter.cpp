@@ -187,8 +187,8 @@ void grant(StateLayout& state, std::uint32_t gpu, std::uint32_t slot, std::uint3
   auto& record = state.tenants[tenant];
   std::uint64_t slice = slice_ns_of(record);
   if (capped(record)) {
-    slice = std::min<std::uint64_t>(slice, static_cast<std::uint64_t>(std::max<std::int64_t>(
-                                               record.compute[gpu].budget_ns.load(kRelaxed), 0)));
+    slice = std::min<std::uint64_t>(
+        slice, static_cast<std::uint64_t>(std::max<std::int64_t>(record.compute[gpu].budget_ns.load(kRelaxed), 0)));
   }
   const std::uint64_t activity = layout::activity_of(state.slots[slot].compute[gpu]);
   schedule.slice_start_ns.store(now, kRelaxed);
@@ -289,8 +289,8 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
         schedule.holder_word.store(word | kHandoverBit, std::memory_order_seq_cst);
         if (stands_still(probes, state.slots[holder], gpu, seen)) {
           take_away = true;
-          charge_until = std::min(now, std::max(schedule.observed_at_ns.load(kRelaxed),
-                                                schedule.slice_start_ns.load(kRelaxed)));
+          charge_until =
+              std::min(now, std::max(schedule.observed_at_ns.load(kRelaxed), schedule.slice_start_ns.load(kRelaxed)));
         } else {
           std::uint32_t asked = word | kHandoverBit;
           schedule.holder_word.compare_exchange_strong(asked, word, std::memory_order_seq_cst);
@@ -310,16 +310,16 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
     // its ranks would only wait for the anchor's (gang.hpp).
     if (holder < kMaxSlots) old_tenant = state.slots[holder].tenant_index.load(kRelaxed);
     // (highest_waiting_class counts only waiters that may lead here.)
-    const bool off_anchor = !take_away && old_tenant < kMaxTenants && gangs.lost_its_anchor(old_tenant, gpu) &&
-                            highest_waiting_class(state, gpu, holder, now, gangs) >=
-                                static_cast<int>(priority_of_slot(state, holder));
+    const bool off_anchor =
+        !take_away && old_tenant < kMaxTenants && gangs.lost_its_anchor(old_tenant, gpu) &&
+        highest_waiting_class(state, gpu, holder, now, gangs) >= static_cast<int>(priority_of_slot(state, holder));
     // A holder whose activity has stood still for a whole slice and its grace period is blocked (in
     // a synchronize, say) on something that may depend on a waiter of a lower class: it is asked,
     // and then made, to hand over to anyone waiting. Holding the GPU is for pauses between launches.
     const bool over = !take_away && (now >= slice_end || off_anchor);
     // A follower without its anchor that does not hand over within the idle threshold is stuck in a
     // collective waiting for the anchor's ranks: it loses the GPU then, its part left to finish later.
-    const std::uint64_t grace = !over       ? 0
+    const std::uint64_t grace = !over        ? 0
                                 : off_anchor ? static_cast<std::uint64_t>(timing.idle_after.count())
                                              : handover_grace(state, gpu, holder, timing);  // it scans the slots
     const std::uint32_t holder_tenant = over ? old_tenant : kNone;

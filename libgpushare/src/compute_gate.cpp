@@ -139,6 +139,9 @@ void ComputeGate::drain_observed(std::uint32_t gpu, const Drain& drain, std::uin
 }
 
 Status ComputeGate::acquire(std::uint32_t gpu, const Drain& drain) {
+  // Asked while the caller was on its way here (in the in-flight bound, say): a gang's rank goes on
+  // to its gang's stop count first (its collective, if this launch is one, is withdrawn meanwhile).
+  if (goes_on_to_gang_stop(gpu, /*collective=*/false, monotonic_now_ns())) return Ok{};
   if (observer_.load(kRelaxed) == nullptr) {
     return broker_ != nullptr ? acquire_brokered(gpu, drain) : acquire_daemonless(gpu, drain);
   }
@@ -174,7 +177,9 @@ Status ComputeGate::acquire_daemonless(std::uint32_t gpu, const Drain& drain) {
       if (word == holder_token(slot_)) break;
       if (word == (holder_token(slot_) | kHandoverBit)) {
         // Asked to hand over already (the slice ran out before this thread ran, or a higher class
-        // came): at once, not after the holder's grace.
+        // came): at once, not after the holder's grace; a gang's rank first goes on to its gang's
+        // stop count (a sibling, granted in time, may have launched a part that waits for this one's).
+        if (goes_on_to_gang_stop(gpu, /*collective=*/false, monotonic_now_ns())) break;
         mark_waiting(gpu, monotonic_now_ns());
         if (auto handed = hand_over(gpu, drain); !handed) {
           status = handed;

@@ -51,6 +51,8 @@ Status ComputeGate::acquire_brokered(std::uint32_t gpu, const Drain& drain) {
       const std::uint32_t word = schedule.holder_word.load(std::memory_order_seq_cst);
       if (word == holder_token(slot_)) break;
       if (word == (holder_token(slot_) | layout::kHandoverBit)) {
+        // A gang's rank goes on to its gang's stop count first (see acquire_daemonless).
+        if (goes_on_to_gang_stop(gpu, /*collective=*/false, monotonic_now_ns())) break;
         mark_waiting(gpu, monotonic_now_ns());
         (void)hand_over_brokered(gpu, drain);
         broker_->wanted(gpu);

@@ -57,12 +57,18 @@ bool ComputeGate::asks_gang_and_goes_on(std::uint32_t gpu) {
     auto lock = lock_schedule(state, gpu);
     if (!lock) return false;
     layout::GpuSchedule& schedule = state.schedules[gpu];
-    if (schedule.holder_word.load(kSeqCst) != layout::holder_token(slot_)) return false;
-    asked_ns = monotonic_now_ns();
-    schedule.handover_asked_ns.store(asked_ns, kSeqCst);
-    schedule.holder_word.store(layout::holder_token(slot_) | layout::kHandoverBit, kSeqCst);
+    const std::uint32_t word = schedule.holder_word.load(kSeqCst);
+    if (word == layout::holder_token(slot_)) {
+      asked_ns = monotonic_now_ns();
+      schedule.handover_asked_ns.store(asked_ns, kSeqCst);
+      schedule.holder_word.store(layout::holder_token(slot_) | layout::kHandoverBit, kSeqCst);
+    } else if (word != (layout::holder_token(slot_) | layout::kHandoverBit)) {
+      return false;  // not the holder any more
+    }
   }
-  ask_gang_to_hand_over(state, gpu, tenant_, asked_ns);
+  // Asked by a waiter meanwhile: that request is the gang's (goes_on_to_gang_stop asks the gang if
+  // the waiter's process has not yet).
+  if (asked_ns != 0) ask_gang_to_hand_over(state, gpu, tenant_, asked_ns);
   return goes_on_to_gang_stop(gpu, /*collective=*/false, monotonic_now_ns());
 }
 

@@ -134,7 +134,8 @@ class ComputeGate {
   bool fence_own_threads() const { return fenced_own_ && fence::own_threads(); }
 
   // Slow path before a launch when holds() is false: hands over first if this process was asked
-  // to, then waits until it holds the slice.
+  // to, then waits until it holds the slice. A gang's rank asked to hand over that goes on to its
+  // gang's stop count (goes_on_to_gang_stop) returns at once, without the slice.
   Status acquire(std::uint32_t gpu, const Drain& drain);
   // Gives the slice up, without waiting for it again, if this process holds it and was asked to
   // hand over, or its slice is over and someone else waits: for a process whose launches are

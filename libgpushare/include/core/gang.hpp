@@ -73,13 +73,14 @@ class GangView {
   }
   // Whether a tenant other than the holder wants `gpu`.
   bool contested(std::uint32_t gpu) const { return gpu < layout::kMaxGpus && contested_[gpu]; }
-  // Whether the tenant waits for its anchor while nobody holds it: the anchor is about to be
-  // granted, and granting the tenant `gpu` first would let it hold a follower without its anchor
-  // (its ranks there would wait for the anchor's, and could not hand over).
+  // Whether the tenant's anchor is changing hands: nobody holds it, or its holder was asked to hand
+  // it over and someone else wants it. Who gets it next is not known yet, and granting the tenant
+  // `gpu` first may let it hold a follower without its anchor (its ranks there would wait for the
+  // anchor's, and could not hand over); the anchor's grant wakes this GPU's waiters (wake_gpus).
   bool anchor_in_transit(std::uint32_t tenant, std::uint32_t gpu) const {
     if (!gang(tenant)) return false;
     const std::uint32_t home = anchor(tenant);
-    return home != gpu && holder_tenant(home) == layout::kMaxTenants;
+    return home != gpu && (holder_tenant(home) == layout::kMaxTenants || (asked_[home] && contested(home)));
   }
   // Whether the tenant holds `gpu` only as a follower that has lost its anchor: it should hand
   // `gpu` over to someone who may lead there.
