@@ -6,6 +6,7 @@
 // before it takes a mark it granted on (withdrawing an untaken grant), the waiter takes its mark
 // and then reads the holder word again, both sequentially consistent on the page they share.
 #include <algorithm>
+#include <optional>
 
 #include "core/arbiter.hpp"
 #include "core/compute_gate.hpp"
@@ -40,6 +41,15 @@ Status ComputeGate::acquire_brokered(std::uint32_t gpu, const Drain& drain) {
   mark_waiting(gpu, monotonic_now_ns());
   broker_->wanted(gpu);
   std::uint64_t asked_at = monotonic_now_ns();
+  // The slice this thread handed over last (grant_seq), and when: until the agent has ended it, the
+  // holder word still names this process with the handover bit, and handing it over again would
+  // only drain again and flood the agent with stale messages. Told again after kAskAgainNs, in
+  // case a message was lost.
+  std::optional<std::uint32_t> handed_over;
+  std::uint64_t handed_over_at = 0;
+  const auto handed_over_already = [&](std::uint32_t slice, std::uint64_t now) {
+    return handed_over == slice && now - handed_over_at < kAskAgainNs;
+  };
   Status status = Ok{};
   for (;;) {
     if (!broker_->usable()) {
@@ -53,16 +63,23 @@ Status ComputeGate::acquire_brokered(std::uint32_t gpu, const Drain& drain) {
       if (word == (holder_token(slot_) | layout::kHandoverBit)) {
         // A gang's rank goes on to its gang's stop count first (see acquire_daemonless).
         if (goes_on_to_gang_stop(gpu, /*collective=*/false, monotonic_now_ns())) break;
-        mark_waiting(gpu, monotonic_now_ns());
-        (void)hand_over_brokered(gpu, drain);
-        broker_->wanted(gpu);
-        asked_at = monotonic_now_ns();
-        continue;
+        const std::uint32_t slice = schedule.grant_seq.load(kAcquire);
+        if (!handed_over_already(slice, monotonic_now_ns())) {
+          mark_waiting(gpu, monotonic_now_ns());
+          (void)hand_over_brokered(gpu, drain);
+          broker_->wanted(gpu);
+          asked_at = handed_over_at = monotonic_now_ns();
+          handed_over = slice;
+          continue;
+        }
       }
     }
     mark_waiting(gpu, monotonic_now_ns());
     const std::uint32_t seen = schedule.grant_seq.load(kAcquire);
-    if (layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot_) continue;
+    if (layout::holder_slot(schedule.holder_word.load(kAcquire)) == slot_ &&
+        !handed_over_already(seen, monotonic_now_ns())) {
+      continue;
+    }
     if (const std::uint64_t now = monotonic_now_ns(); now - asked_at >= kAskAgainNs) {
       broker_->wanted(gpu);
       asked_at = now;
