@@ -349,8 +349,10 @@ Arbitration arbitrate(StateLayout& state, std::uint32_t gpu, std::uint64_t now, 
       grant(state, gpu, next.slot, next.tenant, now, next.mark);
       result.changed = true;
       result.granted_to_requester = next.slot == requester;
-      // The new holder's gang: its followers may now lead on its other GPUs.
+      // The new holder's gang: its followers may now lead on its other GPUs. Every other gang
+      // anchored here: its followers, held back while the anchor changed hands, may take what is left.
       if (gangs.gang(next.tenant)) result.wake_gpus |= gangs.gpus_of(next.tenant);
+      result.wake_gpus |= gangs.gpus_of_gangs_anchored_at(gpu);
     } else if (cap_wait != 0) {
       recheck = std::min(recheck, cap_wait);
     }

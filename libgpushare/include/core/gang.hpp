@@ -52,6 +52,14 @@ class GangView {
   std::uint32_t gpus_of(std::uint32_t tenant) const { return tenant < layout::kMaxTenants ? wanted_[tenant] : 0; }
   // The tenant wants two GPUs or more.
   bool gang(std::uint32_t tenant) const { return std::popcount(gpus_of(tenant)) >= 2; }
+  // The GPUs wanted by the gangs anchored at `gpu`.
+  std::uint32_t gpus_of_gangs_anchored_at(std::uint32_t gpu) const {
+    std::uint32_t gpus = 0;
+    for (std::uint32_t tenant = 0; tenant < layout::kMaxTenants; ++tenant) {
+      if (gang(tenant) && anchor(tenant) == gpu) gpus |= wanted_[tenant];
+    }
+    return gpus;
+  }
   // The lowest GPU the tenant wants (kMaxGpus when none).
   std::uint32_t anchor(std::uint32_t tenant) const {
     const std::uint32_t gpus = gpus_of(tenant);
@@ -74,9 +82,10 @@ class GangView {
   // Whether a tenant other than the holder wants `gpu`.
   bool contested(std::uint32_t gpu) const { return gpu < layout::kMaxGpus && contested_[gpu]; }
   // Whether the tenant's anchor is changing hands: nobody holds it, or its holder was asked to hand
-  // it over and someone else wants it. Who gets it next is not known yet, and granting the tenant
-  // `gpu` first may let it hold a follower without its anchor (its ranks there would wait for the
-  // anchor's, and could not hand over); the anchor's grant wakes this GPU's waiters (wake_gpus).
+  // it over and someone else wants it. Who gets it next is not known yet (the leaving holder may
+  // win it back on virtual time), and granting the tenant `gpu` first may let it hold a follower
+  // without its anchor (its ranks there would wait for the anchor's, and could not hand over); the
+  // anchor's grant wakes the waiters of every gang anchored there (wake_gpus).
   bool anchor_in_transit(std::uint32_t tenant, std::uint32_t gpu) const {
     if (!gang(tenant)) return false;
     const std::uint32_t home = anchor(tenant);
