@@ -32,11 +32,14 @@ bool ComputeGate::goes_on_to_gang_stop(std::uint32_t gpu, bool collective, std::
   layout::StateLayout& state = state_.state();
   const layout::GpuSchedule& schedule = state.schedules[gpu];
   auto stop = gang_stop_count(state, tenant_, schedule.handover_asked_ns.load(kSeqCst));
+  // A tenant on one GPU has no sibling whose part could wait for this process's (most asked
+  // processes end here, after a look at the holder words).
+  if (!stop && !tenant_holds_several_gpus()) return false;
   if (!stop && broker_ == nullptr) {
     // Asked by a waiter's arbitration, whose process has not asked the gang yet: this rank does.
     ask_gang_to_hand_over(state, gpu, tenant_, schedule.handover_asked_ns.load(kSeqCst));
     stop = gang_stop_count(state, tenant_, schedule.handover_asked_ns.load(kSeqCst));
-  } else if (!stop && tenant_holds_several_gpus()) {
+  } else if (!stop) {
     const std::uint64_t until = monotonic_now_ns() + kStopCountWaitNs;
     while (!stop && monotonic_now_ns() < until) {
       std::this_thread::sleep_for(kStopCountLook);
