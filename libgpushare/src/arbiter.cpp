@@ -104,6 +104,7 @@ Choice pick(StateLayout& state, std::uint32_t gpu, std::uint64_t now, std::uint6
     }
     const std::uint64_t virtual_ns = entry.virtual_ns.load(kRelaxed);
     const bool leads = gangs.may_lead(tenant, gpu);
+    if (!leads && gangs.awaited_by_another_leader(tenant, gpu)) continue;
     const bool better =
         best == kNone || priority > best_priority ||
         (priority == best_priority &&

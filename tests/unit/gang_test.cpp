@@ -190,6 +190,28 @@ TEST_F(GangRulesTest, NoFollowerIsGrantedWhileItsAnchorIsBeingHandedOver) {
   EXPECT_NE(on_a.wake_gpus & (1u << kB), 0u) << "B's waiters look again";
 }
 
+// A gang holding its anchor whose rank on B is out of sight (blocked in a collective that waits for
+// the anchor's rank: neither holding nor waiting) will want B at once: another gang's follower, which
+// may not lead there, is not granted B meanwhile; nobody's is when no leader uses B.
+TEST_F(GangRulesTest, AFollowerIsNotGrantedAGpuALeadersRankWillWant) {
+  const auto a1 = add("j1", 50), b1 = add("j1", 50), a2 = add("j2", 50), b2 = add("j2", 50);
+  s().slots[a1].gpus_attached.store(1u << kA);
+  s().slots[b1].gpus_attached.store(1u << kB);
+  give(a1, kA);
+  want_on(a2, kA);
+  want_on(b2, kB);
+  arbitrate(s(), kB, now_, b2, timing_);
+  EXPECT_EQ(holder_of(kB), layout::kNoHolder) << "j1's rank on B will want it";
+  want_on(b1, kB);
+  arbitrate(s(), kB, now_, b1, timing_);
+  EXPECT_EQ(holder_of(kB), b1);
+  end_on(kB);
+  s().slots[b1].gpus_attached.store(0);  // j1 no longer uses B
+  s().slots[b1].compute[kB].waiting_since_ns.store(0);
+  arbitrate(s(), kB, now_, b2, timing_);
+  EXPECT_EQ(holder_of(kB), b2) << "a GPU no leader uses is never left idle";
+}
+
 // On its follower GPU, a gang that holds its anchor is not asked to hand over at the end of its
 // slice for another gang that does not: that one would only wait there for its own anchor.
 TEST_F(GangRulesTest, AFollowerWithoutItsAnchorIsNoContender) {

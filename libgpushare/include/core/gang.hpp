@@ -91,6 +91,13 @@ class GangView {
     const std::uint32_t home = anchor(tenant);
     return home != gpu && (holder_tenant(home) == layout::kMaxTenants || (asked_[home] && contested(home)));
   }
+  // Whether another tenant, holding (unasked) the lowest GPU its processes use, has a process that
+  // uses `gpu` too and does not hold it: a rank of that gang will want `gpu` as soon as it is out of
+  // the collective it may be blocked in (waiting for its sibling on the anchor), and leads there.
+  // A follower of `tenant` that may not lead is then not granted `gpu`: it would only spin there.
+  bool awaited_by_another_leader(std::uint32_t tenant, std::uint32_t gpu) const {
+    return gpu < layout::kMaxGpus && awaited_by_[gpu] != layout::kMaxTenants && awaited_by_[gpu] != tenant;
+  }
   // Whether the tenant holds `gpu` only as a follower that has lost its anchor: it should hand
   // `gpu` over to someone who may lead there.
   bool lost_its_anchor(std::uint32_t tenant, std::uint32_t gpu) const { return !may_lead(tenant, gpu); }
@@ -98,8 +105,9 @@ class GangView {
  private:
   std::array<std::uint32_t, layout::kMaxTenants> wanted_{};
   std::array<std::uint32_t, layout::kMaxGpus> holders_{};
-  std::array<bool, layout::kMaxGpus> asked_{};      // the holder was asked to hand over
-  std::array<bool, layout::kMaxGpus> contested_{};  // a tenant other than the holder wants it
+  std::array<bool, layout::kMaxGpus> asked_{};                // the holder was asked to hand over
+  std::array<bool, layout::kMaxGpus> contested_{};            // a tenant other than the holder wants it
+  std::array<std::uint32_t, layout::kMaxGpus> awaited_by_{};  // see awaited_by_another_leader
 };
 
 }  // namespace gpushare
