@@ -1,4 +1,5 @@
 // A gang's rank at its gang's handover (gang.hpp): it goes on to the gang's stop count.
+#include <bit>
 #include <thread>
 
 #include "core/arbiter.hpp"
@@ -18,13 +19,7 @@ constexpr std::chrono::microseconds kStopCountLook{20};
 }  // namespace
 
 bool ComputeGate::tenant_holds_several_gpus() const {
-  const layout::StateLayout& state = state_.state();
-  unsigned held = 0;
-  for (const layout::GpuSchedule& schedule : state.schedules) {
-    const std::uint32_t slot = layout::holder_slot(schedule.holder_word.load(std::memory_order_acquire));
-    if (slot < layout::kMaxSlots && state.slots[slot].tenant_index.load(std::memory_order_relaxed) == tenant_) ++held;
-  }
-  return held >= 2;
+  return std::popcount(gpus_held_by(state_.state(), tenant_)) >= 2;
 }
 
 bool ComputeGate::goes_on_to_gang_stop(std::uint32_t gpu, bool collective, std::uint64_t now) {

@@ -76,14 +76,22 @@ void ask_gang_to_hand_over(StateLayout& state, std::uint32_t gpu, std::uint32_t 
   publish_stop_count(state, tenant, asked_ns);
 }
 
+std::uint32_t gpus_held_by(const StateLayout& state, std::uint32_t tenant) {
+  std::uint32_t held = 0;
+  for (std::uint32_t gpu = 0; gpu < layout::kMaxGpus; ++gpu) {
+    const std::uint32_t slot = layout::holder_slot(state.schedules[gpu].holder_word.load(std::memory_order_acquire));
+    if (slot < kMaxSlots && state.slots[slot].tenant_index.load(kRelaxed) == tenant) held |= 1U << gpu;
+  }
+  return held;
+}
+
 std::uint64_t peer_wait_ns(const StateLayout& state, std::uint32_t tenant, std::uint32_t gpu,
                            std::uint64_t waited_from_ns, std::uint64_t now_ns) {
   std::uint64_t longest = 0;
+  const std::uint32_t others = gpus_held_by(state, tenant) & ~(1U << gpu);
   for (std::uint32_t other = 0; other < layout::kMaxGpus; ++other) {
-    const GpuSchedule& schedule = state.schedules[other];
-    const std::uint32_t slot = layout::holder_slot(schedule.holder_word.load(std::memory_order_acquire));
-    if (other == gpu || slot >= kMaxSlots || state.slots[slot].tenant_index.load(kRelaxed) != tenant) continue;
-    const std::uint64_t since = std::max(waited_from_ns, schedule.slice_start_ns.load(kRelaxed));
+    if ((others & (1U << other)) == 0) continue;
+    const std::uint64_t since = std::max(waited_from_ns, state.schedules[other].slice_start_ns.load(kRelaxed));
     if (since < now_ns) longest = std::max(longest, now_ns - since);
   }
   return longest;

@@ -33,6 +33,8 @@ inline constexpr std::uint64_t gang_stop_word(std::uint64_t asked_ns, std::uint6
 std::optional<std::uint32_t> gang_stop_count(const layout::StateLayout& state, std::uint32_t tenant,
                                              std::uint64_t asked_ns);
 
+// The GPUs whose slice a process of `tenant` holds now (bit h: GPU h), asked to hand over or not.
+std::uint32_t gpus_held_by(const layout::StateLayout& state, std::uint32_t tenant);
 // Of a wait for `gpu` by a process of `tenant` from `waited_from_ns` to `now_ns`: how long another
 // GPU was held by the tenant meanwhile (the longest such overlap), as its slice's start says. Where a
 // gang's collectives wait on the GPU for their peers, that is time its ranks spun for this one.
